@@ -1,0 +1,84 @@
+/**
+ * Agents: the common target. `Agent.make` builds one from plain functions; `Agent.layer` hosts it.
+ */
+import { Effect, Layer, Stream } from "effect"
+import type { AgentError } from "./domain/Errors.js"
+import type { AgentResponse, AgentResponseUpdate } from "./domain/Message.js"
+import { ResponseAccumulator } from "./domain/Message.js"
+import type { Turn } from "./Target.js"
+import { Target } from "./Target.js"
+
+export interface Agent {
+  readonly name: string
+  readonly run: (turn: Turn) => Effect.Effect<AgentResponse, AgentError>
+  readonly stream: (turn: Turn) => Stream.Stream<AgentResponseUpdate, AgentError>
+}
+
+export type MakeOptions =
+  | {
+    readonly name: string
+    readonly run: (turn: Turn) => Effect.Effect<AgentResponse, AgentError>
+    readonly stream?: (turn: Turn) => Stream.Stream<AgentResponseUpdate, AgentError>
+  }
+  | {
+    readonly name: string
+    readonly run?: undefined
+    readonly stream: (turn: Turn) => Stream.Stream<AgentResponseUpdate, AgentError>
+  }
+
+/** A response as a stream: one update per message, so streaming clients see whole messages at once. */
+export const responseToUpdates = (response: AgentResponse): ReadonlyArray<AgentResponseUpdate> => {
+  const updates: Array<AgentResponseUpdate> = []
+  response.messages.forEach((message, i) => {
+    const update: { -readonly [K in keyof AgentResponseUpdate]: AgentResponseUpdate[K] } = {
+      messageId: message.id ?? `msg_${i}`,
+      role: message.role,
+      contents: message.contents
+    }
+    if (response.responseId !== undefined) update.responseId = response.responseId
+    if (message.authorName !== undefined) update.authorName = message.authorName
+    updates.push(update)
+  })
+  const tail: { -readonly [K in keyof AgentResponseUpdate]: AgentResponseUpdate[K] } = { contents: [] }
+  if (response.usage !== undefined) tail.contents = [{ _tag: "usage", usage: response.usage }]
+  if (response.finishReason !== undefined) tail.finishReason = response.finishReason
+  if (response.value !== undefined) tail.value = response.value
+  if (tail.contents.length > 0 || tail.finishReason !== undefined || tail.value !== undefined) updates.push(tail)
+  return updates
+}
+
+/** Builds an agent from a blocking function, a streaming function, or both. */
+export const make = (options: MakeOptions): Agent => {
+  if (options.run !== undefined) {
+    const run = options.run
+    return {
+      name: options.name,
+      run,
+      stream: options.stream ?? ((turn) => Stream.flatMap(run(turn), (r) => Stream.fromIterable(responseToUpdates(r))))
+    }
+  }
+  const stream = options.stream
+  return {
+    name: options.name,
+    stream,
+    run: (turn) =>
+      Stream.runFold(stream(turn), new ResponseAccumulator(), (acc, update) => {
+        acc.add(update)
+        return acc
+      }).pipe(Effect.map((acc) => acc.done()))
+  }
+}
+
+/** Hosts an agent as the host's target. */
+export const toTarget = (agent: Agent): Target["Type"] => ({
+  kind: "agent",
+  name: agent.name,
+  run: (turn) => Effect.map(agent.run(turn), (response) => ({ response, result: response })),
+  stream: agent.stream
+})
+
+export const layer = (agent: Agent): Layer.Layer<Target> => Layer.succeed(Target, toTarget(agent))
+
+/** Hosts an agent built by an effect (one that needs services, config, an HTTP client...). */
+export const layerEffect = <E, R>(agent: Effect.Effect<Agent, E, R>): Layer.Layer<Target, E, R> =>
+  Layer.effect(Target, Effect.map(agent, toTarget))

@@ -1,0 +1,293 @@
+/**
+ * The host: builds every channel, mounts their routes with `GET /readiness` on one HTTP server, runs channel
+ * startups in order (a failed startup aborts boot, every failure logged by channel, the first reported), and
+ * on shutdown closes every channel's scope even when some fail.
+ */
+import { HttpMiddleware, HttpServerRequest, type HttpServerResponse } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import type { ConfigError } from "effect"
+import type { Cause } from "effect"
+import { Context, Effect, Exit, Layer, Option, Scope } from "effect"
+import * as Http from "node:http"
+import { Authorizer, layerAllowAll } from "./Authorizer.js"
+import type { Channel, ChannelContribution, RouteInput } from "./Channel.js"
+import * as Channels from "./Channels.js"
+import * as Delivery from "./Delivery.js"
+import type { ChannelStartupError } from "./domain/Errors.js"
+import { HostConfigurationError } from "./domain/Errors.js"
+import { isolationKeyProblem } from "./domain/Ids.js"
+import { HostConfig } from "./HostConfig.js"
+import { errorJson, json } from "./http/HttpBody.js"
+import { joinPath, Router } from "./http/Router.js"
+import type { IsolationKeys } from "./RequestContext.js"
+import { noIsolationKeys } from "./RequestContext.js"
+import * as Sessions from "./Sessions.js"
+import type { StateStore } from "./StateStore.js"
+import { Target } from "./Target.js"
+import * as Turns from "./Turns.js"
+
+export const ISOLATION_HEADER_USER = "x-agent-user-isolation-key"
+export const ISOLATION_HEADER_CHAT = "x-agent-chat-isolation-key"
+
+export interface MountedChannel {
+  readonly name: string
+  readonly path: string
+  readonly routes: ReadonlyArray<string>
+}
+
+export interface AgentHostShape {
+  /** Where the server listens; port is the real one when 0 was asked for. */
+  readonly address: { readonly host: string; readonly port: number }
+  readonly url: string
+  readonly channels: ReadonlyArray<MountedChannel>
+  /** The whole app as a `node:http` request listener, for embedding in a server of your own. */
+  readonly handler: (request: Http.IncomingMessage, response: Http.ServerResponse) => void
+}
+
+export class AgentHost extends Context.Tag("effect-agent-host/AgentHost")<AgentHost, AgentHostShape>() {}
+
+export interface Options<E, R> {
+  readonly channels: ReadonlyArray<Channel<E, R>>
+  /** Listen on the configured host/port (default). False builds the app without a server (use `handler`). */
+  readonly listen?: boolean
+}
+
+const readiness = json({ status: "ok" })
+
+const lift = (request: HttpServerRequest.HttpServerRequest, trust: boolean): IsolationKeys | string => {
+  if (!trust) return noIsolationKeys
+  const user = request.headers[ISOLATION_HEADER_USER]
+  const chat = request.headers[ISOLATION_HEADER_CHAT]
+  if ((user === undefined || user === "") && (chat === undefined || chat === "")) return noIsolationKeys
+  for (const [name, value] of [[ISOLATION_HEADER_USER, user], [ISOLATION_HEADER_CHAT, chat]] as const) {
+    if (value === undefined || value === "") continue
+    const problem = isolationKeyProblem(value)
+    if (problem !== undefined) return `header ${name} is not a valid isolation key: it ${problem}`
+  }
+  return {
+    user: user === undefined || user === "" ? undefined : user,
+    chat: chat === undefined || chat === "" ? undefined : chat
+  }
+}
+
+interface BuiltChannel {
+  readonly name: string
+  readonly scope: Scope.CloseableScope
+  readonly contribution: ChannelContribution
+}
+
+const closeAll = (built: ReadonlyArray<BuiltChannel>, exit: Exit.Exit<unknown, unknown>) =>
+  Effect.gen(function*() {
+    const failures: Array<{ channel: string; cause: Cause.Cause<unknown> }> = []
+    for (const channel of [...built].reverse()) {
+      const result = yield* Effect.exit(Scope.close(channel.scope, exit))
+      if (Exit.isFailure(result)) failures.push({ channel: channel.name, cause: result.cause })
+    }
+    for (const failure of failures) {
+      yield* Effect.logError("channel shutdown failed", failure.cause).pipe(
+        Effect.annotateLogs({ channel: failure.channel })
+      )
+    }
+    if (failures.length > 0) {
+      yield* Effect.logError(`${failures.length} channel(s) failed to shut down; first: ${failures[0]!.channel}`)
+    }
+  })
+
+export const make = <E, R>(options: Options<E, R>) =>
+  Effect.gen(function*() {
+    const settings = yield* HostConfig
+    const turns = yield* Turns.Turns
+    const registry = yield* Channels.Channels
+    const authorizer = yield* Authorizer
+    const target = yield* Target
+    const hostScope = yield* Effect.scope
+
+    const names = options.channels.map((c) => c.name)
+    const duplicate = names.find((name, i) => names.indexOf(name) !== i)
+    if (duplicate !== undefined) {
+      return yield* new HostConfigurationError({ message: `two channels are named "${duplicate}"`, channel: duplicate })
+    }
+    yield* authorizer.validate(names)
+
+    // Build every channel in its own scope, in order.
+    const built: Array<BuiltChannel> = []
+    yield* Effect.addFinalizer((exit) => closeAll(built, exit))
+    for (const channel of options.channels) {
+      const scope = yield* Scope.fork(hostScope, undefined as never)
+      const exit = yield* Effect.exit(Scope.extend(channel.make(turns.contextFor(channel.name)), scope))
+      if (Exit.isFailure(exit)) {
+        yield* Scope.close(scope, exit)
+        yield* Effect.logError("channel failed to build", exit.cause).pipe(
+          Effect.annotateLogs({ channel: channel.name })
+        )
+        return yield* Effect.failCause(exit.cause)
+      }
+      built.push({ name: channel.name, scope, contribution: exit.value })
+      yield* registry.register({ name: channel.name, contribution: exit.value })
+    }
+
+    // Mount: readiness first, so no channel can shadow it.
+    const router = new Router()
+    router.add({
+      channel: "host",
+      fullPath: "/readiness",
+      route: { method: "GET", path: "/readiness", handler: () => Effect.succeed(readiness) }
+    })
+    for (const channel of built) {
+      for (const route of channel.contribution.routes) {
+        const fullPath = joinPath(channel.contribution.path, route.path)
+        const clash = router.add({ channel: channel.name, fullPath, route })
+        if (clash !== undefined) {
+          return yield* new HostConfigurationError({
+            message: `${route.method} ${fullPath} of channel "${channel.name}" is already served by "${clash.channel}"`,
+            channel: channel.name
+          })
+        }
+      }
+    }
+
+    // Startup work, in channel order; every failure is logged, the first is reported.
+    const startupFailures: Array<{ channel: string; cause: Cause.Cause<ChannelStartupError> }> = []
+    for (const channel of built) {
+      const startup = channel.contribution.startup
+      if (startup === undefined) continue
+      const exit = yield* Effect.exit(Scope.extend(startup, channel.scope))
+      if (Exit.isFailure(exit)) {
+        startupFailures.push({ channel: channel.name, cause: exit.cause })
+        yield* Effect.logError("channel startup failed", exit.cause).pipe(
+          Effect.annotateLogs({ channel: channel.name })
+        )
+      }
+    }
+    if (startupFailures.length > 0) {
+      if (startupFailures.length > 1) {
+        yield* Effect.logError(
+          `${startupFailures.length} channels failed to start: ${startupFailures.map((f) => f.channel).join(", ")}`
+        )
+      }
+      return yield* Effect.failCause(startupFailures[0]!.cause)
+    }
+
+    const app: Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest> = Effect
+      .flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+        const url = request.url
+        const q = url.indexOf("?")
+        const path = q === -1 ? url : url.slice(0, q)
+        const found = router.find(request.method, path)
+        if (found._tag === "NotFound") {
+          return Effect.succeed(errorJson(404, "not_found", `no route for ${request.method} ${path}`))
+        }
+        if (found._tag === "MethodNotAllowed") {
+          return Effect.succeed(
+            json(
+              { error: { message: `${request.method} is not allowed on ${path}`, type: "method_not_allowed" } },
+              405,
+              { allow: found.allowed.join(", ") }
+            )
+          )
+        }
+        const isolation = lift(request, settings.trustIsolationHeaders)
+        if (typeof isolation === "string") {
+          return Effect.succeed(errorJson(400, "invalid_isolation_key", isolation))
+        }
+        const input: RouteInput = {
+          request,
+          params: found.match.params,
+          isolation,
+          query: new URLSearchParams(q === -1 ? "" : url.slice(q + 1))
+        }
+        const handled = found.match.route.route.handler(input)
+        return (isolation === noIsolationKeys ? handled : turns.withIsolation(isolation)(handled)).pipe(
+          Effect.catchAllDefect((defect) =>
+            Effect.as(
+              Effect.logError("request failed", defect).pipe(
+                Effect.annotateLogs({ channel: found.match.route.channel, path })
+              ),
+              errorJson(500, "server_error", "the server failed to handle the request")
+            )
+          )
+        )
+      })
+
+    const handler = yield* NodeHttpServer.makeHandler(app).pipe(
+      HttpMiddleware.withTracerDisabledWhenEffect(() => true)
+    )
+
+    let address = { host: settings.host, port: settings.port }
+    if (options.listen !== false) {
+      const server = Http.createServer(handler)
+      server.keepAliveTimeout = 5_000
+      yield* Effect.acquireRelease(
+        Effect.async<void, HostConfigurationError>((resume) => {
+          const onError = (error: Error) =>
+            resume(Effect.fail(
+              new HostConfigurationError({
+                message: `cannot listen on ${settings.host}:${settings.port}: ${error.message}`
+              })
+            ))
+          server.once("error", onError)
+          server.listen(settings.port, settings.host, () => {
+            server.off("error", onError)
+            resume(Effect.void)
+          })
+        }),
+        () =>
+          Effect.async<void>((resume) => {
+            server.close(() => resume(Effect.void))
+            server.closeIdleConnections()
+            const timer = setTimeout(() => server.closeAllConnections(), 2_000)
+            timer.unref()
+          })
+      )
+      const bound = server.address()
+      if (bound !== null && typeof bound === "object") address = { host: settings.host, port: bound.port }
+    }
+
+    const mounted: Array<MountedChannel> = built.map((channel) => ({
+      name: channel.name,
+      path: channel.contribution.path === "" ? "/" : joinPath(channel.contribution.path, ""),
+      routes: router.routes().filter((r) => r.channel === channel.name).map((r) => `${r.route.method} ${r.fullPath}`)
+    }))
+    const url = `http://${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`
+    yield* Effect.logInfo(
+      `agent host ready: target ${target.kind} "${target.name}" on ${url}; channels: ${
+        mounted.map((c) => `${c.name}@${c.path}`).join(", ") || "none"
+      }`
+    ).pipe(Effect.annotateLogs({ target: target.name, bind: url, channels: mounted.map((c) => c.name).join(",") }))
+
+    return AgentHost.of({ address, url, channels: mounted, handler })
+  })
+
+/**
+ * The host with its channels. Requires the target, the state store and the host config; the core services
+ * (sessions, delivery, turns) come from `layerCore` or your own layers.
+ */
+export const layer = <E, R>(
+  options: Options<E, R>
+): Layer.Layer<
+  AgentHost,
+  E | HostConfigurationError | ChannelStartupError,
+  Exclude<R, Scope.Scope> | HostConfig | Turns.Turns | Channels.Channels | Authorizer | Target
+> => Layer.scoped(AgentHost, make(options))
+
+/**
+ * Core services with their defaults: sessions from config, delivery with in-process pushes, allow-all
+ * authorization. Provide `Target`, `StateStore` and `HostConfig` to it.
+ */
+export const layerCore: Layer.Layer<
+  Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery,
+  ConfigError.ConfigError,
+  Target | StateStore | HostConfig
+> = Turns.layer.pipe(
+  Layer.provideMerge(Delivery.layer),
+  Layer.provideMerge(Delivery.layerPushInProcess),
+  Layer.provideMerge(Sessions.layerConfig),
+  Layer.provideMerge(Channels.layer),
+  Layer.provideMerge(layerAllowAll)
+)
+
+/** `layer` with `layerCore` under it. */
+export const layerWithCore = <E, R>(options: Options<E, R>) => layer(options).pipe(Layer.provideMerge(layerCore))
+
+export const isolationKeysOf = (input: RouteInput): Option.Option<IsolationKeys> =>
+  input.isolation === noIsolationKeys ? Option.none() : Option.some(input.isolation)

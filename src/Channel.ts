@@ -1,0 +1,150 @@
+/**
+ * Channels: what a channel contributes to the host, and the only view of the host a channel gets
+ * (`ChannelContext`). A channel module imports this file and the domain, nothing else of the core.
+ */
+import type { HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import type { Effect, Option, Scope, Stream } from "effect"
+import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
+import type { ChannelStartupError, TurnError } from "./domain/Errors.js"
+import type { ChannelIdentity } from "./domain/Identity.js"
+import type { AgentResponseUpdate } from "./domain/Message.js"
+import type { IsolationKeys } from "./RequestContext.js"
+import type { BusyPolicy } from "./Sessions.js"
+
+/** What a route handler receives besides the request. */
+export interface RouteInput {
+  readonly request: HttpServerRequest.HttpServerRequest
+  /** Path parameters (`/responses/:id` → `{ id }`). */
+  readonly params: Readonly<Record<string, string>>
+  /** Isolation keys from trusted headers; both undefined unless the host trusts them. */
+  readonly isolation: IsolationKeys
+  /** The query string, parsed. */
+  readonly query: URLSearchParams
+}
+
+export interface Route {
+  readonly method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS"
+  /** Relative to the channel's path; `:name` segments are parameters. */
+  readonly path: string
+  readonly handler: (input: RouteInput) => Effect.Effect<HttpServerResponse.HttpServerResponse>
+}
+
+/** Context handed to a channel's response hook for one destination. */
+export interface ResponseHookContext {
+  readonly request: ChannelRequest
+  readonly channel: string
+  /** Undefined for the originating reply. */
+  readonly destination: ChannelIdentity | undefined
+  readonly originating: boolean
+  /** True for the echoed user turn pushed before the reply. */
+  readonly isEcho: boolean
+}
+
+export interface ChannelHooks {
+  /** Rewrites the request before it runs (options, session, target, input). `raw` is the native payload. */
+  readonly run?: (request: ChannelRequest, raw: unknown) => Effect.Effect<ChannelRequest>
+  /** Rewrites or drops (Option.none) each streaming update. */
+  readonly streamTransform?: (update: AgentResponseUpdate) => Effect.Effect<Option.Option<AgentResponseUpdate>>
+  /** Shapes the result for one destination; it gets a private copy. */
+  readonly response?: (result: HostedRunResult, context: ResponseHookContext) => Effect.Effect<HostedRunResult>
+}
+
+/** Why a push failed, so the task runner knows whether to try again. */
+export interface PushFailure {
+  readonly _tag: "PushFailure"
+  readonly retryable: boolean
+  /** Server-requested wait before the next attempt (429 retry-after). */
+  readonly retryAfterMillis?: number
+  readonly message: string
+}
+
+export interface ChannelPush {
+  /** Sends `result` to `identity` without an inbound request. `idempotencyKey` is stable across retries. */
+  readonly push: (
+    identity: ChannelIdentity,
+    result: HostedRunResult,
+    options: { readonly isEcho: boolean; readonly idempotencyKey: string }
+  ) => Effect.Effect<void, PushFailure>
+}
+
+/** A chat command (`/new`, `/help`) a channel exposes natively. */
+export interface ChannelCommand {
+  readonly name: string
+  readonly description: string
+  readonly handle: (context: CommandContext) => Effect.Effect<void>
+}
+
+export interface CommandContext {
+  readonly request: ChannelRequest
+  readonly args: string
+  readonly reply: (text: string) => Effect.Effect<void>
+}
+
+export interface ChannelContribution {
+  /** Mount prefix for the channel's routes; "" mounts at the root. */
+  readonly path: string
+  readonly routes: ReadonlyArray<Route>
+  readonly commands?: ReadonlyArray<ChannelCommand>
+  /** Runs after every channel is built, in channel order; resources it acquires live until shutdown. */
+  readonly startup?: Effect.Effect<void, ChannelStartupError, Scope.Scope>
+  readonly hooks?: ChannelHooks
+  readonly push?: ChannelPush
+  /** What happens when a turn arrives while the session is busy (default `queue`). */
+  readonly busyPolicy?: BusyPolicy
+  /** Extra words for the startup banner. */
+  readonly describe?: string
+}
+
+/** A running turn's stream: updates as they come, then the final result. */
+export interface TurnStream {
+  readonly updates: Stream.Stream<AgentResponseUpdate, TurnError>
+  /** Completes when the turn does, whether or not `updates` was consumed. */
+  readonly result: Effect.Effect<HostedRunResult, TurnError>
+}
+
+/** The host as a channel sees it. */
+export interface ChannelContext {
+  readonly channel: string
+  /** Runs a turn in the request's session and waits for the result. `raw` reaches the run hook. */
+  readonly run: (request: ChannelRequest, raw?: unknown) => Effect.Effect<HostedRunResult, TurnError>
+  /**
+   * Starts a streaming turn. Fails at once when the turn cannot start (validation, busy, denied); the turn
+   * belongs to the session, so abandoning `updates` does not cancel it.
+   */
+  readonly runStream: (request: ChannelRequest, raw?: unknown) => Effect.Effect<TurnStream, TurnError>
+  /**
+   * Delivers a finished turn: schedules pushes to other destinations and returns the originating reply,
+   * shaped by this channel's response hook, or none when the reply goes elsewhere only.
+   */
+  readonly deliverResponse: (
+    request: ChannelRequest,
+    result: HostedRunResult
+  ) => Effect.Effect<Option.Option<HostedRunResult>>
+  /** Starts a fresh conversation for `isolationKey` (rotates its session alias); returns the new session id. */
+  readonly resetSession: (isolationKey: string) => Effect.Effect<string>
+  /** Host settings a channel may read. */
+  readonly settings: HostSettings
+}
+
+export interface HostSettings {
+  readonly trustIsolationHeaders: boolean
+  /** Largest accepted request body, in bytes. */
+  readonly maxBodyBytes: number
+  /** API keys guarding programmatic channels; empty when none are configured. */
+  readonly apiKeys: ReadonlyArray<string>
+}
+
+export interface Channel<E = never, R = never> {
+  readonly name: string
+  readonly make: (context: ChannelContext) => Effect.Effect<ChannelContribution, E, R | Scope.Scope>
+}
+
+export const make = <E = never, R = never>(
+  name: string,
+  build: (context: ChannelContext) => Effect.Effect<ChannelContribution, E, R | Scope.Scope>
+): Channel<E, R> => ({ name, make: build })
+
+/** Identity helper that types a route handler. */
+export const handler = (
+  f: (input: RouteInput) => Effect.Effect<HttpServerResponse.HttpServerResponse>
+): Route["handler"] => f

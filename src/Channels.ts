@@ -1,0 +1,31 @@
+/**
+ * The registry of built channels: their contributions (hooks, push, policy), by name. Filled by the host
+ * while it builds channels; read by turns and delivery.
+ */
+import { Context, Effect, Layer } from "effect"
+import type { ChannelContribution } from "./Channel.js"
+
+export interface RegisteredChannel {
+  readonly name: string
+  readonly contribution: ChannelContribution
+}
+
+export interface ChannelsShape {
+  readonly register: (channel: RegisteredChannel) => Effect.Effect<void>
+  /** Synchronous lookup: used per turn on the hot path. */
+  readonly unsafeGet: (name: string) => RegisteredChannel | undefined
+  readonly all: Effect.Effect<ReadonlyArray<RegisteredChannel>>
+}
+
+export class Channels extends Context.Tag("effect-agent-host/Channels")<Channels, ChannelsShape>() {}
+
+export const make = (): ChannelsShape => {
+  const registry = new Map<string, RegisteredChannel>()
+  return {
+    register: (channel) => Effect.sync(() => void registry.set(channel.name, channel)),
+    unsafeGet: (name) => registry.get(name),
+    all: Effect.sync(() => [...registry.values()])
+  }
+}
+
+export const layer: Layer.Layer<Channels> = Layer.sync(Channels, make)

@@ -1,0 +1,291 @@
+/**
+ * Reply delivery: resolving a request's `ResponseTarget` against the identity registry, annotating the reply,
+ * shaping a private copy per destination, scheduling pushes to non-originating destinations, and recording the
+ * caller's identity once delivery is resolved (so `active` can reach another channel).
+ */
+import { Clock, Context, Data, Effect, Layer, Option, Schedule } from "effect"
+import type { ResponseHookContext } from "./Channel.js"
+import { Channels } from "./Channels.js"
+import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
+import type { ChannelIdentity } from "./domain/Identity.js"
+import { identityToken } from "./domain/Identity.js"
+import type { AgentResponse, Message } from "./domain/Message.js"
+import { StateStore } from "./StateStore.js"
+
+export interface Destination {
+  readonly channel: string
+  readonly identity: ChannelIdentity
+}
+
+export interface SkippedTarget {
+  readonly target: string
+  readonly reason: string
+}
+
+export interface DeliveryPlan {
+  readonly includesOriginating: boolean
+  readonly destinations: ReadonlyArray<Destination>
+  readonly skipped: ReadonlyArray<SkippedTarget>
+}
+
+/** One push: a reply (and optionally the echoed input) for one destination. JSON-safe, so it can be persisted. */
+export interface PushJob {
+  readonly destination: Destination
+  readonly request: ChannelRequest
+  readonly result: HostedRunResult
+  readonly echo: HostedRunResult | undefined
+  readonly idempotencyKey: string
+}
+
+export class PushRejected extends Data.TaggedError("PushRejected")<{ readonly message: string }> {}
+
+/** Where pushes go to be run: in process, or the durable task runner. */
+export class PushScheduler extends Context.Tag("effect-agent-host/PushScheduler")<PushScheduler, {
+  readonly schedule: (job: PushJob) => Effect.Effect<void, PushRejected>
+}>() {}
+
+export interface DeliveryShape {
+  /** Resolves where the reply goes; reads the registry as it was before this request. */
+  readonly resolve: (request: ChannelRequest) => Effect.Effect<DeliveryPlan>
+  /** Schedules the pushes, records the caller's identity, and returns the originating copy (if any). */
+  readonly deliver: (
+    request: ChannelRequest,
+    result: HostedRunResult,
+    plan: DeliveryPlan
+  ) => Effect.Effect<Option.Option<HostedRunResult>>
+}
+
+export class Delivery extends Context.Tag("effect-agent-host/Delivery")<Delivery, DeliveryShape>() {}
+
+export const originatingOnly: DeliveryPlan = { includesOriginating: true, destinations: [], skipped: [] }
+
+/** Stamps the delivery decision on the assistant messages; this annotated form is what history stores. */
+export const annotate = (response: AgentResponse, request: ChannelRequest, plan: DeliveryPlan): AgentResponse => {
+  if (plan === originatingOnly) return response
+  const intendedTargets = plan.destinations.map((d) => identityToken(d.identity))
+  const messages = response.messages.map((message): Message => {
+    if (message.role !== "assistant") return message
+    return {
+      ...message,
+      hosting: {
+        ...message.hosting,
+        intendedTargets,
+        includesOriginating: plan.includesOriginating,
+        ...(plan.skipped.length > 0 ? { skippedTargets: plan.skipped } : {}),
+        ...(plan.includesOriginating ? { originatingChannel: request.channel } : {})
+      }
+    }
+  })
+  return { ...response, messages }
+}
+
+/** The user's turn as a result of its own, pushed before the reply when `echoInput` is set. */
+export const echoOf = (request: ChannelRequest, result: HostedRunResult): HostedRunResult => ({
+  ...result,
+  result: undefined,
+  response: {
+    messages: request.input.filter((m) => m.role === "user").map(({ hosting: _hosting, ...rest }) => rest)
+  }
+})
+
+export const make = Effect.gen(function*() {
+  const store = yield* StateStore
+  const channels = yield* Channels
+  const scheduler = yield* PushScheduler
+
+  const resolve = Effect.fnUntraced(function*(request: ChannelRequest) {
+    const target = request.responseTarget
+    if (target === undefined || target.kind === "originating") return originatingOnly
+    if (target.kind === "none") return { includesOriginating: false, destinations: [], skipped: [] }
+    const key = request.session?.isolationKey
+    const from = request.channel
+    const candidates: Array<Destination> = []
+    const skipped: Array<SkippedTarget> = []
+    let includesOriginating = false
+    const registered = key === undefined ? [] : yield* store.identities(key)
+    const byChannel = new Map(registered.map((identity) => [identity.channel as string, identity]))
+    switch (target.kind) {
+      case "active": {
+        const active = key === undefined ? Option.none() : yield* store.activeChannel(key)
+        if (Option.isNone(active)) skipped.push({ target: "active", reason: "no active channel is known" })
+        else if (active.value === from) includesOriginating = true
+        else {
+          const identity = byChannel.get(active.value)
+          if (identity === undefined) skipped.push({ target: active.value, reason: "no known identity" })
+          else candidates.push({ channel: active.value, identity })
+        }
+        break
+      }
+      case "all_linked": {
+        const linked = key === undefined ? [] : yield* store.linksFor(key)
+        const seen = new Set<string>()
+        for (const identity of registered) {
+          if (identity.channel === from) includesOriginating = true
+          else if (!seen.has(identityToken(identity))) {
+            seen.add(identityToken(identity))
+            candidates.push({ channel: identity.channel, identity })
+          }
+        }
+        for (const link of linked) {
+          const identity = { channel: link.channel, nativeId: link.nativeId } as ChannelIdentity
+          if (link.channel === from) includesOriginating = true
+          else if (!seen.has(identityToken(identity))) {
+            seen.add(identityToken(identity))
+            candidates.push({ channel: link.channel, identity })
+          }
+        }
+        break
+      }
+      case "identities": {
+        for (const identity of target.identities ?? []) {
+          if (identity.channel === from) includesOriginating = true
+          else candidates.push({ channel: identity.channel, identity })
+        }
+        break
+      }
+      case "channels": {
+        for (const token of target.targets ?? []) {
+          if (token === "originating" || token === from) {
+            includesOriginating = true
+            continue
+          }
+          const colon = token.indexOf(":")
+          if (colon > 0) {
+            const channel = token.slice(0, colon)
+            const nativeId = token.slice(colon + 1)
+            if (channel === from && nativeId === request.identity?.nativeId) includesOriginating = true
+            else candidates.push({ channel, identity: { channel, nativeId } as ChannelIdentity })
+            continue
+          }
+          const identity = byChannel.get(token)
+          if (identity === undefined) skipped.push({ target: token, reason: "no known identity" })
+          else candidates.push({ channel: token, identity })
+        }
+        break
+      }
+    }
+    const destinations: Array<Destination> = []
+    for (const destination of candidates) {
+      const channel = channels.unsafeGet(destination.channel)
+      if (channel === undefined) {
+        skipped.push({ target: identityToken(destination.identity), reason: "no channel with that name" })
+      } else if (channel.contribution.push === undefined) {
+        skipped.push({ target: identityToken(destination.identity), reason: "the channel cannot push" })
+      } else destinations.push(destination)
+    }
+    for (const s of skipped) {
+      yield* Effect.logWarning("response target skipped").pipe(
+        Effect.annotateLogs({ channel: from, target: s.target, reason: s.reason })
+      )
+    }
+    if (destinations.length === 0 && !includesOriginating) {
+      yield* Effect.logWarning("no destination could be resolved; replying on the originating channel").pipe(
+        Effect.annotateLogs({ channel: from, target: target.kind })
+      )
+      includesOriginating = true
+    }
+    return { includesOriginating, destinations, skipped }
+  })
+
+  const shape = (
+    channelName: string,
+    result: HostedRunResult,
+    context: ResponseHookContext
+  ): Effect.Effect<HostedRunResult> => {
+    const hook = channels.unsafeGet(channelName)?.contribution.hooks?.response
+    return hook === undefined ? Effect.succeed(result) : hook(structuredClone(result), context)
+  }
+
+  const deliver = Effect.fnUntraced(function*(request: ChannelRequest, result: HostedRunResult, plan: DeliveryPlan) {
+    if (plan.destinations.length > 0) {
+      const echo = request.responseTarget?.echoInput === true ? echoOf(request, result) : undefined
+      const base = request.attributes?.responseId ?? `${request.channel}:${yield* Clock.currentTimeNanos}`
+      for (const destination of plan.destinations) {
+        yield* scheduler.schedule({
+          destination,
+          request,
+          result,
+          echo,
+          idempotencyKey: `${base}->${identityToken(destination.identity)}`
+        }).pipe(
+          Effect.catchAll((error) =>
+            Effect.logWarning("push could not be scheduled").pipe(
+              Effect.annotateLogs({ target: identityToken(destination.identity), reason: error.message })
+            )
+          )
+        )
+      }
+    }
+    const key = request.session?.isolationKey
+    if (request.identity !== undefined && key !== undefined) {
+      yield* store.recordIdentity(key, request.identity, yield* Clock.currentTimeMillis)
+    }
+    if (!plan.includesOriginating) return Option.none()
+    return Option.some(
+      yield* shape(request.channel, result, {
+        request,
+        channel: request.channel,
+        destination: undefined,
+        originating: true,
+        isEcho: false
+      })
+    )
+  })
+
+  return Delivery.of({ resolve, deliver })
+})
+
+export const layer: Layer.Layer<Delivery, never, StateStore | Channels | PushScheduler> = Layer.effect(Delivery, make)
+
+const inProcessRetry = Schedule.exponential("1 second", 2).pipe(
+  Schedule.jittered,
+  Schedule.intersect(Schedule.recurs(4)),
+  Schedule.upTo("60 seconds")
+)
+
+/**
+ * Runs pushes in this process, in the background, with retries: nothing survives a restart. The durable
+ * task runner replaces it by default (see TaskRunner).
+ */
+export const layerPushInProcess: Layer.Layer<PushScheduler, never, Channels> = Layer.scoped(
+  PushScheduler,
+  Effect.gen(function*() {
+    const channels = yield* Channels
+    const scope = yield* Effect.scope
+    const pushOne = (job: PushJob, result: HostedRunResult, isEcho: boolean) =>
+      Effect.suspend(() => {
+        const channel = channels.unsafeGet(job.destination.channel)
+        const push = channel?.contribution.push
+        if (channel === undefined || push === undefined) return Effect.void
+        const hook = channel.contribution.hooks?.response
+        const context: ResponseHookContext = {
+          request: job.request,
+          channel: job.destination.channel,
+          destination: job.destination.identity,
+          originating: false,
+          isEcho
+        }
+        const shaped = hook === undefined ? Effect.succeed(result) : hook(structuredClone(result), context)
+        return Effect.flatMap(shaped, (r) =>
+          push.push(job.destination.identity, r, { isEcho, idempotencyKey: job.idempotencyKey }))
+      })
+    return PushScheduler.of({
+      schedule: (job) =>
+        Effect.asVoid(Effect.forkIn(
+          Effect.gen(function*() {
+            if (job.echo !== undefined) {
+              yield* pushOne(job, job.echo, true).pipe(
+                Effect.retry({ schedule: inProcessRetry, while: (e) => e.retryable }),
+                Effect.catchAll((e) => Effect.logWarning("echo push failed", e.message))
+              )
+            }
+            yield* pushOne(job, job.result, false).pipe(
+              Effect.retry({ schedule: inProcessRetry, while: (e) => e.retryable }),
+              Effect.catchAll((e) => Effect.logError("push failed", e.message))
+            )
+          }),
+          scope
+        ))
+    })
+  })
+)

@@ -1,0 +1,43 @@
+/**
+ * Host settings, read through `Config` (environment by default).
+ */
+import type { ConfigError } from "effect"
+import { Config, Context, Effect, Layer, Redacted } from "effect"
+import type { HostSettings } from "./Channel.js"
+
+export interface HostConfigShape extends HostSettings {
+  readonly port: number
+  readonly host: string
+}
+
+export class HostConfig extends Context.Tag("effect-agent-host/HostConfig")<HostConfig, HostConfigShape>() {}
+
+export const defaults: HostConfigShape = {
+  port: 8000,
+  host: "127.0.0.1",
+  trustIsolationHeaders: false,
+  maxBodyBytes: 1024 * 1024,
+  apiKeys: []
+}
+
+export const config: Config.Config<HostConfigShape> = Config.all({
+  port: Config.port("PORT").pipe(Config.withDefault(defaults.port)),
+  host: Config.string("HOST").pipe(Config.withDefault(defaults.host)),
+  trustIsolationHeaders: Config.boolean("AGENT_HOST_TRUST_ISOLATION_HEADERS").pipe(
+    Config.withDefault(defaults.trustIsolationHeaders)
+  ),
+  maxBodyBytes: Config.integer("AGENT_HOST_MAX_BODY_BYTES").pipe(Config.withDefault(defaults.maxBodyBytes)),
+  apiKeys: Config.redacted("AGENT_HOST_API_KEYS").pipe(
+    Config.map((keys) => Redacted.value(keys).split(",").map((k) => k.trim()).filter((k) => k.length > 0)),
+    Config.withDefault([] as ReadonlyArray<string>)
+  )
+})
+
+export const layer = (settings: Partial<HostConfigShape> = {}): Layer.Layer<HostConfig> =>
+  Layer.succeed(HostConfig, { ...defaults, ...settings })
+
+/** Settings from the environment; `overrides` win. */
+export const layerConfig = (
+  overrides: Partial<HostConfigShape> = {}
+): Layer.Layer<HostConfig, ConfigError.ConfigError> =>
+  Layer.effect(HostConfig, Effect.map(config, (settings) => ({ ...settings, ...overrides })))

@@ -1,0 +1,259 @@
+/**
+ * Session actors: one per isolation key. Turns for a key run one at a time in arrival order, different keys
+ * run in parallel, idle actors are released, and the number of live actors is bounded.
+ *
+ * An actor is a mailbox (a plain array), the fiber of the turn it is running (none while idle) and a lazily
+ * opened scope for per-session resources. Holding no fiber while idle keeps a live actor to a few hundred
+ * bytes; the actor's durable state (history, alias) lives in the StateStore, so releasing it loses nothing.
+ * A turn runs in the actor's fiber, not the caller's: a caller that goes away (HTTP client disconnect) stops
+ * waiting, the turn still completes.
+ */
+import type { ConfigError } from "effect"
+import type { Fiber } from "effect"
+import { Clock, Config, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Schedule, Scope } from "effect"
+import { SessionBusy, SessionCapacityExceeded, TurnCancelled } from "./domain/Errors.js"
+
+/** What happens when a turn arrives while the session is running one. */
+export type BusyPolicy = "queue" | "reject" | "interrupt"
+
+export interface ActorHandle {
+  readonly key: string
+  /** The actor's scope, opened on first use and closed when the actor is released. */
+  readonly scope: Effect.Effect<Scope.Scope>
+}
+
+export interface SessionStats {
+  readonly live: number
+  readonly running: number
+  readonly queued: number
+}
+
+export interface SessionsShape {
+  /**
+   * Enqueues `work` on the key's actor. The outer effect fails at once when the turn cannot be accepted
+   * (busy under `reject`, capacity); the inner effect waits for the turn's outcome. Interrupting the waiter
+   * does not cancel the turn.
+   */
+  readonly submit: <A, E>(
+    key: string,
+    policy: BusyPolicy,
+    work: (actor: ActorHandle) => Effect.Effect<A, E>
+  ) => Effect.Effect<
+    Effect.Effect<A, E | TurnCancelled>,
+    SessionBusy | SessionCapacityExceeded
+  >
+  /** Releases every idle actor whose last turn ended at least the idle time ago. */
+  readonly sweep: Effect.Effect<number>
+  readonly stats: Effect.Effect<SessionStats>
+  readonly isLive: (key: string) => Effect.Effect<boolean>
+}
+
+export class Sessions extends Context.Tag("effect-agent-host/Sessions")<Sessions, SessionsShape>() {}
+
+export interface Options {
+  /** How long an actor with no turn stays live (default 15 minutes). */
+  readonly idleTimeout?: Duration.DurationInput
+  /** The most live actors; idle ones are evicted first (default 100 000). */
+  readonly maxActors?: number
+}
+
+interface Job {
+  readonly run: Effect.Effect<void>
+  readonly cancel: Effect.Effect<void>
+  fiber: Fiber.RuntimeFiber<void> | undefined
+  cancelRequested: boolean
+}
+
+interface Actor {
+  readonly key: string
+  readonly queue: Array<Job>
+  /** The job being run; set synchronously when it is dequeued, so busy checks never race the fork. */
+  running: Job | undefined
+  lastActive: number
+  scope: Scope.CloseableScope | undefined
+  readonly handle: ActorHandle
+}
+
+export const make = (options: Options = {}): Effect.Effect<SessionsShape, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const idleMillis = Duration.toMillis(options.idleTimeout ?? Duration.minutes(15))
+    const maxActors = options.maxActors ?? 100_000
+    const layerScope = yield* Effect.scope
+    const actors = new Map<string, Actor>()
+
+    const closeScope = (actor: Actor): Effect.Effect<void> => {
+      const scope = actor.scope
+      actor.scope = undefined
+      return scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
+    }
+
+    const release = (actor: Actor): Effect.Effect<void> => {
+      actors.delete(actor.key)
+      return closeScope(actor)
+    }
+
+    const isIdle = (actor: Actor) => actor.running === undefined && actor.queue.length === 0
+
+    const newActor = (key: string): Actor => {
+      const actor: Actor = {
+        key,
+        queue: [],
+        running: undefined,
+        lastActive: 0,
+        scope: undefined,
+        handle: {
+          key,
+          scope: Effect.suspend(() => {
+            if (actor.scope !== undefined) return Effect.succeed(actor.scope)
+            return Effect.map(Scope.fork(layerScope, undefined as never), (scope) => {
+              actor.scope = scope
+              return scope
+            })
+          })
+        }
+      }
+      return actor
+    }
+
+    // Runs the actor's next job in a fiber of its own, chaining to the one after when it ends.
+    const startNext = (actor: Actor): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const job = actor.queue.shift()
+        actor.running = job
+        if (job === undefined) {
+          return Effect.map(Clock.currentTimeMillis, (now) => {
+            actor.lastActive = now
+          })
+        }
+        const body = Effect.suspend(() => job.cancelRequested ? job.cancel : job.run)
+        return Effect.map(
+          Effect.forkIn(Effect.interruptible(body).pipe(Effect.ensuring(startNext(actor))), layerScope),
+          (fiber) => {
+            job.fiber = fiber
+          }
+        )
+      })
+
+    const acquire = (key: string, now: number, evicted: Array<Actor>): Actor | SessionCapacityExceeded => {
+      const existing = actors.get(key)
+      if (existing !== undefined) {
+        // Re-insert so map order is least-recently-used first.
+        actors.delete(key)
+        actors.set(key, existing)
+        return existing
+      }
+      if (actors.size >= maxActors) {
+        let victim: Actor | undefined
+        for (const actor of actors.values()) {
+          if (isIdle(actor)) {
+            victim = actor
+            break
+          }
+        }
+        if (victim === undefined) {
+          return new SessionCapacityExceeded({
+            limit: maxActors,
+            message: `all ${maxActors} sessions are busy; retry shortly`
+          })
+        }
+        actors.delete(victim.key)
+        evicted.push(victim)
+      }
+      const actor = newActor(key)
+      actor.lastActive = now
+      actors.set(key, actor)
+      return actor
+    }
+
+    const submit = <A, E>(
+      key: string,
+      policy: BusyPolicy,
+      work: (actor: ActorHandle) => Effect.Effect<A, E>
+    ): Effect.Effect<Effect.Effect<A, E | TurnCancelled>, SessionBusy | SessionCapacityExceeded> =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.suspend((): Effect.Effect<
+          Effect.Effect<A, E | TurnCancelled>,
+          SessionBusy | SessionCapacityExceeded
+        > => {
+          const evicted: Array<Actor> = []
+          const actor = acquire(key, now, evicted)
+          if (actor instanceof SessionCapacityExceeded) return Effect.fail(actor)
+          const busy = actor.running !== undefined || actor.queue.length > 0
+          if (busy && policy === "reject") {
+            return Effect.fail(
+              new SessionBusy({
+                key,
+                message: `session ${key} is answering another message; send again when it has finished`
+              })
+            )
+          }
+          const deferred = Deferred.unsafeMake<A, E | TurnCancelled>(FiberId.none)
+          const cancelled = new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
+          const job: Job = {
+            run: work(actor.handle).pipe(
+              Effect.exit,
+              Effect.flatMap((exit) => Deferred.done(deferred, exit)),
+              Effect.onInterrupt(() => Deferred.fail(deferred, cancelled)),
+              Effect.asVoid
+            ),
+            cancel: Effect.asVoid(Deferred.fail(deferred, cancelled)),
+            fiber: undefined,
+            cancelRequested: false
+          }
+          let before: Effect.Effect<void> = evicted.length === 0 ?
+            Effect.void :
+            Effect.forEach(evicted, closeScope, { discard: true })
+          if (busy && policy === "interrupt") {
+            const dropped = actor.queue.splice(0, actor.queue.length)
+            const running = actor.running
+            let stop: Effect.Effect<void> = Effect.void
+            if (running !== undefined) {
+              running.cancelRequested = true
+              if (running.fiber !== undefined) stop = running.fiber.interruptAsFork(FiberId.none)
+            }
+            before = Effect.zipRight(before, Effect.zipRight(Effect.forEach(dropped, (j) => j.cancel), stop))
+          }
+          actor.queue.push(job)
+          const start = actor.running === undefined && actor.queue.length === 1 ? startNext(actor) : Effect.void
+          return Effect.as(Effect.zipRight(before, start), Deferred.await(deferred))
+        }))
+
+    const sweep = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.suspend(() => {
+        const expired: Array<Actor> = []
+        for (const actor of actors.values()) {
+          if (isIdle(actor) && now - actor.lastActive >= idleMillis) expired.push(actor)
+        }
+        return Effect.as(Effect.forEach(expired, release, { discard: true }), expired.length)
+      }))
+
+    const sweepEvery = Duration.millis(Math.max(10, Math.min(idleMillis / 4, 60_000)))
+    yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(sweepEvery)))
+
+    return Sessions.of({
+      submit,
+      sweep,
+      stats: Effect.sync(() => {
+        let running = 0
+        let queued = 0
+        for (const actor of actors.values()) {
+          if (actor.running !== undefined) running++
+          queued += actor.queue.length
+        }
+        return { live: actors.size, running, queued }
+      }),
+      isLive: (key) => Effect.sync(() => actors.has(key))
+    })
+  })
+
+export const layer = (options: Options = {}): Layer.Layer<Sessions> => Layer.scoped(Sessions, make(options))
+
+export const layerConfig: Layer.Layer<Sessions, ConfigError.ConfigError> = Layer.unwrapEffect(
+  Effect.map(
+    Config.all({
+      idleTimeout: Config.duration("AGENT_HOST_SESSION_IDLE_TIMEOUT").pipe(Config.withDefault(Duration.minutes(15))),
+      maxActors: Config.integer("AGENT_HOST_MAX_SESSIONS").pipe(Config.withDefault(100_000))
+    }),
+    (options) => layer(options)
+  )
+)

@@ -1,0 +1,187 @@
+/**
+ * Everything the host remembers: session aliases, the identity registry (identities seen per key, the active
+ * channel), chat history, stored responses, identity links, channel cursors, and quarantined records.
+ *
+ * `layerMemory` keeps it in process; `layerSqlite` (see `SqliteStateStore`) persists it in the state dir.
+ */
+import { Context, Effect, Layer, Option, Schema } from "effect"
+import type { ChannelIdentity } from "./domain/Identity.js"
+import { Message } from "./domain/Message.js"
+
+/** A stored Responses API object: the response JSON, its input items, and its stream events (background). */
+export interface StoredResponse {
+  readonly id: string
+  readonly sessionKey: string | undefined
+  /** The response resource as served on the wire (JSON-safe). */
+  readonly response: unknown
+  /** The input items of the request that created it (JSON-safe). */
+  readonly inputItems: ReadonlyArray<unknown>
+  readonly createdAt: number
+}
+
+export interface StoredEvent {
+  readonly sequence: number
+  readonly event: unknown
+}
+
+/** A verified link between a channel identity and a person (for identity linking). */
+export interface IdentityLink {
+  readonly channel: string
+  readonly nativeId: string
+  /** The isolation key the person's channels share once linked. */
+  readonly isolationKey: string
+  readonly subject: string
+  readonly claims: Readonly<Record<string, unknown>>
+  readonly linkedAt: number
+}
+
+export interface QuarantineRecord {
+  readonly table: string
+  readonly key: string
+  readonly reason: string
+  readonly raw: string
+  readonly at: number
+}
+
+export interface StateStoreShape {
+  readonly getAlias: (key: string) => Effect.Effect<Option.Option<string>>
+  readonly setAlias: (key: string, alias: string) => Effect.Effect<void>
+
+  /** Records that `identity` was seen on `key` and makes its channel the key's active channel. */
+  readonly recordIdentity: (key: string, identity: ChannelIdentity, at: number) => Effect.Effect<void>
+  /** Identities seen on `key`, one per channel (the latest), most recently active first. */
+  readonly identities: (key: string) => Effect.Effect<ReadonlyArray<ChannelIdentity>>
+  readonly activeChannel: (key: string) => Effect.Effect<Option.Option<string>>
+  /** The isolation key an identity is registered under (indexed, not a scan). */
+  readonly findKeyByIdentity: (channel: string, nativeId: string) => Effect.Effect<Option.Option<string>>
+
+  readonly loadHistory: (sessionId: string) => Effect.Effect<ReadonlyArray<Message>>
+  readonly appendHistory: (sessionId: string, messages: ReadonlyArray<Message>) => Effect.Effect<void>
+
+  readonly putResponse: (response: StoredResponse) => Effect.Effect<void>
+  readonly getResponse: (id: string) => Effect.Effect<Option.Option<StoredResponse>>
+  /** Deletes a response with its input items and events; false when there was none. */
+  readonly deleteResponse: (id: string) => Effect.Effect<boolean>
+  readonly appendResponseEvents: (id: string, events: ReadonlyArray<StoredEvent>) => Effect.Effect<void>
+  /** Events with `sequence > after`, in order. */
+  readonly responseEvents: (id: string, after: number) => Effect.Effect<ReadonlyArray<StoredEvent>>
+  /** Deletes responses created before `olderThan`; returns how many. */
+  readonly pruneResponses: (olderThan: number) => Effect.Effect<number>
+
+  readonly putLink: (link: IdentityLink) => Effect.Effect<void>
+  readonly getLink: (channel: string, nativeId: string) => Effect.Effect<Option.Option<IdentityLink>>
+  readonly deleteLink: (channel: string, nativeId: string) => Effect.Effect<boolean>
+  readonly linksFor: (isolationKey: string) => Effect.Effect<ReadonlyArray<IdentityLink>>
+
+  readonly getCursor: (name: string) => Effect.Effect<Option.Option<string>>
+  readonly setCursor: (name: string, value: string) => Effect.Effect<void>
+  /** Marks `id` seen in `namespace`; true the first time, false for a duplicate. */
+  readonly markSeen: (namespace: string, id: string) => Effect.Effect<boolean>
+
+  readonly quarantine: (record: QuarantineRecord) => Effect.Effect<void>
+  readonly quarantined: Effect.Effect<ReadonlyArray<QuarantineRecord>>
+}
+
+export class StateStore extends Context.Tag("effect-agent-host/StateStore")<StateStore, StateStoreShape>() {}
+
+/** Chat history is stored as encoded messages; this codec is shared by every implementation. */
+export const MessagesJson = Schema.parseJson(Schema.Array(Message))
+
+const linkKey = (channel: string, nativeId: string) => `${channel}\u0000${nativeId}`
+
+/** An in-process store: for tests, and for hosts that want no persistence. */
+export const makeMemory: Effect.Effect<StateStoreShape> = Effect.sync(() => {
+  const aliases = new Map<string, string>()
+  // key -> channel -> identity, kept in activity order (latest last)
+  const registry = new Map<string, Map<string, ChannelIdentity>>()
+  const identityIndex = new Map<string, string>()
+  const histories = new Map<string, Array<Message>>()
+  const responses = new Map<string, StoredResponse>()
+  const events = new Map<string, Array<StoredEvent>>()
+  const links = new Map<string, IdentityLink>()
+  const cursors = new Map<string, string>()
+  const seen = new Map<string, Set<string>>()
+  const quarantine: Array<QuarantineRecord> = []
+
+  return StateStore.of({
+    getAlias: (key) => Effect.sync(() => Option.fromNullable(aliases.get(key))),
+    setAlias: (key, alias) => Effect.sync(() => void aliases.set(key, alias)),
+    recordIdentity: (key, identity) =>
+      Effect.sync(() => {
+        let byChannel = registry.get(key)
+        if (byChannel === undefined) {
+          byChannel = new Map()
+          registry.set(key, byChannel)
+        }
+        byChannel.delete(identity.channel)
+        byChannel.set(identity.channel, identity)
+        identityIndex.set(linkKey(identity.channel, identity.nativeId), key)
+      }),
+    identities: (key) => Effect.sync(() => [...(registry.get(key)?.values() ?? [])].reverse()),
+    activeChannel: (key) =>
+      Effect.sync(() => {
+        const byChannel = registry.get(key)
+        if (byChannel === undefined) return Option.none()
+        let last: string | undefined
+        for (const channel of byChannel.keys()) last = channel
+        return Option.fromNullable(last)
+      }),
+    findKeyByIdentity: (channel, nativeId) =>
+      Effect.sync(() => Option.fromNullable(identityIndex.get(linkKey(channel, nativeId)))),
+    loadHistory: (sessionId) => Effect.sync(() => histories.get(sessionId)?.slice() ?? []),
+    appendHistory: (sessionId, messages) =>
+      Effect.sync(() => {
+        const history = histories.get(sessionId)
+        if (history === undefined) histories.set(sessionId, [...messages])
+        else history.push(...messages)
+      }),
+    putResponse: (response) => Effect.sync(() => void responses.set(response.id, response)),
+    getResponse: (id) => Effect.sync(() => Option.fromNullable(responses.get(id))),
+    deleteResponse: (id) =>
+      Effect.sync(() => {
+        events.delete(id)
+        return responses.delete(id)
+      }),
+    appendResponseEvents: (id, batch) =>
+      Effect.sync(() => {
+        const list = events.get(id)
+        if (list === undefined) events.set(id, [...batch])
+        else list.push(...batch)
+      }),
+    responseEvents: (id, after) => Effect.sync(() => (events.get(id) ?? []).filter((e) => e.sequence > after)),
+    pruneResponses: (olderThan) =>
+      Effect.sync(() => {
+        let n = 0
+        for (const [id, response] of responses) {
+          if (response.createdAt < olderThan) {
+            responses.delete(id)
+            events.delete(id)
+            n++
+          }
+        }
+        return n
+      }),
+    putLink: (link) => Effect.sync(() => void links.set(linkKey(link.channel, link.nativeId), link)),
+    getLink: (channel, nativeId) => Effect.sync(() => Option.fromNullable(links.get(linkKey(channel, nativeId)))),
+    deleteLink: (channel, nativeId) => Effect.sync(() => links.delete(linkKey(channel, nativeId))),
+    linksFor: (isolationKey) =>
+      Effect.sync(() => [...links.values()].filter((link) => link.isolationKey === isolationKey)),
+    getCursor: (name) => Effect.sync(() => Option.fromNullable(cursors.get(name))),
+    setCursor: (name, value) => Effect.sync(() => void cursors.set(name, value)),
+    markSeen: (namespace, id) =>
+      Effect.sync(() => {
+        let set = seen.get(namespace)
+        if (set === undefined) {
+          set = new Set()
+          seen.set(namespace, set)
+        }
+        if (set.has(id)) return false
+        set.add(id)
+        return true
+      }),
+    quarantine: (record) => Effect.sync(() => void quarantine.push(record)),
+    quarantined: Effect.sync(() => quarantine.slice())
+  })
+})
+
+export const layerMemory: Layer.Layer<StateStore> = Layer.effect(StateStore, makeMemory)

@@ -1,0 +1,37 @@
+/**
+ * What the host runs: an agent or a workflow, seen through one shape.
+ */
+import type { Effect, Stream } from "effect"
+import { Context } from "effect"
+import type { RunOptions } from "./domain/ChannelRequest.js"
+import type { AgentError } from "./domain/Errors.js"
+import type { AgentResponse, AgentResponseUpdate, Message } from "./domain/Message.js"
+import type { RequestContextValue } from "./RequestContext.js"
+
+/** One turn as a target sees it. */
+export interface Turn {
+  /** The messages of this turn, stamped with hosting provenance. */
+  readonly input: ReadonlyArray<Message>
+  /** The session's earlier messages (oldest first), loaded by the host. */
+  readonly history: ReadonlyArray<Message>
+  /** The session id: the isolation key, or its alias after a reset. Undefined for sessionless turns. */
+  readonly sessionId: string | undefined
+  readonly options: RunOptions
+  readonly context: RequestContextValue
+}
+
+/** A target's answer: the agent-shaped view channels render, and the target's own untouched result. */
+export interface TargetResult {
+  readonly response: AgentResponse
+  readonly result: unknown
+}
+
+export interface TargetShape {
+  readonly kind: "agent" | "workflow"
+  readonly name: string
+  readonly run: (turn: Turn) => Effect.Effect<TargetResult, AgentError>
+  /** Streaming run; the final result is the fold of the updates (`value` carries a structured result). */
+  readonly stream: (turn: Turn) => Stream.Stream<AgentResponseUpdate, AgentError>
+}
+
+export class Target extends Context.Tag("effect-agent-host/Target")<Target, TargetShape>() {}

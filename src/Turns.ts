@@ -1,0 +1,236 @@
+/**
+ * Running turns: the implementation behind `ChannelContext`. A turn is validated, authorized, then run by the
+ * session actor of its isolation key; its reply is annotated with the delivery decision and appended to the
+ * session's history inside the actor, so history is written in turn order.
+ */
+import { Cause, Context, Effect, Layer, Mailbox, Option, Random, Stream } from "effect"
+import { Authorizer } from "./Authorizer.js"
+import type { ChannelContext, TurnStream } from "./Channel.js"
+import { Channels } from "./Channels.js"
+import type { DeliveryPlan } from "./Delivery.js"
+import { annotate, Delivery } from "./Delivery.js"
+import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
+import type { TurnError } from "./domain/Errors.js"
+import { AgentError, InvalidIsolationKey, InvalidRequest } from "./domain/Errors.js"
+import { isolationKeyProblem } from "./domain/Ids.js"
+import type { AgentResponseUpdate, Message } from "./domain/Message.js"
+import { ResponseAccumulator } from "./domain/Message.js"
+import { HostConfig } from "./HostConfig.js"
+import type { IsolationKeys, RequestContextValue } from "./RequestContext.js"
+import { noIsolationKeys, RequestContext } from "./RequestContext.js"
+import { Sessions } from "./Sessions.js"
+import { StateStore } from "./StateStore.js"
+import type { Turn } from "./Target.js"
+import { Target } from "./Target.js"
+
+export interface TurnsShape {
+  /** The context for one channel. */
+  readonly contextFor: (channel: string) => ChannelContext
+  /** Runs a turn with request-scoped isolation keys (from trusted headers). */
+  readonly withIsolation: (isolation: IsolationKeys) => <A, E, R>(
+    effect: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E, R>
+}
+
+export class Turns extends Context.Tag("effect-agent-host/Turns")<Turns, TurnsShape>() {}
+
+// The trusted isolation headers of the HTTP request being served, if any.
+class CurrentIsolation extends Context.Tag("effect-agent-host/Turns/CurrentIsolation")<
+  CurrentIsolation,
+  IsolationKeys
+>() {}
+
+const stamp = (request: ChannelRequest): ReadonlyArray<Message> => {
+  const input = request.input
+  if (input.length === 0) return input
+  const last = input[input.length - 1]!
+  const hosting = {
+    ...last.hosting,
+    channel: request.channel,
+    ...(request.identity !== undefined ? { identity: request.identity } : {}),
+    ...(request.responseTarget !== undefined ? { responseTarget: request.responseTarget } : {})
+  }
+  return [...input.slice(0, -1), { ...last, hosting }]
+}
+
+const agentDefect = (cause: unknown) =>
+  new AgentError({ message: "the agent failed unexpectedly", code: "agent_defect", cause })
+
+export const make = Effect.gen(function*() {
+  const target = yield* Target
+  const sessions = yield* Sessions
+  const store = yield* StateStore
+  const delivery = yield* Delivery
+  const channels = yield* Channels
+  const authorizer = yield* Authorizer
+  const settings = yield* HostConfig
+  const hostScope = yield* Effect.scope
+  const plans = new WeakMap<HostedRunResult, DeliveryPlan>()
+
+  const prepare = Effect.fnUntraced(function*(channel: string, request: ChannelRequest, raw: unknown) {
+    const hook = channels.unsafeGet(channel)?.contribution.hooks?.run
+    let prepared = hook === undefined ? request : yield* hook(request, raw)
+    const key = prepared.session?.isolationKey
+    if (key !== undefined) {
+      const problem = isolationKeyProblem(key)
+      if (problem !== undefined) {
+        return yield* new InvalidIsolationKey({ key: key.slice(0, 300), message: `isolation key ${problem}` })
+      }
+    }
+    if (prepared.input.length === 0) {
+      return yield* new InvalidRequest({ message: "the request has no input messages" })
+    }
+    prepared = yield* authorizer.authorize(prepared)
+    const isolation = Option.getOrElse(yield* Effect.serviceOption(CurrentIsolation), () => noIsolationKeys)
+    yield* Effect.logInfo("channel request").pipe(
+      Effect.annotateLogs({
+        channel: prepared.channel,
+        operation: prepared.operation,
+        stream: prepared.stream,
+        session: prepared.session?.isolationKey ?? "none"
+      })
+    )
+    return { request: prepared, isolation }
+  })
+
+  const beginTurn = Effect.fnUntraced(function*(request: ChannelRequest, isolation: IsolationKeys) {
+    const key = request.session?.isolationKey
+    const sessionId = key === undefined ? undefined : Option.getOrElse(yield* store.getAlias(key), () => key)
+    const history = sessionId === undefined ? [] : yield* store.loadHistory(sessionId)
+    const context: RequestContextValue = {
+      channel: request.channel,
+      operation: request.operation,
+      sessionKey: key,
+      isolation,
+      responseId: request.attributes?.responseId,
+      previousResponseId: request.attributes?.previousResponseId,
+      identity: request.identity
+    }
+    const turn: Turn = { input: stamp(request), history, sessionId, options: request.options ?? {}, context }
+    return turn
+  })
+
+  const finishTurn = Effect.fnUntraced(function*(
+    request: ChannelRequest,
+    turn: Turn,
+    response: HostedRunResult["response"],
+    result: unknown
+  ) {
+    const plan = yield* delivery.resolve(request)
+    const annotated = annotate(response, request, plan)
+    if (turn.sessionId !== undefined) {
+      yield* store.appendHistory(turn.sessionId, [...turn.input, ...annotated.messages])
+    }
+    const hosted: HostedRunResult = {
+      result: result === response ? annotated : result,
+      response: annotated,
+      session: request.session,
+      sessionId: turn.sessionId
+    }
+    plans.set(hosted, plan)
+    return hosted
+  })
+
+  const runTurn = (request: ChannelRequest, isolation: IsolationKeys) =>
+    Effect.gen(function*() {
+      const turn = yield* beginTurn(request, isolation)
+      const out = yield* target.run(turn).pipe(
+        Effect.provideService(RequestContext, turn.context),
+        Effect.catchAllDefect((defect) => Effect.fail(agentDefect(defect)))
+      )
+      return yield* finishTurn(request, turn, out.response, out.result)
+    })
+
+  // Runs work in the session's actor, or detached in the host scope for sessionless turns; either way the
+  // caller only waits for it.
+  const submit = <A>(
+    channel: string,
+    request: ChannelRequest,
+    work: Effect.Effect<A, TurnError>
+  ): Effect.Effect<Effect.Effect<A, TurnError>, TurnError> => {
+    const key = request.session?.isolationKey
+    if (key === undefined) {
+      return Effect.map(Effect.forkIn(work, hostScope), (fiber) => fiber.await.pipe(Effect.flatten))
+    }
+    const policy = channels.unsafeGet(channel)?.contribution.busyPolicy ?? "queue"
+    return sessions.submit(key, policy, () => work)
+  }
+
+  const contextFor = (channel: string): ChannelContext => {
+    const run = (request: ChannelRequest, raw?: unknown): Effect.Effect<HostedRunResult, TurnError> =>
+      Effect.flatMap(
+        prepare(channel, request, raw),
+        ({ isolation, request }) => Effect.flatten(submit(channel, request, runTurn(request, isolation)))
+      )
+
+    const runStream = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnStream, TurnError> =>
+      Effect.gen(function*() {
+        const prepared = yield* prepare(channel, request, raw)
+        const transform = channels.unsafeGet(channel)?.contribution.hooks?.streamTransform
+        const mailbox = yield* Mailbox.make<AgentResponseUpdate, TurnError>()
+        const work = Effect.gen(function*() {
+          const turn = yield* beginTurn(prepared.request, prepared.isolation)
+          const acc = new ResponseAccumulator()
+          const updates = target.stream(turn).pipe(
+            Stream.provideService(RequestContext, turn.context),
+            Stream.catchAllCause((cause) => {
+              const failure = Cause.failureOption(cause)
+              if (Option.isSome(failure)) return Stream.fail(failure.value)
+              if (Cause.isInterruptedOnly(cause)) return Stream.failCause(cause)
+              return Stream.fail(agentDefect(Cause.squash(cause)))
+            })
+          )
+          yield* Stream.runForEachChunk(updates, (chunk) =>
+            Effect.suspend(() => {
+              for (const update of chunk) acc.add(update)
+              if (transform === undefined) return mailbox.offerAll(chunk)
+              return Effect.flatMap(
+                Effect.forEach(chunk, transform),
+                (shaped) => mailbox.offerAll(shaped.flatMap((o) => Option.isSome(o) ? [o.value] : []))
+              )
+            })).pipe(Effect.catchAllDefect((defect) => Effect.fail(agentDefect(defect))))
+          const response = acc.done()
+          return yield* finishTurn(prepared.request, turn, response, response)
+        }).pipe(
+          Effect.onExit((exit) => exit._tag === "Success" ? mailbox.end : mailbox.failCause(exit.cause))
+        )
+        const result = yield* submit(channel, prepared.request, work)
+        // The turn's outcome is memoised so `updates` and `result` may both be consumed.
+        const cached = yield* Effect.cached(result)
+        const updates = Mailbox.toStream(mailbox).pipe(Stream.ensuring(mailbox.shutdown))
+        return { updates, result: cached }
+      })
+
+    const deliverResponse = (request: ChannelRequest, result: HostedRunResult) =>
+      Effect.flatMap(
+        Effect.suspend(() => {
+          const plan = plans.get(result)
+          return plan === undefined ? delivery.resolve(request) : Effect.succeed(plan)
+        }),
+        (plan) => delivery.deliver(request, result, plan)
+      )
+
+    const resetSession = (isolationKey: string) =>
+      Effect.gen(function*() {
+        const high = yield* Random.nextIntBetween(0, 0x10000)
+        const low = yield* Random.nextIntBetween(0, 0x10000)
+        const alias = `${isolationKey}#${high.toString(16).padStart(4, "0")}${low.toString(16).padStart(4, "0")}`
+        yield* store.setAlias(isolationKey, alias)
+        yield* Effect.logInfo("session reset").pipe(Effect.annotateLogs({ channel, session: isolationKey }))
+        return alias
+      })
+
+    return { channel, run, runStream, deliverResponse, resetSession, settings }
+  }
+
+  return Turns.of({
+    contextFor,
+    withIsolation: (isolation) => (effect) => Effect.provideService(effect, CurrentIsolation, isolation)
+  })
+})
+
+export const layer: Layer.Layer<
+  Turns,
+  never,
+  Target | Sessions | StateStore | Delivery | Channels | Authorizer | HostConfig
+> = Layer.scoped(Turns, make)

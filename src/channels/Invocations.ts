@@ -1,0 +1,134 @@
+/**
+ * The Invocations channel: the smallest useful wire. `POST /invocations` with
+ * `{ "message": string, "session_id"?: string, "stream"?: boolean }` answers `{ "response", "session_id" }`,
+ * or, streaming, SSE `data:` lines per chunk ending with `data: [DONE]` (an `event: error` frame on failure).
+ */
+import type { ParseResult } from "effect"
+import { Effect, Option, Random, Schema, Stream } from "effect"
+import type { Channel, ChannelContext, ChannelHooks } from "../Channel.js"
+import * as ChannelModule from "../Channel.js"
+import type { ChannelRequest } from "../domain/ChannelRequest.js"
+import type { TurnError } from "../domain/Errors.js"
+import { turnErrorStatus } from "../domain/Errors.js"
+import type { IsolationKey } from "../domain/Ids.js"
+import { responseText, userMessage } from "../domain/Message.js"
+import { makeChecker } from "../http/ApiKeys.js"
+import { errorJson, json, readJson } from "../http/HttpBody.js"
+import * as Sse from "../http/Sse.js"
+
+export const InvocationBody = Schema.Struct({
+  message: Schema.String.pipe(Schema.minLength(1, { message: () => "message must be a non-empty string" })),
+  session_id: Schema.optional(
+    Schema.String.pipe(
+      Schema.minLength(1, { message: () => "session_id must be a non-empty string" }),
+      Schema.maxLength(200, { message: () => "session_id must be at most 200 characters" })
+    )
+  ),
+  stream: Schema.optional(Schema.Boolean)
+})
+export type InvocationBody = typeof InvocationBody.Type
+
+const decodeBody = Schema.decodeUnknownEither(InvocationBody, { errors: "first", onExcessProperty: "ignore" })
+
+export interface Options {
+  readonly name?: string
+  readonly path?: string
+  readonly hooks?: ChannelHooks
+  readonly busyPolicy?: "queue" | "reject" | "interrupt"
+}
+
+const turnErrorResponse = (error: TurnError) =>
+  errorJson(turnErrorStatus(error), error._tag === "AgentError" ? "agent_error" : error._tag, error.message)
+
+const describeParseError = (error: ParseResult.ParseError): string => {
+  const message = error.message
+  if (message.includes("is missing") && message.includes("message")) return "message is required"
+  const firstLine = message.split("\n").pop()?.trim() ?? message
+  return firstLine.replace(/^└─ /, "")
+}
+
+const newSessionId = Effect.map(
+  Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
+  ([a, b]) => `inv_${a.toString(36)}${b.toString(36)}`
+)
+
+export const make = (options: Options = {}): Channel => {
+  const name = options.name ?? "invocations"
+  return ChannelModule.make(name, (ctx: ChannelContext) =>
+    Effect.sync(() => {
+      const authorized = makeChecker(ctx.settings.apiKeys)
+      const handle = ChannelModule.handler((input) =>
+        Effect.gen(function*() {
+          if (!authorized(input.request)) {
+            return errorJson(401, "unauthorized", "a valid API key is required: send Authorization: Bearer <key>")
+          }
+          const raw = yield* readJson(input.request, ctx.settings.maxBodyBytes).pipe(Effect.either)
+          if (raw._tag === "Left") {
+            const e = raw.left
+            if (e._tag === "BodyTooLarge") {
+              return errorJson(413, "request_too_large", `the request body exceeds ${e.limit} bytes`)
+            }
+            return errorJson(400, "invalid_json", `the request body is not valid JSON: ${e.message}`)
+          }
+          if (raw.right === null || typeof raw.right !== "object" || Array.isArray(raw.right)) {
+            return errorJson(422, "invalid_request", "the request body must be a JSON object")
+          }
+          const decoded = decodeBody(raw.right)
+          if (decoded._tag === "Left") {
+            return errorJson(422, "invalid_request", describeParseError(decoded.left))
+          }
+          const body = decoded.right
+          const sessionId = body.session_id ?? (input.isolation.chat === undefined ? yield* newSessionId : undefined)
+          const key = sessionId === undefined ? input.isolation.chat! : `${name}:${sessionId}`
+          const request: ChannelRequest = {
+            channel: name,
+            operation: "invoke",
+            input: [userMessage(body.message)],
+            session: { isolationKey: key as IsolationKey },
+            attributes: sessionId === undefined ? {} : { session_id: sessionId },
+            stream: body.stream === true
+          }
+          const sessionOut = sessionId ?? null
+          if (!request.stream) {
+            return yield* ctx.run(request, body).pipe(
+              Effect.flatMap((result) => ctx.deliverResponse(request, result)),
+              Effect.map((shaped) =>
+                json({
+                  response: Option.isSome(shaped) ? responseText(shaped.value.response) : "",
+                  session_id: sessionOut
+                })
+              ),
+              Effect.catchAll((error) => Effect.succeed(turnErrorResponse(error)))
+            )
+          }
+          const started = yield* ctx.runStream(request, body).pipe(Effect.either)
+          if (started._tag === "Left") return turnErrorResponse(started.left)
+          const turn = started.right
+          const frames = turn.updates.pipe(
+            Stream.mapConcat((update) => {
+              let text = ""
+              for (const part of update.contents) if (part._tag === "text") text += part.text
+              return text.length === 0 ? [] : [Sse.frame(text)]
+            }),
+            Stream.concat(
+              Stream.fromEffect(
+                Effect.as(
+                  Effect.flatMap(turn.result, (result) => ctx.deliverResponse(request, result)),
+                  "data: [DONE]\n\n"
+                )
+              )
+            ),
+            Stream.catchAll((error) => Stream.make(Sse.frame(error.message, "error")))
+          )
+          return Sse.response(frames, sessionId === undefined ? undefined : { "x-session-id": sessionId })
+        })
+      )
+      return {
+        path: options.path ?? "/invocations",
+        routes: [{ method: "POST", path: "/", handler: handle }],
+        ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
+        ...(options.busyPolicy === undefined ? {} : { busyPolicy: options.busyPolicy }),
+        describe: "POST JSON or SSE"
+      }
+    }))
+}

@@ -1,0 +1,101 @@
+/**
+ * Errors that cross a channel's wire. Each carries a message a caller can act on; channels map the tag to
+ * their own error shape (OpenAI envelope, Telegram text, SSE error frame).
+ */
+import { Schema } from "effect"
+
+/** The input was readable but wrong. */
+export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()("InvalidRequest", {
+  message: Schema.String,
+  param: Schema.optional(Schema.String)
+}) {}
+
+/** An isolation key (header, channel-derived, or configured) failed validation. */
+export class InvalidIsolationKey extends Schema.TaggedError<InvalidIsolationKey>()("InvalidIsolationKey", {
+  key: Schema.String,
+  message: Schema.String
+}) {}
+
+/** The session is running a turn and the channel's busy policy is `reject`. */
+export class SessionBusy extends Schema.TaggedError<SessionBusy>()("SessionBusy", {
+  key: Schema.String,
+  message: Schema.String
+}) {}
+
+/** Every live session is busy and no more may be created right now. */
+export class SessionCapacityExceeded extends Schema.TaggedError<SessionCapacityExceeded>()(
+  "SessionCapacityExceeded",
+  { limit: Schema.Number, message: Schema.String }
+) {}
+
+/** The turn was cancelled (the `interrupt` busy policy, or shutdown). */
+export class TurnCancelled extends Schema.TaggedError<TurnCancelled>()("TurnCancelled", {
+  key: Schema.String,
+  message: Schema.String
+}) {}
+
+/** The target failed; `message` is safe to show to the caller. */
+export class AgentError extends Schema.TaggedError<AgentError>()("AgentError", {
+  message: Schema.String,
+  code: Schema.optional(Schema.String),
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+/** The authorization decision refused the caller. `userMessage` is safe to show; details stay in logs. */
+export class AccessDenied extends Schema.TaggedError<AccessDenied>()("AccessDenied", {
+  reasonCode: Schema.String,
+  message: Schema.String
+}) {}
+
+/** The caller must link an account first; `url` is where. */
+export class LinkRequiredError extends Schema.TaggedError<LinkRequiredError>()("LinkRequiredError", {
+  challengeId: Schema.String,
+  url: Schema.optional(Schema.String),
+  expiresAt: Schema.optional(Schema.Number),
+  message: Schema.String
+}) {}
+
+/** Everything a turn can fail with. */
+export type TurnError =
+  | InvalidRequest
+  | InvalidIsolationKey
+  | SessionBusy
+  | SessionCapacityExceeded
+  | TurnCancelled
+  | AgentError
+  | AccessDenied
+  | LinkRequiredError
+
+/** A channel failed to start (bad config, unreachable upstream). */
+export class ChannelStartupError extends Schema.TaggedError<ChannelStartupError>()("ChannelStartupError", {
+  channel: Schema.String,
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+/** The host's configuration cannot work (unknown channel named, duplicate routes, ...). */
+export class HostConfigurationError extends Schema.TaggedError<HostConfigurationError>()("HostConfigurationError", {
+  message: Schema.String,
+  channel: Schema.optional(Schema.String)
+}) {}
+
+/** HTTP status for a turn error, shared by the HTTP channels. */
+export const turnErrorStatus = (error: TurnError): number => {
+  switch (error._tag) {
+    case "InvalidRequest":
+    case "InvalidIsolationKey":
+      return 400
+    case "AccessDenied":
+      return 403
+    case "LinkRequiredError":
+      return 403
+    case "SessionBusy":
+      return 409
+    case "SessionCapacityExceeded":
+      return 503
+    case "TurnCancelled":
+      return 409
+    case "AgentError":
+      return 500
+  }
+}

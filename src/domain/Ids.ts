@@ -1,0 +1,37 @@
+/**
+ * Branded identifiers shared by the host and every channel.
+ */
+import { Schema } from "effect"
+
+/** A channel's name: lower-case, stable, used in routes, isolation keys and response targets. */
+export const ChannelName = Schema.String.pipe(
+  Schema.pattern(/^[a-z][a-z0-9_-]{0,63}$/, {
+    message: () => "a channel name is 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter"
+  }),
+  Schema.brand("ChannelName")
+)
+export type ChannelName = typeof ChannelName.Type
+
+const controlCharacters = /[\u0000-\u001f\u007f]/
+
+/** Why a string is not a valid isolation key, or undefined when it is one. */
+export const isolationKeyProblem = (key: string): string | undefined => {
+  if (key.length === 0) return "must not be empty"
+  if (key.length > 256) return "must be at most 256 characters"
+  if (controlCharacters.test(key)) return "must not contain control characters"
+  return undefined
+}
+
+/** The key that partitions sessions and storage: `telegram:42`, `invocations:abc`, a trusted header value. */
+export const IsolationKey = Schema.String.pipe(
+  Schema.filter((key) => {
+    const problem = isolationKeyProblem(key)
+    return problem === undefined ? true : `isolation key ${problem}`
+  }),
+  Schema.brand("IsolationKey")
+)
+export type IsolationKey = typeof IsolationKey.Type
+
+/** A response id (`resp_...`). */
+export const ResponseId = Schema.String.pipe(Schema.minLength(1), Schema.brand("ResponseId"))
+export type ResponseId = typeof ResponseId.Type
