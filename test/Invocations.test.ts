@@ -1,0 +1,57 @@
+import { assert, describe, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { AgentHost } from "../src/AgentHost.js"
+import * as Invocations from "../src/channels/Invocations.js"
+import * as TestHost from "./utils/TestHost.js"
+
+const post = (url: string, body: string) =>
+  Effect.promise(() =>
+    fetch(url, { method: "POST", body, headers: { "content-type": "application/json" } }).then(async (r) => ({
+      status: r.status,
+      body: await r.text()
+    }))
+  )
+
+describe("Invocations", () => {
+  layer(TestHost.layer({ channels: [Invocations.make()] }))((it) => {
+    it.effect("answers a message and continues the session", () =>
+      Effect.gen(function*() {
+        const host = yield* AgentHost
+        const first = yield* post(`${host.url}/invocations`, JSON.stringify({ message: "hello", session_id: "s1" }))
+        assert.strictEqual(first.status, 200)
+        const a = JSON.parse(first.body)
+        assert.include(a.response, "hello")
+        assert.include(a.response, "turn 1")
+        assert.strictEqual(a.session_id, "s1")
+        const second = yield* post(`${host.url}/invocations`, JSON.stringify({ message: "again", session_id: "s1" }))
+        assert.include(JSON.parse(second.body).response, "turn 2")
+      }))
+
+    it.effect("streams SSE ending with [DONE]", () =>
+      Effect.gen(function*() {
+        const host = yield* AgentHost
+        const res = yield* post(`${host.url}/invocations`, JSON.stringify({ message: "stream me", stream: true }))
+        assert.strictEqual(res.status, 200)
+        const data = res.body.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6))
+        assert.strictEqual(data[data.length - 1], "[DONE]")
+        assert.include(data.slice(0, -1).join(""), "stream me")
+      }))
+
+    it.effect("rejects bad input with clear errors", () =>
+      Effect.gen(function*() {
+        const host = yield* AgentHost
+        const badJson = yield* post(`${host.url}/invocations`, "{nope")
+        assert.strictEqual(badJson.status, 400)
+        assert.strictEqual(JSON.parse(badJson.body).error.type, "invalid_json")
+        const wrong = yield* post(`${host.url}/invocations`, JSON.stringify({ message: 3 }))
+        assert.strictEqual(wrong.status, 422)
+        assert.include(JSON.parse(wrong.body).error.message, "string")
+        const notObject = yield* post(`${host.url}/invocations`, "[1]")
+        assert.strictEqual(notObject.status, 422)
+        const big = yield* post(`${host.url}/invocations`, JSON.stringify({ message: "x".repeat(2 * 1024 * 1024) }))
+        assert.strictEqual(big.status, 413)
+        const ok = yield* post(`${host.url}/invocations`, JSON.stringify({ message: "still up" }))
+        assert.strictEqual(ok.status, 200)
+      }))
+  })
+})

@@ -1,0 +1,97 @@
+/**
+ * Runs the real server (`src/main.ts`, as `npm start` does) as a child process on a free loopback port, for
+ * process-level tests (restart, kill -9, two owners). The process is killed when the scope closes.
+ */
+import { Data, Effect, Schedule } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as Net from "node:net"
+import * as Path from "node:path"
+
+export class ServerFailed
+  extends Data.TaggedError("ServerFailed")<{ readonly message: string; readonly output: string }>
+{}
+
+export interface RunningServer {
+  readonly url: string
+  readonly port: number
+  readonly process: ChildProcess
+  /** Everything the process printed so far. */
+  readonly output: () => string
+  /** Resolves with the exit code when the process ends. */
+  readonly exited: Effect.Effect<number | null>
+  readonly kill: (signal?: NodeJS.Signals) => Effect.Effect<number | null>
+}
+
+const root = Path.resolve(import.meta.dirname, "../..")
+
+export const freePort: Effect.Effect<number> = Effect.async<number>((resume) => {
+  const server = Net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address() as Net.AddressInfo
+    server.close(() => resume(Effect.succeed(address.port)))
+  })
+})
+
+/** Spawns the server; does not wait for readiness. */
+export const spawnServer = (env: Record<string, string>, port?: number) =>
+  Effect.gen(function*() {
+    const p = port ?? (yield* freePort)
+    const child = spawn(process.execPath, ["--import", "tsx", Path.join(root, "src/main.ts")], {
+      cwd: root,
+      env: { ...process.env, PORT: String(p), HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let out = ""
+    child.stdout!.on("data", (d: Buffer) => (out += d.toString()))
+    child.stderr!.on("data", (d: Buffer) => (out += d.toString()))
+    const exitPromise = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+    const exited = Effect.promise(() => exitPromise)
+    const server: RunningServer = {
+      url: `http://127.0.0.1:${p}`,
+      port: p,
+      process: child,
+      output: () => out,
+      exited,
+      kill: (signal = "SIGKILL") =>
+        Effect.suspend(() => {
+          if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+          return exited
+        })
+    }
+    return server
+  })
+
+/** Waits until `GET /readiness` answers, or fails with the process output if it exits first. */
+export const awaitReady = (server: RunningServer, timeoutMs = 30_000) =>
+  Effect.gen(function*() {
+    const poll = Effect.tryPromise(() => fetch(`${server.url}/readiness`)).pipe(
+      Effect.flatMap((
+        r
+      ) => (r.ok ? Effect.void : Effect.fail(new ServerFailed({ message: `status ${r.status}`, output: "" })))),
+      Effect.catchAll((e) =>
+        server.process.exitCode !== null ?
+          Effect.fail(
+            new ServerFailed({ message: `server exited with ${server.process.exitCode}`, output: server.output() })
+          ) :
+          Effect.fail(e)
+      )
+    )
+    yield* poll.pipe(
+      Effect.retry({
+        schedule: Schedule.spaced("100 millis"),
+        while: (e) => !(e instanceof ServerFailed && e.message.startsWith("server exited")),
+        times: Math.ceil(timeoutMs / 100)
+      }),
+      Effect.mapError((e) =>
+        e instanceof ServerFailed ? e : new ServerFailed({ message: String(e), output: server.output() })
+      )
+    )
+    return server
+  })
+
+/** Starts the server, waits for readiness, and kills it (SIGKILL) when the scope closes. */
+export const start = (env: Record<string, string>, port?: number) =>
+  Effect.acquireRelease(
+    Effect.flatMap(spawnServer(env, port), (s) => awaitReady(s)),
+    (server) => server.kill("SIGKILL")
+  )
