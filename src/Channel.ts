@@ -10,6 +10,25 @@ import type { ChannelIdentity } from "./domain/Identity.js"
 import type { AgentResponseUpdate } from "./domain/Message.js"
 import type { IsolationKeys } from "./RequestContext.js"
 import type { BusyPolicy } from "./Sessions.js"
+import type { StateStoreShape } from "./StateStore.js"
+
+/**
+ * The part of the host's state a channel may use directly: stored responses (Responses API), cursors and
+ * duplicate detection (Telegram offsets, update ids), and reading a session's history (web chat reload).
+ */
+export type ChannelState = Pick<
+  StateStoreShape,
+  | "putResponse"
+  | "getResponse"
+  | "deleteResponse"
+  | "appendResponseEvents"
+  | "responseEvents"
+  | "getCursor"
+  | "setCursor"
+  | "markSeen"
+  | "loadHistory"
+  | "getAlias"
+>
 
 /** What a route handler receives besides the request. */
 export interface RouteInput {
@@ -124,6 +143,10 @@ export interface ChannelContext {
   readonly resetSession: (isolationKey: string) => Effect.Effect<string>
   /** Host settings a channel may read. */
   readonly settings: HostSettings
+  /** State the channel may read and write directly. */
+  readonly state: ChannelState
+  /** The session id (alias after a reset, else the key) a key's turns currently run under. */
+  readonly sessionIdFor: (isolationKey: string) => Effect.Effect<string>
 }
 
 export interface HostSettings {

@@ -220,7 +220,10 @@ export const make = Effect.gen(function*() {
         return alias
       })
 
-    return { channel, run, runStream, deliverResponse, resetSession, settings }
+    const sessionIdFor = (isolationKey: string) =>
+      Effect.map(store.getAlias(isolationKey), Option.getOrElse(() => isolationKey))
+
+    return { channel, run, runStream, deliverResponse, resetSession, settings, state: store, sessionIdFor }
   }
 
   return Turns.of({
