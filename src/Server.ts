@@ -9,6 +9,7 @@ import type { Channel } from "./Channel.js"
 import * as Invocations from "./channels/Invocations.js"
 import * as DefaultAgent from "./DefaultAgent.js"
 import * as HostConfig from "./HostConfig.js"
+import * as OpenAiAgent from "./OpenAiAgent.js"
 import * as StateStore from "./StateStore.js"
 
 const logLevel = Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
@@ -34,7 +35,7 @@ export const channelsFromEnv: Effect.Effect<ReadonlyArray<Channel>, ConfigError.
 export const targetFromEnv = Layer.unwrapEffect(
   Effect.map(
     Config.option(Config.redacted("OPENAI_API_KEY")),
-    (key) => Option.isSome(key) ? DefaultAgent.layer : DefaultAgent.layer
+    (key) => Option.isSome(key) ? OpenAiAgent.layerConfig : DefaultAgent.layer
   )
 )
 
