@@ -100,7 +100,6 @@ export const make = <E, R>(options: Options<E, R>) =>
     const registry = yield* Channels.Channels
     const authorizer = yield* Authorizer
     const target = yield* Target
-    const hostScope = yield* Effect.scope
 
     const names = options.channels.map((c) => c.name)
     const duplicate = names.find((name, i) => names.indexOf(name) !== i)
@@ -113,7 +112,8 @@ export const make = <E, R>(options: Options<E, R>) =>
     const built: Array<BuiltChannel> = []
     yield* Effect.addFinalizer((exit) => closeAll(built, exit))
     for (const channel of options.channels) {
-      const scope = yield* Scope.fork(hostScope, undefined as never)
+      // Not a child of the host scope: closeAll closes channel scopes itself, logging each failure.
+      const scope = yield* Scope.make()
       const exit = yield* Effect.exit(Scope.extend(channel.make(turns.contextFor(channel.name)), scope))
       if (Exit.isFailure(exit)) {
         yield* Scope.close(scope, exit)

@@ -2,8 +2,7 @@
  * The composition `npm start` runs, as a layer: config, logging, state, target, core services and the
  * channels the environment enables. Tests and benchmarks start exactly this.
  */
-import type { ConfigError } from "effect"
-import { Config, Effect, Layer, Logger, LogLevel, Option } from "effect"
+import { Config, ConfigError, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
 import * as AgentHost from "./AgentHost.js"
 import type { Channel } from "./Channel.js"
 import * as Invocations from "./channels/Invocations.js"
@@ -12,15 +11,33 @@ import * as HostConfig from "./HostConfig.js"
 import * as OpenAiAgent from "./OpenAiAgent.js"
 import * as StateStore from "./StateStore.js"
 
-const logLevel = Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
+const levels: Record<string, LogLevel.LogLevel> = {
+  all: LogLevel.All,
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warn: LogLevel.Warning,
+  warning: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None
+}
 
-/** Logging: logfmt lines at LOG_LEVEL (default info). */
-export const layerLogging = Layer.unwrapEffect(
-  Effect.map(
-    logLevel,
-    (level) => Layer.merge(Logger.replace(Logger.defaultLogger, Logger.logfmtLogger), Logger.minimumLogLevel(level))
-  )
+// An empty LOG_LEVEL counts as unset; an unknown one is a configuration error that names the choices.
+const logLevel = Config.string("LOG_LEVEL").pipe(
+  Config.withDefault(""),
+  Config.mapOrFail((raw) => {
+    const name = raw.trim().toLowerCase()
+    if (name === "") return Either.right(LogLevel.Info)
+    const level = levels[name]
+    return level === undefined ?
+      Either.left(ConfigError.InvalidData([], `LOG_LEVEL must be one of ${Object.keys(levels).join(", ")}`)) :
+      Either.right(level)
+  })
 )
+
+/** Logging: logfmt lines (timestamp, level, fiber, message, annotations) at LOG_LEVEL (default info). */
+export const layerLogging = Layer.unwrapEffect(Effect.map(logLevel, (level) => Logger.minimumLogLevel(level)))
 
 /** The channels enabled by the environment. */
 export const channelsFromEnv: Effect.Effect<ReadonlyArray<Channel>, ConfigError.ConfigError> = Effect
@@ -46,4 +63,4 @@ export const layerFromEnv = Layer.unwrapEffect(
       Layer.provide(StateStore.layerMemory),
       Layer.provide(HostConfig.layerConfig())
     ))
-).pipe(Layer.provide(layerLogging))
+)

@@ -3,7 +3,10 @@
  * channel the environment enables.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Layer } from "effect"
+import { Effect, Layer } from "effect"
 import * as Server from "./Server.js"
 
-NodeRuntime.runMain(Layer.launch(Server.layerFromEnv), { disablePrettyLogger: true })
+Layer.launch(Server.layerFromEnv).pipe(
+  Effect.provide(Server.layerLogging),
+  NodeRuntime.runMain({ disablePrettyLogger: true })
+)

@@ -1,5 +1,6 @@
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Fiber } from "effect"
+import * as Agent from "../src/Agent.js"
 import { AgentHost } from "../src/AgentHost.js"
 import * as Invocations from "../src/channels/Invocations.js"
 import * as TestHost from "./utils/TestHost.js"
@@ -52,6 +53,36 @@ describe("Invocations", () => {
         assert.strictEqual(big.status, 413)
         const ok = yield* post(`${host.url}/invocations`, JSON.stringify({ message: "still up" }))
         assert.strictEqual(ok.status, 200)
+      }))
+  })
+})
+
+describe("Invocations busy policy", () => {
+  layer(
+    TestHost.layer({
+      channels: [Invocations.make({ busyPolicy: "reject" })],
+      target: Agent.layer(Agent.make({
+        name: "slow",
+        run: () =>
+          Effect.as(Effect.sleep("300 millis"), {
+            messages: [{ role: "assistant", contents: [{ _tag: "text", text: "done" }] }]
+          })
+      }))
+    }),
+    { excludeTestServices: true }
+  )((it) => {
+    it.effect("answers 409 with a clear error while the session is busy", () =>
+      Effect.gen(function*() {
+        const host = yield* AgentHost
+        const first = yield* Effect.fork(
+          post(`${host.url}/invocations`, JSON.stringify({ message: "a", session_id: "busy" }))
+        )
+        yield* Effect.sleep("100 millis")
+        const second = yield* post(`${host.url}/invocations`, JSON.stringify({ message: "b", session_id: "busy" }))
+        assert.strictEqual(second.status, 409)
+        assert.include(JSON.parse(second.body).error.message, "answering another message")
+        const done = yield* Fiber.join(first)
+        assert.strictEqual(done.status, 200)
       }))
   })
 })

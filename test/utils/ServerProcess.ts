@@ -62,7 +62,7 @@ export const spawnServer = (env: Record<string, string>, port?: number) =>
   })
 
 /** Waits until `GET /readiness` answers, or fails with the process output if it exits first. */
-export const awaitReady = (server: RunningServer, timeoutMs = 30_000) =>
+export const awaitReady = (server: RunningServer, timeoutMs = 90_000) =>
   Effect.gen(function*() {
     const poll = Effect.tryPromise(() => fetch(`${server.url}/readiness`)).pipe(
       Effect.flatMap((

@@ -1,0 +1,263 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, Deferred, Effect, Exit, Layer, Logger, Option, Stream } from "effect"
+import * as Agent from "../src/Agent.js"
+import { AgentHost } from "../src/AgentHost.js"
+import type { ChannelContribution, ChannelHooks } from "../src/Channel.js"
+import * as Channel from "../src/Channel.js"
+import * as Invocations from "../src/channels/Invocations.js"
+import type { ChannelRequest } from "../src/domain/ChannelRequest.js"
+import { ChannelStartupError } from "../src/domain/Errors.js"
+import type { IsolationKey } from "../src/domain/Ids.js"
+import { responseText, userMessage } from "../src/domain/Message.js"
+import { json, readJson } from "../src/http/HttpBody.js"
+import * as Sse from "../src/http/Sse.js"
+import { RequestContext } from "../src/RequestContext.js"
+import * as StateStore from "../src/StateStore.js"
+import * as TestHost from "./utils/TestHost.js"
+
+/** A channel for tests: POST /probe/run {text, key?, stream?} runs a turn and answers its text. */
+const probe = (extra: Partial<ChannelContribution> & { readonly hooks?: ChannelHooks } = {}) =>
+  Channel.make("probe", (ctx) =>
+    Effect.succeed({
+      path: "/probe",
+      routes: [{
+        method: "POST",
+        path: "/run",
+        handler: (input) =>
+          Effect.gen(function*() {
+            const body = (yield* Effect.orDie(readJson(input.request, 1 << 20))) as {
+              text: string
+              key?: string
+              stream?: boolean
+            }
+            const request: ChannelRequest = {
+              channel: "probe",
+              operation: "message.create",
+              input: [userMessage(body.text)],
+              ...(body.key === undefined ? {} : { session: { isolationKey: body.key as IsolationKey } }),
+              stream: body.stream === true
+            }
+            if (request.stream) {
+              const turn = yield* Effect.orDie(ctx.runStream(request))
+              return Sse.response(
+                turn.updates.pipe(
+                  Stream.map((u) => Sse.frame(u.contents.map((c) => (c._tag === "text" ? c.text : "")).join(""))),
+                  Stream.catchAll((e) => Stream.make(Sse.frame(e.message, "error")))
+                )
+              )
+            }
+            const exit = yield* Effect.exit(ctx.run(request, body))
+            if (Exit.isFailure(exit)) {
+              const failure = Cause.failureOption(exit.cause)
+              return json({ error: Option.isSome(failure) ? failure.value._tag : "defect" }, 500)
+            }
+            const shaped = yield* ctx.deliverResponse(request, exit.value)
+            return json({ text: Option.isSome(shaped) ? responseText(shaped.value.response) : null })
+          })
+      }],
+      ...extra
+    }))
+
+const contextAgent = Agent.make({
+  name: "context-echo",
+  run: () =>
+    Effect.map(RequestContext, (ctx) => ({
+      messages: [{ role: "assistant", contents: [{ _tag: "text", text: JSON.stringify(ctx.isolation) }] }]
+    })) as never
+})
+
+const call = (url: string, body: unknown, headers: Record<string, string> = {}) =>
+  Effect.promise(() =>
+    fetch(url, { method: "POST", body: JSON.stringify(body), headers }).then(async (r) => ({
+      status: r.status,
+      body: await r.text()
+    }))
+  )
+
+const withHost = <A, E>(
+  options: TestHost.Options<never, never>,
+  f: (host: AgentHost["Type"]) => Effect.Effect<A, E>
+) =>
+  Effect.flatMap(
+    Layer.build(TestHost.layer(options)),
+    (ctx) => f(ctx.unsafeMap.get(AgentHost.key) as AgentHost["Type"])
+  )
+
+describe("AgentHost", () => {
+  it.scoped("serves GET /readiness, 404 and 405 as JSON", () =>
+    withHost({ channels: [Invocations.make()] }, (host) =>
+      Effect.gen(function*() {
+        const ready = yield* Effect.promise(() => fetch(`${host.url}/readiness`))
+        assert.strictEqual(ready.status, 200)
+        const missing = yield* Effect.promise(() => fetch(`${host.url}/nope`))
+        assert.strictEqual(missing.status, 404)
+        assert.strictEqual((yield* Effect.promise(() => missing.json())).error.type, "not_found")
+        const wrongMethod = yield* Effect.promise(() => fetch(`${host.url}/invocations`))
+        assert.strictEqual(wrongMethod.status, 405)
+        assert.strictEqual(wrongMethod.headers.get("allow"), "POST")
+      })))
+
+  it.scoped("a channel cannot shadow /readiness", () =>
+    Effect.gen(function*() {
+      const shadow = Channel.make("shadow", () =>
+        Effect.succeed({
+          path: "",
+          routes: [{ method: "GET", path: "/readiness", handler: () => Effect.succeed(json({ hijacked: true })) }]
+        }))
+      const exit = yield* Effect.exit(Layer.build(TestHost.layer({ channels: [shadow] })))
+      assert.isTrue(Exit.isFailure(exit))
+      assert.include(String(Exit.isFailure(exit) ? exit.cause : ""), "already served")
+    }))
+
+  it.scoped("isolation headers reach the agent only when trusted; invalid ones are rejected", () =>
+    Effect.gen(function*() {
+      const headers = { "x-agent-user-isolation-key": "user-1", "x-agent-chat-isolation-key": "chat-1" }
+      yield* withHost({ channels: [probe()], target: Agent.layer(contextAgent) }, (host) =>
+        Effect.gen(function*() {
+          const res = yield* call(`${host.url}/probe/run`, { text: "hi" }, headers)
+          assert.deepStrictEqual(JSON.parse(JSON.parse(res.body).text), {})
+        }))
+      yield* withHost(
+        { channels: [probe()], target: Agent.layer(contextAgent), settings: { trustIsolationHeaders: true } },
+        (host) =>
+          Effect.gen(function*() {
+            const res = yield* call(`${host.url}/probe/run`, { text: "hi" }, headers)
+            assert.deepStrictEqual(JSON.parse(JSON.parse(res.body).text), { user: "user-1", chat: "chat-1" })
+            const bad = yield* call(`${host.url}/probe/run`, { text: "hi" }, {
+              "x-agent-chat-isolation-key": "x".repeat(300)
+            })
+            assert.strictEqual(bad.status, 400)
+            assert.include(JSON.parse(bad.body).error.message, "x-agent-chat-isolation-key")
+          })
+      )
+    }))
+
+  it.scoped("startup failures abort boot, each logged by channel, the first reported", () =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      const logger = Logger.make(({ annotations, message }) => {
+        const channel = [...annotations].find(([k]) => k === "channel")?.[1]
+        lines.push(`${String(message)}|${String(channel)}`)
+      })
+      const failing = (name: string) =>
+        Channel.make(name, () =>
+          Effect.succeed({
+            path: `/${name}`,
+            routes: [],
+            startup: Effect.fail(new ChannelStartupError({ channel: name, message: `${name} cannot start` }))
+          }))
+      let stopped = 0
+      const ok = Channel.make("fine", () =>
+        Effect.as(Effect.addFinalizer(() => Effect.sync(() => stopped++)), { path: "/fine", routes: [] }))
+      const exit = yield* Effect.exit(
+        Layer.build(TestHost.layer({ channels: [ok, failing("first"), failing("second")] })).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, logger))
+        )
+      )
+      assert.isTrue(Exit.isFailure(exit))
+      const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+      assert.isTrue(Option.isSome(error))
+      assert.strictEqual((Option.getOrThrow(error) as ChannelStartupError).channel, "first")
+      assert.isTrue(lines.some((l) =>
+        l.includes("channel startup failed") && l.endsWith("|first")
+      ))
+      assert.isTrue(lines.some((l) => l.includes("channel startup failed") && l.endsWith("|second")))
+      assert.strictEqual(stopped, 1, "the channel that had started was shut down")
+    }))
+
+  it.scoped("shutdown runs every channel finalizer even when one fails", () =>
+    Effect.gen(function*() {
+      const stopped: Array<string> = []
+      const channel = (name: string, fail: boolean) =>
+        Channel.make(name, () =>
+          Effect.as(
+            Effect.addFinalizer(() => fail ? Effect.die(`${name} broke`) : Effect.sync(() => void stopped.push(name))),
+            { path: `/${name}`, routes: [] }
+          ))
+      yield* Effect.scoped(
+        Layer.build(TestHost.layer({ channels: [channel("a", false), channel("b", true), channel("c", false)] }))
+      )
+      assert.deepStrictEqual(stopped.sort(), ["a", "c"])
+    }))
+
+  it.scoped("hooks: run hook rewrites input, stream transform drops updates, response hook shapes the reply", () =>
+    Effect.gen(function*() {
+      const hooks: ChannelHooks = {
+        run: (request) => Effect.succeed({ ...request, input: [userMessage("rewritten")] }),
+        streamTransform: (update) =>
+          Effect.succeed(
+            update.contents.some((c) => c._tag === "text" && c.text.includes("rewritten"))
+              ? Option.none()
+              : Option.some(update)
+          ),
+        response: (result) =>
+          Effect.succeed({
+            ...result,
+            response: {
+              ...result.response,
+              messages: [{ role: "assistant", contents: [{ _tag: "text", text: "shaped" }] }]
+            }
+          })
+      }
+      yield* withHost({ channels: [probe({ hooks })] }, (host) =>
+        Effect.gen(function*() {
+          const res = yield* call(`${host.url}/probe/run`, { text: "original", key: "h1" })
+          assert.strictEqual(JSON.parse(res.body).text, "shaped")
+          const streamed = yield* call(`${host.url}/probe/run`, { text: "original", key: "h2", stream: true })
+          const text = streamed.body.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("")
+          assert.notInclude(text, "rewritten")
+          assert.include(text, "You said")
+        }))
+    }))
+
+  it.scopedLive("a client that disconnects mid-stream does not cancel the turn; its result is recorded", () =>
+    Effect.gen(function*() {
+      const release = yield* Deferred.make<void>()
+      const slow = Agent.make({
+        name: "slow",
+        stream: () =>
+          Stream.concat(
+            Stream.make({
+              messageId: "m",
+              role: "assistant" as const,
+              contents: [{ _tag: "text" as const, text: "first " }]
+            }),
+            Stream.fromEffect(
+              Effect.as(Deferred.await(release), {
+                messageId: "m",
+                role: "assistant" as const,
+                contents: [{ _tag: "text" as const, text: "second" }]
+              })
+            )
+          )
+      })
+      const store = yield* StateStore.makeMemory
+      yield* withHost(
+        { channels: [probe()], target: Agent.layer(slow), store: Layer.succeed(StateStore.StateStore, store) },
+        (host) =>
+          Effect.gen(function*() {
+            const controller = new AbortController()
+            const res = yield* Effect.promise(() =>
+              fetch(`${host.url}/probe/run`, {
+                method: "POST",
+                body: JSON.stringify({ text: "go", key: "dc", stream: true }),
+                signal: controller.signal
+              })
+            )
+            const reader = res.body!.getReader()
+            const first = yield* Effect.promise(() => reader.read())
+            assert.include(new TextDecoder().decode(first.value), "first")
+            controller.abort()
+            yield* Effect.promise(() => reader.cancel().catch(() => undefined))
+            yield* Deferred.succeed(release, void 0)
+            // The turn completes in its session actor and is written to history.
+            const history = yield* store.loadHistory("dc").pipe(
+              Effect.delay("5 millis"),
+              Effect.repeat({ until: (h) => h.length >= 2 }),
+              Effect.timeout("10 seconds")
+            )
+            assert.strictEqual(responseText({ messages: history.slice(1) }), "first second")
+          })
+      )
+    }))
+})

@@ -1,0 +1,26 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as ServerProcess from "./utils/ServerProcess.js"
+
+describe("npm start (the real server as a process)", () => {
+  it.scopedLive("answers the README's curl, logs a banner and one line per request, and exits on SIGTERM", () =>
+    Effect.gen(function*() {
+      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "agent-host-e2e-"))
+      const server = yield* ServerProcess.start({ AGENT_HOST_STATE_DIR: dir })
+      const res = yield* Effect.promise(() =>
+        fetch(`${server.url}/invocations`, { method: "POST", body: JSON.stringify({ message: "hi" }) })
+      )
+      assert.strictEqual(res.status, 200)
+      const body = yield* Effect.promise(() => res.json())
+      assert.include(body.response, "hi")
+      assert.isString(body.session_id)
+      const output = server.output()
+      assert.include(output, "agent host ready")
+      assert.match(output, /channel request.*channel=invocations.*operation=invoke/s)
+      const code = yield* server.kill("SIGTERM")
+      assert.strictEqual(code, 0)
+    }))
+})
