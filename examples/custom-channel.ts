@@ -1,0 +1,43 @@
+/**
+ * Example 2: a custom channel in a few dozen lines — a plain-text webhook. `POST /plain/<user>` with a text
+ * body answers the agent's reply as text; each user gets their own session.
+ */
+import { HttpServerResponse } from "@effect/platform"
+import { Effect, Option } from "effect"
+import * as Channel from "../src/Channel.js"
+import type { ChannelRequest } from "../src/domain/ChannelRequest.js"
+import type { ChannelName, IsolationKey } from "../src/domain/Ids.js"
+import { responseText, userMessage } from "../src/domain/Message.js"
+import { readText } from "../src/http/HttpBody.js"
+
+export const plainText = Channel.make("plain", (ctx) =>
+  Effect.succeed({
+    path: "/plain",
+    routes: [{
+      method: "POST",
+      path: "/:user",
+      handler: ({ params, request }) =>
+        Effect.gen(function*() {
+          const text = yield* readText(request, ctx.settings.maxBodyBytes).pipe(Effect.orElseSucceed(() => ""))
+          if (text.trim() === "") return HttpServerResponse.text("send some text\n", { status: 400 })
+          const user = params["user"]!
+          const turn: ChannelRequest = {
+            channel: "plain",
+            operation: "message.create",
+            input: [userMessage(text)],
+            session: { isolationKey: `plain:${user}` as IsolationKey },
+            identity: { channel: "plain" as ChannelName, nativeId: user },
+            stream: false
+          }
+          return yield* ctx.run(turn).pipe(
+            Effect.flatMap((result) => ctx.deliverResponse(turn, result)),
+            Effect.map((reply) =>
+              HttpServerResponse.text(
+                Option.match(reply, { onNone: () => "", onSome: (r) => responseText(r.response) })
+              )
+            ),
+            Effect.catchAll((error) => Effect.succeed(HttpServerResponse.text(`${error.message}\n`, { status: 500 })))
+          )
+        })
+    }]
+  }))

@@ -1,0 +1,41 @@
+/**
+ * Example 1: your own Effect app hosting your own agent.
+ *
+ * Run it: `npx tsx examples/my-agent-app.ts`, then
+ * `curl -s localhost:8000/invocations -d '{"message":"hello"}'`.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import * as Agent from "../src/Agent.js"
+import * as AgentHost from "../src/AgentHost.js"
+import * as Invocations from "../src/channels/Invocations.js"
+import { textOf } from "../src/domain/Content.js"
+import * as HostConfig from "../src/HostConfig.js"
+import * as StateStore from "../src/StateStore.js"
+
+/** A tiny agent: answers in upper case, and knows how many turns the session has had. */
+export const shoutingAgent = Agent.make({
+  name: "shouter",
+  run: (turn) =>
+    Effect.succeed({
+      messages: [{
+        role: "assistant",
+        contents: [{
+          _tag: "text",
+          text: `${textOf(turn.input.at(-1)?.contents ?? []).toUpperCase()} (turn ${turn.history.length / 2 + 1})`
+        }]
+      }]
+    })
+})
+
+/** The app: the host with the Invocations channel, your agent and in-memory state; it needs a HostConfig. */
+export const AppLive = AgentHost.layerWithCore({ channels: [Invocations.make()] }).pipe(
+  Layer.provide(Agent.layer(shoutingAgent)),
+  Layer.provide(StateStore.layerMemory)
+)
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  NodeRuntime.runMain(Layer.launch(AppLive.pipe(Layer.provide(HostConfig.layerConfig()))), {
+    disablePrettyLogger: true
+  })
+}
