@@ -12,17 +12,20 @@ import * as Http from "node:http"
 import { Authorizer, layerAllowAll } from "./Authorizer.js"
 import type { Channel, ChannelContribution, RouteInput } from "./Channel.js"
 import * as Channels from "./Channels.js"
+import * as DefaultAgent from "./DefaultAgent.js"
 import * as Delivery from "./Delivery.js"
 import type { ChannelStartupError } from "./domain/Errors.js"
 import { HostConfigurationError } from "./domain/Errors.js"
 import { isolationKeyProblem } from "./domain/Ids.js"
 import { HostConfig } from "./HostConfig.js"
+import * as HostConfigModule from "./HostConfig.js"
 import { errorJson, json } from "./http/HttpBody.js"
 import { joinPath, Router } from "./http/Router.js"
 import type { IsolationKeys } from "./RequestContext.js"
 import { noIsolationKeys } from "./RequestContext.js"
 import * as Sessions from "./Sessions.js"
 import type { StateStore } from "./StateStore.js"
+import * as StateStoreModule from "./StateStore.js"
 import { Target } from "./Target.js"
 import * as Turns from "./Turns.js"
 
@@ -291,3 +294,19 @@ export const layerWithCore = <E, R>(options: Options<E, R>) => layer(options).pi
 
 export const isolationKeysOf = (input: RouteInput): Option.Option<IsolationKeys> =>
   input.isolation === noIsolationKeys ? Option.none() : Option.some(input.isolation)
+
+/**
+ * The host for tests: real HTTP on 127.0.0.1 with an ephemeral port, core services, in-memory state, and the
+ * default agent unless you pass your own target. Substitute any of them.
+ */
+export const layerTest = <E, R>(options: {
+  readonly channels: ReadonlyArray<Channel<E, R>>
+  readonly target?: Layer.Layer<Target>
+  readonly store?: Layer.Layer<StateStore>
+  readonly settings?: Partial<HostConfig["Type"]>
+}) =>
+  layerWithCore({ channels: options.channels }).pipe(
+    Layer.provide(options.target ?? DefaultAgent.layer),
+    Layer.provide(options.store ?? StateStoreModule.layerMemory),
+    Layer.provide(HostConfigModule.layer({ port: 0, host: "127.0.0.1", ...options.settings }))
+  )

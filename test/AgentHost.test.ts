@@ -29,7 +29,9 @@ const probe = (extra: Partial<ChannelContribution> & { readonly hooks?: ChannelH
               text: string
               key?: string
               stream?: boolean
+              reset?: boolean
             }
+            if (body.reset === true && body.key !== undefined) return json({ alias: yield* ctx.resetSession(body.key) })
             const request: ChannelRequest = {
               channel: "probe",
               operation: "message.create",
@@ -209,6 +211,19 @@ describe("AgentHost", () => {
           assert.include(text, "You said")
         }))
     }))
+
+  it.scoped("resetSession rotates the alias: the next turn starts a fresh history", () =>
+    withHost({ channels: [probe()] }, (host) =>
+      Effect.gen(function*() {
+        const turn = (text: string) =>
+          Effect.map(call(`${host.url}/probe/run`, { text, key: "r" }), (r) => JSON.parse(r.body).text)
+        assert.include(yield* turn("one"), "turn 1")
+        assert.include(yield* turn("two"), "turn 2")
+        const reset = JSON.parse((yield* call(`${host.url}/probe/run`, { text: "", key: "r", reset: true })).body)
+        assert.match(reset.alias, /^r#[0-9a-f]{8}$/)
+        assert.include(yield* turn("three"), "turn 1")
+        assert.include(yield* turn("four"), "turn 2")
+      })))
 
   it.scopedLive("a client that disconnects mid-stream does not cancel the turn; its result is recorded", () =>
     Effect.gen(function*() {

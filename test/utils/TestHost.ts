@@ -1,13 +1,11 @@
 /**
- * Starts the real host on 127.0.0.1 with an ephemeral port, for tests.
+ * Starts the real host on 127.0.0.1 with an ephemeral port, for tests (see `AgentHost.layerTest`).
  */
-import { Layer } from "effect"
+import type { Layer } from "effect"
 import * as AgentHost from "../../src/AgentHost.js"
 import type { Channel } from "../../src/Channel.js"
-import * as DefaultAgent from "../../src/DefaultAgent.js"
 import type { HostConfigShape } from "../../src/HostConfig.js"
-import * as HostConfig from "../../src/HostConfig.js"
-import * as StateStore from "../../src/StateStore.js"
+import type * as StateStore from "../../src/StateStore.js"
 import type { Target } from "../../src/Target.js"
 
 export interface Options<E, R> {
@@ -18,9 +16,4 @@ export interface Options<E, R> {
 }
 
 /** The host with core services, the default agent (or `target`), memory state (or `store`), port 0. */
-export const layer = <E, R>(options: Options<E, R>) =>
-  AgentHost.layerWithCore({ channels: options.channels }).pipe(
-    Layer.provide(options.target ?? DefaultAgent.layer),
-    Layer.provide(options.store ?? StateStore.layerMemory),
-    Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", ...options.settings }))
-  )
+export const layer = <E, R>(options: Options<E, R>) => AgentHost.layerTest(options)
