@@ -50,6 +50,18 @@ const callNames = (messages: ReadonlyArray<Message>): Map<string, string> => {
   return names
 }
 
+const toolResult = (
+  c: Extract<Content, { _tag: "function_result" }>,
+  names: Map<string, string>
+): Prompt.ToolResultPartEncoded => ({
+  type: "tool-result",
+  id: c.callId,
+  name: names.get(c.callId) ?? "unknown",
+  isFailure: false,
+  result: c.result,
+  providerExecuted: false
+})
+
 /** Our messages as an `@effect/ai` prompt. */
 export const toPrompt = (turn: Turn): ReadonlyArray<Prompt.MessageEncoded> => {
   const all = [...turn.history, ...turn.input]
@@ -72,16 +84,7 @@ export const toPrompt = (turn: Turn): ReadonlyArray<Prompt.MessageEncoded> => {
           else if (c._tag === "data") {
             parts.push({ type: "file", mediaType: c.mediaType, data: c.data, ...(c.name ? { fileName: c.name } : {}) })
           } else if (c._tag === "uri") parts.push({ type: "file", mediaType: c.mediaType, data: new URL(c.uri) })
-          else if (c._tag === "function_result") {
-            results.push({
-              type: "tool-result",
-              id: c.callId,
-              name: names.get(c.callId) ?? "unknown",
-              isFailure: false,
-              result: c.result,
-              providerExecuted: false
-            })
-          }
+          else if (c._tag === "function_result") results.push(toolResult(c, names))
         }
         if (parts.length > 0) out.push({ role: "user", content: parts })
         if (results.length > 0) out.push({ role: "tool", content: results })
@@ -102,16 +105,7 @@ export const toPrompt = (turn: Turn): ReadonlyArray<Prompt.MessageEncoded> => {
       case "tool": {
         const results: Array<Prompt.ToolResultPartEncoded> = []
         for (const c of message.contents) {
-          if (c._tag === "function_result") {
-            results.push({
-              type: "tool-result",
-              id: c.callId,
-              name: names.get(c.callId) ?? "unknown",
-              isFailure: false,
-              result: c.result,
-              providerExecuted: false
-            })
-          }
+          if (c._tag === "function_result") results.push(toolResult(c, names))
         }
         if (results.length > 0) out.push({ role: "tool", content: results })
         break
