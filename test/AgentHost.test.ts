@@ -125,6 +125,10 @@ describe("AgentHost", () => {
           Effect.gen(function*() {
             const res = yield* call(`${host.url}/probe/run`, { text: "hi" }, headers)
             assert.deepStrictEqual(JSON.parse(JSON.parse(res.body).text), { user: "user-1", chat: "chat-1" })
+            // Streaming turns see the same context for the whole stream.
+            const streamed = yield* call(`${host.url}/probe/run`, { text: "hi", key: "ctx", stream: true }, headers)
+            const data = streamed.body.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("")
+            assert.deepStrictEqual(JSON.parse(data), { user: "user-1", chat: "chat-1" })
             const bad = yield* call(`${host.url}/probe/run`, { text: "hi" }, {
               "x-agent-chat-isolation-key": "x".repeat(300)
             })
