@@ -188,15 +188,16 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
             )
           }
           const deferred = Deferred.unsafeMake<A, E | TurnCancelled>(FiberId.none)
-          const cancelled = new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
+          // Built only when needed: an error captures a stack trace, too costly for every turn.
+          const cancelled = () => new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
           const job: Job = {
             run: work(actor.handle).pipe(
               Effect.exit,
               Effect.flatMap((exit) => Deferred.done(deferred, exit)),
-              Effect.onInterrupt(() => Deferred.fail(deferred, cancelled)),
+              Effect.onInterrupt(() => Deferred.fail(deferred, cancelled())),
               Effect.asVoid
             ),
-            cancel: Effect.asVoid(Deferred.fail(deferred, cancelled)),
+            cancel: Effect.suspend(() => Effect.asVoid(Deferred.fail(deferred, cancelled()))),
             fiber: undefined,
             cancelRequested: false
           }
