@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Either, Metric } from "effect"
+import { ConfigProvider, Effect, Either, Logger, Metric } from "effect"
 import * as Allowlists from "../src/Allowlist.js"
 import type { AuthorizationConfig, AuthorizationOutcome } from "../src/Authorization.js"
 import * as Authorization from "../src/Authorization.js"
@@ -374,6 +374,31 @@ describe("Authorization", () => {
         yield* passes({ allowlist: Allowlists.anyOf(Allowlists.nativeIds(["1"], { channel: "telegram" })) })
       }))
   })
+
+  it.effect("startup warns about every open chat channel, and about closed ones", () =>
+    Effect.gen(function*() {
+      const logged: Array<string> = []
+      const capture = Logger.replace(
+        Logger.defaultLogger,
+        Logger.make(({ logLevel, message }) => {
+          logged.push(`${logLevel.label} ${Array.isArray(message) ? message.join(" ") : String(message)}`)
+        })
+      )
+      const validate = (config: AuthorizationConfig) =>
+        Effect.flatMap(setup(config), ({ auth }) => auth.validate(defaultChannels.map(([name]) => name))).pipe(
+          Effect.provide(capture)
+        )
+      yield* validate(Authorization.open)
+      assert.deepStrictEqual(logged.map((line) => line.split(":")[0]), [
+        "WARN channel \"telegram\" is OPEN",
+        "WARN channel \"webchat\" is OPEN"
+      ])
+      logged.length = 0
+      yield* validate(Either.getOrThrow(Authorization.parseAllow("webchat:*")))
+      assert.strictEqual(logged.length, 2)
+      assert.include(logged[0], "WARN channel \"telegram\" is CLOSED")
+      assert.include(logged[1], "INFO channel \"webchat\" is open to everyone by configuration")
+    }))
 
   describe("AGENT_HOST_ALLOW", () => {
     it("parses entries and rejects malformed ones", () => {
