@@ -245,6 +245,17 @@ const readClaims = (value: unknown): VerifiedClaims => {
 /** The default key of an identity: the key a channel would derive from it with no opinion of its own. */
 export const identityKey = (identity: ChannelIdentity): string => `${identity.channel}:${identity.nativeId}`
 
+// A key from a native id or a linker must still be a valid isolation key; if not, nobody can be let in under it.
+const checkKey = (outcome: AuthorizationOutcome): AuthorizationOutcome => {
+  if (outcome._tag !== "Allowed" || outcome.isolationKey === undefined) return outcome
+  const problem = isolationKeyProblem(outcome.isolationKey)
+  if (problem === undefined) return outcome
+  return denied("invalid_identity", messages.noAccess, outcome.phase, {
+    key: outcome.isolationKey.slice(0, 100),
+    problem: `isolation key ${problem}`
+  })
+}
+
 export interface AuthorizationShape extends AuthorizerShape {
   /** The decision for `request`, without failing or logging. */
   readonly decide: (request: ChannelRequest) => Effect.Effect<AuthorizationOutcome>
@@ -308,15 +319,6 @@ export const make = (config: AuthorizationConfig) =>
       const hasChannelClaims = Object.keys(channelClaims).length > 0
       const claimSource: ClaimSource = hasChannelClaims ? "channel" : "none"
       const key = programmatic ? request.session?.isolationKey : yield* keyFor(request, identity)
-      if (key !== undefined) {
-        const problem = isolationKeyProblem(key)
-        if (problem !== undefined) {
-          return denied("invalid_identity", messages.noAccess, "pre_link", {
-            nativeId: identity.nativeId.slice(0, 100),
-            problem: `isolation key ${problem}`
-          })
-        }
-      }
       const allowed = (
         isolationKey: string | undefined,
         verifiedClaims: VerifiedClaims,
@@ -362,9 +364,10 @@ export const make = (config: AuthorizationConfig) =>
         return policy.requireLink ? yield* link(reason) : allowed(key, channelClaims, claimSource, reason, "pre_link")
       }
 
-      // Abstained, and the list needs verified claims: from the channel, or from linking.
+      // Abstained, and the list needs verified claims: from the channel, or from linking (always from linking
+      // when the channel requires sign-in).
       let post: AuthorizationContext
-      if (hasChannelClaims) {
+      if (hasChannelClaims && !policy.requireLink) {
         post = { ...context, phase: "post_link" }
       } else {
         if (!linker.available) return denied("allowlist_requires_link", messages.noLinker, "pre_link")
@@ -401,7 +404,7 @@ export const make = (config: AuthorizationConfig) =>
         Effect.as(
           Effect.logError("authorization failed", defect),
           denied("authorization_unavailable", messages.unavailable, "pre_link")
-        )))
+        )), Effect.map(checkKey))
 
     const authorize = Effect.fnUntraced(function*(request: ChannelRequest) {
       const outcome = yield* decide(request)

@@ -235,6 +235,20 @@ const cases: ReadonlyArray<Case> = [
     expected: { _tag: "Denied", reason: "allowlist_requires_link", phase: "pre_link" }
   },
   {
+    name: "claim list with requireLink: channel claims do not replace sign-in",
+    config: { allowlist: staffOnly, requireLink: true, channels: { telegram: { emitsVerifiedClaims: true } } },
+    linker: challengeLinker,
+    request: request("telegram", "1", { attributes: { verifiedClaims: { group: "staff" } } }),
+    expected: { _tag: "LinkRequired", challenge: "c-1", phase: "pre_link" }
+  },
+  {
+    name: "a linker key that is not a valid isolation key is refused",
+    config: { requireLink: true },
+    linker: IdentityLinker.make(() => Effect.succeed(IdentityLinker.linked("bad\u0000key"))),
+    request: request("telegram", "1"),
+    expected: { _tag: "Denied", reason: "invalid_identity", phase: "post_link" }
+  },
+  {
     name: "post-link abstention is a named denial",
     config: {
       allowlist: Allowlists.custom(() => Effect.succeed("abstain"), { requiresLinkedClaims: true })
