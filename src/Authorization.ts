@@ -327,21 +327,29 @@ export const make = (config: AuthorizationConfig) =>
         phase: AuthorizationPhase
       ): Allowed => ({ _tag: "Allowed", isolationKey, verifiedClaims, claimSource: source, reasonCode, phase })
 
-      const link = Effect.fnUntraced(function*(reasonCode: string) {
-        if (!linker.available) {
-          return denied("link_required_without_linker", messages.noLinker, "pre_link")
-        }
+      // Linking: without a linker nobody can be let in; a challenge ends the decision; a linked identity gives
+      // the post-link context (the linker's claims, and the linked key unless the channel chose its own).
+      const resolveLink = Effect.fnUntraced(function*(reasonWithoutLinker: string) {
+        if (!linker.available) return denied(reasonWithoutLinker, messages.noLinker, "pre_link")
         const resolution = yield* linker.resolve(identity)
         if (resolution._tag === "LinkChallenge") {
           return { _tag: "LinkRequired", challenge: resolution, phase: "pre_link" } satisfies LinkRequired
         }
-        return allowed(
-          programmatic ? key : chooseLinked(request, identity, resolution.isolationKey),
-          resolution.verifiedClaims,
-          resolution.claimSource,
-          reasonCode,
-          "post_link"
-        )
+        const context: AuthorizationContext = {
+          identity,
+          phase: "post_link",
+          isolationKey: programmatic ? key : chooseLinked(request, identity, resolution.isolationKey),
+          verifiedClaims: resolution.verifiedClaims,
+          claimSource: resolution.claimSource
+        }
+        return { _tag: "Linked", context } as const
+      })
+
+      const link = Effect.fnUntraced(function*(reasonCode: string) {
+        const linked = yield* resolveLink("link_required_without_linker")
+        if (linked._tag !== "Linked") return linked
+        const { claimSource, isolationKey, verifiedClaims } = linked.context
+        return allowed(isolationKey, verifiedClaims, claimSource, reasonCode, "post_link")
       })
 
       const list = policy.allowlist
@@ -370,18 +378,9 @@ export const make = (config: AuthorizationConfig) =>
       if (hasChannelClaims && !policy.requireLink) {
         post = { ...context, phase: "post_link" }
       } else {
-        if (!linker.available) return denied("allowlist_requires_link", messages.noLinker, "pre_link")
-        const resolution = yield* linker.resolve(identity)
-        if (resolution._tag === "LinkChallenge") {
-          return { _tag: "LinkRequired", challenge: resolution, phase: "pre_link" } satisfies LinkRequired
-        }
-        post = {
-          identity,
-          phase: "post_link",
-          isolationKey: programmatic ? key : chooseLinked(request, identity, resolution.isolationKey),
-          verifiedClaims: resolution.verifiedClaims,
-          claimSource: resolution.claimSource
-        }
+        const linked = yield* resolveLink("allowlist_requires_link")
+        if (linked._tag !== "Linked") return linked
+        post = linked.context
       }
       const decision = yield* Allowlists.evaluate(list, post)
       if (decision === "allow") {
