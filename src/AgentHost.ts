@@ -9,7 +9,8 @@ import type { ConfigError } from "effect"
 import type { Cause } from "effect"
 import { Context, Effect, Exit, Layer, Option, Scope } from "effect"
 import * as Http from "node:http"
-import { Authorizer, layerAllowAll } from "./Authorizer.js"
+import * as Authorization from "./Authorization.js"
+import { Authorizer } from "./Authorizer.js"
 import type { Channel, ChannelContribution, RouteInput } from "./Channel.js"
 import * as Channels from "./Channels.js"
 import * as DefaultAgent from "./DefaultAgent.js"
@@ -109,7 +110,6 @@ export const make = <E, R>(options: Options<E, R>) =>
     if (duplicate !== undefined) {
       return yield* new HostConfigurationError({ message: `two channels are named "${duplicate}"`, channel: duplicate })
     }
-    yield* authorizer.validate(names)
 
     // Build every channel in its own scope, in order.
     const built: Array<BuiltChannel> = []
@@ -128,6 +128,8 @@ export const make = <E, R>(options: Options<E, R>) =>
       built.push({ name: channel.name, scope, contribution: exit.value })
       yield* registry.register({ name: channel.name, contribution: exit.value })
     }
+    // After the build, so the authorizer sees each channel's kind; before anything is served or started.
+    yield* authorizer.validate(names)
 
     // Mount: readiness first, so no channel can shadow it.
     const router = new Router()
@@ -274,20 +276,30 @@ export const layer = <E, R>(
 > => Layer.scoped(AgentHost, make(options))
 
 /**
- * Core services with their defaults: sessions from config, delivery with in-process pushes, allow-all
- * authorization. Provide `Target`, `StateStore` and `HostConfig` to it.
+ * Core services with the given authorization (`Authorization.layer(config)`, `Authorizer.layerAllowAll`, ...):
+ * sessions from config, delivery with in-process pushes. Provide `Target`, `StateStore` and `HostConfig` to it.
  */
+export const layerCoreWith = <E, R>(
+  authorization: Layer.Layer<Authorizer, E, R>
+): Layer.Layer<
+  Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery,
+  ConfigError.ConfigError | E,
+  Target | StateStore | HostConfig | Exclude<R, Channels.Channels>
+> =>
+  Turns.layer.pipe(
+    Layer.provideMerge(Delivery.layer),
+    Layer.provideMerge(Delivery.layerPushInProcess),
+    Layer.provideMerge(Sessions.layerConfig),
+    Layer.provideMerge(authorization),
+    Layer.provideMerge(Channels.layer)
+  )
+
+/** Core services with their defaults: authorization from the environment (`AGENT_HOST_ALLOW`, open when unset). */
 export const layerCore: Layer.Layer<
   Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery,
   ConfigError.ConfigError,
   Target | StateStore | HostConfig
-> = Turns.layer.pipe(
-  Layer.provideMerge(Delivery.layer),
-  Layer.provideMerge(Delivery.layerPushInProcess),
-  Layer.provideMerge(Sessions.layerConfig),
-  Layer.provideMerge(Channels.layer),
-  Layer.provideMerge(layerAllowAll)
-)
+> = layerCoreWith(Authorization.layerConfig)
 
 /** `layer` with `layerCore` under it. */
 export const layerWithCore = <E, R>(options: Options<E, R>) => layer(options).pipe(Layer.provideMerge(layerCore))

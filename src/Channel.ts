@@ -99,7 +99,15 @@ export interface CommandContext {
   readonly reply: (text: string) => Effect.Effect<void>
 }
 
+/**
+ * `chat`: people talk to the agent through it; every caller is checked against the allowlist. `programmatic`:
+ * API clients guarded by API keys; an identity they carry is checked only when the allowlist names the channel.
+ */
+export type ChannelKind = "chat" | "programmatic"
+
 export interface ChannelContribution {
+  /** Default `chat`. */
+  readonly kind?: ChannelKind
   /** Mount prefix for the channel's routes; "" mounts at the root. */
   readonly path: string
   readonly routes: ReadonlyArray<Route>

@@ -66,6 +66,9 @@ export const make = Effect.gen(function*() {
   const settings = yield* HostConfig
   const hostScope = yield* Effect.scope
   const plans = new WeakMap<HostedRunResult, DeliveryPlan>()
+  // The request as authorized (its isolation key may differ from the channel's), so delivery records the
+  // identity under the key the turn really ran in.
+  const ran = new WeakMap<HostedRunResult, ChannelRequest>()
 
   const prepare = Effect.fnUntraced(function*(channel: string, request: ChannelRequest, raw: unknown) {
     const hook = channels.unsafeGet(channel)?.contribution.hooks?.run
@@ -128,6 +131,7 @@ export const make = Effect.gen(function*() {
       sessionId: turn.sessionId
     }
     plans.set(hosted, plan)
+    ran.set(hosted, request)
     return hosted
   })
 
@@ -207,7 +211,7 @@ export const make = Effect.gen(function*() {
           const plan = plans.get(result)
           return plan === undefined ? delivery.resolve(request) : Effect.succeed(plan)
         }),
-        (plan) => delivery.deliver(request, result, plan)
+        (plan) => delivery.deliver(ran.get(result) ?? request, result, plan)
       )
 
     const resetSession = (isolationKey: string) =>

@@ -124,6 +124,7 @@ export const make = (options: Options = {}): Channel => {
         })
       )
       return {
+        kind: "programmatic",
         path: options.path ?? "/invocations",
         routes: [{ method: "POST", path: "/", handler: handle }],
         ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
