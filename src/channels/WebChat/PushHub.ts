@@ -9,6 +9,7 @@ import type { Scope } from "effect"
 import { Clock, Duration, Effect, Exit, Mailbox, Random, Stream } from "effect"
 
 export interface PushEvent {
+  readonly _tag: "PushEvent"
   /** `<epoch>-<seq>`: the SSE event id. */
   readonly id: string
   readonly seq: number
@@ -17,6 +18,12 @@ export interface PushEvent {
   readonly at: number
   readonly dedupeKey: string
 }
+
+/** Emitted first by a subscription, once it is registered: from then on no push for the identity is missed. */
+export interface Subscribed {
+  readonly _tag: "Subscribed"
+}
+export const subscribed: Subscribed = { _tag: "Subscribed" }
 
 export interface Limits {
   /** How long an event stays replayable (default 10 minutes). */
@@ -53,8 +60,11 @@ interface Box {
 export interface PushHub {
   /** Buffers an event for `user` and hands it to the open pages; a repeated `dedupeKey` is ignored. */
   readonly publish: (user: string, dedupeKey: string, data: string) => Effect.Effect<void>
-  /** The events after `lastEventId` (or all buffered, when it is absent or from another boot), then live ones. */
-  readonly subscribe: (user: string, lastEventId: string | undefined) => Stream.Stream<PushEvent>
+  /**
+   * `Subscribed`, then the events after `lastEventId` (or all buffered, when it is absent or from another boot),
+   * then live ones.
+   */
+  readonly subscribe: (user: string, lastEventId: string | undefined) => Stream.Stream<Subscribed | PushEvent>
   /** Drops expired events (run periodically). */
   readonly sweep: Effect.Effect<void>
   readonly stats: Effect.Effect<{ readonly identities: number; readonly subscribers: number; readonly bytes: number }>
@@ -111,7 +121,7 @@ export const make = (limits: Partial<Limits> = {}): Effect.Effect<PushHub, never
           const box = touch(user)
           if (box.keys.has(dedupeKey)) return
           const seq = box.nextSeq++
-          const event: PushEvent = { id: `${epoch}-${seq}`, seq, data, at: now, dedupeKey }
+          const event: PushEvent = { _tag: "PushEvent", id: `${epoch}-${seq}`, seq, data, at: now, dedupeKey }
           box.events.push(event)
           box.keys.add(dedupeKey)
           box.bytes += data.length
@@ -133,7 +143,7 @@ export const make = (limits: Partial<Limits> = {}): Effect.Effect<PushHub, never
       return Number.isSafeInteger(seq) && seq >= 0 ? seq : undefined
     }
 
-    const subscribe = (user: string, lastEventId: string | undefined): Stream.Stream<PushEvent> =>
+    const subscribe = (user: string, lastEventId: string | undefined): Stream.Stream<Subscribed | PushEvent> =>
       Stream.unwrapScoped(Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const mailbox = yield* Mailbox.make<PushEvent>({ capacity: l.maxEvents, strategy: "sliding" })
@@ -162,7 +172,10 @@ export const make = (limits: Partial<Limits> = {}): Effect.Effect<PushHub, never
               if (box.events.length === 0 && box.subscribers.size === 0) boxes.delete(user)
             })
         )
-        return Stream.concat(Stream.fromIterable(replay), Mailbox.toStream(mailbox))
+        return Stream.concat(
+          Stream.fromIterable<Subscribed | PushEvent>([subscribed, ...replay]),
+          Mailbox.toStream(mailbox)
+        )
       }))
 
     const sweep = Effect.flatMap(Clock.currentTimeMillis, (now) =>

@@ -243,15 +243,18 @@ export const make = (options: Options = {}): Channel => {
           if (problem !== undefined) return errorJson(400, "invalid_user", problem)
           const lastEventId = input.request.headers["last-event-id"] ?? input.query.get("last_event_id") ??
             undefined
-          const pushes = hub.subscribe(user!, lastEventId).pipe(Stream.map((e) => Sse.frame(e.data, undefined, e.id)))
-          // The comment flushes the headers at once; later ones keep idle proxies from closing the stream.
+          // `: connected` is written once the subscription is registered; heartbeats keep proxies from closing it.
+          const pushes = hub.subscribe(user!, lastEventId).pipe(
+            Stream.map((item) =>
+              item._tag === "Subscribed"
+                ? `retry: 3000\n\n${Sse.comment("connected")}`
+                : Sse.frame(item.data, undefined, item.id)
+            )
+          )
           const heartbeat = Stream.repeatEffect(Effect.succeed(Sse.comment("keep-alive"))).pipe(
             Stream.schedule(Schedule.spaced("25 seconds"))
           )
-          const frames = Stream.make("retry: 3000\n\n", Sse.comment("connected")).pipe(
-            Stream.concat(Stream.merge(pushes, heartbeat, { haltStrategy: "left" }))
-          )
-          return Sse.response(frames)
+          return Sse.response(Stream.merge(pushes, heartbeat, { haltStrategy: "left" }))
         })
       )
 
