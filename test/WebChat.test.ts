@@ -1,9 +1,10 @@
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Effect, Fiber, Stream, TestClock } from "effect"
+import { ConfigProvider, Effect, Fiber, Stream, TestClock } from "effect"
 import { AgentHost } from "../src/AgentHost.js"
 import * as PushHub from "../src/channels/WebChat/PushHub.js"
 import * as WebChat from "../src/channels/WebChat/WebChat.js"
 import * as DefaultAgent from "../src/DefaultAgent.js"
+import * as Server from "../src/Server.js"
 import type { Frame } from "./utils/WebChatTest.js"
 import { layerInlinePush, openSse, relay, request } from "./utils/WebChatTest.js"
 
@@ -276,5 +277,35 @@ describe("WebChat PushHub", () => {
       const ended = yield* Fiber.join(first)
       assert.deepStrictEqual([...ended].map((e) => e._tag), ["Subscribed"])
       assert.strictEqual((yield* hub.stats).subscribers, 1)
+    }))
+})
+
+describe("WebChat configuration", () => {
+  layer(
+    layerInlinePush({ channels: [WebChat.make({ path: "/chat", title: "Help <desk>" })], target: DefaultAgent.layer })
+  )((it) => {
+    it.effect("serves the page at a configured path with its endpoints under it", () =>
+      Effect.gen(function*() {
+        const host = yield* AgentHost
+        const page = yield* request(`${host.url}/chat`)
+        assert.strictEqual(page.status, 200)
+        assert.include(page.text, "content=\"/chat/webchat\"")
+        assert.include(page.text, "<title>Help &lt;desk&gt;</title>")
+        assert.strictEqual((yield* request(`${host.url}/`)).status, 404)
+        assert.strictEqual((yield* request(`${host.url}/chat/webchat/style.css`)).status, 200)
+        const history = yield* request(`${host.url}/chat/webchat/history?user=abcdefgh&session=abcdefgh`)
+        assert.deepStrictEqual(history.body.messages, [])
+      }))
+  })
+
+  it.effect("is on by default and off with AGENT_HOST_WEBCHAT=false", () =>
+    Effect.gen(function*() {
+      const names = (env: Record<string, string>) =>
+        Effect.map(
+          Effect.withConfigProvider(Server.channelsFromEnv, ConfigProvider.fromMap(new Map(Object.entries(env)))),
+          (channels) => channels.map((c) => c.name)
+        )
+      assert.include(yield* names({}), "webchat")
+      assert.notInclude(yield* names({ AGENT_HOST_WEBCHAT: "false" }), "webchat")
     }))
 })

@@ -20,7 +20,7 @@
   function emphasis(s) {
     return s
       .replace(/\*\*(?=\S)([\s\S]*?\S)\*\*/g, "<strong>$1</strong>")
-      .replace(/__(?=\S)([\s\S]*?\S)__/g, "<strong>$1</strong>")
+      .replace(/(^|[^A-Za-z0-9_])__(?=\S)([\s\S]*?\S)__(?![A-Za-z0-9_])/g, "$1<strong>$2</strong>")
       .replace(/\*(?=\S)([^*]*?\S)\*/g, "<em>$1</em>")
       .replace(/(^|[^A-Za-z0-9_])_(?=\S)([^_]*?\S)_(?![A-Za-z0-9_])/g, "$1<em>$2</em>")
   }
@@ -417,7 +417,7 @@
       var body
       try { body = JSON.parse(event.data) } catch (_) { return }
       ;(body.messages || []).forEach(function (m) {
-        var label = body.kind === "echo" ? "Sent elsewhere" : "Pushed"
+        var label = body.kind === "echo" ? "You, on another channel" : "From another channel"
         addMessage(m.role === "user" ? "user" : "assistant", m.text, "pushed", label)
       })
     }
