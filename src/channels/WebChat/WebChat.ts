@@ -109,6 +109,11 @@ export const make = (options: Options = {}): Channel => {
       const scope = yield* Effect.scope
       yield* Effect.forkScoped(Effect.repeat(hub.sweep, Schedule.spaced("1 minute")))
 
+      // Comments every 25 s keep proxies from closing a quiet stream (a long turn, an idle page).
+      const heartbeat = Stream.repeatEffect(Effect.succeed(Sse.comment("keep-alive"))).pipe(
+        Stream.schedule(Schedule.spaced("25 seconds"))
+      )
+
       const keyFor = (input: RouteInput, user: string, session: string) =>
         input.isolation.chat ?? `${name}:${user}:${session}`
 
@@ -204,7 +209,7 @@ export const make = (options: Options = {}): Channel => {
             Stream.concat(done),
             Stream.catchAll((error) => Stream.make(turnErrorFrame(error)))
           )
-          return Sse.response(frames)
+          return Sse.response(Stream.merge(frames, heartbeat, { haltStrategy: "left" }))
         })
       )
 
@@ -243,16 +248,13 @@ export const make = (options: Options = {}): Channel => {
           if (problem !== undefined) return errorJson(400, "invalid_user", problem)
           const lastEventId = input.request.headers["last-event-id"] ?? input.query.get("last_event_id") ??
             undefined
-          // `: connected` is written once the subscription is registered; heartbeats keep proxies from closing it.
+          // `: connected` is written once the subscription is registered.
           const pushes = hub.subscribe(user!, lastEventId).pipe(
             Stream.map((item) =>
               item._tag === "Subscribed"
                 ? `retry: 3000\n\n${Sse.comment("connected")}`
                 : Sse.frame(item.data, undefined, item.id)
             )
-          )
-          const heartbeat = Stream.repeatEffect(Effect.succeed(Sse.comment("keep-alive"))).pipe(
-            Stream.schedule(Schedule.spaced("25 seconds"))
           )
           return Sse.response(Stream.merge(pushes, heartbeat, { haltStrategy: "left" }))
         })
