@@ -6,6 +6,7 @@ import { Config, ConfigError, Effect, Either, Layer, Logger, LogLevel, Option } 
 import * as AgentHost from "./AgentHost.js"
 import type { Channel } from "./Channel.js"
 import * as Invocations from "./channels/Invocations.js"
+import * as WebChat from "./channels/WebChat/WebChat.js"
 import * as DefaultAgent from "./DefaultAgent.js"
 import * as HostConfig from "./HostConfig.js"
 import * as OpenAiAgent from "./OpenAiAgent.js"
@@ -45,6 +46,9 @@ export const channelsFromEnv: Effect.Effect<ReadonlyArray<Channel>, ConfigError.
     const invocations = yield* Config.boolean("AGENT_HOST_INVOCATIONS").pipe(Config.withDefault(true))
     const channels: Array<Channel> = []
     if (invocations) channels.push(Invocations.make())
+    // Web chat: the page at AGENT_HOST_WEBCHAT_PATH (default "/"); AGENT_HOST_WEBCHAT=false turns it off.
+    const webchat = yield* Config.boolean("AGENT_HOST_WEBCHAT").pipe(Config.withDefault(true))
+    if (webchat) channels.push(WebChat.make(yield* WebChat.config))
     return channels
   })
 

@@ -1,0 +1,105 @@
+/**
+ * The web chat's static files, read once from `assets/` next to this module and served from memory with
+ * content types, validators and caching headers. The page is tiny, so it is rendered per base path at boot.
+ */
+import type { HttpServerRequest } from "@effect/platform"
+import { HttpServerResponse } from "@effect/platform"
+import { Effect } from "effect"
+import { createHash } from "node:crypto"
+import { readFile } from "node:fs/promises"
+import { ChannelStartupError } from "../../domain/Errors.js"
+
+export interface Asset {
+  readonly body: Uint8Array
+  readonly contentType: string
+  readonly etag: string
+  readonly headers: Readonly<Record<string, string>>
+}
+
+export interface Assets {
+  readonly page: Asset
+  readonly script: Asset
+  readonly style: Asset
+  /** Fingerprint of the script and style, put in their URLs so they can be cached for good. */
+  readonly version: string
+}
+
+const encoder = new TextEncoder()
+
+const fingerprint = (body: Uint8Array | string) => createHash("sha256").update(body).digest("base64url").slice(0, 16)
+
+const asset = (body: Uint8Array, contentType: string, headers: Record<string, string>): Asset => ({
+  body,
+  contentType,
+  etag: `"${fingerprint(body)}"`,
+  headers: { "x-content-type-options": "nosniff", ...headers }
+})
+
+const escapeHtml = (s: string) =>
+  s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;")
+
+// The page runs only its own script and style: no inline code, nothing from elsewhere.
+const contentSecurityPolicy = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'"
+].join("; ")
+
+const assetsDir = new URL("./assets/", import.meta.url)
+
+/** Reads the files; fails (a defect: the package is broken) when one is missing. */
+export const load = (options: { readonly apiBase: string; readonly title: string }): Effect.Effect<Assets> =>
+  Effect.gen(function*() {
+    const read = (name: string) =>
+      Effect.tryPromise({
+        try: () => readFile(new URL(name, assetsDir)),
+        catch: (cause) =>
+          new ChannelStartupError({
+            channel: "webchat",
+            message: `web chat asset ${name} cannot be read from ${assetsDir.pathname}`,
+            cause
+          })
+      }).pipe(Effect.orDie)
+    const [html, script, style] = yield* Effect.all([read("index.html"), read("app.js"), read("style.css")])
+    const version = fingerprint(Buffer.concat([script, style]))
+    const page = html.toString("utf8")
+      .replaceAll("{{API}}", escapeHtml(options.apiBase))
+      .replaceAll("{{TITLE}}", escapeHtml(options.title))
+      .replaceAll("{{VERSION}}", version)
+    return {
+      page: asset(encoder.encode(page), "text/html; charset=utf-8", {
+        "cache-control": "no-cache",
+        "content-security-policy": contentSecurityPolicy,
+        "referrer-policy": "no-referrer",
+        "x-frame-options": "DENY"
+      }),
+      script: asset(script, "text/javascript; charset=utf-8", {}),
+      style: asset(style, "text/css; charset=utf-8", {}),
+      version
+    }
+  })
+
+/**
+ * Serves an asset: 304 when the validator matches; versioned URLs (`?v=<current>`) are immutable, anything
+ * else must be revalidated.
+ */
+export const serve = (
+  request: HttpServerRequest.HttpServerRequest,
+  query: URLSearchParams,
+  asset: Asset,
+  version: string | undefined
+): HttpServerResponse.HttpServerResponse => {
+  const cacheControl = asset.headers["cache-control"] ??
+    (version !== undefined && query.get("v") === version ? "public, max-age=31536000, immutable" : "no-cache")
+  const headers = { ...asset.headers, "cache-control": cacheControl, etag: asset.etag }
+  const match = request.headers["if-none-match"]
+  if (match !== undefined && match.split(",").some((tag) => tag.trim().replace(/^W\//, "") === asset.etag)) {
+    return HttpServerResponse.empty({ status: 304, headers })
+  }
+  return HttpServerResponse.uint8Array(asset.body, { contentType: asset.contentType, headers })
+}

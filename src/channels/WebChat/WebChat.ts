@@ -1,0 +1,290 @@
+/**
+ * The web chat channel: a page at its path (`/` by default) where a person talks to the agent, and the JSON
+ * and SSE endpoints the page uses under `<path>/<name>/`:
+ * - `POST messages` `{ user, session?, message }` streams the reply as SSE (`start`, `delta`, `done`, `error`);
+ * - `GET history?user=&session=` the conversation so far; `POST reset` `{ user, session }` starts a new one;
+ * - `GET events?user=` the live pushes for this browser (resumable with `Last-Event-ID`).
+ * A browser is the identity `webchat:<user>`; each conversation is the isolation key
+ * `webchat:<user>:<session>` (or the trusted chat isolation header, when the host trusts one).
+ */
+import { Config, Deferred, Effect, Option, Random, Schedule, Stream } from "effect"
+import type { Channel, ChannelContext, ChannelHooks, RouteInput } from "../../Channel.js"
+import * as ChannelModule from "../../Channel.js"
+import type { ChannelRequest, HostedRunResult } from "../../domain/ChannelRequest.js"
+import type { TurnError } from "../../domain/Errors.js"
+import { turnErrorStatus } from "../../domain/Errors.js"
+import type { ChannelIdentity } from "../../domain/Identity.js"
+import type { IsolationKey } from "../../domain/Ids.js"
+import type { Message } from "../../domain/Message.js"
+import { responseText, userMessage } from "../../domain/Message.js"
+import { errorJson, json, readJson } from "../../http/HttpBody.js"
+import { joinPath } from "../../http/Router.js"
+import * as Sse from "../../http/Sse.js"
+import * as Assets from "./Assets.js"
+import * as PushHub from "./PushHub.js"
+
+export interface Options {
+  readonly name?: string
+  /** Where the page is served (default `/`); the endpoints live under `<path>/<name>/`. */
+  readonly path?: string
+  /** The page title and heading (default "Agent"). */
+  readonly title?: string
+  /** Longest accepted message, in characters (default 8,000); longer ones get a 413. */
+  readonly maxMessageChars?: number
+  /** Bounds of the queue that holds pushes for pages that are not open. */
+  readonly pushQueue?: Partial<PushHub.Limits>
+  readonly hooks?: ChannelHooks
+  readonly busyPolicy?: "queue" | "reject" | "interrupt"
+}
+
+export const defaultMaxMessageChars = 8_000
+
+/** Options from the environment: `AGENT_HOST_WEBCHAT_PATH`, `_TITLE`, `_MAX_MESSAGE_CHARS`, `_PUSH_TTL_SECONDS`. */
+export const config: Config.Config<Options> = Config.all({
+  path: Config.string("AGENT_HOST_WEBCHAT_PATH").pipe(Config.withDefault("/")),
+  title: Config.string("AGENT_HOST_WEBCHAT_TITLE").pipe(Config.withDefault("Agent")),
+  maxMessageChars: Config.integer("AGENT_HOST_WEBCHAT_MAX_MESSAGE_CHARS").pipe(
+    Config.withDefault(defaultMaxMessageChars)
+  ),
+  pushTtlSeconds: Config.integer("AGENT_HOST_WEBCHAT_PUSH_TTL_SECONDS").pipe(Config.withDefault(600))
+}).pipe(Config.map(({ pushTtlSeconds, ...rest }) => ({ ...rest, pushQueue: { ttl: `${pushTtlSeconds} seconds` } })))
+
+/** Browser and conversation ids: opaque, URL-safe, 8-64 characters. */
+export const idPattern = /^[A-Za-z0-9_-]{8,64}$/
+
+const idProblem = (what: string, value: unknown): string | undefined => {
+  if (typeof value !== "string" || value.length === 0) return `${what} is required`
+  if (!idPattern.test(value)) return `${what} must be 8-64 characters of A-Z, a-z, 0-9, '_' or '-'`
+  return undefined
+}
+
+const turnErrorResponse = (error: TurnError) =>
+  errorJson(
+    turnErrorStatus(error),
+    error._tag === "AgentError" ? "agent_error" : error._tag,
+    error.message,
+    error._tag === "LinkRequiredError" && error.url !== undefined ? { url: error.url } : undefined
+  )
+
+const turnErrorFrame = (error: TurnError) =>
+  Sse.frame(
+    JSON.stringify({
+      error: {
+        type: error._tag === "AgentError" ? "agent_error" : error._tag,
+        message: error.message,
+        ...(error._tag === "LinkRequiredError" && error.url !== undefined ? { url: error.url } : {})
+      }
+    }),
+    "error"
+  )
+
+/** Messages as the page shows them: role and text, user and assistant only. */
+export const viewMessages = (messages: ReadonlyArray<Message>) => {
+  const out: Array<{ role: "user" | "assistant"; text: string }> = []
+  for (const message of messages) {
+    if (message.role !== "user" && message.role !== "assistant") continue
+    let text = ""
+    for (const part of message.contents) if (part._tag === "text") text += part.text
+    if (text.length > 0) out.push({ role: message.role, text })
+  }
+  return out
+}
+
+const historyLimit = 500
+
+const newId = Effect.map(
+  Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
+  ([a, b]) => `c${a.toString(36)}${b.toString(36)}`.padEnd(8, "0")
+)
+
+export const make = (options: Options = {}): Channel => {
+  const name = options.name ?? "webchat"
+  const maxMessageChars = options.maxMessageChars ?? defaultMaxMessageChars
+  return ChannelModule.make<never, never>(name, (ctx: ChannelContext) =>
+    Effect.gen(function*() {
+      const pagePath = joinPath(options.path ?? "/", "")
+      const apiBase = joinPath(pagePath, name)
+      const assets = yield* Assets.load({ apiBase, title: options.title ?? "Agent" })
+      const hub = yield* PushHub.make(options.pushQueue)
+      const scope = yield* Effect.scope
+      yield* Effect.forkScoped(Effect.repeat(hub.sweep, Schedule.spaced("1 minute")))
+
+      // Comments every 25 s keep proxies from closing a quiet stream (a long turn, an idle page).
+      const heartbeat = Stream.repeatEffect(Effect.succeed(Sse.comment("keep-alive"))).pipe(
+        Stream.schedule(Schedule.spaced("25 seconds"))
+      )
+
+      const keyFor = (input: RouteInput, user: string, session: string) =>
+        input.isolation.chat ?? `${name}:${user}:${session}`
+
+      const identityOf = (user: string) => ({ channel: name, nativeId: user }) as ChannelIdentity
+
+      const readBody = (input: RouteInput) =>
+        readJson(input.request, ctx.settings.maxBodyBytes).pipe(
+          Effect.map((raw): { readonly body: Record<string, unknown> } | { readonly error: ReturnType<typeof json> } =>
+            raw !== null && typeof raw === "object" && !Array.isArray(raw) ?
+              { body: raw as Record<string, unknown> } :
+              { error: errorJson(400, "invalid_request", "the request body must be a JSON object") }
+          ),
+          Effect.catchAll((e) =>
+            Effect.succeed({
+              error: e._tag === "BodyTooLarge" ?
+                errorJson(413, "request_too_large", `the request body exceeds ${e.limit} bytes`) :
+                errorJson(400, "invalid_json", `the request body is not valid JSON: ${e.message}`)
+            })
+          )
+        )
+
+      const page = ChannelModule.handler(({ query, request }) =>
+        Effect.succeed(Assets.serve(request, query, assets.page, undefined))
+      )
+      const script = ChannelModule.handler(({ query, request }) =>
+        Effect.succeed(Assets.serve(request, query, assets.script, assets.version))
+      )
+      const style = ChannelModule.handler(({ query, request }) =>
+        Effect.succeed(Assets.serve(request, query, assets.style, assets.version))
+      )
+
+      const messages = ChannelModule.handler((input) =>
+        Effect.gen(function*() {
+          const read = yield* readBody(input)
+          if ("error" in read) return read.error
+          const { message, session: sessionIn, user } = read.body
+          const userProblem = idProblem("user", user)
+          if (userProblem !== undefined) return errorJson(400, "invalid_user", userProblem)
+          if (sessionIn !== undefined && sessionIn !== null) {
+            const problem = idProblem("session", sessionIn)
+            if (problem !== undefined) return errorJson(400, "invalid_session", problem)
+          }
+          if (typeof message !== "string" || message.trim().length === 0) {
+            return errorJson(400, "invalid_message", "message must be a non-empty string")
+          }
+          if (message.length > maxMessageChars) {
+            return errorJson(
+              413,
+              "message_too_long",
+              `the message is ${message.length} characters long; the limit is ${maxMessageChars}`
+            )
+          }
+          const session = typeof sessionIn === "string" ? sessionIn : yield* newId
+          const request: ChannelRequest = {
+            channel: name,
+            operation: "message.create",
+            input: [userMessage(message)],
+            session: { isolationKey: keyFor(input, user as string, session) as IsolationKey },
+            identity: identityOf(user as string),
+            attributes: { session_id: session },
+            stream: true
+          }
+          const started = yield* ctx.runStream(request, read.body).pipe(Effect.either)
+          if (started._tag === "Left") return turnErrorResponse(started.left)
+          const turn = started.right
+          // Delivery runs in the channel's scope: a page that goes away mid-reply loses nothing.
+          const delivered = yield* Deferred.make<Option.Option<HostedRunResult>, TurnError>()
+          yield* Effect.forkIn(
+            Deferred.complete(delivered, Effect.flatMap(turn.result, (result) => ctx.deliverResponse(request, result))),
+            scope
+          )
+          const deltas = turn.updates.pipe(
+            Stream.mapConcat((update) => {
+              if (update.role !== undefined && update.role !== "assistant") return []
+              let text = ""
+              for (const part of update.contents) if (part._tag === "text") text += part.text
+              return text.length === 0 ? [] : [Sse.frame(JSON.stringify({ text }), "delta")]
+            })
+          )
+          const done = Stream.fromEffect(
+            Effect.map(Deferred.await(delivered), (shaped) =>
+              Sse.frame(
+                JSON.stringify(
+                  Option.isSome(shaped) ?
+                    { text: responseText(shaped.value.response), delivered: true } :
+                    { text: "", delivered: false }
+                ),
+                "done"
+              ))
+          )
+          const frames = Stream.make(Sse.frame(JSON.stringify({ session }), "start")).pipe(
+            Stream.concat(deltas),
+            Stream.concat(done),
+            Stream.catchAll((error) => Stream.make(turnErrorFrame(error)))
+          )
+          return Sse.response(Stream.merge(frames, heartbeat, { haltStrategy: "left" }))
+        })
+      )
+
+      const history = ChannelModule.handler((input) =>
+        Effect.gen(function*() {
+          const user = input.query.get("user")
+          const session = input.query.get("session")
+          const userProblem = idProblem("user", user)
+          if (userProblem !== undefined) return errorJson(400, "invalid_user", userProblem)
+          const sessionProblem = idProblem("session", session)
+          if (sessionProblem !== undefined) return errorJson(400, "invalid_session", sessionProblem)
+          const sessionId = yield* ctx.sessionIdFor(keyFor(input, user!, session!))
+          const all = viewMessages(yield* ctx.state.loadHistory(sessionId))
+          return json({ session, messages: all.slice(-historyLimit), truncated: all.length > historyLimit })
+        })
+      )
+
+      const reset = ChannelModule.handler((input) =>
+        Effect.gen(function*() {
+          const read = yield* readBody(input)
+          if ("error" in read) return read.error
+          const { session, user } = read.body
+          const userProblem = idProblem("user", user)
+          if (userProblem !== undefined) return errorJson(400, "invalid_user", userProblem)
+          const sessionProblem = idProblem("session", session)
+          if (sessionProblem !== undefined) return errorJson(400, "invalid_session", sessionProblem)
+          yield* ctx.resetSession(keyFor(input, user as string, session as string))
+          return json({ session, reset: true })
+        })
+      )
+
+      const events = ChannelModule.handler((input) =>
+        Effect.sync(() => {
+          const user = input.query.get("user")
+          const problem = idProblem("user", user)
+          if (problem !== undefined) return errorJson(400, "invalid_user", problem)
+          const lastEventId = input.request.headers["last-event-id"] ?? input.query.get("last_event_id") ??
+            undefined
+          // `: connected` is written once the subscription is registered.
+          const pushes = hub.subscribe(user!, lastEventId).pipe(
+            Stream.map((item) =>
+              item._tag === "Subscribed"
+                ? `retry: 3000\n\n${Sse.comment("connected")}`
+                : Sse.frame(item.data, undefined, item.id)
+            )
+          )
+          return Sse.response(Stream.merge(pushes, heartbeat, { haltStrategy: "left" }))
+        })
+      )
+
+      const push: ChannelModule.ChannelPush = {
+        push: (identity, result, { idempotencyKey, isEcho }) => {
+          const messages = viewMessages(result.response.messages)
+          if (messages.length === 0) return Effect.void
+          const data = JSON.stringify({ kind: isEcho ? "echo" : "reply", messages })
+          return hub.publish(identity.nativeId, `${idempotencyKey}${isEcho ? "#echo" : ""}`, data)
+        }
+      }
+
+      const api = (path: string) => joinPath(name, path)
+      return {
+        path: pagePath,
+        routes: [
+          { method: "GET", path: "/", handler: page },
+          { method: "GET", path: api("app.js"), handler: script },
+          { method: "GET", path: api("style.css"), handler: style },
+          { method: "POST", path: api("messages"), handler: messages },
+          { method: "GET", path: api("history"), handler: history },
+          { method: "POST", path: api("reset"), handler: reset },
+          { method: "GET", path: api("events"), handler: events }
+        ],
+        push,
+        ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
+        ...(options.busyPolicy === undefined ? {} : { busyPolicy: options.busyPolicy }),
+        describe: `web chat page at ${pagePath}`
+      }
+    }))
+}

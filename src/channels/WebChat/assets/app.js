@@ -1,0 +1,430 @@
+// The web chat page. Plain browser JavaScript, no build step, no dependencies.
+// Replies stream over SSE from POST <api>/messages; pushes arrive over GET <api>/events (EventSource).
+// Agent text is rendered by renderMarkdown, which escapes all HTML before applying a small safe subset.
+(function () {
+  "use strict"
+
+  // ---- Markdown: escape first, then a safe subset -------------------------------------------------------
+
+  function escapeHtml(s) {
+    return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+      .replace(/"/g, "&quot;").replace(/'/g, "&#39;")
+  }
+
+  var SAFE_URL = /^https?:\/\/[^\s<>"']+$/i
+
+  function link(href, text) {
+    return "<a href=\"" + href + "\" rel=\"noopener noreferrer nofollow\" target=\"_blank\">" + text + "</a>"
+  }
+
+  function emphasis(s) {
+    return s
+      .replace(/\*\*(?=\S)([\s\S]*?\S)\*\*/g, "<strong>$1</strong>")
+      .replace(/(^|[^A-Za-z0-9_])__(?=\S)([\s\S]*?\S)__(?![A-Za-z0-9_])/g, "$1<strong>$2</strong>")
+      .replace(/\*(?=\S)([^*]*?\S)\*/g, "<em>$1</em>")
+      .replace(/(^|[^A-Za-z0-9_])_(?=\S)([^_]*?\S)_(?![A-Za-z0-9_])/g, "$1<em>$2</em>")
+  }
+
+  // `s` is already escaped. Code spans and links become placeholders so emphasis never reaches inside them.
+  function inline(s) {
+    var held = []
+    function hold(html) {
+      held.push(html)
+      return "\u0000" + (held.length - 1) + "\u0000"
+    }
+    s = s.replace(/`([^`\n]+)`/g, function (_, code) { return hold("<code>" + code + "</code>") })
+    s = s.replace(/\[([^\]\n]+)\]\(([^)\s]+)\)/g, function (whole, text, url) {
+      var raw = url.replace(/&amp;/g, "&")
+      return SAFE_URL.test(raw) ? hold(link(url, emphasis(text))) : whole
+    })
+    s = s.replace(/(^|[\s(])(https?:\/\/[^\s<]+[^\s<.,;:!?)\]'"&])/gi, function (_, lead, url) {
+      return lead + hold(link(url, url))
+    })
+    s = emphasis(s)
+    // Held pieces may hold others (a code span inside link text); each pass unwraps one level.
+    for (var pass = 0; pass < 3 && s.indexOf("\u0000") !== -1; pass++) {
+      s = s.replace(/\u0000(\d+)\u0000/g, function (_, i) { return held[Number(i)] })
+    }
+    return s
+  }
+
+  function renderMarkdown(source) {
+    var lines = escapeHtml(String(source).replace(/\u0000/g, "").replace(/\r\n?/g, "\n")).split("\n")
+    var out = []
+    var paragraph = []
+    var list = null
+    function flushParagraph() {
+      if (paragraph.length > 0) out.push("<p>" + paragraph.map(inline).join("<br>") + "</p>")
+      paragraph = []
+    }
+    function flushList() {
+      if (list !== null) {
+        out.push("<" + list.tag + ">" + list.items.map(function (item) {
+          return "<li>" + inline(item) + "</li>"
+        }).join("") + "</" + list.tag + ">")
+      }
+      list = null
+    }
+    for (var i = 0; i < lines.length; i++) {
+      var line = lines[i]
+      var fence = /^\s*```\s*([A-Za-z0-9_+-]*)\s*$/.exec(line)
+      if (fence) {
+        flushParagraph()
+        flushList()
+        var code = []
+        i++
+        while (i < lines.length && !/^\s*```\s*$/.test(lines[i])) code.push(lines[i++])
+        var lang = fence[1] ? " data-lang=\"" + fence[1] + "\"" : ""
+        out.push("<pre" + lang + "><code>" + code.join("\n") + "</code></pre>")
+        continue
+      }
+      var bullet = /^\s*[-*+]\s+(.*)$/.exec(line)
+      var numbered = /^\s*\d{1,9}[.)]\s+(.*)$/.exec(line)
+      if (bullet || numbered) {
+        flushParagraph()
+        var tag = bullet ? "ul" : "ol"
+        if (list !== null && list.tag !== tag) flushList()
+        if (list === null) list = { tag: tag, items: [] }
+        list.items.push((bullet || numbered)[1])
+        continue
+      }
+      if (line.trim() === "") {
+        flushParagraph()
+        flushList()
+        continue
+      }
+      var heading = /^\s*#{1,6}\s+(.*)$/.exec(line)
+      if (heading) {
+        flushParagraph()
+        flushList()
+        out.push("<p class=\"heading\"><strong>" + inline(heading[1]) + "</strong></p>")
+        continue
+      }
+      flushList()
+      paragraph.push(line)
+    }
+    flushParagraph()
+    flushList()
+    return out.join("")
+  }
+
+  window.WebChatMarkdown = { render: renderMarkdown, escapeHtml: escapeHtml }
+
+  // ---- Identity and conversation, kept in localStorage ----------------------------------------------------
+
+  var ID = /^[A-Za-z0-9_-]{8,64}$/
+  var memory = {}
+  function load(key) {
+    try { return window.localStorage.getItem(key) } catch (_) { return memory[key] || null }
+  }
+  function save(key, value) {
+    try { window.localStorage.setItem(key, value) } catch (_) { memory[key] = value }
+  }
+  function randomId() {
+    var bytes = new Uint8Array(16)
+    window.crypto.getRandomValues(bytes)
+    var s = ""
+    for (var i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i])
+    return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")
+  }
+  function idFor(key) {
+    var value = load(key)
+    if (value === null || !ID.test(value)) {
+      value = randomId()
+      save(key, value)
+    }
+    return value
+  }
+
+  var api = document.querySelector("meta[name=\"webchat-api\"]").getAttribute("content")
+  var user = idFor("webchat.user")
+  var session = idFor("webchat.session")
+
+  // ---- DOM ---------------------------------------------------------------------------------------------
+
+  var log = document.getElementById("log")
+  var empty = document.getElementById("empty")
+  var statusLine = document.getElementById("status")
+  var errorBox = document.getElementById("error")
+  var errorText = document.getElementById("error-text")
+  var form = document.getElementById("composer")
+  var input = document.getElementById("input")
+  var send = document.getElementById("send")
+  var reset = document.getElementById("new-conversation")
+  var conversation = document.querySelector(".conversation")
+  var busy = false
+
+  function nearBottom() {
+    return conversation.scrollHeight - conversation.scrollTop - conversation.clientHeight < 80
+  }
+  function scrollDown(force) {
+    if (force || nearBottom()) conversation.scrollTop = conversation.scrollHeight
+  }
+
+  function addMessage(role, text, extraClass, label) {
+    var item = document.createElement("li")
+    item.className = "message " + role + (extraClass ? " " + extraClass : "")
+    var who = document.createElement("span")
+    who.className = "visually-hidden"
+    who.textContent = role === "user" ? "You said:" : "Agent said:"
+    item.appendChild(who)
+    if (label) {
+      var tag = document.createElement("span")
+      tag.className = "label"
+      tag.textContent = label
+      item.appendChild(tag)
+    }
+    var body = document.createElement("div")
+    body.className = "body"
+    item.appendChild(body)
+    setText(item, role, text)
+    var stick = nearBottom()
+    log.appendChild(item)
+    empty.hidden = true
+    scrollDown(stick)
+    return item
+  }
+
+  function setText(item, role, text) {
+    var body = item.querySelector(".body")
+    // User text is shown verbatim (never parsed as HTML); agent text goes through the safe renderer.
+    if (role === "user") body.textContent = text
+    else body.innerHTML = renderMarkdown(text)
+  }
+
+  function clearLog() {
+    while (log.firstChild) log.removeChild(log.firstChild)
+    empty.hidden = false
+  }
+
+  function showError(message) {
+    errorText.textContent = message
+    errorBox.hidden = false
+  }
+  function hideError() {
+    errorBox.hidden = true
+    errorText.textContent = ""
+  }
+
+  function setBusy(value, text) {
+    busy = value
+    send.disabled = value
+    log.setAttribute("aria-busy", value ? "true" : "false")
+    statusLine.textContent = value ? (text || "Agent is typing") : ""
+    statusLine.classList.toggle("working", value)
+  }
+
+  function errorMessage(body, status) {
+    if (body && body.error && typeof body.error.message === "string") {
+      var text = body.error.message
+      if (typeof body.error.url === "string" && SAFE_URL.test(body.error.url)) text += " " + body.error.url
+      return text.charAt(0).toUpperCase() + text.slice(1) + "."
+    }
+    return "The server answered with an error (HTTP " + status + "). Please try again."
+  }
+
+  function readError(response) {
+    return response.text().then(function (text) {
+      var body = null
+      try { body = JSON.parse(text) } catch (_) { /* not JSON */ }
+      return errorMessage(body, response.status)
+    }, function () { return errorMessage(null, response.status) })
+  }
+
+  var offline = "Could not reach the server. Check your connection and try again."
+
+  // ---- History -----------------------------------------------------------------------------------------
+
+  function loadHistory() {
+    var url = api + "/history?user=" + encodeURIComponent(user) + "&session=" + encodeURIComponent(session)
+    return fetch(url, { headers: { accept: "application/json" } }).then(function (response) {
+      if (!response.ok) return readError(response).then(showError)
+      return response.json().then(function (body) {
+        clearLog()
+        body.messages.forEach(function (m) { addMessage(m.role, m.text) })
+        scrollDown(true)
+      })
+    }, function () { showError(offline) })
+  }
+
+  // ---- Sending: POST, then read the SSE reply ------------------------------------------------------------
+
+  function parseFrames(buffer, onFrame) {
+    var parts = buffer.split(/\r?\n\r?\n/)
+    var rest = parts.pop()
+    parts.forEach(function (raw) {
+      var event = "message"
+      var data = []
+      raw.split(/\r?\n/).forEach(function (line) {
+        if (line.indexOf("event:") === 0) event = line.slice(6).trim()
+        else if (line.indexOf("data:") === 0) data.push(line.slice(5).replace(/^ /, ""))
+      })
+      if (data.length > 0) onFrame(event, data.join("\n"))
+    })
+    return rest
+  }
+
+  function sendMessage(text) {
+    hideError()
+    setBusy(true)
+    var mine = addMessage("user", text)
+    scrollDown(true)
+    var reply = null
+    var replyText = ""
+    var failed = null
+    var pending = false
+    function render() {
+      pending = false
+      if (reply !== null) setText(reply, "assistant", replyText)
+      scrollDown(false)
+    }
+    function schedule() {
+      if (!pending) {
+        pending = true
+        window.requestAnimationFrame(render)
+      }
+    }
+    function restoreDraft() {
+      mine.remove()
+      if (log.children.length === 0) empty.hidden = false
+      if (input.value.trim() === "") input.value = text
+      autosize()
+    }
+    return fetch(api + "/messages", {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "text/event-stream" },
+      body: JSON.stringify({ user: user, session: session, message: text })
+    }).then(function (response) {
+      if (!response.ok) {
+        return readError(response).then(function (message) {
+          restoreDraft()
+          showError(message)
+        })
+      }
+      var reader = response.body.getReader()
+      var decoder = new TextDecoder()
+      var buffer = ""
+      function onFrame(event, data) {
+        var body
+        try { body = JSON.parse(data) } catch (_) { return }
+        if (event === "delta") {
+          if (reply === null) {
+            reply = addMessage("assistant", "", "streaming")
+            setBusy(true, "Agent is replying")
+          }
+          replyText += body.text
+          schedule()
+        } else if (event === "done") {
+          if (body.delivered) {
+            if (reply === null) reply = addMessage("assistant", "")
+            replyText = body.text
+          }
+          render()
+        } else if (event === "error") {
+          failed = errorMessage(body, 500)
+        }
+      }
+      function pump() {
+        return reader.read().then(function (chunk) {
+          if (chunk.done) {
+            buffer = parseFrames(buffer + "\n\n", onFrame)
+            return
+          }
+          buffer = parseFrames(buffer + decoder.decode(chunk.value, { stream: true }), onFrame)
+          return pump()
+        })
+      }
+      return pump().then(function () {
+        if (failed !== null) {
+          mine.classList.add("failed")
+          showError(failed)
+        }
+      })
+    }).catch(function () {
+      if (reply === null) restoreDraft()
+      showError(offline)
+    }).then(function () {
+      if (reply !== null) reply.classList.remove("streaming")
+      setBusy(false)
+    })
+  }
+
+  function submit() {
+    var text = input.value
+    if (busy || text.trim() === "") return
+    input.value = ""
+    autosize()
+    input.focus()
+    sendMessage(text)
+  }
+
+  function autosize() {
+    input.style.height = "auto"
+    input.style.height = Math.min(input.scrollHeight, 200) + "px"
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault()
+    submit()
+  })
+  input.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault()
+      submit()
+    }
+  })
+  input.addEventListener("input", autosize)
+  document.getElementById("error-dismiss").addEventListener("click", function () {
+    hideError()
+    input.focus()
+  })
+
+  reset.addEventListener("click", function () {
+    if (busy) return
+    hideError()
+    reset.disabled = true
+    fetch(api + "/reset", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ user: user, session: session })
+    }).then(function (response) {
+      if (!response.ok) return readError(response).then(showError)
+      clearLog()
+      statusLine.textContent = "New conversation started."
+    }, function () { showError(offline) }).then(function () {
+      reset.disabled = false
+      input.focus()
+    })
+  })
+
+  // ---- Pushes: one EventSource per page, resumed from the last event seen --------------------------------
+
+  var seen = {}
+  function connectEvents() {
+    if (typeof window.EventSource !== "function") return
+    var last = load("webchat.lastEventId")
+    var url = api + "/events?user=" + encodeURIComponent(user) +
+      (last ? "&last_event_id=" + encodeURIComponent(last) : "")
+    var source = new EventSource(url)
+    source.onopen = function () { document.body.setAttribute("data-events", "open") }
+    source.onerror = function () { document.body.setAttribute("data-events", "reconnecting") }
+    source.onmessage = function (event) {
+      if (event.lastEventId) {
+        if (seen[event.lastEventId]) return
+        seen[event.lastEventId] = true
+        save("webchat.lastEventId", event.lastEventId)
+      }
+      var body
+      try { body = JSON.parse(event.data) } catch (_) { return }
+      ;(body.messages || []).forEach(function (m) {
+        var label = body.kind === "echo" ? "You, on another channel" : "From another channel"
+        addMessage(m.role === "user" ? "user" : "assistant", m.text, "pushed", label)
+      })
+    }
+  }
+
+  loadHistory().then(function () {
+    connectEvents()
+  })
+  input.focus()
+})()
