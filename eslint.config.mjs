@@ -2,7 +2,9 @@ import effectPlugin from "@effect/eslint-plugin"
 import tseslint from "typescript-eslint"
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "dist/**", "bench/results/**", "src/channels/WebChat/assets/**", "test-artifacts/**"] },
+  {
+    ignores: ["node_modules/**", "dist/**", "bench/results/**", "src/channels/WebChat/assets/**", "test-artifacts/**"]
+  },
   {
     files: ["**/*.ts", "**/*.mjs"],
     extends: [tseslint.configs.base],
