@@ -9,7 +9,7 @@ import type { Channel } from "./Channel.js"
 import * as Invocations from "./channels/Invocations.js"
 import * as DefaultAgent from "./DefaultAgent.js"
 import * as HostConfig from "./HostConfig.js"
-import * as StateStore from "./StateStore.js"
+import * as Persistence from "./Persistence.js"
 
 const logLevel = Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
 
@@ -17,7 +17,11 @@ const logLevel = Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.I
 export const layerLogging = Layer.unwrapEffect(
   Effect.map(
     logLevel,
-    (level) => Layer.merge(Logger.replace(Logger.defaultLogger, Logger.logfmtLogger), Logger.minimumLogLevel(level))
+    (level) =>
+      Layer.merge(
+        Logger.replace(Logger.defaultLogger, Logger.withConsoleLog(Logger.logfmtLogger)),
+        Logger.minimumLogLevel(level)
+      )
   )
 )
 
@@ -42,7 +46,8 @@ export const layerFromEnv = Layer.unwrapEffect(
   Effect.map(channelsFromEnv, (channels) =>
     AgentHost.layerWithCore({ channels }).pipe(
       Layer.provide(targetFromEnv),
-      Layer.provide(StateStore.layerMemory),
+      // state: SQLite in AGENT_HOST_STATE_DIR (default ./.agent-host), or memory with AGENT_HOST_STATE=memory
+      Layer.provide(Persistence.layerConfig),
       Layer.provide(HostConfig.layerConfig())
     ))
 ).pipe(Layer.provide(layerLogging))

@@ -72,6 +72,7 @@ export const acquire = (directory: string) =>
         // timeout 0: a held lock is reported at once instead of after the default 5 s busy wait
         db = NativeSqlite.open(Path.join(resolved, lockFile), { timeout: 0 })
         db.pragma("locking_mode = EXCLUSIVE")
+        db.pragma("journal_mode = MEMORY") // the lock file holds nothing worth a journal
         db.exec(
           "CREATE TABLE IF NOT EXISTS owner (pid INTEGER NOT NULL); DELETE FROM owner;"
         )

@@ -54,6 +54,9 @@ export const make = (
       Effect.provideService(SqlClient.SqlClient, client),
       Effect.mapError(unavailable("cannot migrate the database"))
     )
+    yield* Effect.logInfo("state database open").pipe(
+      Effect.annotateLogs({ database: Path.join(directory, databaseFile), pid: process.pid })
+    )
     return Context.make(StateDir, { path: directory }).pipe(
       Context.add(SqlClient.SqlClient, client),
       Context.add(SqliteClient.SqliteClient, client)
