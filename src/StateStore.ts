@@ -2,7 +2,8 @@
  * Everything the host remembers: session aliases, the identity registry (identities seen per key, the active
  * channel), chat history, stored responses, identity links, channel cursors, and quarantined records.
  *
- * `layerMemory` keeps it in process; `layerSqlite` (see `SqliteStateStore`) persists it in the state dir.
+ * `layerMemory` keeps it in process; `SqliteStateStore.layer` (src/sqlite) persists it in the state dir, and
+ * `Persistence.layerConfig` picks one from config.
  */
 import { Context, Effect, Layer, Option, Schema } from "effect"
 import type { ChannelIdentity } from "./domain/Identity.js"
