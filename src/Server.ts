@@ -10,7 +10,7 @@ import * as WebChat from "./channels/WebChat/WebChat.js"
 import * as DefaultAgent from "./DefaultAgent.js"
 import * as HostConfig from "./HostConfig.js"
 import * as OpenAiAgent from "./OpenAiAgent.js"
-import * as StateStore from "./StateStore.js"
+import * as Persistence from "./Persistence.js"
 
 const levels: Record<string, LogLevel.LogLevel> = {
   all: LogLevel.All,
@@ -64,7 +64,8 @@ export const layerFromEnv = Layer.unwrapEffect(
   Effect.map(channelsFromEnv, (channels) =>
     AgentHost.layerWithCore({ channels }).pipe(
       Layer.provide(targetFromEnv),
-      Layer.provide(StateStore.layerMemory),
+      // state: SQLite in AGENT_HOST_STATE_DIR (default ./.agent-host), or memory with AGENT_HOST_STATE=memory
+      Layer.provide(Persistence.layerConfig),
       Layer.provide(HostConfig.layerConfig())
     ))
 )

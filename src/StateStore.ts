@@ -2,7 +2,8 @@
  * Everything the host remembers: session aliases, the identity registry (identities seen per key, the active
  * channel), chat history, stored responses, identity links, channel cursors, and quarantined records.
  *
- * `layerMemory` keeps it in process; `layerSqlite` (see `SqliteStateStore`) persists it in the state dir.
+ * `layerMemory` keeps it in process; `SqliteStateStore.layer` (src/sqlite) persists it in the state dir, and
+ * `Persistence.layerConfig` picks one from config.
  */
 import { Context, Effect, Layer, Option, Schema } from "effect"
 import type { ChannelIdentity } from "./domain/Identity.js"
@@ -62,6 +63,7 @@ export interface StateStoreShape {
   readonly getResponse: (id: string) => Effect.Effect<Option.Option<StoredResponse>>
   /** Deletes a response with its input items and events; false when there was none. */
   readonly deleteResponse: (id: string) => Effect.Effect<boolean>
+  /** Appends events; an event with a sequence already stored replaces it. */
   readonly appendResponseEvents: (id: string, events: ReadonlyArray<StoredEvent>) => Effect.Effect<void>
   /** Events with `sequence > after`, in order. */
   readonly responseEvents: (id: string, after: number) => Effect.Effect<ReadonlyArray<StoredEvent>>
@@ -71,6 +73,7 @@ export interface StateStoreShape {
   readonly putLink: (link: IdentityLink) => Effect.Effect<void>
   readonly getLink: (channel: string, nativeId: string) => Effect.Effect<Option.Option<IdentityLink>>
   readonly deleteLink: (channel: string, nativeId: string) => Effect.Effect<boolean>
+  /** Links to `isolationKey`, oldest `linkedAt` first. */
   readonly linksFor: (isolationKey: string) => Effect.Effect<ReadonlyArray<IdentityLink>>
 
   readonly getCursor: (name: string) => Effect.Effect<Option.Option<string>>
@@ -144,9 +147,19 @@ export const makeMemory: Effect.Effect<StateStoreShape> = Effect.sync(() => {
       }),
     appendResponseEvents: (id, batch) =>
       Effect.sync(() => {
-        const list = events.get(id)
-        if (list === undefined) events.set(id, [...batch])
-        else list.push(...batch)
+        const list = events.get(id) ?? []
+        for (const event of batch) {
+          const last = list[list.length - 1]
+          if (last === undefined || event.sequence > last.sequence) {
+            list.push(event) // the common case: events arrive in order
+            continue
+          }
+          const at = list.findIndex((e) => e.sequence === event.sequence)
+          if (at === -1) list.push(event)
+          else list[at] = event
+          list.sort((a, b) => a.sequence - b.sequence)
+        }
+        events.set(id, list)
       }),
     responseEvents: (id, after) => Effect.sync(() => (events.get(id) ?? []).filter((e) => e.sequence > after)),
     pruneResponses: (olderThan) =>
@@ -161,11 +174,21 @@ export const makeMemory: Effect.Effect<StateStoreShape> = Effect.sync(() => {
         }
         return n
       }),
-    putLink: (link) => Effect.sync(() => void links.set(linkKey(link.channel, link.nativeId), link)),
+    putLink: (link) =>
+      Effect.sync(() => {
+        // delete first so a relinked identity moves to the end, like a replaced row
+        const k = linkKey(link.channel, link.nativeId)
+        links.delete(k)
+        links.set(k, link)
+      }),
     getLink: (channel, nativeId) => Effect.sync(() => Option.fromNullable(links.get(linkKey(channel, nativeId)))),
     deleteLink: (channel, nativeId) => Effect.sync(() => links.delete(linkKey(channel, nativeId))),
     linksFor: (isolationKey) =>
-      Effect.sync(() => [...links.values()].filter((link) => link.isolationKey === isolationKey)),
+      Effect.sync(() =>
+        [...links.values()]
+          .filter((link) => link.isolationKey === isolationKey)
+          .sort((a, b) => a.linkedAt - b.linkedAt)
+      ),
     getCursor: (name) => Effect.sync(() => Option.fromNullable(cursors.get(name))),
     setCursor: (name, value) => Effect.sync(() => void cursors.set(name, value)),
     markSeen: (namespace, id) =>

@@ -38,7 +38,17 @@ export const spawnServer = (env: Record<string, string>, port?: number) =>
     const p = port ?? (yield* freePort)
     const child = spawn(process.execPath, ["--import", "tsx", Path.join(root, "src/main.ts")], {
       cwd: root,
-      env: { ...process.env, PORT: String(p), HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
+      env: {
+        ...process.env,
+        PORT: String(p),
+        HOST: "127.0.0.1",
+        LOG_LEVEL: "info",
+        // state in memory unless the test picks a state dir: parallel tests must not share ./.agent-host
+        ...(env.AGENT_HOST_STATE_DIR === undefined && env.AGENT_HOST_STATE === undefined ?
+          { AGENT_HOST_STATE: "memory" } :
+          {}),
+        ...env
+      },
       stdio: ["ignore", "pipe", "pipe"]
     })
     let out = ""

@@ -1,0 +1,31 @@
+/**
+ * Direct access to better-sqlite3 (the driver under `@effect/sql-sqlite-node`), typed with the few members the
+ * host uses: the package ships no type declarations and none are installed.
+ */
+import { createRequire } from "node:module"
+
+export interface Statement {
+  readonly run: (...params: ReadonlyArray<unknown>) => { readonly changes: number }
+  readonly get: (...params: ReadonlyArray<unknown>) => unknown
+  readonly all: (...params: ReadonlyArray<unknown>) => Array<unknown>
+}
+
+export interface Database {
+  readonly prepare: (sql: string) => Statement
+  readonly exec: (sql: string) => void
+  readonly pragma: (pragma: string) => unknown
+  readonly close: () => void
+}
+
+export interface Options {
+  readonly readonly?: boolean
+  /** Milliseconds to wait for a lock before failing with SQLITE_BUSY (default 5000). */
+  readonly timeout?: number
+}
+
+type Constructor = new(filename: string, options?: Options) => Database
+
+export const open: (filename: string, options?: Options) => Database = (() => {
+  const Sqlite = createRequire(import.meta.url)("better-sqlite3") as Constructor
+  return (filename, options) => new Sqlite(filename, options)
+})()

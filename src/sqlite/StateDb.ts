@@ -1,0 +1,72 @@
+/**
+ * The host's SQLite database, `<stateDir>/state.db`: takes the single-owner lock on the state dir, opens the
+ * database in WAL mode on one connection (the client serialises every statement through it), runs the host's
+ * migrations, and provides `SqlClient`/`SqliteClient` so other services (task runner, workflow engine) share the
+ * same database with their own migrations tables.
+ */
+import * as Reactivity from "@effect/experimental/Reactivity"
+import { Migrator, SqlClient } from "@effect/sql"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import type { Scope } from "effect"
+import { Context, Effect, Layer } from "effect"
+import * as Path from "node:path"
+import * as Migrations from "./migrations/index.js"
+import * as OwnerLock from "./OwnerLock.js"
+
+export { StateDirLocked, StateDirUnavailable } from "./OwnerLock.js"
+
+export const databaseFile = "state.db"
+
+/** The state directory the database lives in (absolute). */
+export class StateDir extends Context.Tag("effect-agent-host/StateDir")<StateDir, { readonly path: string }>() {}
+
+export interface Options {
+  readonly directory: string
+}
+
+const runMigrations = Migrator.make({})
+
+/** Opens the database; the lock is held and migrations are applied before the layer is built. */
+export const make = (
+  options: Options
+): Effect.Effect<
+  Context.Context<StateDir | SqlClient.SqlClient | SqliteClient.SqliteClient>,
+  OwnerLock.StateDirLocked | OwnerLock.StateDirUnavailable,
+  Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const directory = Path.resolve(options.directory)
+    yield* OwnerLock.acquire(directory)
+    const unavailable = (reason: string) => (cause: unknown) =>
+      new OwnerLock.StateDirUnavailable({
+        directory,
+        reason: `${reason}: ${cause instanceof Error ? cause.message : String(cause)}`
+      })
+    const client = yield* SqliteClient.make({ filename: Path.join(directory, databaseFile) }).pipe(
+      Effect.provide(Reactivity.layer)
+    )
+    yield* Effect.all([
+      // WAL + NORMAL is durable against process crashes (kill -9); only an OS crash can lose the last commits.
+      client`PRAGMA synchronous = NORMAL`,
+      client`PRAGMA busy_timeout = 5000`
+    ]).pipe(Effect.mapError(unavailable("cannot configure the database")))
+    yield* runMigrations({ loader: Migrations.loader, table: Migrations.table }).pipe(
+      Effect.provideService(SqlClient.SqlClient, client),
+      Effect.mapError(unavailable("cannot migrate the database"))
+    )
+    yield* Effect.logInfo("state database open").pipe(
+      Effect.annotateLogs({ database: Path.join(directory, databaseFile), pid: process.pid })
+    )
+    return Context.make(StateDir, { path: directory }).pipe(
+      Context.add(SqlClient.SqlClient, client),
+      Context.add(SqliteClient.SqliteClient, client)
+    )
+  }).pipe(Effect.withSpan("StateDb.make"))
+
+/** The shared database in `directory`. */
+export const layer = (
+  options: Options
+): Layer.Layer<
+  StateDir | SqlClient.SqlClient | SqliteClient.SqliteClient,
+  OwnerLock.StateDirLocked | OwnerLock.StateDirUnavailable
+> => Layer.scopedContext(make(options))

@@ -1,0 +1,13 @@
+/**
+ * The host's own migrations, in order. Other services sharing the database keep their own migrations table.
+ */
+import { Migrator } from "@effect/sql"
+import m0001 from "./0001_state.js"
+import m0002 from "./0002_checkpoints.js"
+
+export const table = "agent_host_migrations"
+
+export const loader = Migrator.fromRecord({
+  "0001_state": m0001,
+  "0002_checkpoints": m0002
+})

@@ -1,0 +1,299 @@
+/**
+ * One contract for every StateStore implementation, run against the memory store and the SQLite store (a real
+ * database file in a temporary directory), plus what only the SQLite store does: survive a reopen, quarantine
+ * rows that no longer decode.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer, Logger, Option } from "effect"
+import * as Path from "node:path"
+import type { ChannelIdentity } from "../src/domain/Identity.js"
+import { ChannelName } from "../src/domain/Ids.js"
+import type { Message } from "../src/domain/Message.js"
+import { assistantMessage, userMessage } from "../src/domain/Message.js"
+import * as NativeSqlite from "../src/sqlite/NativeSqlite.js"
+import * as SqliteStateStore from "../src/sqlite/SqliteStateStore.js"
+import * as StateDb from "../src/sqlite/StateDb.js"
+import * as StateStore from "../src/StateStore.js"
+import * as TempDir from "./utils/TempDir.js"
+
+const ident = (channel: string, nativeId: string, attributes?: Record<string, unknown>): ChannelIdentity =>
+  attributes === undefined ?
+    { channel: ChannelName.make(channel), nativeId } :
+    { channel: ChannelName.make(channel), nativeId, attributes }
+
+const layerSqliteTemp = Layer.unwrapScoped(
+  Effect.map(TempDir.make(), (directory) => SqliteStateStore.layer({ directory }))
+)
+
+const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.StateStore, unknown>) =>
+  describe(`StateStore contract: ${name}`, () => {
+    const test = (title: string, body: Effect.Effect<void, never, StateStore.StateStore>) =>
+      it.scoped(title, () => Effect.provide(body, makeLayer()))
+
+    test(
+      "aliases",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        assert.isTrue(Option.isNone(yield* store.getAlias("k")))
+        yield* store.setAlias("k", "s1")
+        yield* store.setAlias("k", "s2")
+        assert.deepStrictEqual(yield* store.getAlias("k"), Option.some("s2"))
+        assert.isTrue(Option.isNone(yield* store.getAlias("other")))
+      })
+    )
+
+    test(
+      "identities, active channel and lookup by identity",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        assert.deepStrictEqual(yield* store.identities("k"), [])
+        assert.isTrue(Option.isNone(yield* store.activeChannel("k")))
+        yield* store.recordIdentity("k", ident("telegram", "1"), 10)
+        yield* store.recordIdentity("k", ident("webchat", "w", { name: "Ann" }), 11)
+        assert.deepStrictEqual(yield* store.activeChannel("k"), Option.some("webchat"))
+        // seen again on telegram with a new native id: telegram becomes active, one identity per channel
+        yield* store.recordIdentity("k", ident("telegram", "2"), 12)
+        assert.deepStrictEqual(yield* store.activeChannel("k"), Option.some("telegram"))
+        assert.deepStrictEqual(yield* store.identities("k"), [
+          ident("telegram", "2"),
+          ident("webchat", "w", { name: "Ann" })
+        ])
+        assert.deepStrictEqual(yield* store.findKeyByIdentity("webchat", "w"), Option.some("k"))
+        assert.deepStrictEqual(yield* store.findKeyByIdentity("telegram", "2"), Option.some("k"))
+        assert.isTrue(Option.isNone(yield* store.findKeyByIdentity("webchat", "nobody")))
+        // the same identity seen under another key: the lookup follows the latest
+        yield* store.recordIdentity("k2", ident("webchat", "w"), 13)
+        assert.deepStrictEqual(yield* store.findKeyByIdentity("webchat", "w"), Option.some("k2"))
+        assert.deepStrictEqual(yield* store.activeChannel("k2"), Option.some("webchat"))
+      })
+    )
+
+    test(
+      "chat history appends in order per session",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        assert.deepStrictEqual(yield* store.loadHistory("s"), [])
+        const first: ReadonlyArray<Message> = [
+          userMessage("hello"),
+          { ...assistantMessage("hi", "m1"), hosting: { channel: "invocations", originatingChannel: "invocations" } }
+        ]
+        yield* store.appendHistory("s", first)
+        yield* store.appendHistory("s", [])
+        yield* store.appendHistory("other", [userMessage("elsewhere")])
+        yield* store.appendHistory("s", [userMessage("again")])
+        assert.deepStrictEqual(yield* store.loadHistory("s"), [...first, userMessage("again")])
+        assert.deepStrictEqual(yield* store.loadHistory("other"), [userMessage("elsewhere")])
+      })
+    )
+
+    test(
+      "stored responses with input items and events",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        const response: StateStore.StoredResponse = {
+          id: "resp_1",
+          sessionKey: "k",
+          response: { id: "resp_1", output: [{ type: "message", content: [{ text: "hi" }] }], n: 1.5, ok: null },
+          inputItems: [{ type: "message", role: "user", content: "hello" }],
+          createdAt: 1000
+        }
+        yield* store.putResponse(response)
+        yield* store.putResponse({
+          id: "resp_2",
+          sessionKey: undefined,
+          response: "x",
+          inputItems: [],
+          createdAt: 5000
+        })
+        assert.deepStrictEqual(yield* store.getResponse("resp_1"), Option.some(response))
+        assert.deepStrictEqual(
+          Option.map(yield* store.getResponse("resp_2"), (r) => r.sessionKey),
+          Option.some(undefined)
+        )
+        assert.isTrue(Option.isNone(yield* store.getResponse("missing")))
+
+        yield* store.appendResponseEvents("resp_1", [{ sequence: 1, event: { type: "a" } }, {
+          sequence: 2,
+          event: { type: "b" }
+        }])
+        yield* store.appendResponseEvents("resp_1", [{ sequence: 3, event: { type: "c" } }])
+        assert.deepStrictEqual(yield* store.responseEvents("resp_1", 0), [
+          { sequence: 1, event: { type: "a" } },
+          { sequence: 2, event: { type: "b" } },
+          { sequence: 3, event: { type: "c" } }
+        ])
+        assert.deepStrictEqual(yield* store.responseEvents("resp_1", 2), [{ sequence: 3, event: { type: "c" } }])
+        assert.deepStrictEqual(yield* store.responseEvents("missing", 0), [])
+        // a sequence written twice (a retried write) is stored once, the latest wins
+        yield* store.appendResponseEvents("resp_1", [{ sequence: 3, event: { type: "c2" } }])
+        assert.deepStrictEqual(yield* store.responseEvents("resp_1", 2), [{ sequence: 3, event: { type: "c2" } }])
+
+        assert.isTrue(yield* store.deleteResponse("resp_1"))
+        assert.isFalse(yield* store.deleteResponse("resp_1"))
+        assert.isTrue(Option.isNone(yield* store.getResponse("resp_1")))
+        assert.deepStrictEqual(yield* store.responseEvents("resp_1", 0), [])
+      })
+    )
+
+    test(
+      "pruning deletes responses (and their events) created before the cutoff",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        const put = (id: string, createdAt: number) =>
+          store.putResponse({ id, sessionKey: "k", response: { id }, inputItems: [], createdAt })
+        yield* put("old1", 100)
+        yield* put("old2", 199)
+        yield* put("new", 200)
+        yield* store.appendResponseEvents("old1", [{ sequence: 1, event: "e" }])
+        assert.strictEqual(yield* store.pruneResponses(200), 2)
+        assert.isTrue(Option.isNone(yield* store.getResponse("old1")))
+        assert.deepStrictEqual(yield* store.responseEvents("old1", 0), [])
+        assert.isTrue(Option.isSome(yield* store.getResponse("new")))
+        assert.strictEqual(yield* store.pruneResponses(200), 0)
+      })
+    )
+
+    test(
+      "identity links",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        const link = (channel: string, nativeId: string, linkedAt: number): StateStore.IdentityLink => ({
+          channel,
+          nativeId,
+          isolationKey: "person:1",
+          subject: "sub-1",
+          claims: { email: "a@example.com", groups: ["x"] },
+          linkedAt
+        })
+        yield* store.putLink(link("telegram", "1", 10))
+        yield* store.putLink(link("teams", "t", 20))
+        yield* store.putLink({ ...link("webchat", "w", 5), isolationKey: "person:2" })
+        assert.deepStrictEqual(yield* store.getLink("teams", "t"), Option.some(link("teams", "t", 20)))
+        assert.isTrue(Option.isNone(yield* store.getLink("teams", "nobody")))
+        assert.deepStrictEqual(yield* store.linksFor("person:1"), [link("telegram", "1", 10), link("teams", "t", 20)])
+        // relinking replaces
+        yield* store.putLink({ ...link("telegram", "1", 30), subject: "sub-2" })
+        assert.deepStrictEqual(
+          (yield* store.linksFor("person:1")).map((l) => [l.channel, l.subject]),
+          [["teams", "sub-1"], ["telegram", "sub-2"]]
+        )
+        assert.isTrue(yield* store.deleteLink("teams", "t"))
+        assert.isFalse(yield* store.deleteLink("teams", "t"))
+        assert.strictEqual((yield* store.linksFor("person:1")).length, 1)
+      })
+    )
+
+    test(
+      "cursors and seen ids",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        assert.isTrue(Option.isNone(yield* store.getCursor("telegram")))
+        yield* store.setCursor("telegram", "41")
+        yield* store.setCursor("telegram", "42")
+        assert.deepStrictEqual(yield* store.getCursor("telegram"), Option.some("42"))
+        assert.isTrue(yield* store.markSeen("telegram", "u1"))
+        assert.isFalse(yield* store.markSeen("telegram", "u1"))
+        assert.isTrue(yield* store.markSeen("teams", "u1"))
+      })
+    )
+
+    test(
+      "quarantine records",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        assert.deepStrictEqual(yield* store.quarantined, [])
+        const record = { table: "tasks", key: "t1", reason: "bad payload", raw: "{", at: 7 }
+        yield* store.quarantine(record)
+        assert.deepStrictEqual(yield* store.quarantined, [record])
+      })
+    )
+  })
+
+contract("memory", () => StateStore.layerMemory)
+contract("sqlite", () => layerSqliteTemp)
+
+const openRaw = (directory: string) => NativeSqlite.open(Path.join(directory, StateDb.databaseFile))
+
+describe("SqliteStateStore", () => {
+  it.scoped("keeps everything across a close and reopen", () =>
+    Effect.gen(function*() {
+      const directory = yield* TempDir.make()
+      const write = Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        yield* store.setAlias("k", "s")
+        yield* store.recordIdentity("k", ident("telegram", "1"), 1)
+        yield* store.appendHistory("s", [userMessage("one"), assistantMessage("two")])
+        yield* store.putResponse({ id: "r", sessionKey: "k", response: { ok: true }, inputItems: [1], createdAt: 1 })
+        yield* store.setCursor("c", "v")
+        yield* store.markSeen("n", "i")
+      })
+      yield* Effect.scoped(Effect.provide(write, SqliteStateStore.layer({ directory })))
+      const read = Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        assert.deepStrictEqual(yield* store.getAlias("k"), Option.some("s"))
+        assert.deepStrictEqual(yield* store.findKeyByIdentity("telegram", "1"), Option.some("k"))
+        assert.deepStrictEqual(yield* store.loadHistory("s"), [userMessage("one"), assistantMessage("two")])
+        assert.deepStrictEqual(Option.map(yield* store.getResponse("r"), (r) => r.inputItems), Option.some([1]))
+        assert.deepStrictEqual(yield* store.getCursor("c"), Option.some("v"))
+        assert.isFalse(yield* store.markSeen("n", "i"))
+      })
+      yield* Effect.scoped(Effect.provide(read, SqliteStateStore.layer({ directory })))
+    }))
+
+  it.scoped("quarantines rows that no longer decode and returns the rest", () =>
+    Effect.gen(function*() {
+      const directory = yield* TempDir.make()
+      const layer = SqliteStateStore.layer({ directory })
+      yield* Effect.scoped(Effect.provide(
+        Effect.gen(function*() {
+          const store = yield* StateStore.StateStore
+          yield* store.appendHistory("s", [userMessage("one"), userMessage("two"), userMessage("three")])
+          yield* store.recordIdentity("k", ident("telegram", "1"), 1)
+          yield* store.recordIdentity("k", ident("webchat", "w"), 2)
+          yield* store.putResponse({ id: "r", sessionKey: "k", response: {}, inputItems: [], createdAt: 1 })
+          yield* store.appendResponseEvents("r2", [{ sequence: 1, event: 1 }, { sequence: 2, event: 2 }])
+        }),
+        layer
+      ))
+      // corrupt rows behind the store's back, as a crash, a bug or an old version would
+      const db = openRaw(directory)
+      db.prepare("UPDATE chat_history SET message = ? WHERE id = (SELECT MIN(id) + 1 FROM chat_history)").run(
+        "{not json"
+      )
+      db.prepare("UPDATE identities SET identity = ? WHERE channel = 'webchat'").run(
+        JSON.stringify({ channel: 42 })
+      )
+      db.prepare("UPDATE responses SET response = ? WHERE id = 'r'").run("garbage")
+      db.prepare("UPDATE response_events SET event = ? WHERE sequence = 1").run("{")
+      db.close()
+
+      const logs: Array<string> = []
+      const logger = Logger.make(({ message }) => logs.push(String(message)))
+      yield* Effect.scoped(Effect.provide(
+        Effect.gen(function*() {
+          const store = yield* StateStore.StateStore
+          assert.deepStrictEqual(yield* store.loadHistory("s"), [userMessage("one"), userMessage("three")])
+          assert.deepStrictEqual(yield* store.identities("k"), [ident("telegram", "1")])
+          assert.isTrue(Option.isNone(yield* store.getResponse("r")))
+          assert.deepStrictEqual(yield* store.responseEvents("r2", 0), [{ sequence: 2, event: 2 }])
+          const quarantined = yield* store.quarantined
+          assert.deepStrictEqual(quarantined.map((q) => q.table), [
+            "chat_history",
+            "identities",
+            "responses",
+            "response_events"
+          ])
+          assert.strictEqual(quarantined[0]!.raw, "{not json")
+          assert.isAbove(quarantined[0]!.reason.length, 0)
+          // moved, not copied: a second read finds nothing more to quarantine
+          assert.deepStrictEqual(yield* store.loadHistory("s"), [userMessage("one"), userMessage("three")])
+          assert.strictEqual((yield* store.quarantined).length, 4)
+          // and the session goes on
+          yield* store.appendHistory("s", [userMessage("four")])
+          assert.strictEqual((yield* store.loadHistory("s")).length, 3)
+        }),
+        Layer.merge(layer, Logger.replace(Logger.defaultLogger, logger))
+      ))
+      assert.strictEqual(logs.filter((l) => l.includes("quarantined")).length, 4)
+    }))
+})
