@@ -89,4 +89,3 @@ export const emit = (update: AgentResponseUpdate): Effect.Effect<void, never, Wo
 /** Suspends the execution until the next message in its session (human in the loop). */
 export const awaitInput = (prompt?: string): Effect.Effect<UserInput, never, WorkflowOutput | Durable> =>
   Effect.flatMap(WorkflowOutput, (out) => out.awaitInput(prompt))
-

@@ -20,7 +20,7 @@ import { Cause, Duration, Effect, Exit, Layer, Mailbox, Option, Random, Schema, 
 import { AgentError } from "./domain/Errors.js"
 import type { AgentResponseUpdate } from "./domain/Message.js"
 import { Message, ResponseAccumulator } from "./domain/Message.js"
-import type { Turn, TargetShape } from "./Target.js"
+import type { TargetShape, Turn } from "./Target.js"
 import { Target } from "./Target.js"
 import * as WorkflowOutput from "./WorkflowOutput.js"
 import type { WorkflowSession } from "./WorkflowStore.js"
@@ -39,8 +39,11 @@ export const TurnPayload = Schema.Struct({
 export type TurnPayload = typeof TurnPayload.Type
 
 /** A workflow the host can run: its payload is `TurnPayload`. */
-export type HostedWorkflow<Name extends string, Success extends Schema.Schema.AnyNoContext, Error extends Schema.Schema.All & { readonly Context: never }> =
-  Workflow.Workflow<Name, typeof TurnPayload, Success, Error>
+export type HostedWorkflow<
+  Name extends string,
+  Success extends Schema.Schema.AnyNoContext,
+  Error extends Schema.Schema.All & { readonly Context: never }
+> = Workflow.Workflow<Name, typeof TurnPayload, Success, Error>
 
 /** `Workflow.make` with the host's payload and idempotency key. */
 export const makeWorkflow = <
@@ -132,7 +135,11 @@ export const make = Effect.fnUntraced(function*<
   const follow = (
     session: WorkflowSession,
     onUpdate: (update: AgentResponseUpdate) => Effect.Effect<void>
-  ): Effect.Effect<{ readonly outcome: Outcome; readonly session: WorkflowSession; readonly emitted: number }, never, Scope.Scope> =>
+  ): Effect.Effect<
+    { readonly outcome: Outcome; readonly session: WorkflowSession; readonly emitted: number },
+    never,
+    Scope.Scope
+  > =>
     Effect.gen(function*() {
       const changes = yield* store.changes
       let current = session
@@ -258,7 +265,12 @@ export const make = Effect.fnUntraced(function*<
 })
 
 /** Hosts `workflow` as the host's target. Provide an engine layer (`layerEngineMemory` / `layerEngineSql`). */
-export const layer = <Name extends string, Success extends Schema.Schema.AnyNoContext, Error extends Schema.Schema.All & { readonly Context: never }, R>(
+export const layer = <
+  Name extends string,
+  Success extends Schema.Schema.AnyNoContext,
+  Error extends Schema.Schema.All & { readonly Context: never },
+  R
+>(
   workflow: HostedWorkflow<Name, Success, Error>,
   execute: (payload: TurnPayload, executionId: string) => Effect.Effect<Success["Type"], Error["Type"], R>,
   options: Options = {}
