@@ -306,7 +306,11 @@ export const layerEngineSql = (
 ): Layer.Layer<WorkflowEngine.WorkflowEngine | WorkflowStore, ConfigError.ConfigError, SqlClient.SqlClient> =>
   Layer.merge(
     ClusterWorkflowEngine.layer.pipe(
-      Layer.provide(SingleRunner.layer({ runnerStorage: "sql", shardingConfig: options.shardingConfig }))
+      Layer.provide(SingleRunner.layer({
+        runnerStorage: "sql",
+        // One local database: polling it every second costs little and picks up resumed executions sooner.
+        shardingConfig: { entityMessagePollInterval: Duration.seconds(1), ...options.shardingConfig }
+      }))
     ),
     WorkflowStoreModule.layerSql
   )

@@ -10,7 +10,9 @@ export interface FakeSideEffects {
   readonly url: string
   /** Calls seen, keyed `"/record/1"`, `"/summarize"`. */
   readonly count: (key: string) => number
-  readonly calls: () => ReadonlyArray<{ readonly key: string; readonly body: unknown }>
+  readonly calls: () => ReadonlyArray<
+    { readonly key: string; readonly body: unknown; readonly idempotencyKey: string | undefined }
+  >
 }
 
 /** Starts the endpoint; `holdFirst` paths never answer their first call. Closed with the scope. */
@@ -18,7 +20,7 @@ export const make = (options: { readonly holdFirst?: ReadonlyArray<string> } = {
   Effect.acquireRelease(
     Effect.async<{ readonly fake: FakeSideEffects; readonly server: Http.Server }>((resume) => {
       const counts = new Map<string, number>()
-      const calls: Array<{ key: string; body: unknown }> = []
+      const calls: Array<{ key: string; body: unknown; idempotencyKey: string | undefined }> = []
       const server = Http.createServer((req, res) => {
         let raw = ""
         req.on("data", (d: Buffer) => (raw += d.toString()))
@@ -28,7 +30,8 @@ export const make = (options: { readonly holdFirst?: ReadonlyArray<string> } = {
           const key = typeof body.step === "number" ? `${path}/${body.step}` : path
           const n = (counts.get(key) ?? 0) + 1
           counts.set(key, n)
-          calls.push({ key, body })
+          const idempotencyKey = req.headers["idempotency-key"]
+          calls.push({ key, body, idempotencyKey: typeof idempotencyKey === "string" ? idempotencyKey : undefined })
           if (n === 1 && options.holdFirst?.includes(key)) return
           if (path === "/summarize") {
             const answers = Array.isArray(body.answers) ? body.answers : []
