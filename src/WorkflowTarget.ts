@@ -10,7 +10,7 @@
  * with SQL message and runner storage on the SqlClient of the context, so executions survive restarts).
  * See docs/WORKFLOWS.md.
  */
-import { ClusterWorkflowEngine, SingleRunner } from "@effect/cluster"
+import { ClusterWorkflowEngine, RunnerAddress, SingleRunner } from "@effect/cluster"
 import type { ShardingConfig } from "@effect/cluster"
 import type { SqlClient } from "@effect/sql"
 import type { Workflow } from "@effect/workflow"
@@ -309,7 +309,13 @@ export const layerEngineSql = (
       Layer.provide(SingleRunner.layer({
         runnerStorage: "sql",
         // One local database: polling it every second costs little and picks up resumed executions sooner.
-        shardingConfig: { entityMessagePollInterval: Duration.seconds(1), ...options.shardingConfig }
+        shardingConfig: {
+          entityMessagePollInterval: Duration.seconds(1),
+          // The cluster reads its address from HOST/PORT, the host's own HTTP settings. A restart on another
+          // port would then wait for the old address's shard locks to expire (35 s): keep one fixed address.
+          runnerAddress: Option.some(RunnerAddress.make("localhost", 34431)),
+          ...options.shardingConfig
+        }
       }))
     ),
     WorkflowStoreModule.layerSql
