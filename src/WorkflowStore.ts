@@ -32,7 +32,8 @@ export interface WorkflowStoreShape {
   readonly outputsFrom: (executionId: string, from: number) => Effect.Effect<ReadonlyArray<StoredOutput>>
   /** Marks the execution as waiting for the user's next message, delivered to the named deferred. */
   readonly setWaiting: (executionId: string, inputName: string) => Effect.Effect<void>
-  readonly clearWaiting: (executionId: string) => Effect.Effect<void>
+  /** Clears the mark if it is still for `inputName` (a resumed execution may already wait for the next one). */
+  readonly clearWaiting: (executionId: string, inputName: string) => Effect.Effect<void>
   readonly waiting: (executionId: string) => Effect.Effect<Option.Option<string>>
   readonly getSession: (sessionId: string) => Effect.Effect<Option.Option<WorkflowSession>>
   readonly putSession: (session: WorkflowSession) => Effect.Effect<void>
@@ -71,7 +72,10 @@ export const makeMemory = Effect.gen(function*() {
           .map(([seq, update]) => ({ seq, update }))
       ),
     setWaiting: (executionId, inputName) => Effect.sync(() => void waiting.set(executionId, inputName)),
-    clearWaiting: (executionId) => Effect.sync(() => void waiting.delete(executionId)),
+    clearWaiting: (executionId, inputName) =>
+      Effect.sync(() => {
+        if (waiting.get(executionId) === inputName) waiting.delete(executionId)
+      }),
     waiting: (executionId) => Effect.sync(() => Option.fromNullable(waiting.get(executionId))),
     getSession: (sessionId) => Effect.sync(() => Option.fromNullable(sessions.get(sessionId))),
     putSession: (session) => Effect.sync(() => void sessions.set(session.sessionId, session)),
@@ -118,8 +122,9 @@ export const makeSql = Effect.gen(function*() {
     setWaiting: (executionId, inputName) =>
       sql`INSERT INTO agent_host_workflow_waiting (execution_id, input_name) VALUES (${executionId}, ${inputName})
           ON CONFLICT (execution_id) DO UPDATE SET input_name = excluded.input_name`.pipe(Effect.asVoid, Effect.orDie),
-    clearWaiting: (executionId) =>
-      sql`DELETE FROM agent_host_workflow_waiting WHERE execution_id = ${executionId}`.pipe(
+    clearWaiting: (executionId, inputName) =>
+      sql`DELETE FROM agent_host_workflow_waiting
+          WHERE execution_id = ${executionId} AND input_name = ${inputName}`.pipe(
         Effect.asVoid,
         Effect.orDie
       ),

@@ -187,13 +187,15 @@ export const make = Effect.fnUntraced(function*<
   })
 
   const resumeWith = Effect.fnUntraced(function*(session: WorkflowSession, input: string, turn: Turn) {
-    yield* store.clearWaiting(session.executionId)
+    // Deferred first: a crash in between leaves the mark, and a second `done` for one name is ignored, so the
+    // session never sticks on an execution that waits with no mark.
     yield* engine.deferredDone(WorkflowOutput.UserInputDeferred(input), {
       workflowName: workflow.name,
       executionId: session.executionId,
       deferredName: input,
       exit: Exit.succeed({ text: lastUserText(turn.input), messages: turn.input })
     })
+    yield* store.clearWaiting(session.executionId, input)
   })
 
   /** Runs one turn, calling `onUpdate` for each output; returns the workflow's result for this turn. */
