@@ -311,9 +311,10 @@ export const isolationKeysOf = (input: RouteInput): Option.Option<IsolationKeys>
  * The host for tests: real HTTP on 127.0.0.1 with an ephemeral port, core services, in-memory state, and the
  * default agent unless you pass your own target. Substitute any of them.
  */
-export const layerTest = <E, R>(options: {
+export const layerTest = <E, R, TE = never, TR = never>(options: {
   readonly channels: ReadonlyArray<Channel<E, R>>
-  readonly target?: Layer.Layer<Target>
+  /** The target; it may need services of its own (an engine, a fake upstream). */
+  readonly target?: Layer.Layer<Target, TE, TR>
   readonly store?: Layer.Layer<StateStore>
   readonly settings?: Partial<HostConfig["Type"]>
 }) =>

@@ -32,11 +32,14 @@ export const freePort: Effect.Effect<number> = Effect.async<number>((resume) => 
   })
 })
 
-/** Spawns the server; does not wait for readiness. */
-export const spawnServer = (env: Record<string, string>, port?: number) =>
+/**
+ * Spawns the server; does not wait for readiness. `entry` is the entry file relative to the repository root
+ * (default `src/main.ts`), for examples with their own composition.
+ */
+export const spawnServer = (env: Record<string, string>, port?: number, entry = "src/main.ts") =>
   Effect.gen(function*() {
     const p = port ?? (yield* freePort)
-    const child = spawn(process.execPath, ["--import", "tsx", Path.join(root, "src/main.ts")], {
+    const child = spawn(process.execPath, ["--import", "tsx", Path.join(root, entry)], {
       cwd: root,
       env: {
         ...process.env,
@@ -100,8 +103,8 @@ export const awaitReady = (server: RunningServer, timeoutMs = 90_000) =>
   })
 
 /** Starts the server, waits for readiness, and kills it (SIGKILL) when the scope closes. */
-export const start = (env: Record<string, string>, port?: number) =>
+export const start = (env: Record<string, string>, port?: number, entry?: string) =>
   Effect.acquireRelease(
-    Effect.flatMap(spawnServer(env, port), (s) => awaitReady(s)),
+    Effect.flatMap(spawnServer(env, port, entry), (s) => awaitReady(s)),
     (server) => server.kill("SIGKILL")
   )

@@ -8,12 +8,13 @@ import type { HostConfigShape } from "../../src/HostConfig.js"
 import type * as StateStore from "../../src/StateStore.js"
 import type { Target } from "../../src/Target.js"
 
-export interface Options<E, R> {
+export interface Options<E, R, TE = never, TR = never> {
   readonly channels: ReadonlyArray<Channel<E, R>>
-  readonly target?: Layer.Layer<Target>
+  /** The target; it may need services of its own (an engine, a fake upstream) provided by the test. */
+  readonly target?: Layer.Layer<Target, TE, TR>
   readonly store?: Layer.Layer<StateStore.StateStore>
   readonly settings?: Partial<HostConfigShape>
 }
 
 /** The host with core services, the default agent (or `target`), memory state (or `store`), port 0. */
-export const layer = <E, R>(options: Options<E, R>) => AgentHost.layerTest(options)
+export const layer = <E, R, TE = never, TR = never>(options: Options<E, R, TE, TR>) => AgentHost.layerTest(options)
