@@ -7,6 +7,7 @@ import { Config, Effect, Layer, Logger, LogLevel, Option } from "effect"
 import * as AgentHost from "./AgentHost.js"
 import type { Channel } from "./Channel.js"
 import * as Invocations from "./channels/Invocations.js"
+import * as Responses from "./channels/Responses/index.js"
 import * as DefaultAgent from "./DefaultAgent.js"
 import * as HostConfig from "./HostConfig.js"
 import * as StateStore from "./StateStore.js"
@@ -25,7 +26,9 @@ export const layerLogging = Layer.unwrapEffect(
 export const channelsFromEnv: Effect.Effect<ReadonlyArray<Channel>, ConfigError.ConfigError> = Effect
   .gen(function*() {
     const invocations = yield* Config.boolean("AGENT_HOST_INVOCATIONS").pipe(Config.withDefault(true))
+    const responses = yield* Config.boolean("AGENT_HOST_RESPONSES").pipe(Config.withDefault(true))
     const channels: Array<Channel> = []
+    if (responses) channels.push(Responses.make())
     if (invocations) channels.push(Invocations.make())
     return channels
   })
