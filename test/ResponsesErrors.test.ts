@@ -1,5 +1,5 @@
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Effect, Fiber, Layer, Queue, Stream, TestClock } from "effect"
+import { Effect, Fiber, Layer, Stream, TestClock } from "effect"
 import OpenAI from "openai"
 import * as AgentHostModule from "../src/AgentHost.js"
 import { AgentHost } from "../src/AgentHost.js"
@@ -230,21 +230,31 @@ describe("Responses errors", () => {
       }))
   })
 
-  it.effect("heartbeat comments fill silences, not busy streams", () =>
+  it.effect("a follower gets heartbeat comments while the run is silent, and all events in order", () =>
     Effect.gen(function*() {
-      const queue = yield* Queue.unbounded<string>()
+      const run = new Responses.LiveRun()
       const seen: Array<string> = []
-      const fiber = yield* Responses.withHeartbeat(Stream.fromQueue(queue), "10 seconds").pipe(
+      const fiber = yield* run.follow(0, "10 seconds").pipe(
         Stream.runForEach((frame) => Effect.sync(() => seen.push(frame))),
         Effect.fork
       )
+      const event = (sequence: number) => ({ sequence, type: "t", json: `{"n":${sequence}}` })
+      assert.deepStrictEqual(seen, [])
       yield* TestClock.adjust("10 seconds")
-      assert.deepStrictEqual(seen, [": keep-alive\n\n"])
-      yield* Queue.offer(queue, "data: a\n\n")
+      assert.deepStrictEqual(seen, [Responses.HEARTBEAT])
+      run.append([event(1), event(2)])
       yield* TestClock.adjust("10 seconds")
-      assert.deepStrictEqual(seen, [": keep-alive\n\n", "data: a\n\n"])
+      // Something arrived in that interval: no heartbeat.
+      assert.deepStrictEqual(seen, [Responses.HEARTBEAT, "event: t\ndata: {\"n\":1}\n\nevent: t\ndata: {\"n\":2}\n\n"])
       yield* TestClock.adjust("10 seconds")
-      assert.deepStrictEqual(seen, [": keep-alive\n\n", "data: a\n\n", ": keep-alive\n\n"])
-      yield* Fiber.interrupt(fiber)
+      assert.strictEqual(seen.length, 3)
+      assert.strictEqual(seen[2], Responses.HEARTBEAT)
+      run.append([event(3)])
+      run.finish()
+      yield* Fiber.join(fiber)
+      assert.strictEqual(seen[3], "event: t\ndata: {\"n\":3}\n\n")
+      // A late follower replays from any point and ends at once.
+      const late = yield* Stream.runCollect(run.follow(2, "10 seconds"))
+      assert.deepStrictEqual([...late], ["event: t\ndata: {\"n\":3}\n\n"])
     }))
 })

@@ -9,20 +9,7 @@
  * persist their events so a later `GET ...?stream=true` replays exactly what a live client saw.
  */
 import type { Scope } from "effect"
-import {
-  Chunk,
-  Clock,
-  Deferred,
-  Duration,
-  Effect,
-  Either,
-  Exit,
-  Fiber,
-  FiberId,
-  Option,
-  Schedule,
-  Stream
-} from "effect"
+import { Clock, Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import type { Channel, ChannelContext, ChannelHooks, RouteInput, TurnStream } from "../../Channel.js"
 import * as ChannelModule from "../../Channel.js"
@@ -33,6 +20,7 @@ import type { IsolationKey } from "../../domain/Ids.js"
 import { makeChecker } from "../../http/ApiKeys.js"
 import { json, readJson } from "../../http/HttpBody.js"
 import * as Sse from "../../http/Sse.js"
+import { LiveRun } from "./LiveRun.js"
 import type { RenderedEvent, Skeleton } from "./Render.js"
 import { eventFrame, makeSkeleton, outputItems, resource, statusOf, StreamRenderer, usageJson } from "./Render.js"
 import type { InputItem } from "./Request.js"
@@ -56,77 +44,6 @@ export interface Options {
 export const OUT_OF_BAND_KEY = "agent_host_delivery"
 
 type Obj = Record<string, unknown>
-
-/** A rendering run others can follow: its events so far, whether it ended, and a wake-up for followers. */
-class LiveRun {
-  readonly events: Array<RenderedEvent> = []
-  done = false
-  deleted = false
-  /** The fiber consuming the turn; interrupting it cancels the run. */
-  consuming: Fiber.RuntimeFiber<unknown> | undefined = undefined
-  private signal = Deferred.unsafeMake<void>(FiberId.none)
-
-  constructor(readonly skeleton: Skeleton) {}
-
-  append(events: ReadonlyArray<RenderedEvent>): void {
-    if (events.length === 0) return
-    for (const event of events) this.events.push(event)
-    this.wake()
-  }
-
-  finish(): void {
-    this.done = true
-    this.wake()
-  }
-
-  private wake(): void {
-    const old = this.signal
-    this.signal = Deferred.unsafeMake<void>(FiberId.none)
-    Deferred.unsafeDone(old, Exit.void)
-  }
-
-  /** Frames after sequence `after`, in chunks as they become ready, until the run ends. */
-  follow(after: number): Stream.Stream<string> {
-    const pull = (cursor: number): Effect.Effect<Option.Option<readonly [Chunk.Chunk<string>, number]>> =>
-      Effect.suspend(() => {
-        const signal = this.signal
-        // Sequences start at 1 and are contiguous, so event n sits at index n - 1.
-        if (this.events.length > cursor) {
-          const frames: Array<string> = []
-          for (let i = cursor; i < this.events.length; i++) {
-            const event = this.events[i]!
-            frames.push(eventFrame(event.type, event.json))
-          }
-          return Effect.succeed(Option.some([Chunk.unsafeFromArray(frames), this.events.length] as const))
-        }
-        if (this.done) return Effect.succeed(Option.none())
-        return Effect.zipRight(Deferred.await(signal), pull(cursor))
-      })
-    return Stream.unfoldChunkEffect(Math.max(0, after), pull)
-  }
-}
-
-const HEARTBEAT = Sse.comment("keep-alive")
-
-/**
- * Adds an SSE comment each `interval` in which `frames` emitted nothing, so proxies keep a silent stream
- * open. Chunks of frames pass through whole (one write each).
- */
-export const withHeartbeat = <E, R>(
-  frames: Stream.Stream<string, E, R>,
-  interval: Duration.DurationInput
-): Stream.Stream<string, E, R> => {
-  const data = Stream.mapChunks(frames, (chunk) => Chunk.of<Chunk.Chunk<string> | null>(chunk))
-  const ticks = Stream.fromSchedule(Schedule.spaced(interval)).pipe(Stream.as<Chunk.Chunk<string> | null>(null))
-  return Stream.merge(data, ticks, { haltStrategy: "left" }).pipe(
-    Stream.mapAccum(
-      false,
-      (sawData, item): [boolean, Chunk.Chunk<string>] =>
-        item === null ? [false, sawData ? Chunk.empty() : Chunk.of(HEARTBEAT)] : [true, item]
-    ),
-    Stream.flattenChunks
-  )
-}
 
 const turnErrorResponse = (error: TurnError) => {
   const status = turnErrorStatus(error)
@@ -188,8 +105,6 @@ export const make = (options: Options = {}): Channel => {
         "invalid_api_key",
         "a valid API key is required: send Authorization: Bearer <key>"
       )
-
-      const sse = (frames: Stream.Stream<string>) => Sse.response(withHeartbeat(frames, heartbeat))
 
       const store = (prepared: Prepared, response: Obj) =>
         prepared.store ?
@@ -410,7 +325,7 @@ export const make = (options: Options = {}): Channel => {
           const background = prepared.body.background === true
           const started = yield* ctx.runStream(prepared.request, prepared.body).pipe(Effect.either)
           if (started._tag === "Left") return Either.left(turnErrorResponse(started.left))
-          const run = new LiveRun(prepared.skeleton)
+          const run = new LiveRun()
           const renderer = new StreamRenderer(prepared.skeleton)
           const initial = renderer.start(background ? "queued" : "in_progress")
           run.append(initial)
@@ -436,7 +351,7 @@ export const make = (options: Options = {}): Channel => {
           if (p.body.stream === true || p.body.background === true) {
             const started = yield* startStreaming(p)
             if (started._tag === "Left") return started.left
-            if (p.body.stream === true) return sse(started.right.follow(0))
+            if (p.body.stream === true) return Sse.response(started.right.follow(0, heartbeat))
             return json(resource(p.skeleton, { status: "queued", output: [] }))
           }
           const fiber = yield* Effect.forkIn(Effect.interruptible(runBlocking(p)), scope)
@@ -474,9 +389,9 @@ export const make = (options: Options = {}): Channel => {
             )
           }
           const run = live.get(id)
-          if (run !== undefined) return sse(run.follow(after))
+          if (run !== undefined) return Sse.response(run.follow(after, heartbeat))
           const events = yield* ctx.state.responseEvents(id, after)
-          return sse(
+          return Sse.response(
             Stream.fromIterable(events.map((e) => {
               const event = e.event as { readonly type: string; readonly data: string }
               return eventFrame(event.type, event.data)
@@ -511,7 +426,7 @@ export const make = (options: Options = {}): Channel => {
           if (run === undefined) return json(response)
           if (run.consuming !== undefined) yield* Fiber.interrupt(run.consuming)
           // Wait for the run to record the cancellation, so the answer is the final state.
-          const final = run.follow(run.events.length)
+          const final = run.follow(run.events.length, heartbeat)
           yield* Stream.runDrain(final)
           const after = yield* ctx.state.getResponse(id)
           return json(Option.isSome(after) ? after.value.response : response)
