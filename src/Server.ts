@@ -6,6 +6,7 @@ import { Config, ConfigError, Effect, Either, Layer, Logger, LogLevel, Option } 
 import * as AgentHost from "./AgentHost.js"
 import type { Channel } from "./Channel.js"
 import * as Invocations from "./channels/Invocations.js"
+import * as Responses from "./channels/Responses/index.js"
 import * as WebChat from "./channels/WebChat/WebChat.js"
 import * as DefaultAgent from "./DefaultAgent.js"
 import * as HostConfig from "./HostConfig.js"
@@ -44,7 +45,9 @@ export const layerLogging = Layer.unwrapEffect(Effect.map(logLevel, (level) => L
 export const channelsFromEnv: Effect.Effect<ReadonlyArray<Channel>, ConfigError.ConfigError> = Effect
   .gen(function*() {
     const invocations = yield* Config.boolean("AGENT_HOST_INVOCATIONS").pipe(Config.withDefault(true))
+    const responses = yield* Config.boolean("AGENT_HOST_RESPONSES").pipe(Config.withDefault(true))
     const channels: Array<Channel> = []
+    if (responses) channels.push(Responses.make())
     if (invocations) channels.push(Invocations.make())
     // Web chat: the page at AGENT_HOST_WEBCHAT_PATH (default "/"); AGENT_HOST_WEBCHAT=false turns it off.
     const webchat = yield* Config.boolean("AGENT_HOST_WEBCHAT").pipe(Config.withDefault(true))

@@ -154,7 +154,11 @@ export const make = Effect.gen(function*() {
   ): Effect.Effect<Effect.Effect<A, TurnError>, TurnError> => {
     const key = request.session?.isolationKey
     if (key === undefined) {
-      return Effect.map(Effect.forkIn(work, hostScope), (fiber) => fiber.await.pipe(Effect.flatten))
+      // Route handlers run uninterruptibly; the detached turn must stay interruptible for shutdown.
+      return Effect.map(
+        Effect.forkIn(Effect.interruptible(work), hostScope),
+        (fiber) => fiber.await.pipe(Effect.flatten)
+      )
     }
     const policy = channels.unsafeGet(channel)?.contribution.busyPolicy ?? "queue"
     return sessions.submit(key, policy, () => work)

@@ -1,0 +1,142 @@
+/**
+ * The Responses API wire: the request body as accepted (OpenAI's `CreateResponseBody`, plus the host's
+ * `response_target` extension) and the error envelope. Input items are decoded by hand in `Request.ts`, where
+ * each problem can name its exact `param` (`input[2].content[0].image_url`).
+ */
+import { ParseResult, Schema } from "effect"
+import { json } from "../../http/HttpBody.js"
+
+const nullable = <S extends Schema.Schema.Any>(schema: S) => Schema.optional(Schema.NullOr(schema))
+
+const FunctionToolParam = Schema.Struct({
+  type: Schema.Literal("function"),
+  name: Schema.String.pipe(
+    Schema.pattern(/^[a-zA-Z0-9_-]{1,64}$/, {
+      message: () => "a function tool name is 1-64 characters of a-z, A-Z, 0-9, '_' or '-'"
+    })
+  ),
+  description: nullable(Schema.String),
+  parameters: nullable(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
+  strict: nullable(Schema.Boolean)
+})
+
+const SpecificFunction = Schema.Struct({ type: Schema.Literal("function"), name: Schema.String })
+
+const ToolChoiceParam = Schema.Union(
+  Schema.Literal("none", "auto", "required"),
+  SpecificFunction,
+  Schema.Struct({
+    type: Schema.Literal("allowed_tools"),
+    tools: Schema.Array(SpecificFunction).pipe(Schema.minItems(1), Schema.maxItems(128)),
+    mode: Schema.optional(Schema.Literal("none", "auto", "required"))
+  })
+)
+
+const TextFormatParam = Schema.Union(
+  Schema.Struct({ type: Schema.Literal("text") }),
+  Schema.Struct({ type: Schema.Literal("json_object") }),
+  Schema.Struct({
+    type: Schema.Literal("json_schema"),
+    name: Schema.String,
+    description: nullable(Schema.String),
+    schema: Schema.Record({ key: Schema.String, value: Schema.Unknown }),
+    strict: nullable(Schema.Boolean)
+  })
+)
+
+const MetadataParam = Schema.Record({
+  key: Schema.String.pipe(Schema.maxLength(64, { message: () => "metadata keys are at most 64 characters" })),
+  value: Schema.String.pipe(Schema.maxLength(512, { message: () => "metadata values are at most 512 characters" }))
+}).pipe(
+  Schema.filter((m) => Object.keys(m).length <= 16 || "metadata has at most 16 keys")
+)
+
+const range = (min: number, max: number, name: string) =>
+  Schema.Number.pipe(
+    Schema.filter((n) => (n >= min && n <= max) || `${name} must be between ${min} and ${max}`)
+  )
+
+export const CreateResponseBody = Schema.Struct({
+  model: nullable(Schema.String),
+  input: nullable(Schema.Union(Schema.String, Schema.Array(Schema.Unknown))),
+  instructions: nullable(Schema.String),
+  previous_response_id: nullable(Schema.String.pipe(Schema.minLength(1))),
+  conversation: nullable(
+    Schema.Union(
+      Schema.String.pipe(Schema.minLength(1)),
+      Schema.Struct({ id: Schema.String.pipe(Schema.minLength(1)) })
+    )
+  ),
+  tools: nullable(Schema.Array(FunctionToolParam)),
+  tool_choice: nullable(ToolChoiceParam),
+  parallel_tool_calls: nullable(Schema.Boolean),
+  metadata: nullable(MetadataParam),
+  text: nullable(Schema.Struct({
+    format: nullable(TextFormatParam),
+    verbosity: nullable(Schema.Literal("low", "medium", "high"))
+  })),
+  temperature: nullable(range(0, 2, "temperature")),
+  top_p: nullable(range(0, 1, "top_p")),
+  presence_penalty: nullable(range(-2, 2, "presence_penalty")),
+  frequency_penalty: nullable(range(-2, 2, "frequency_penalty")),
+  max_output_tokens: nullable(Schema.Int.pipe(Schema.greaterThanOrEqualTo(16))),
+  max_tool_calls: nullable(Schema.Int.pipe(Schema.greaterThanOrEqualTo(1))),
+  top_logprobs: nullable(Schema.Int.pipe(Schema.between(0, 20))),
+  stream: nullable(Schema.Boolean),
+  background: nullable(Schema.Boolean),
+  store: nullable(Schema.Boolean),
+  user: nullable(Schema.String),
+  safety_identifier: nullable(Schema.String.pipe(Schema.maxLength(64))),
+  prompt_cache_key: nullable(Schema.String.pipe(Schema.maxLength(64))),
+  truncation: nullable(Schema.Literal("auto", "disabled")),
+  service_tier: nullable(Schema.Literal("auto", "default", "flex", "priority", "scale")),
+  reasoning: nullable(Schema.Struct({
+    effort: nullable(Schema.Literal("none", "minimal", "low", "medium", "high", "xhigh")),
+    summary: nullable(Schema.Literal("concise", "detailed", "auto"))
+  })),
+  include: nullable(Schema.Array(Schema.String)),
+  /** Host extension (send with `extra_body`): where the reply goes. Parsed in `Request.ts`. */
+  response_target: Schema.optional(Schema.Unknown)
+})
+export type CreateResponseBody = typeof CreateResponseBody.Type
+
+const decodeBody = Schema.decodeUnknownEither(CreateResponseBody, { errors: "first", onExcessProperty: "ignore" })
+
+/** A request problem with the parameter it concerns, as OpenAI reports it. */
+export interface WireProblem {
+  readonly message: string
+  readonly param: string | null
+}
+
+const pathToParam = (path: ReadonlyArray<PropertyKey>): string | null => {
+  let out = ""
+  for (const key of path) {
+    if (typeof key === "number") out += `[${key}]`
+    else out += out.length === 0 ? String(key) : `.${String(key)}`
+  }
+  return out.length === 0 ? null : out
+}
+
+export const decodeCreateBody = (raw: unknown): { readonly body: CreateResponseBody } | WireProblem => {
+  const decoded = decodeBody(raw)
+  if (decoded._tag === "Right") return { body: decoded.right }
+  const issue = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)[0]
+  if (issue === undefined) return { message: "the request body is not a valid Responses request", param: null }
+  const param = pathToParam(issue.path)
+  return { message: param === null ? issue.message : `${param}: ${issue.message}`, param }
+}
+
+/** OpenAI's error `type` for an HTTP status. */
+const errorType = (status: number): string => {
+  if (status === 401) return "authentication_error"
+  if (status === 403) return "permission_error"
+  if (status === 404) return "not_found_error"
+  if (status === 409) return "conflict_error"
+  if (status === 429 || status === 503) return "rate_limit_error"
+  if (status >= 500) return "server_error"
+  return "invalid_request_error"
+}
+
+/** OpenAI's error envelope: `{ "error": { "message", "type", "param", "code" } }`. */
+export const errorResponse = (status: number, code: string, message: string, param: string | null = null) =>
+  json({ error: { message, type: errorType(status), param, code } }, status)

@@ -1,0 +1,49 @@
+/**
+ * Validators for the Open Responses spec (`/work/shared/reference/openresponses-openapi.json`): the response
+ * resource, the streaming events, and output items, with the spec's `$ref`s resolved by ajv.
+ */
+import { Ajv } from "ajv"
+import addFormatsModule from "ajv-formats"
+import { readFileSync } from "node:fs"
+
+const SPEC_PATH = "/work/shared/reference/openresponses-openapi.json"
+const spec = JSON.parse(readFileSync(SPEC_PATH, "utf8")) as {
+  readonly paths: Record<
+    string,
+    Record<string, { responses: Record<string, { content: Record<string, { schema: unknown }> }> }>
+  >
+}
+
+// ajv-formats is CommonJS with a default export; NodeNext sees the module object.
+const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (
+  ajv: Ajv
+) => void
+
+const ajv = new Ajv({ strict: false, allErrors: true })
+addFormats(ajv)
+ajv.addSchema(spec as object, "openresponses")
+
+const ref = (name: string) => ({ $ref: `openresponses#/components/schemas/${name}` })
+
+const responseResource = ajv.compile(ref("ResponseResource"))
+const itemField = ajv.compile(ref("ItemField"))
+const streamSchema = spec.paths["/responses"]!["post"]!.responses["200"]!.content["text/event-stream"]!.schema as {
+  readonly oneOf: ReadonlyArray<{ readonly $ref: string }>
+}
+const streamEvent = ajv.compile({
+  oneOf: streamSchema.oneOf.map((r) => ({ $ref: r.$ref.replace("#/", "openresponses#/") }))
+})
+
+const check = (validate: ReturnType<Ajv["compile"]>, what: string, value: unknown): void => {
+  if (!validate(value)) {
+    throw new Error(
+      `${what} does not match the Open Responses spec: ${ajv.errorsText(validate.errors?.slice(0, 8))}\n${
+        JSON.stringify(value).slice(0, 2000)
+      }`
+    )
+  }
+}
+
+export const assertResponseResource = (value: unknown): void => check(responseResource, "ResponseResource", value)
+export const assertItem = (value: unknown): void => check(itemField, "ItemField", value)
+export const assertStreamEvent = (value: unknown): void => check(streamEvent, "streaming event", value)
