@@ -7,6 +7,7 @@ import { Config, Effect, Layer, Logger, LogLevel, Option } from "effect"
 import * as AgentHost from "./AgentHost.js"
 import type { Channel } from "./Channel.js"
 import * as Invocations from "./channels/Invocations.js"
+import * as Telegram from "./channels/Telegram/Telegram.js"
 import * as DefaultAgent from "./DefaultAgent.js"
 import * as HostConfig from "./HostConfig.js"
 import * as StateStore from "./StateStore.js"
@@ -27,6 +28,9 @@ export const channelsFromEnv: Effect.Effect<ReadonlyArray<Channel>, ConfigError.
     const invocations = yield* Config.boolean("AGENT_HOST_INVOCATIONS").pipe(Config.withDefault(true))
     const channels: Array<Channel> = []
     if (invocations) channels.push(Invocations.make())
+    // Telegram: enabled by TELEGRAM_BOT_TOKEN (see docs/TELEGRAM.md).
+    const telegram = yield* Telegram.fromConfig
+    if (Option.isSome(telegram)) channels.push(telegram.value)
     return channels
   })
 
