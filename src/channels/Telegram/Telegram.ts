@@ -325,7 +325,8 @@ export const make = (options: Options): Channel => {
       const withTyping = (target: ChatTarget) => <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
         options.sendTypingAction === false ?
           effect :
-          Effect.acquireUseRelease(Effect.fork(typingLoop(target)), () => effect, Fiber.interrupt)
+          // Forked interruptible: a fiber forked in `acquire` would inherit its uninterruptibility.
+          Effect.acquireUseRelease(Effect.fork(Effect.interruptible(typingLoop(target))), () => effect, Fiber.interrupt)
 
       const replyError = (target: ChatTarget, error: TurnError) =>
         Effect.zipRight(
