@@ -485,7 +485,7 @@ export const make = (options: Options): Channel => {
           const threadId = message.is_topic_message === true ? message.message_thread_id : undefined
           const key = isolationKey(chat.id, threadId, name) as IsolationKey
           const target: ChatTarget = { chatId: chat.id, threadId }
-          const rawText = message.text ?? message.caption ?? ""
+          const rawText = message.text !== undefined && message.text.length > 0 ? message.text : message.caption ?? ""
           const entities = message.entities ?? message.caption_entities ?? []
           const identity = identityOf(chat.id, threadId, message.from)
           const attributes = {
@@ -591,8 +591,11 @@ export const make = (options: Options): Channel => {
             yield* Effect.logDebug("duplicate update dropped", update.update_id)
             return
           }
+          // Interruptible explicitly: the HTTP handler calling this may be running uninterruptibly, and a forked
+          // fiber inherits that, which would make shutdown (and stopping the typing and edit loops) hang.
           const work = annotate(handleUpdate(update, raw)).pipe(
-            Effect.catchAllCause((cause) => Effect.logError("update handling failed", cause))
+            Effect.catchAllCause((cause) => Effect.logError("update handling failed", cause)),
+            Effect.interruptible
           )
           const chatKey = chatKeyOf(update)
           if (chatKey === undefined) {
@@ -608,7 +611,8 @@ export const make = (options: Options): Channel => {
               Effect.ensuring(Effect.suspend(() => {
                 if (tails.get(chatKey) === done) tails.delete(chatKey)
                 return Deferred.succeed(done, undefined)
-              }))
+              })),
+              Effect.interruptible
             )
           )
         })
