@@ -55,6 +55,8 @@ export interface FakeTelegram {
   readonly downloads: ReadonlyArray<string>
   /** Every URL the fake was asked for (to check where the token went). */
   readonly urls: ReadonlyArray<string>
+  /** How many getUpdates calls were answered 409 Conflict because another poll was in progress. */
+  readonly conflicts: () => number
 }
 
 interface Held {
@@ -108,6 +110,7 @@ export const make = (options: Options = {}): Effect.Effect<FakeTelegram, never, 
     let held: Held | undefined
     let nextUpdateId = 1000
     let nextMessageId = 1
+    let conflicts = 0
 
     const notify = () => {
       for (const listener of [...listeners]) listener()
@@ -165,6 +168,7 @@ export const make = (options: Options = {}): Effect.Effect<FakeTelegram, never, 
           const ready = pending(offset)
           if (ready.length > 0) return ok(response, ready)
           if (held !== undefined) {
+            conflicts++
             return error(
               response,
               409,
@@ -252,6 +256,7 @@ export const make = (options: Options = {}): Effect.Effect<FakeTelegram, never, 
       callsOf,
       downloads,
       urls,
+      conflicts: () => conflicts,
       waitFor: (method, count = 1, timeoutMillis = 5000) =>
         Effect.async<ReadonlyArray<Call>>((resume) => {
           const check = () => {
