@@ -7,6 +7,7 @@ import * as AgentHost from "./AgentHost.js"
 import type { Channel } from "./Channel.js"
 import * as Invocations from "./channels/Invocations.js"
 import * as Responses from "./channels/Responses/index.js"
+import * as Telegram from "./channels/Telegram/Telegram.js"
 import * as WebChat from "./channels/WebChat/WebChat.js"
 import * as DefaultAgent from "./DefaultAgent.js"
 import * as HostConfig from "./HostConfig.js"
@@ -52,6 +53,9 @@ export const channelsFromEnv: Effect.Effect<ReadonlyArray<Channel>, ConfigError.
     // Web chat: the page at AGENT_HOST_WEBCHAT_PATH (default "/"); AGENT_HOST_WEBCHAT=false turns it off.
     const webchat = yield* Config.boolean("AGENT_HOST_WEBCHAT").pipe(Config.withDefault(true))
     if (webchat) channels.push(WebChat.make(yield* WebChat.config))
+    // Telegram: enabled by TELEGRAM_BOT_TOKEN (see docs/TELEGRAM.md).
+    const telegram = yield* Telegram.fromConfig
+    if (Option.isSome(telegram)) channels.push(telegram.value)
     return channels
   })
 

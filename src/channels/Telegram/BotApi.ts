@@ -1,0 +1,240 @@
+/**
+ * A small Bot API client: `POST {apiBase}/bot<token>/<method>` with a JSON body (or multipart for uploads),
+ * answering `{ ok: true, result }` or `{ ok: false, error_code, description, parameters }`. Failures are typed
+ * (`TelegramApiError` for what Telegram said, `TelegramTransportError` for everything between) and the token is
+ * redacted from every message, since fetch errors and file paths can carry the URL.
+ */
+import type { Duration } from "effect"
+import { Effect, Redacted, Schedule, Schema } from "effect"
+
+/** Telegram answered `ok: false` (or an HTTP error status). */
+export class TelegramApiError extends Schema.TaggedError<TelegramApiError>()("TelegramApiError", {
+  method: Schema.String,
+  errorCode: Schema.Number,
+  description: Schema.String,
+  /** `parameters.retry_after`, in seconds (429). */
+  retryAfterSeconds: Schema.optional(Schema.Number),
+  message: Schema.String
+}) {}
+
+/** The request did not get a Bot API answer: network failure, timeout, or a body that is not the Bot API's. */
+export class TelegramTransportError extends Schema.TaggedError<TelegramTransportError>()("TelegramTransportError", {
+  method: Schema.String,
+  message: Schema.String
+}) {}
+
+/** A file is larger than the channel accepts. */
+export class TelegramFileTooLarge extends Schema.TaggedError<TelegramFileTooLarge>()("TelegramFileTooLarge", {
+  limit: Schema.Number,
+  message: Schema.String
+}) {}
+
+export type BotApiError = TelegramApiError | TelegramTransportError
+
+/** Worth trying again: rate limits, server errors and transport failures. 400/401/403/404 are final. */
+export const isRetryable = (error: BotApiError): boolean =>
+  error._tag === "TelegramTransportError" || error.errorCode === 429 || error.errorCode >= 500
+
+/** The wait Telegram asked for, in milliseconds. */
+export const retryAfterMillis = (error: BotApiError): number | undefined =>
+  error._tag === "TelegramApiError" && error.retryAfterSeconds !== undefined ?
+    error.retryAfterSeconds * 1000 :
+    undefined
+
+/** 400 "can't parse entities": the text is not valid for the parse mode. */
+export const isParseEntitiesError = (error: BotApiError): boolean =>
+  error._tag === "TelegramApiError" && error.errorCode === 400 && /can't parse entities/i.test(error.description)
+
+/** 400 "message is not modified": an edit that changes nothing, harmless. */
+export const isNotModified = (error: BotApiError): boolean =>
+  error._tag === "TelegramApiError" && error.errorCode === 400 && /message is not modified/i.test(error.description)
+
+/** 409 Conflict: another getUpdates consumer (or a webhook) owns this bot's updates. */
+export const isConflict = (error: BotApiError): boolean => error._tag === "TelegramApiError" && error.errorCode === 409
+
+export interface Options {
+  readonly token: Redacted.Redacted<string>
+  /** Default https://api.telegram.org. */
+  readonly apiBase?: string
+  /** Per-request timeout unless a call sets its own (default 30 s). */
+  readonly timeout?: Duration.DurationInput
+}
+
+export interface CallOptions {
+  readonly timeout?: Duration.DurationInput
+}
+
+export interface BotApi {
+  /** The bot's numeric id: the part of the token before the colon. */
+  readonly botId: string
+  readonly call: <A, I>(
+    method: string,
+    params: Record<string, unknown>,
+    result: Schema.Schema<A, I>,
+    options?: CallOptions
+  ) => Effect.Effect<A, BotApiError>
+  /** A multipart call (file uploads). */
+  readonly callMultipart: (method: string, form: FormData) => Effect.Effect<unknown, BotApiError>
+  /** Downloads `file_path` (from getFile), failing past `maxBytes`. */
+  readonly download: (
+    filePath: string,
+    maxBytes: number
+  ) => Effect.Effect<Uint8Array, BotApiError | TelegramFileTooLarge>
+  /** Removes the token from a string (for logs and errors). */
+  readonly redact: (text: string) => string
+}
+
+const ApiReply = Schema.Struct({
+  ok: Schema.Boolean,
+  result: Schema.optional(Schema.Unknown),
+  error_code: Schema.optional(Schema.Number),
+  description: Schema.optional(Schema.String),
+  parameters: Schema.optional(Schema.Struct({ retry_after: Schema.optional(Schema.Number) }))
+})
+const decodeReply = Schema.decodeUnknownEither(ApiReply)
+
+export const make = (options: Options): BotApi => {
+  const token = Redacted.value(options.token)
+  const apiBase = (options.apiBase ?? "https://api.telegram.org").replace(/\/+$/, "")
+  const defaultTimeout = options.timeout ?? "30 seconds"
+  const botId = token.split(":")[0] ?? ""
+  const redact = (text: string) => token.length === 0 ? text : text.split(token).join("<token>")
+
+  const transport = (method: string, error: unknown) =>
+    new TelegramTransportError({
+      method,
+      message: redact(`Telegram ${method} failed: ${error instanceof Error ? error.message : String(error)}`)
+    })
+
+  const send = (method: string, init: RequestInit, timeout: Duration.DurationInput) =>
+    Effect.tryPromise({
+      try: async (signal) => {
+        const response = await fetch(`${apiBase}/bot${token}/${method}`, { ...init, signal })
+        return { status: response.status, body: await response.text() }
+      },
+      catch: (error) => transport(method, error)
+    }).pipe(
+      Effect.timeoutFail({ duration: timeout, onTimeout: () => transport(method, "timed out") }),
+      Effect.flatMap(({ body, status }): Effect.Effect<unknown, BotApiError> => {
+        let parsed: unknown = undefined
+        try {
+          parsed = JSON.parse(body)
+        } catch {
+          parsed = undefined
+        }
+        const reply = decodeReply(parsed)
+        if (reply._tag === "Left") {
+          if (status >= 400) {
+            return Effect.fail(
+              new TelegramApiError({
+                method,
+                errorCode: status,
+                description: `HTTP ${status}`,
+                message: `Telegram ${method} failed: HTTP ${status}`
+              })
+            )
+          }
+          return Effect.fail(transport(method, `unexpected response (HTTP ${status})`))
+        }
+        const r = reply.right
+        if (r.ok) return Effect.succeed(r.result)
+        const description = redact(r.description ?? `HTTP ${status}`)
+        const retryAfter = r.parameters?.retry_after
+        return Effect.fail(
+          new TelegramApiError({
+            method,
+            errorCode: r.error_code ?? status,
+            description,
+            ...(retryAfter === undefined ? {} : { retryAfterSeconds: retryAfter }),
+            message: `Telegram ${method} failed: ${r.error_code ?? status} ${description}`
+          })
+        )
+      })
+    )
+
+  const call = <A, I>(
+    method: string,
+    params: Record<string, unknown>,
+    result: Schema.Schema<A, I>,
+    callOptions?: CallOptions
+  ): Effect.Effect<A, BotApiError> =>
+    send(
+      method,
+      { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(params) },
+      callOptions?.timeout ?? defaultTimeout
+    ).pipe(
+      Effect.flatMap((raw) =>
+        Effect.mapError(
+          Schema.decodeUnknown(result)(raw),
+          () => transport(method, "the result has an unexpected shape")
+        )
+      )
+    )
+
+  const callMultipart = (method: string, form: FormData) => send(method, { method: "POST", body: form }, defaultTimeout)
+
+  const download = (filePath: string, maxBytes: number) =>
+    Effect.tryPromise({
+      try: async (signal) => {
+        const response = await fetch(`${apiBase}/file/bot${token}/${filePath}`, { signal })
+        const declared = Number(response.headers.get("content-length"))
+        if (!response.ok || (Number.isFinite(declared) && declared > maxBytes)) {
+          await response.body?.cancel()
+          return { status: response.status, bytes: undefined, tooLarge: response.ok }
+        }
+        const bytes = new Uint8Array(await response.arrayBuffer())
+        return { status: response.status, bytes, tooLarge: bytes.byteLength > maxBytes }
+      },
+      catch: (error) => transport("download", error)
+    }).pipe(
+      Effect.timeoutFail({ duration: defaultTimeout, onTimeout: () => transport("download", "timed out") }),
+      Effect.flatMap(({ bytes, status, tooLarge }): Effect.Effect<Uint8Array, BotApiError | TelegramFileTooLarge> => {
+        if (tooLarge) {
+          return Effect.fail(
+            new TelegramFileTooLarge({ limit: maxBytes, message: `the file is larger than ${maxBytes} bytes` })
+          )
+        }
+        if (bytes === undefined) {
+          return Effect.fail(
+            new TelegramApiError({
+              method: "download",
+              errorCode: status,
+              description: `HTTP ${status}`,
+              message: `Telegram file download failed: HTTP ${status}`
+            })
+          )
+        }
+        return Effect.succeed(bytes)
+      })
+    )
+
+  return { botId, call, callMultipart, download, redact }
+}
+
+/**
+ * Retries what is worth retrying, a few times: 429 waits what Telegram asked for (capped at a minute), other
+ * retryable failures back off exponentially from half a second.
+ */
+export const withRetry = <A, E extends { readonly _tag: string }>(
+  effect: Effect.Effect<A, E>,
+  attempts = 3
+): Effect.Effect<A, E> =>
+  effect.pipe(
+    Effect.retry({
+      schedule: Schedule.identity<E>().pipe(
+        Schedule.addDelay((error) => {
+          const e = error as unknown as BotApiError
+          const wait = e._tag === "TelegramApiError" || e._tag === "TelegramTransportError" ?
+            retryAfterMillis(e) :
+            undefined
+          return wait === undefined ? 0 : Math.min(wait, 60_000)
+        }),
+        Schedule.intersect(Schedule.exponential("500 millis", 2)),
+        Schedule.intersect(Schedule.recurs(attempts - 1))
+      ),
+      while: (error) => {
+        const e = error as unknown as BotApiError
+        return (e._tag === "TelegramApiError" || e._tag === "TelegramTransportError") && isRetryable(e)
+      }
+    })
+  )

@@ -1,0 +1,147 @@
+/**
+ * A real host with the Telegram channel pointed at a FakeTelegram, for the Telegram tests.
+ */
+import { Context, Effect, Layer } from "effect"
+import * as Agent from "../../src/Agent.js"
+import type { AgentHostShape } from "../../src/AgentHost.js"
+import { AgentHost } from "../../src/AgentHost.js"
+import * as AgentHostModule from "../../src/AgentHost.js"
+import type { AuthorizerShape } from "../../src/Authorizer.js"
+import { Authorizer } from "../../src/Authorizer.js"
+import * as Channels from "../../src/Channels.js"
+import type { Options } from "../../src/channels/Telegram/Telegram.js"
+import * as Telegram from "../../src/channels/Telegram/Telegram.js"
+import * as Delivery from "../../src/Delivery.js"
+import { textOf } from "../../src/domain/Content.js"
+import { assistantMessage } from "../../src/domain/Message.js"
+import * as HostConfig from "../../src/HostConfig.js"
+import * as Sessions from "../../src/Sessions.js"
+import * as StateStoreModule from "../../src/StateStore.js"
+import type * as StateStore from "../../src/StateStore.js"
+import type { Turn } from "../../src/Target.js"
+import * as Turns from "../../src/Turns.js"
+import * as TestHost from "../utils/TestHost.js"
+import type { FakeTelegram } from "./FakeTelegram.js"
+import * as Fake from "./FakeTelegram.js"
+
+export const SECRET = "s3cret-Token_1"
+
+export interface Harness {
+  readonly fake: FakeTelegram
+  readonly host: AgentHostShape
+  /** Every turn the agent received. */
+  readonly turns: Array<Turn>
+  /** Posts to the webhook with the secret header (none when `secret` is null). */
+  readonly post: (body: unknown, secret?: string | null) => Effect.Effect<{ status: number; body: string }>
+}
+
+const lastUserText = (turn: Turn) => {
+  const user = turn.input.filter((m) => m.role === "user")
+  return textOf(user[user.length - 1]?.contents ?? [])
+}
+
+/** Replies `echo: <text> (history <n>)` and records the turn. */
+export const echoAgent = (turns: Array<Turn>) =>
+  Agent.make({
+    name: "echo",
+    run: (turn) =>
+      Effect.sync(() => {
+        turns.push(turn)
+        return { messages: [assistantMessage(`echo: ${lastUserText(turn)} (history ${turn.history.length})`)] }
+      })
+  })
+
+export interface StartOptions {
+  readonly options?: Partial<Options>
+  readonly agent?: (turns: Array<Turn>) => Agent.Agent
+  readonly store?: Layer.Layer<StateStore.StateStore>
+  readonly fake?: FakeTelegram
+  readonly webhook?: boolean
+  /** Replaces the allow-all authorizer. */
+  readonly authorizer?: AuthorizerShape
+}
+
+export const post = (url: string, body: unknown, secret: string | null) =>
+  Effect.promise(() =>
+    fetch(url, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        ...(secret === null ? {} : { "x-telegram-bot-api-secret-token": secret })
+      },
+      body: typeof body === "string" ? body : JSON.stringify(body)
+    }).then(async (r) => ({ status: r.status, body: await r.text() }))
+  )
+
+export const start = (startOptions: StartOptions = {}) =>
+  Effect.gen(function*() {
+    const fake = startOptions.fake ?? (yield* Fake.make())
+    const turns: Array<Turn> = []
+    const agent = (startOptions.agent ?? echoAgent)(turns)
+    const webhook = startOptions.webhook ?? true
+    const channel = Telegram.make({
+      token: fake.token,
+      apiBase: fake.url,
+      stream: false,
+      ...(webhook ? { webhookUrl: "https://bot.example.test/telegram/webhook", secretToken: SECRET } : {}),
+      ...startOptions.options
+    })
+    const hostLayer = startOptions.authorizer === undefined ?
+      TestHost.layer({
+        channels: [channel],
+        target: Agent.layer(agent),
+        ...(startOptions.store === undefined ? {} : { store: startOptions.store })
+      }) :
+      AgentHostModule.layer({ channels: [channel] }).pipe(
+        Layer.provideMerge(
+          Turns.layer.pipe(
+            Layer.provideMerge(Delivery.layer),
+            Layer.provideMerge(Delivery.layerPushInProcess),
+            Layer.provideMerge(Sessions.layerConfig),
+            Layer.provideMerge(Channels.layer),
+            Layer.provideMerge(Layer.succeed(Authorizer, startOptions.authorizer))
+          )
+        ),
+        Layer.provide(Agent.layer(agent)),
+        Layer.provide(startOptions.store ?? StateStoreModule.layerMemory),
+        Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" }))
+      )
+    const context = yield* Layer.build(hostLayer).pipe(Effect.orDie)
+    const host = Context.get(context, AgentHost)
+    const harness: Harness = {
+      fake,
+      host,
+      turns,
+      post: (body, secret = SECRET) => post(`${host.url}/telegram/webhook`, body, secret)
+    }
+    return harness
+  })
+
+let nextMessageId = 1
+
+/** A message update for a chat (private unless `chat` says otherwise). */
+export const message = (
+  chatId: number,
+  text: string,
+  extra: Record<string, unknown> = {},
+  updateId?: number
+): Record<string, unknown> => ({
+  ...(updateId === undefined ? {} : { update_id: updateId }),
+  message: {
+    message_id: nextMessageId++,
+    date: 1_700_000_000,
+    from: { id: chatId, is_bot: false, first_name: "Ada", username: "ada" },
+    chat: { id: chatId, type: "private" },
+    text,
+    ...extra
+  }
+})
+
+let nextUpdateId = 1
+export const updateId = () => nextUpdateId++
+
+/** Texts sent to a chat, in order. */
+export const sentTexts = (fake: FakeTelegram, chatId?: number) =>
+  fake.callsOf("sendMessage").filter((c) => chatId === undefined || Number(c.params.chat_id) === chatId).map((c) =>
+    String(c.params.text)
+  )
