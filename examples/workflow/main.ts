@@ -3,7 +3,11 @@
  * `npx tsx examples/workflow/main.ts` (then `POST /invocations` with a `session_id`).
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Layer } from "effect"
+import { Effect, Layer } from "effect"
+import * as Server from "../../src/Server.js"
 import * as Host from "./Host.js"
 
-NodeRuntime.runMain(Layer.launch(Host.layerFromEnv), { disablePrettyLogger: true })
+Layer.launch(Host.layerFromEnv).pipe(
+  Effect.provide(Server.layerLogging),
+  NodeRuntime.runMain({ disablePrettyLogger: true })
+)
