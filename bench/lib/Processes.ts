@@ -211,3 +211,16 @@ export const tsxArgs = (script: string, ...rest: ReadonlyArray<string>) => [
   Path.join(root, script),
   ...rest
 ]
+
+/** CPU seconds (user + system) a process has used so far, from /proc; undefined off Linux. */
+export const cpuSeconds = (pid: number | undefined): number | undefined => {
+  if (pid === undefined) return undefined
+  try {
+    const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    // Fields after the command (which may contain spaces): state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  } catch {
+    return undefined
+  }
+}

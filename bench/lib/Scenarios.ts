@@ -11,7 +11,7 @@ import type { BenchArgs } from "./Args.js"
 import type { Loader, LoadResult } from "./Load.js"
 import { load } from "./Load.js"
 import type { Server } from "./Processes.js"
-import { awaitReady, lastJsonLine, pinned, pinning, root, run, spawnServer, tempDir } from "./Processes.js"
+import { awaitReady, cpuSeconds, lastJsonLine, pinned, pinning, root, run, spawnServer, tempDir } from "./Processes.js"
 import type { SseResult } from "./SseClient.js"
 import { median } from "./Stats.js"
 
@@ -133,14 +133,43 @@ const withHost = async (
 
 // JSON load ----------------------------------------------------------------------------------------------------
 
-const jsonLoad = async (ctx: Context, url: string, body: string): Promise<LoadResult> => {
-  await load(ctx.loader, { url, body, connections: ctx.args.connections, durationSeconds: ctx.warmupSeconds })
-  return load(ctx.loader, { url, body, connections: ctx.args.connections, durationSeconds: ctx.args.duration })
+// Server CPU time per unit of work: steadier than throughput when the machine is shared, because it does not
+// count the time the server waited for a core.
+const cpuPer = (server: Server, work: () => Promise<number>) => async (): Promise<number> => {
+  const before = cpuSeconds(server.child.pid)
+  const units = await work()
+  const after = cpuSeconds(server.child.pid)
+  return before === undefined || after === undefined || units === 0 ? NaN : ((after - before) * 1e6) / units
 }
 
-const jsonReadings = (result: LoadResult, baseline: string | undefined): RoundOutcome => {
+const jsonLoad = async (ctx: Context, server: Server, url: string, body: string) => {
+  await load(ctx.loader, { url, body, connections: ctx.args.connections, durationSeconds: ctx.warmupSeconds })
+  let result: LoadResult | undefined
+  const cpu = await cpuPer(server, async () => {
+    result = await load(ctx.loader, {
+      url,
+      body,
+      connections: ctx.args.connections,
+      durationSeconds: ctx.args.duration
+    })
+    return result.requests
+  })()
+  return { ...result!, cpuMicrosPerRequest: cpu }
+}
+
+const jsonReadings = (
+  result: LoadResult & { readonly cpuMicrosPerRequest: number },
+  baseline: string | undefined
+): RoundOutcome => {
   const notes = result.failures > 0 ? [`${result.failures} failed or non-2xx responses`] : undefined
   return readings([
+    {
+      metric: "server CPU/req",
+      unit: "µs",
+      value: result.cpuMicrosPerRequest,
+      better: "lower",
+      ...(baseline === undefined ? {} : { baseline: `${baseline}/server CPU/req` })
+    },
     {
       metric: "req/s",
       unit: "req/s",
@@ -171,7 +200,7 @@ const hostJson = (path: string, body: string): Scenario["round"] => (ctx) =>
     const probed = await probeRoute(url, body)
     if (typeof probed === "string") return skip(probed)
     if (probed.status !== 200) return skip(`not available: ${path} answered ${probed.status}: ${probed.body}`)
-    return jsonReadings(await jsonLoad(ctx, url, body), "raw-json")
+    return jsonReadings(await jsonLoad(ctx, host.server, url, body), "raw-json")
   })
 
 // SSE load -----------------------------------------------------------------------------------------------------
@@ -190,11 +219,22 @@ const sseRun = async (ctx: Context, url: string, body: string, connections: numb
   return json
 }
 
-const sseReadings = async (ctx: Context, url: string, body: string, baseline: string | undefined) => {
+const sseReadings = async (
+  ctx: Context,
+  server: Server,
+  url: string,
+  body: string,
+  baseline: string | undefined
+) => {
   const unloadedSeconds = Math.min(3, ctx.args.duration)
   const unloaded = await sseRun(ctx, url, body, 1, unloadedSeconds)
   await sseRun(ctx, url, body, ctx.args.connections, ctx.warmupSeconds)
-  const loaded = await sseRun(ctx, url, body, ctx.args.connections, ctx.args.duration)
+  let loaded: SseResult | undefined
+  const cpu = await cpuPer(server, async () => {
+    loaded = await sseRun(ctx, url, body, ctx.args.connections, ctx.args.duration)
+    return loaded.events
+  })()
+  if (loaded === undefined) throw new Error("the SSE run did not finish")
   const failures = unloaded.failures + loaded.failures
   const notes = failures > 0
     ? [`${failures} failed streams (first: ${loaded.firstFailure ?? unloaded.firstFailure})`]
@@ -202,6 +242,7 @@ const sseReadings = async (ctx: Context, url: string, body: string, baseline: st
   const base = (metric: string) => baseline === undefined ? {} : { baseline: `${baseline}/${metric}` }
   return readings([
     { metric: "events/s", unit: "ev/s", value: loaded.eventsPerSecond, better: "higher", ...base("events/s") },
+    { metric: "server CPU/event", unit: "µs", value: cpu, better: "lower", ...base("server CPU/event") },
     { metric: "streams/s", unit: "st/s", value: loaded.streamsPerSecond, better: "higher", ...base("streams/s") },
     { metric: "events/stream", unit: "ev", value: loaded.events / Math.max(1, loaded.streams), better: "higher" },
     { metric: "TTFB unloaded p50", unit: "ms", value: unloaded.ttfbP50, better: "lower", ...base("TTFB unloaded p50") },
@@ -227,7 +268,7 @@ const hostSse = (path: string, body: string): Scenario["round"] => (ctx) =>
         `not available: ${path} answered ${probed.status} without an event stream: ${probed.body.slice(0, 200)}`
       )
     }
-    return sseReadings(ctx, url, body, "raw-sse")
+    return sseReadings(ctx, host.server, url, body, "raw-sse")
   })
 
 // Telegram -----------------------------------------------------------------------------------------------------
@@ -452,7 +493,7 @@ export const scenarios: ReadonlyArray<Scenario> = [
     needs: [],
     round: async (ctx) => {
       const raw = await ctx.raw()
-      return jsonReadings(await jsonLoad(ctx, `${raw.url}/json`, JSON.stringify({ message: "hi" })), undefined)
+      return jsonReadings(await jsonLoad(ctx, raw, `${raw.url}/json`, JSON.stringify({ message: "hi" })), undefined)
     }
   },
   {
@@ -463,7 +504,7 @@ export const scenarios: ReadonlyArray<Scenario> = [
     needs: [],
     round: async (ctx) => {
       const raw = await ctx.raw()
-      return sseReadings(ctx, `${raw.url}/sse`, JSON.stringify({ message: "hi" }), undefined)
+      return sseReadings(ctx, raw, `${raw.url}/sse`, JSON.stringify({ message: "hi" }), undefined)
     }
   },
   {
