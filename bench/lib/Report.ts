@@ -257,6 +257,7 @@ export const write = (dir: string, report: Report) => {
     `${report.generatedAt} · ${Object.entries(report.machine).map(([k, v]) => `${k}: ${String(v)}`).join(" · ")}`,
     "",
     "Ratios are medians over rounds divided by the raw node:http baseline's median from the same run.",
+    "",
     ""
   ].join("\n")
   Fs.writeFileSync(`${md}.tmp`, header + render(report, true) + "\n")
