@@ -1,0 +1,574 @@
+/**
+ * The scenarios. Each runs once per round and returns readings (or, in its first round, why it is skipped).
+ * Baselines (raw-*) run against the raw node:http server started in the same run; host scenarios start the
+ * real `npm start` composition (src/main.ts → Server.layerFromEnv, default agent) as a pinned child process
+ * with its state in a temp dir, and probe their route first so a missing feature is skipped, not failed.
+ */
+import * as Fs from "node:fs"
+import * as Http from "node:http"
+import * as Path from "node:path"
+import type { BenchArgs } from "./Args.js"
+import type { Loader, LoadResult } from "./Load.js"
+import { load } from "./Load.js"
+import type { Server } from "./Processes.js"
+import { awaitReady, cpuSeconds, lastJsonLine, pinned, pinning, root, run, spawnServer, tempDir } from "./Processes.js"
+import type { SseResult } from "./SseClient.js"
+import { median } from "./Stats.js"
+
+export interface Reading {
+  readonly metric: string
+  readonly unit: string
+  readonly value: number
+  readonly better: "higher" | "lower"
+  /** `scenario/metric` of the raw figure this one is a ratio to. */
+  readonly baseline?: string
+}
+
+export type RoundOutcome =
+  | { readonly _tag: "Readings"; readonly readings: ReadonlyArray<Reading>; readonly notes?: ReadonlyArray<string> }
+  | { readonly _tag: "Skip"; readonly reason: string }
+
+export interface Context {
+  readonly args: BenchArgs
+  readonly loader: Loader
+  /** The raw baseline server, started on first use and shared by every round. */
+  readonly raw: () => Promise<Server>
+  readonly warmupSeconds: number
+  readonly log: (line: string) => void
+}
+
+export interface Scenario {
+  readonly name: string
+  readonly title: string
+  readonly measures: string
+  readonly baseline?: boolean
+  /** Baseline scenarios whose figures this one is a ratio to. */
+  readonly needs: ReadonlyArray<string>
+  readonly round: (ctx: Context, round: number) => Promise<RoundOutcome>
+}
+
+const readings = (list: ReadonlyArray<Reading>, notes?: ReadonlyArray<string>): RoundOutcome => ({
+  _tag: "Readings",
+  readings: list,
+  ...(notes === undefined ? {} : { notes })
+})
+const skip = (reason: string): RoundOutcome => ({ _tag: "Skip", reason })
+
+const tsxLoader = import.meta.resolve("tsx")
+const mainScript = Path.join(root, "src/main.ts")
+
+// Host -------------------------------------------------------------------------------------------------------
+
+export interface Host {
+  readonly server: Server
+  readonly dir: string
+  readonly readyMs: number
+  readonly stop: () => Promise<void>
+}
+
+/** Starts `src/main.ts` pinned to the server core, cwd and state in a fresh temp dir, logs to a file there. */
+export const startHost = async (ctx: Context, env: Record<string, string> = {}): Promise<Host> => {
+  const dir = tempDir("bench-host")
+  const server = await spawnServer({
+    name: "host",
+    nodeArgs: ["--import", tsxLoader, mainScript],
+    cwd: dir,
+    logFile: Path.join(dir, "host.log"),
+    env: {
+      LOG_LEVEL: ctx.args.logLevel,
+      AGENT_HOST_STATE_DIR: dir,
+      STATE_DIR: dir,
+      ...env
+    }
+  })
+  const ready = await awaitReady(server, 60_000, 5)
+  return {
+    server,
+    dir,
+    readyMs: ready - server.spawnedAt,
+    stop: async () => {
+      await server.stop()
+      Fs.rmSync(dir, { recursive: true, force: true })
+    }
+  }
+}
+
+interface Probed {
+  readonly status: number
+  readonly body: string
+}
+
+export const post = (url: string, body: string, headers: Record<string, string> = {}): Promise<Probed> =>
+  fetch(url, {
+    method: "POST",
+    body,
+    headers: { "content-type": "application/json", ...headers },
+    signal: AbortSignal.timeout(10_000)
+  }).then(async (r) => ({ status: r.status, body: await r.text() }))
+
+const probeRoute = async (
+  url: string,
+  body: string,
+  headers: Record<string, string> = {}
+): Promise<string | Probed> => {
+  const probed = await post(url, body, headers)
+  if (probed.status === 404 || probed.status === 405) {
+    return `not available: ${new URL(url).pathname} answered ${probed.status} (route not mounted on this branch)`
+  }
+  return probed
+}
+
+const withHost = async (
+  ctx: Context,
+  env: Record<string, string>,
+  use: (host: Host) => Promise<RoundOutcome>
+): Promise<RoundOutcome> => {
+  const host = await startHost(ctx, env)
+  try {
+    return await use(host)
+  } finally {
+    await host.stop()
+  }
+}
+
+// JSON load ----------------------------------------------------------------------------------------------------
+
+// Server CPU time per unit of work: steadier than throughput when the machine is shared, because it does not
+// count the time the server waited for a core.
+const cpuPer = (server: Server, work: () => Promise<number>) => async (): Promise<number> => {
+  const before = cpuSeconds(server.child.pid)
+  const units = await work()
+  const after = cpuSeconds(server.child.pid)
+  return before === undefined || after === undefined || units === 0 ? NaN : ((after - before) * 1e6) / units
+}
+
+const jsonLoad = async (ctx: Context, server: Server, url: string, body: string) => {
+  await load(ctx.loader, { url, body, connections: ctx.args.connections, durationSeconds: ctx.warmupSeconds })
+  let result: LoadResult | undefined
+  const cpu = await cpuPer(server, async () => {
+    result = await load(ctx.loader, {
+      url,
+      body,
+      connections: ctx.args.connections,
+      durationSeconds: ctx.args.duration
+    })
+    return result.requests
+  })()
+  return { ...result!, cpuMicrosPerRequest: cpu }
+}
+
+const jsonReadings = (
+  result: LoadResult & { readonly cpuMicrosPerRequest: number },
+  baseline: string | undefined
+): RoundOutcome => {
+  const notes = result.failures > 0 ? [`${result.failures} failed or non-2xx responses`] : undefined
+  return readings([
+    {
+      metric: "server CPU/req",
+      unit: "µs",
+      value: result.cpuMicrosPerRequest,
+      better: "lower",
+      ...(baseline === undefined ? {} : { baseline: `${baseline}/server CPU/req` })
+    },
+    {
+      metric: "req/s",
+      unit: "req/s",
+      value: result.requestsPerSecond,
+      better: "higher",
+      ...(baseline === undefined ? {} : { baseline: `${baseline}/req/s` })
+    },
+    {
+      metric: "p50",
+      unit: "ms",
+      value: result.p50,
+      better: "lower",
+      ...(baseline === undefined ? {} : { baseline: `${baseline}/p50` })
+    },
+    {
+      metric: "p99",
+      unit: "ms",
+      value: result.p99,
+      better: "lower",
+      ...(baseline === undefined ? {} : { baseline: `${baseline}/p99` })
+    }
+  ], notes)
+}
+
+const hostJson = (path: string, body: string): Scenario["round"] => (ctx) =>
+  withHost(ctx, {}, async (host) => {
+    const url = `${host.server.url}${path}`
+    const probed = await probeRoute(url, body)
+    if (typeof probed === "string") return skip(probed)
+    if (probed.status !== 200) return skip(`not available: ${path} answered ${probed.status}: ${probed.body}`)
+    return jsonReadings(await jsonLoad(ctx, host.server, url, body), "raw-json")
+  })
+
+// SSE load -----------------------------------------------------------------------------------------------------
+
+const sseRun = async (ctx: Context, url: string, body: string, connections: number, seconds: number) => {
+  const options = JSON.stringify({ url, body, connections, durationSeconds: seconds })
+  const { args, command } = pinned(pinning.load, process.execPath, [
+    "--import",
+    tsxLoader,
+    Path.join(root, "bench/lib/SseClient.ts"),
+    options
+  ])
+  const result = await run(command, args, (seconds + 30) * 1_000)
+  const json = lastJsonLine<SseResult>(result.stdout)
+  if (json === undefined) throw new Error(`the SSE client failed (${result.code}): ${result.stderr}`)
+  return json
+}
+
+const sseReadings = async (
+  ctx: Context,
+  server: Server,
+  url: string,
+  body: string,
+  baseline: string | undefined
+) => {
+  const unloadedSeconds = Math.min(3, ctx.args.duration)
+  const unloaded = await sseRun(ctx, url, body, 1, unloadedSeconds)
+  await sseRun(ctx, url, body, ctx.args.connections, ctx.warmupSeconds)
+  let loaded: SseResult | undefined
+  const cpu = await cpuPer(server, async () => {
+    loaded = await sseRun(ctx, url, body, ctx.args.connections, ctx.args.duration)
+    return loaded.events
+  })()
+  if (loaded === undefined) throw new Error("the SSE run did not finish")
+  const failures = unloaded.failures + loaded.failures
+  const notes = failures > 0
+    ? [`${failures} failed streams (first: ${loaded.firstFailure ?? unloaded.firstFailure})`]
+    : []
+  const base = (metric: string) => baseline === undefined ? {} : { baseline: `${baseline}/${metric}` }
+  return readings([
+    { metric: "events/s", unit: "ev/s", value: loaded.eventsPerSecond, better: "higher", ...base("events/s") },
+    { metric: "server CPU/event", unit: "µs", value: cpu, better: "lower", ...base("server CPU/event") },
+    { metric: "streams/s", unit: "st/s", value: loaded.streamsPerSecond, better: "higher", ...base("streams/s") },
+    { metric: "events/stream", unit: "ev", value: loaded.events / Math.max(1, loaded.streams), better: "higher" },
+    { metric: "TTFB unloaded p50", unit: "ms", value: unloaded.ttfbP50, better: "lower", ...base("TTFB unloaded p50") },
+    {
+      metric: `TTFB @${ctx.args.connections}c p50`,
+      unit: "ms",
+      value: loaded.ttfbP50,
+      better: "lower",
+      ...base(`TTFB @${ctx.args.connections}c p50`)
+    }
+  ], notes)
+}
+
+const words = (n: number) => Array.from({ length: n }, (_, i) => `w${i}`).join(" ")
+
+const hostSse = (path: string, body: string): Scenario["round"] => (ctx) =>
+  withHost(ctx, {}, async (host) => {
+    const url = `${host.server.url}${path}`
+    const probed = await probeRoute(url, body)
+    if (typeof probed === "string") return skip(probed)
+    if (probed.status !== 200 || !probed.body.includes("data:")) {
+      return skip(
+        `not available: ${path} answered ${probed.status} without an event stream: ${probed.body.slice(0, 200)}`
+      )
+    }
+    return sseReadings(ctx, host.server, url, body, "raw-sse")
+  })
+
+// Telegram -----------------------------------------------------------------------------------------------------
+
+const telegramToken = "123456:bench-token"
+const telegramSecret = "bench-secret"
+
+interface FakeBotApi {
+  readonly url: string
+  readonly sent: Array<number>
+  readonly close: () => Promise<void>
+}
+
+/** A fake Bot API on loopback: answers every method, records when each sendMessage arrived. */
+const fakeBotApi = (): Promise<FakeBotApi> =>
+  new Promise((resolve) => {
+    const sent: Array<number> = []
+    let messageId = 0
+    const server = Http.createServer((request, response) => {
+      const chunks: Array<Buffer> = []
+      request.on("data", (c: Buffer) => chunks.push(c))
+      request.on("end", () => {
+        const method = (request.url ?? "").split("/").pop()?.split("?")[0] ?? ""
+        let body: Record<string, unknown> = {}
+        try {
+          body = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}") as Record<string, unknown>
+        } catch {
+          // form bodies: answer anyway
+        }
+        const reply = (result: unknown, delay = 0) =>
+          setTimeout(() => {
+            response.writeHead(200, { "content-type": "application/json" })
+            response.end(JSON.stringify({ ok: true, result }))
+          }, delay)
+        if (method === "sendMessage" || method === "editMessageText") {
+          sent.push(performance.now())
+          const chat = { id: Number(body.chat_id ?? 0), type: "private" }
+          return reply({ message_id: ++messageId, date: Math.floor(Date.now() / 1000), chat, text: body.text ?? "" })
+        }
+        if (method === "getMe") return reply({ id: 1, is_bot: true, first_name: "bench", username: "bench_bot" })
+        if (method === "getUpdates") return reply([], 1_000)
+        return reply(true)
+      })
+    })
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as { port: number }).port
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        sent,
+        close: () =>
+          new Promise((done) => {
+            server.closeAllConnections()
+            server.close(() => done())
+          })
+      })
+    })
+  })
+
+const telegramUpdate = (i: number) => {
+  const user = 10_000 + i
+  return JSON.stringify({
+    update_id: 500_000 + i,
+    message: {
+      message_id: i + 1,
+      date: Math.floor(Date.now() / 1000),
+      chat: { id: user, type: "private", first_name: `u${i}` },
+      from: { id: user, is_bot: false, first_name: `u${i}` },
+      text: `hello ${i}`
+    }
+  })
+}
+
+const telegramRound: Scenario["round"] = async (ctx) => {
+  const api = await fakeBotApi()
+  try {
+    const env = {
+      TELEGRAM_BOT_TOKEN: telegramToken,
+      TELEGRAM_TOKEN: telegramToken,
+      TELEGRAM_API_BASE_URL: api.url,
+      TELEGRAM_API_URL: api.url,
+      TELEGRAM_BASE_URL: api.url,
+      TELEGRAM_WEBHOOK_SECRET: telegramSecret,
+      TELEGRAM_SECRET_TOKEN: telegramSecret,
+      TELEGRAM_MODE: "webhook",
+      AGENT_HOST_TELEGRAM: "true"
+    }
+    return await withHost(ctx, env, async (host) => {
+      const url = `${host.server.url}/telegram/webhook`
+      const headers = { "x-telegram-bot-api-secret-token": telegramSecret }
+      const probed = await probeRoute(url, telegramUpdate(-1), headers)
+      if (typeof probed === "string") return skip(probed)
+      if (probed.status >= 300) return skip(`not available: the webhook answered ${probed.status}: ${probed.body}`)
+      // Wait for the probe's own reply so it is not counted.
+      const settle = performance.now() + 2_000
+      while (api.sent.length === 0 && performance.now() < settle) await new Promise((r) => setTimeout(r, 10))
+      api.sent.length = 0
+      const updates = ctx.args.smoke ? 100 : 2_000
+      const acks: Array<number> = []
+      let failures = 0
+      let next = 0
+      const t0 = performance.now()
+      const worker = async () => {
+        while (next < updates) {
+          const i = next++
+          const s = performance.now()
+          const r = await post(url, telegramUpdate(i), headers).catch(() => ({ status: 0, body: "" }))
+          acks.push(performance.now() - s)
+          if (r.status >= 300 || r.status === 0) failures++
+        }
+      }
+      await Promise.all(Array.from({ length: Math.min(ctx.args.connections, updates) }, worker))
+      const deadline = performance.now() + 30_000
+      while (api.sent.length < updates - failures && performance.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 10))
+      }
+      const last = api.sent.length === 0 ? performance.now() : api.sent[api.sent.length - 1]!
+      const sorted = [...acks].sort((a, b) => a - b)
+      const notes: Array<string> = []
+      if (failures > 0) notes.push(`${failures} webhook posts failed`)
+      if (api.sent.length < updates) notes.push(`${api.sent.length} of ${updates} updates answered within 30 s`)
+      return readings([
+        { metric: "ack p50", unit: "ms", value: median(sorted), better: "lower" },
+        { metric: "ack p99", unit: "ms", value: sorted[Math.ceil(sorted.length * 0.99) - 1] ?? NaN, better: "lower" },
+        { metric: "turns/s", unit: "turns/s", value: api.sent.length / ((last - t0) / 1_000), better: "higher" }
+      ], notes)
+    })
+  } finally {
+    await api.close()
+  }
+}
+
+// In-process probes --------------------------------------------------------------------------------------------
+
+const runnerModule = Path.join(root, "src/TaskRunner.ts")
+
+const runProbe = async (script: string, args: ReadonlyArray<string>, nodeFlags: ReadonlyArray<string> = []) => {
+  const cmd = pinned(pinning.server, process.execPath, [
+    ...nodeFlags,
+    "--import",
+    tsxLoader,
+    Path.join(root, script),
+    ...args
+  ])
+  const result = await run(cmd.command, cmd.args, 300_000)
+  const json = lastJsonLine<Record<string, unknown>>(result.stdout)
+  if (json === undefined) throw new Error(`${script} failed (${result.code}): ${result.stderr.slice(-2_000)}`)
+  return json
+}
+
+const runnerTasks: Scenario["round"] = async (ctx) => {
+  if (!Fs.existsSync(runnerModule)) return skip("not available: src/TaskRunner.ts does not exist on this branch")
+  const tasks = ctx.args.smoke ? 2_000 : 50_000
+  const out = await runProbe("bench/probes/Runner.ts", ["throughput", String(tasks)])
+  if (typeof out.skip === "string") return skip(`not available: ${out.skip}`)
+  return readings([{ metric: "tasks/s", unit: "tasks/s", value: Number(out.tasksPerSecond), better: "higher" }])
+}
+
+const runnerResume: Scenario["round"] = async (ctx) => {
+  if (!Fs.existsSync(runnerModule)) return skip("not available: src/TaskRunner.ts does not exist on this branch")
+  const tasks = ctx.args.smoke ? 1_000 : 10_000
+  const dir = tempDir("bench-runner")
+  try {
+    const filled = await runProbe("bench/probes/Runner.ts", ["fill", String(tasks), dir])
+    if (typeof filled.skip === "string") return skip(`not available: ${filled.skip}`)
+    const out = await runProbe("bench/probes/Runner.ts", ["resume", String(tasks), dir])
+    if (typeof out.skip === "string") return skip(`not available: ${out.skip}`)
+    return readings([{ metric: `resume ${tasks} pending`, unit: "ms", value: Number(out.resumeMs), better: "lower" }])
+  } finally {
+    Fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+const sessionMemory: Scenario["round"] = async (ctx) => {
+  const list: Array<Reading> = []
+  for (const keys of ctx.args.sessionKeys) {
+    const out = await runProbe("bench/probes/SessionMemory.ts", [String(keys)], ["--expose-gc"])
+    const at = keys >= 1_000 ? `${keys / 1_000}k` : String(keys)
+    list.push(
+      { metric: `live heap/key @${at}`, unit: "B", value: Number(out.liveHeapPerKey), better: "lower" },
+      { metric: `live RSS/key @${at}`, unit: "B", value: Number(out.liveRssPerKey), better: "lower" },
+      { metric: `idle heap/key @${at}`, unit: "B", value: Number(out.idleHeapPerKey), better: "lower" }
+    )
+  }
+  return readings(list)
+}
+
+const coldStart: Scenario["round"] = async (ctx) => {
+  const samples = ctx.args.smoke ? 1 : 3
+  const raw: Array<number> = []
+  const host: Array<number> = []
+  for (let i = 0; i < samples; i++) {
+    const server = await spawnServer({ name: "raw", nodeArgs: [Path.join(root, "bench/servers/raw.mjs")] })
+    raw.push((await awaitReady(server, 30_000, 2)) - server.spawnedAt)
+    await server.stop()
+    const h = await startHost(ctx)
+    host.push(h.readyMs)
+    await h.stop()
+  }
+  return readings([
+    {
+      metric: "spawn → ready",
+      unit: "ms",
+      value: median(host),
+      better: "lower",
+      baseline: "cold-start/raw spawn → ready"
+    },
+    { metric: "raw spawn → ready", unit: "ms", value: median(raw), better: "lower" }
+  ])
+}
+
+// The list -----------------------------------------------------------------------------------------------------
+
+const invocationSseInput = words(36)
+const responsesSseInput = words(29)
+
+export const scenarios: ReadonlyArray<Scenario> = [
+  {
+    name: "raw-json",
+    title: "raw node:http JSON",
+    measures: "baseline: POST a small JSON body, parse it, answer a small JSON object",
+    baseline: true,
+    needs: [],
+    round: async (ctx) => {
+      const raw = await ctx.raw()
+      return jsonReadings(await jsonLoad(ctx, raw, `${raw.url}/json`, JSON.stringify({ message: "hi" })), undefined)
+    }
+  },
+  {
+    name: "raw-sse",
+    title: "raw node:http SSE",
+    measures: "baseline: POST, answer a 50-event SSE stream written at once",
+    baseline: true,
+    needs: [],
+    round: async (ctx) => {
+      const raw = await ctx.raw()
+      return sseReadings(ctx, raw, `${raw.url}/sse`, JSON.stringify({ message: "hi" }), undefined)
+    }
+  },
+  {
+    name: "invocations-json",
+    title: "Invocations JSON",
+    measures: "POST /invocations {message} through the host and default agent, new session per request",
+    needs: ["raw-json"],
+    round: hostJson("/invocations", JSON.stringify({ message: "hi" }))
+  },
+  {
+    name: "invocations-sse",
+    title: "Invocations SSE",
+    measures: "POST /invocations {message, stream:true}: ~50 data frames per stream (one per word + [DONE])",
+    needs: ["raw-sse"],
+    round: hostSse("/invocations", JSON.stringify({ message: invocationSseInput, stream: true }))
+  },
+  {
+    name: "responses-json",
+    title: "Responses JSON",
+    measures: "POST /v1/responses {model, input:\"hi\"} (OpenAI Responses channel)",
+    needs: ["raw-json"],
+    round: hostJson("/v1/responses", JSON.stringify({ model: "x", input: "hi" }))
+  },
+  {
+    name: "responses-sse",
+    title: "Responses SSE",
+    measures: "POST /v1/responses {stream:true}: ~50 events per stream; events/s and TTFB, unloaded and loaded",
+    needs: ["raw-sse"],
+    round: hostSse("/v1/responses", JSON.stringify({ model: "x", input: responsesSseInput, stream: true }))
+  },
+  {
+    name: "telegram-webhook",
+    title: "Telegram webhook burst",
+    measures:
+      "a burst of updates from distinct chats to POST /telegram/webhook: ack latency, replies/s to a fake Bot API",
+    needs: [],
+    round: telegramRound
+  },
+  {
+    name: "runner-tasks",
+    title: "Durable runner throughput",
+    measures: "TaskRunner.layerMemory: schedule N no-op tasks, time until all ran",
+    needs: [],
+    round: runnerTasks
+  },
+  {
+    name: "runner-resume",
+    title: "Runner resume after restart",
+    measures: "TaskRunner.layerSqlite: 10k pending tasks left by a killed process, time until all ran after restart",
+    needs: [],
+    round: runnerResume
+  },
+  {
+    name: "cold-start",
+    title: "Cold start",
+    measures: "spawn src/main.ts (tsx) → first 200 on GET /readiness; raw: spawn raw.mjs → first 200",
+    needs: [],
+    round: coldStart
+  },
+  {
+    name: "session-memory",
+    title: "Session actor memory",
+    measures: "in-process Sessions.layer: heap/RSS per key after one turn on N keys (live), and after a sweep (idle)",
+    needs: [],
+    round: sessionMemory
+  }
+]

@@ -1,0 +1,63 @@
+/**
+ * Keeps the benchmark suite working: runs `bench/run.ts --smoke` on three scenarios as a child process and
+ * checks that it printed the ratio table and wrote both results files. It times nothing.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { spawn } from "node:child_process"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+
+const root = Path.resolve(import.meta.dirname, "..")
+
+const runBench = (out: string) =>
+  Effect.async<{ code: number | null; stdout: string; stderr: string }>((resume) => {
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        Path.join(root, "bench/run.ts"),
+        "--smoke",
+        "--only",
+        "raw-json,invocations-json,session-memory",
+        "--out",
+        out
+      ],
+      { cwd: root, stdio: ["ignore", "pipe", "pipe"] }
+    )
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
+    const timer = setTimeout(() => child.kill("SIGKILL"), 55_000)
+    child.once("exit", (code) => {
+      clearTimeout(timer)
+      resume(Effect.succeed({ code, stdout, stderr }))
+    })
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      child.kill("SIGKILL")
+    })
+  })
+
+describe("bench --smoke", () => {
+  it.live("prints a ratio table and writes latest.json and latest.md", () =>
+    Effect.gen(function*() {
+      const out = Fs.mkdtempSync(Path.join(Os.tmpdir(), "bench-smoke-"))
+      const result = yield* runBench(out)
+      assert.strictEqual(result.code, 0, `bench exited with ${result.code}:\n${result.stdout}\n${result.stderr}`)
+      assert.include(result.stdout, "ratio to raw")
+      assert.match(result.stdout, /invocations-json\s+req\/s\s.*\d\.\d\dx/)
+      assert.match(result.stdout, /session-memory\s+live heap\/key @2k/)
+      const report = JSON.parse(Fs.readFileSync(Path.join(out, "latest.json"), "utf8"))
+      const figure = report.figures.find((f: { key: string }) => f.key === "invocations-json/req/s")
+      assert.isDefined(figure)
+      assert.isAbove(figure.ratio, 0)
+      assert.strictEqual(figure.baseline, "raw-json/req/s")
+      assert.isTrue(report.targets.some((t: { status: string }) => t.status === "met" || t.status === "missed"))
+      assert.include(Fs.readFileSync(Path.join(out, "latest.md"), "utf8"), "| scenario | figure |")
+      Fs.rmSync(out, { recursive: true, force: true })
+    }), { timeout: 60_000 })
+})
