@@ -32,11 +32,11 @@ export const freePort: Effect.Effect<number> = Effect.async<number>((resume) => 
   })
 })
 
-/** Spawns the server; does not wait for readiness. */
-export const spawnServer = (env: Record<string, string>, port?: number) =>
+/** Spawns the server (or `entry`, a path relative to the repository root); does not wait for readiness. */
+export const spawnServer = (env: Record<string, string>, port?: number, entry = "src/main.ts") =>
   Effect.gen(function*() {
     const p = port ?? (yield* freePort)
-    const child = spawn(process.execPath, ["--import", "tsx", Path.join(root, "src/main.ts")], {
+    const child = spawn(process.execPath, ["--import", "tsx", Path.join(root, entry)], {
       cwd: root,
       env: { ...process.env, PORT: String(p), HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
       stdio: ["ignore", "pipe", "pipe"]
@@ -90,8 +90,8 @@ export const awaitReady = (server: RunningServer, timeoutMs = 30_000) =>
   })
 
 /** Starts the server, waits for readiness, and kills it (SIGKILL) when the scope closes. */
-export const start = (env: Record<string, string>, port?: number) =>
+export const start = (env: Record<string, string>, port?: number, entry?: string) =>
   Effect.acquireRelease(
-    Effect.flatMap(spawnServer(env, port), (s) => awaitReady(s)),
+    Effect.flatMap(spawnServer(env, port, entry), (s) => awaitReady(s)),
     (server) => server.kill("SIGKILL")
   )
