@@ -10,6 +10,7 @@
  */
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { ParseResult } from "effect"
 import {
   Clock,
   Config,
@@ -214,6 +215,9 @@ export interface TaskBackend {
 
 interface Handler {
   readonly definition: TaskDefinition<any, any>
+  // Compiled once: building a codec per call dominates the hot path.
+  readonly encode: (payload: unknown) => Effect.Effect<string, ParseResult.ParseError>
+  readonly decode: (json: string) => Effect.Effect<unknown, ParseResult.ParseError>
   readonly run: (payload: any, context: TaskContext) => Effect.Effect<void, TaskFailure>
   readonly retry: Schedule.Schedule<unknown, TaskFailure>
 }
@@ -354,9 +358,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
           yield* update(entry, { status: "pending", attempts: row.attempts - 1 })
           return yield* enqueueAt(entry, row.updatedAt + 1_000)
         }
-        const decoded = yield* Schema.decodeUnknown(Schema.parseJson(handler.definition.payload))(row.payload).pipe(
-          Effect.either
-        )
+        const decoded = yield* Effect.either(handler.decode(row.payload))
         if (decoded._tag === "Left") {
           return yield* finish(entry, "failed", `the payload does not decode: ${decoded.left.message}`)
         }
@@ -473,7 +475,14 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
             new TaskRunnerError({ message: `a task handler named "${definition.name}" is already registered` })
           )
         }
-        handlers.set(definition.name, { definition, run, retry: registerOptions?.retry ?? fallbackRetry })
+        const codec = Schema.parseJson(definition.payload)
+        handlers.set(definition.name, {
+          definition,
+          encode: Schema.encode(codec) as Handler["encode"],
+          decode: Schema.decodeUnknown(codec) as Handler["decode"],
+          run,
+          retry: registerOptions?.retry ?? fallbackRetry
+        })
         return Effect.void
       })
 
@@ -503,7 +512,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
           const raced = byKey.get(key)
           if (raced !== undefined) return { id: raced, name: definition.name, idempotencyKey: key }
         }
-        const encoded = yield* Schema.encode(Schema.parseJson(definition.payload))(payload).pipe(
+        const encoded = yield* handler.encode(payload).pipe(
           Effect.mapError((e) =>
             new TaskRunnerError({ message: `the payload of task "${definition.name}" does not encode: ${e.message}` })
           )
