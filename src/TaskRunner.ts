@@ -740,8 +740,9 @@ const toSql = (row: TaskRecord): SqlRow => ({
   updated_at: row.updatedAt
 })
 
-// 12 columns per row; SQLite allows 32 766 bound parameters per statement.
-const ROWS_PER_STATEMENT = 1000
+// Fixed statement sizes, so the client's prepared-statement cache holds a handful of texts instead of preparing
+// a new multi-row statement for every batch size (preparing dominated the write path).
+const CHUNKS = [256, 64, 16, 4, 1] as const
 
 /** Rows in a SQLite table (migrations tracked in their own table). */
 export const sqliteBackend = Effect.gen(function*() {
@@ -758,8 +759,12 @@ export const sqliteBackend = Effect.gen(function*() {
     write: (batch) => {
       const rows = batch.map(toSql)
       const statements: Array<Effect.Effect<unknown, unknown>> = []
-      for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) {
-        statements.push(upsert(rows.slice(i, i + ROWS_PER_STATEMENT)))
+      let i = 0
+      for (const size of CHUNKS) {
+        while (rows.length - i >= size) {
+          statements.push(upsert(rows.slice(i, i + size)))
+          i += size
+        }
       }
       const all = Effect.all(statements, { discard: true })
       return (statements.length === 1 ? all : sql.withTransaction(all)).pipe(
