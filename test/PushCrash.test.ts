@@ -16,9 +16,9 @@ interface Received {
   readonly seq: number
 }
 
-const PUSHES = 600
+const PUSHES = 2000
 const HELD = 40
-const KILLS = 3
+const KILLS = 4
 const CONCURRENCY = 16
 
 /** The fake destination: records every accepted delivery; held keys get 503 until released. */
@@ -116,7 +116,7 @@ describe("durable pushes survive kill -9", () => {
           kills++
           const replyCount = new Set(fake.received.filter((r) => !r.isEcho).map((r) => r.key)).size
           yield* Effect.log(`kill ${kills} after ${wait} ms: ${replyCount} keys answered so far`)
-          if (kills === 2) fake.release()
+          if (kills === 3) fake.release()
           server = yield* boot
         }
 
