@@ -301,6 +301,21 @@ export const layerCore: Layer.Layer<
   Target | StateStore | HostConfig
 > = layerCoreWith(Authorization.layerConfig)
 
+/**
+ * `layerCore` with another push scheduler in place of the in-process one, e.g. `DurablePush.layerMemory` or
+ * `DurablePush.layerSqlite` (which also provide the `TaskRunner`).
+ */
+export const layerCoreWith = <ROut, E, RIn>(
+  push: Layer.Layer<Delivery.PushScheduler | ROut, E, RIn>
+) =>
+  Turns.layer.pipe(
+    Layer.provideMerge(Delivery.layer),
+    Layer.provideMerge(push),
+    Layer.provideMerge(Sessions.layerConfig),
+    Layer.provideMerge(Channels.layer),
+    Layer.provideMerge(layerAllowAll)
+  )
+
 /** `layer` with `layerCore` under it. */
 export const layerWithCore = <E, R>(options: Options<E, R>) => layer(options).pipe(Layer.provideMerge(layerCore))
 

@@ -3,7 +3,7 @@
  * shaping a private copy per destination, scheduling pushes to non-originating destinations, and recording the
  * caller's identity once delivery is resolved (so `active` can reach another channel).
  */
-import { Clock, Context, Data, Effect, Layer, Option, Schedule } from "effect"
+import { Clock, Context, Data, Effect, Layer, Option, Random, Schedule } from "effect"
 import type { ResponseHookContext } from "./Channel.js"
 import { Channels } from "./Channels.js"
 import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
@@ -26,6 +26,10 @@ export interface DeliveryPlan {
   readonly includesOriginating: boolean
   readonly destinations: ReadonlyArray<Destination>
   readonly skipped: ReadonlyArray<SkippedTarget>
+  /** False for the default `originating` target: nothing to record on the reply. */
+  readonly annotate: boolean
+  /** The request the plan was resolved for (after the run hook); delivery uses it over the channel's copy. */
+  readonly request?: ChannelRequest
 }
 
 /** One push: a reply (and optionally the echoed input) for one destination. JSON-safe, so it can be persisted. */
@@ -57,11 +61,16 @@ export interface DeliveryShape {
 
 export class Delivery extends Context.Tag("effect-agent-host/Delivery")<Delivery, DeliveryShape>() {}
 
-export const originatingOnly: DeliveryPlan = { includesOriginating: true, destinations: [], skipped: [] }
+export const originatingOnly: DeliveryPlan = {
+  includesOriginating: true,
+  destinations: [],
+  skipped: [],
+  annotate: false
+}
 
 /** Stamps the delivery decision on the assistant messages; this annotated form is what history stores. */
 export const annotate = (response: AgentResponse, request: ChannelRequest, plan: DeliveryPlan): AgentResponse => {
-  if (plan === originatingOnly) return response
+  if (!plan.annotate) return response
   const intendedTargets = plan.destinations.map((d) => identityToken(d.identity))
   const messages = response.messages.map((message): Message => {
     if (message.role !== "assistant") return message
@@ -88,6 +97,11 @@ export const echoOf = (request: ChannelRequest, result: HostedRunResult): Hosted
   }
 })
 
+const randomBase = Effect.map(
+  Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
+  ([a, b]) => `reply_${a.toString(36)}${b.toString(36)}`
+)
+
 export const make = Effect.gen(function*() {
   const store = yield* StateStore
   const channels = yield* Channels
@@ -95,17 +109,24 @@ export const make = Effect.gen(function*() {
 
   const resolve = Effect.fnUntraced(function*(request: ChannelRequest) {
     const target = request.responseTarget
-    if (target === undefined || target.kind === "originating") return originatingOnly
-    if (target.kind === "none") return { includesOriginating: false, destinations: [], skipped: [] }
+    if (target === undefined || target.kind === "originating") return { ...originatingOnly, request }
+    if (target.kind === "none") {
+      return { includesOriginating: false, destinations: [], skipped: [], annotate: true, request }
+    }
     const key = request.session?.isolationKey
     const from = request.channel
     const candidates: Array<Destination> = []
     const skipped: Array<SkippedTarget> = []
     let includesOriginating = false
+    // A destination is the requester itself when it names the requesting channel and the requester's own id
+    // (or the requester has no identity): that is the originating reply, never a push.
+    const isRequester = (channel: string, nativeId: string) =>
+      channel === from && (request.identity === undefined || request.identity.nativeId === nativeId)
     const registered = key === undefined ? [] : yield* store.identities(key)
     const byChannel = new Map(registered.map((identity) => [identity.channel as string, identity]))
     switch (target.kind) {
       case "active": {
+        // The registry still holds the state from before this request: the caller is recorded after delivery.
         const active = key === undefined ? Option.none() : yield* store.activeChannel(key)
         if (Option.isNone(active)) skipped.push({ target: "active", reason: "no active channel is known" })
         else if (active.value === from) includesOriginating = true
@@ -118,27 +139,19 @@ export const make = Effect.gen(function*() {
       }
       case "all_linked": {
         const linked = key === undefined ? [] : yield* store.linksFor(key)
-        const seen = new Set<string>()
-        for (const identity of registered) {
+        const everyone: Array<ChannelIdentity> = [
+          ...registered,
+          ...linked.map((link) => ({ channel: link.channel, nativeId: link.nativeId }) as ChannelIdentity)
+        ]
+        for (const identity of everyone) {
           if (identity.channel === from) includesOriginating = true
-          else if (!seen.has(identityToken(identity))) {
-            seen.add(identityToken(identity))
-            candidates.push({ channel: identity.channel, identity })
-          }
-        }
-        for (const link of linked) {
-          const identity = { channel: link.channel, nativeId: link.nativeId } as ChannelIdentity
-          if (link.channel === from) includesOriginating = true
-          else if (!seen.has(identityToken(identity))) {
-            seen.add(identityToken(identity))
-            candidates.push({ channel: link.channel, identity })
-          }
+          else candidates.push({ channel: identity.channel, identity })
         }
         break
       }
       case "identities": {
         for (const identity of target.identities ?? []) {
-          if (identity.channel === from) includesOriginating = true
+          if (isRequester(identity.channel, identity.nativeId)) includesOriginating = true
           else candidates.push({ channel: identity.channel, identity })
         }
         break
@@ -153,7 +166,8 @@ export const make = Effect.gen(function*() {
           if (colon > 0) {
             const channel = token.slice(0, colon)
             const nativeId = token.slice(colon + 1)
-            if (channel === from && nativeId === request.identity?.nativeId) includesOriginating = true
+            if (nativeId.length === 0) skipped.push({ target: token, reason: "empty native id" })
+            else if (isRequester(channel, nativeId)) includesOriginating = true
             else candidates.push({ channel, identity: { channel, nativeId } as ChannelIdentity })
             continue
           }
@@ -165,12 +179,16 @@ export const make = Effect.gen(function*() {
       }
     }
     const destinations: Array<Destination> = []
+    const seen = new Set<string>()
     for (const destination of candidates) {
+      const token = identityToken(destination.identity)
+      if (seen.has(token)) continue
+      seen.add(token)
       const channel = channels.unsafeGet(destination.channel)
       if (channel === undefined) {
-        skipped.push({ target: identityToken(destination.identity), reason: "no channel with that name" })
+        skipped.push({ target: token, reason: "no channel with that name" })
       } else if (channel.contribution.push === undefined) {
-        skipped.push({ target: identityToken(destination.identity), reason: "the channel cannot push" })
+        skipped.push({ target: token, reason: "the channel cannot push" })
       } else destinations.push(destination)
     }
     for (const s of skipped) {
@@ -184,7 +202,7 @@ export const make = Effect.gen(function*() {
       )
       includesOriginating = true
     }
-    return { includesOriginating, destinations, skipped }
+    return { includesOriginating, destinations, skipped, annotate: true, request }
   })
 
   const shape = (
@@ -196,31 +214,40 @@ export const make = Effect.gen(function*() {
     return hook === undefined ? Effect.succeed(result) : hook(structuredClone(result), context)
   }
 
-  const deliver = Effect.fnUntraced(function*(request: ChannelRequest, result: HostedRunResult, plan: DeliveryPlan) {
+  const deliver = Effect.fnUntraced(function*(
+    channelRequest: ChannelRequest,
+    result: HostedRunResult,
+    plan: DeliveryPlan
+  ) {
+    const request = plan.request ?? channelRequest
+    let includesOriginating = plan.includesOriginating
     if (plan.destinations.length > 0) {
       const echo = request.responseTarget?.echoInput === true ? echoOf(request, result) : undefined
-      const base = request.attributes?.responseId ?? `${request.channel}:${yield* Clock.currentTimeNanos}`
+      const base = request.attributes?.responseId ?? result.response.responseId ?? (yield* randomBase)
+      let scheduled = 0
       for (const destination of plan.destinations) {
-        yield* scheduler.schedule({
-          destination,
-          request,
-          result,
-          echo,
-          idempotencyKey: `${base}->${identityToken(destination.identity)}`
-        }).pipe(
+        const token = identityToken(destination.identity)
+        yield* scheduler.schedule({ destination, request, result, echo, idempotencyKey: `${base}->${token}` }).pipe(
+          Effect.zipRight(Effect.sync(() => scheduled++)),
           Effect.catchAll((error) =>
             Effect.logWarning("push could not be scheduled").pipe(
-              Effect.annotateLogs({ target: identityToken(destination.identity), reason: error.message })
+              Effect.annotateLogs({ target: token, reason: error.message })
             )
           )
         )
+      }
+      if (scheduled === 0 && !includesOriginating) {
+        yield* Effect.logWarning("no push could be scheduled; replying on the originating channel").pipe(
+          Effect.annotateLogs({ channel: request.channel })
+        )
+        includesOriginating = true
       }
     }
     const key = request.session?.isolationKey
     if (request.identity !== undefined && key !== undefined) {
       yield* store.recordIdentity(key, request.identity, yield* Clock.currentTimeMillis)
     }
-    if (!plan.includesOriginating) return Option.none()
+    if (!includesOriginating) return Option.none()
     return Option.some(
       yield* shape(request.channel, result, {
         request,

@@ -1,0 +1,110 @@
+/**
+ * Admin routes for the task runner, as a channel: `GET /admin/tasks?status=failed&limit=100` lists tasks
+ * (dead letters with `status=failed`), `GET /admin/tasks/:id` shows one, `POST /admin/tasks/:id/replay` runs a
+ * failed or cancelled task again, `POST /admin/tasks/:id/cancel` cancels an unfinished one. Guarded by
+ * AGENT_HOST_API_KEYS (Bearer) when keys are configured.
+ */
+import { Effect, Option, Schema } from "effect"
+import type { Channel } from "./Channel.js"
+import * as ChannelModule from "./Channel.js"
+import { makeChecker } from "./http/ApiKeys.js"
+import { errorJson, json } from "./http/HttpBody.js"
+import type { TaskRecord } from "./TaskRunner.js"
+import { TaskRunner, TaskStatus } from "./TaskRunner.js"
+
+export interface Options {
+  readonly name?: string
+  readonly path?: string
+}
+
+/** A task as the admin API shows it; the payload is parsed back to JSON. */
+export const view = (record: TaskRecord) => ({
+  id: record.id,
+  name: record.name,
+  idempotency_key: record.idempotencyKey,
+  status: record.status,
+  attempts: record.attempts,
+  phase: record.phase,
+  next_attempt_at: record.nextAttemptAt,
+  last_error: record.lastError,
+  created_at: record.createdAt,
+  updated_at: record.updatedAt
+})
+
+const isStatus = Schema.is(TaskStatus)
+
+export const make = (options: Options = {}): Channel<never, TaskRunner> =>
+  ChannelModule.make(options.name ?? "admin", (ctx) =>
+    Effect.map(TaskRunner, (runner) => {
+      const authorized = makeChecker(ctx.settings.apiKeys)
+      const unauthorized = errorJson(
+        401,
+        "unauthorized",
+        "a valid API key is required: send Authorization: Bearer <key>"
+      )
+      const guard = (handler: ChannelModule.Route["handler"]): ChannelModule.Route["handler"] => (input) =>
+        authorized(input.request) ? handler(input) : Effect.succeed(unauthorized)
+
+      const list = guard((input) =>
+        Effect.gen(function*() {
+          const status = input.query.get("status")
+          if (status !== null && !isStatus(status)) {
+            return errorJson(
+              400,
+              "invalid_request",
+              `status must be one of pending, running, succeeded, failed, cancelled (got "${status.slice(0, 40)}")`
+            )
+          }
+          const limitText = input.query.get("limit")
+          const limit = limitText === null ? 100 : Number(limitText)
+          if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+            return errorJson(400, "invalid_request", "limit must be an integer from 1 to 1000")
+          }
+          const tasks = yield* runner.list(status === null ? { limit } : { status, limit })
+          return json({ tasks: tasks.map(view) })
+        })
+      )
+
+      const show = guard((input) =>
+        Effect.map(runner.get(input.params.id ?? ""), (found) =>
+          Option.isSome(found) ?
+            json({ task: view(found.value) }) :
+            errorJson(404, "not_found", `no task with id ${input.params.id}`))
+      )
+
+      const replay = guard((input) =>
+        Effect.gen(function*() {
+          const id = input.params.id ?? ""
+          const found = yield* runner.get(id)
+          if (Option.isNone(found)) return errorJson(404, "not_found", `no task with id ${id}`)
+          const replayed = yield* Effect.either(runner.replay(id))
+          if (replayed._tag === "Left") return errorJson(409, "conflict", replayed.left.message)
+          const after = yield* runner.get(id)
+          return json({ task: view(Option.getOrElse(after, () => found.value)) }, 202)
+        })
+      )
+
+      const cancel = guard((input) =>
+        Effect.gen(function*() {
+          const id = input.params.id ?? ""
+          const found = yield* runner.get(id)
+          if (Option.isNone(found)) return errorJson(404, "not_found", `no task with id ${id}`)
+          const cancelled = yield* runner.cancel(id)
+          if (!cancelled) {
+            return errorJson(409, "conflict", `task ${id} is ${found.value.status}; it cannot be cancelled`)
+          }
+          return json({ cancelled: true, id })
+        })
+      )
+
+      return {
+        path: options.path ?? "/admin",
+        routes: [
+          { method: "GET", path: "/tasks", handler: list },
+          { method: "GET", path: "/tasks/:id", handler: show },
+          { method: "POST", path: "/tasks/:id/replay", handler: replay },
+          { method: "POST", path: "/tasks/:id/cancel", handler: cancel }
+        ],
+        describe: "task runner admin"
+      }
+    }))

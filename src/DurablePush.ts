@@ -1,0 +1,156 @@
+/**
+ * Durable pushes: the `PushScheduler` (the seam in Delivery) backed by the TaskRunner. Each push is one
+ * `hosting.push` task: look up the destination channel, shape a private copy with its response hook, push
+ * the echoed input (phase 1) and then the reply (phase 2), passing the task's idempotency key. A finished
+ * phase is recorded durably, so a retry or restart never repeats it.
+ */
+import type { SqlClient } from "@effect/sql/SqlClient"
+import type { ConfigError } from "effect"
+import { Duration, Effect, Layer, Option, Schedule, Schema } from "effect"
+import type { ChannelPush, ResponseHookContext } from "./Channel.js"
+import type { RegisteredChannel } from "./Channels.js"
+import { Channels } from "./Channels.js"
+import type { PushJob } from "./Delivery.js"
+import { PushRejected, PushScheduler } from "./Delivery.js"
+import { ChannelRequest, type HostedRunResult } from "./domain/ChannelRequest.js"
+import type { HostConfigurationError } from "./domain/Errors.js"
+import { ChannelIdentity, ChannelSession } from "./domain/Identity.js"
+import { AgentResponse } from "./domain/Message.js"
+import * as RuntimeMode from "./RuntimeMode.js"
+import type { TaskFailure } from "./TaskRunner.js"
+import * as TaskRunner from "./TaskRunner.js"
+
+/** A push as stored with its task. `result` only when the target's result is not the response itself. */
+export const PushTask = Schema.Struct({
+  channel: Schema.String,
+  identity: ChannelIdentity,
+  request: ChannelRequest,
+  response: AgentResponse,
+  result: Schema.optional(Schema.Unknown),
+  session: Schema.optional(ChannelSession),
+  sessionId: Schema.optional(Schema.String),
+  echo: Schema.optional(AgentResponse)
+})
+export type PushTask = typeof PushTask.Type
+
+export const pushTask = TaskRunner.define("hosting.push", PushTask)
+
+export const PHASE_ECHO_DONE = 1
+
+export const toTask = (job: PushJob): PushTask => {
+  const hosted = job.result
+  return {
+    channel: job.destination.channel,
+    identity: job.destination.identity,
+    request: job.request,
+    response: hosted.response,
+    ...(hosted.result === hosted.response || hosted.result === undefined ? {} : { result: hosted.result }),
+    ...(hosted.session === undefined ? {} : { session: hosted.session }),
+    ...(hosted.sessionId === undefined ? {} : { sessionId: hosted.sessionId }),
+    ...(job.echo === undefined ? {} : { echo: job.echo.response })
+  }
+}
+
+// Channels register while the host builds, after the runner may have resumed stored tasks: wait briefly.
+const channelLookup = Schedule.spaced(Duration.millis(50)).pipe(Schedule.upTo(Duration.seconds(10)))
+
+export const make = Effect.gen(function*() {
+  const runner = yield* TaskRunner.TaskRunner
+  const channels = yield* Channels
+
+  const findChannel = (name: string) =>
+    Effect.suspend(() => {
+      const channel = channels.unsafeGet(name)
+      return channel === undefined ? Effect.fail(undefined) : Effect.succeed(channel)
+    }).pipe(Effect.retry(channelLookup), Effect.option)
+
+  const send = (
+    channel: RegisteredChannel,
+    push: ChannelPush,
+    task: PushTask,
+    result: HostedRunResult,
+    isEcho: boolean,
+    idempotencyKey: string
+  ): Effect.Effect<void, TaskFailure> => {
+    const hook = channel.contribution.hooks?.response
+    const context: ResponseHookContext = {
+      request: task.request,
+      channel: channel.name,
+      destination: task.identity,
+      originating: false,
+      isEcho
+    }
+    // Each destination shapes its own copy: nothing a hook does can reach another destination.
+    const shaped = hook === undefined ? Effect.succeed(result) : hook(structuredClone(result), context)
+    return Effect.flatMap(shaped, (r) => push.push(task.identity, r, { isEcho, idempotencyKey }))
+  }
+
+  yield* runner.register(pushTask, (task, context) =>
+    Effect.gen(function*() {
+      const found = yield* findChannel(task.channel)
+      const channel = Option.getOrUndefined(found)
+      const push = channel?.contribution.push
+      if (channel === undefined || push === undefined) {
+        return yield* Effect.fail<TaskFailure>({
+          retryable: false,
+          message: `no channel named "${task.channel}" that can push is registered`
+        })
+      }
+      const reply: HostedRunResult = {
+        result: task.result === undefined ? task.response : task.result,
+        response: task.response,
+        session: task.session,
+        sessionId: task.sessionId
+      }
+      if (task.echo !== undefined && context.phase < PHASE_ECHO_DONE) {
+        const echo: HostedRunResult = { ...reply, result: undefined, response: task.echo }
+        yield* send(channel, push, task, echo, true, context.idempotencyKey).pipe(
+          // A terminal echo failure must not cost the reply; retryable ones retry the task (echo first).
+          Effect.catchIf((failure) => !failure.retryable, (failure) =>
+            Effect.logWarning("echo push failed terminally; sending the reply without it").pipe(
+              Effect.annotateLogs({ channel: task.channel, error: failure.message })
+            ))
+        )
+        yield* context.completePhase(PHASE_ECHO_DONE)
+      }
+      yield* send(channel, push, task, reply, false, context.idempotencyKey)
+    }))
+  yield* runner.start
+
+  return PushScheduler.of({
+    schedule: (job) =>
+      runner.schedule(pushTask, toTask(job), { idempotencyKey: job.idempotencyKey }).pipe(
+        Effect.mapError((e) => new PushRejected({ message: e.message })),
+        Effect.asVoid
+      )
+  })
+})
+
+/** Pushes through the TaskRunner in context (registers `hosting.push` and starts the runner). */
+export const layer: Layer.Layer<PushScheduler, TaskRunner.TaskRunnerError, TaskRunner.TaskRunner | Channels> = Layer
+  .effect(PushScheduler, make)
+
+const runnerOptions = Effect.orElseSucceed(TaskRunner.optionsConfig, () => ({}))
+
+/**
+ * The in-process runner: pushes survive nothing. Refused in ephemeral runtime mode unless
+ * AGENT_HOST_ALLOW_IN_PROCESS_RUNNER=true. A drop-in for `Delivery.layerPushInProcess`.
+ */
+export const layerMemory: Layer.Layer<
+  PushScheduler | TaskRunner.TaskRunner,
+  TaskRunner.TaskRunnerError | HostConfigurationError | ConfigError.ConfigError,
+  Channels
+> = layer.pipe(
+  Layer.provideMerge(Layer.unwrapScoped(
+    Effect.zipRight(RuntimeMode.checkInProcessRunner, Effect.map(runnerOptions, TaskRunner.layerMemory))
+  ))
+)
+
+/** The durable runner on the `SqlClient` in context (the state database). */
+export const layerSqlite: Layer.Layer<
+  PushScheduler | TaskRunner.TaskRunner,
+  TaskRunner.TaskRunnerError,
+  Channels | SqlClient
+> = layer.pipe(
+  Layer.provideMerge(Layer.unwrapEffect(Effect.map(runnerOptions, TaskRunner.layerSqlite)))
+)

@@ -1,0 +1,403 @@
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schema, Scope, TestClock } from "effect"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import type { TaskContext, TaskFailure, TaskRunnerShape } from "../src/TaskRunner.js"
+import * as TaskRunner from "../src/TaskRunner.js"
+
+const Job = TaskRunner.define("test.job", Schema.Struct({ n: Schema.Number }))
+
+const noJitter: TaskRunner.RetryPolicy = {
+  maxAttempts: 5,
+  initialDelayMillis: 1_000,
+  factor: 2,
+  maxDelayMillis: 60_000,
+  jitter: false
+}
+
+interface Seen {
+  readonly n: number
+  readonly attempt: number
+  readonly phase: number
+  readonly key: string
+  readonly at: number
+}
+
+/** Builds a runner in `scope` whose handler answers with `behave` per attempt. */
+const build = (
+  scope: Scope.Scope,
+  behave: (n: number, context: TaskContext) => Effect.Effect<void, TaskFailure>,
+  layer: Layer.Layer<TaskRunner.TaskRunner, TaskRunner.TaskRunnerError> = TaskRunner.layerMemory()
+) =>
+  Effect.gen(function*() {
+    const seen: Array<Seen> = []
+    const context = yield* Layer.buildWithScope(layer, scope)
+    const r = Context.get(context, TaskRunner.TaskRunner)
+    yield* r.register(Job, ({ n }, ctx) =>
+      Effect.flatMap(
+        Effect.clockWith((c) => c.currentTimeMillis),
+        (at) => {
+          seen.push({ n, attempt: ctx.attempt, phase: ctx.phase, key: ctx.idempotencyKey, at })
+          return behave(n, ctx)
+        }
+      ))
+    yield* r.start
+    return { runner: r, seen }
+  })
+
+const settle = Effect.repeatN(Effect.yieldNow(), 50)
+
+/** Waits (yielding, real I/O may be involved) until `check` holds. */
+const until = (check: () => boolean, what: string) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 20_000; i++) {
+      if (check()) return
+      yield* i % 100 === 99 ? Effect.promise(() => new Promise((r) => setImmediate(r))) : Effect.yieldNow()
+    }
+    assert.fail(`timed out waiting for ${what}`)
+  })
+
+/** Waits until a sleep ends at `at` on the test clock (a retry timer has been set). */
+const untilSleep = (at: number) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 20_000; i++) {
+      const sleeps = yield* TestClock.sleeps()
+      if ([...sleeps].includes(at)) return
+      yield* i % 100 === 99 ? Effect.promise(() => new Promise((r) => setImmediate(r))) : Effect.yieldNow()
+    }
+    assert.fail(`no timer for ${at}`)
+  })
+
+const awaitStatus = (runner: TaskRunnerShape, id: string, status: TaskRunner.TaskStatus) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 20_000; i++) {
+      const s = yield* runner.status(id)
+      if (Option.isSome(s) && s.value === status) return
+      yield* i % 100 === 99 ? Effect.promise(() => new Promise((r) => setImmediate(r))) : Effect.yieldNow()
+    }
+    const s = yield* runner.status(id)
+    assert.fail(`task ${id} is ${Option.getOrElse(s, () => "unknown")}, expected ${status}`)
+  })
+
+describe("TaskRunner (memory)", () => {
+  it.scoped("retries on the schedule's delays, then succeeds", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const { runner, seen } = yield* build(scope, (_n, ctx) =>
+        ctx.attempt < 3 ? Effect.fail({ retryable: true, message: "busy" }) : Effect.void)
+      const handle = yield* runner.schedule(Job, { n: 1 }, { retry: noJitter })
+      yield* settle
+      assert.strictEqual(seen.length, 1)
+      yield* TestClock.adjust("999 millis")
+      yield* settle
+      assert.strictEqual(seen.length, 1)
+      yield* TestClock.adjust("1 millis")
+      yield* settle
+      assert.strictEqual(seen.length, 2)
+      yield* TestClock.adjust("1999 millis")
+      yield* settle
+      assert.strictEqual(seen.length, 2)
+      yield* TestClock.adjust("1 millis")
+      yield* awaitStatus(runner, handle.id, "succeeded")
+      assert.deepStrictEqual(
+        seen.map((s) =>
+          s.at
+        ),
+        [0, 1000, 3000]
+      )
+      const record = Option.getOrThrow(yield* runner.get(handle.id))
+      assert.strictEqual(record.attempts, 3)
+    }))
+
+  it.scoped("default schedule: jittered exponential from 1 s, 5 attempts, then a dead letter", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const { runner, seen } = yield* build(scope, () => Effect.fail({ retryable: true, message: "down" }))
+      const handle = yield* runner.schedule(Job, { n: 1 })
+      for (let i = 0; i < 8; i++) {
+        yield* settle
+        yield* TestClock.adjust("10 seconds")
+      }
+      yield* awaitStatus(runner, handle.id, "failed")
+      assert.strictEqual(seen.length, 5)
+      const gaps = seen.slice(1).map((s, i) => s.at - seen[i]!.at)
+      // The test clock advances in 10 s steps, so each gap is the first step past the jittered delay.
+      for (const gap of gaps) assert.isAtMost(gap, 20_000)
+      const dead = yield* runner.list({ status: "failed" })
+      assert.deepStrictEqual(dead.map((r) => r.id), [handle.id])
+      assert.strictEqual(dead[0]!.lastError, "down")
+    }))
+
+  it.effect("the default schedule's delays: 1, 2, 4, 8 s (jittered ±20%), capped at 60 s", () =>
+    Effect.gen(function*() {
+      const schedule = TaskRunner.defaultRetry
+      let state = schedule.initial
+      const delays: Array<number> = []
+      for (let i = 0; i < 5; i++) {
+        const [next, , decision] = yield* schedule.step(0, undefined, state)
+        if (decision._tag === "Done") break
+        state = next
+        delays.push(decision.intervals.intervals.pipe((c) => [...c][0]!.startMillis))
+      }
+      assert.strictEqual(delays.length, 4)
+      ;[1000, 2000, 4000, 8000].forEach((base, i) => {
+        assert.isAtLeast(delays[i]!, base * 0.8)
+        assert.isAtMost(delays[i]!, base * 1.2)
+      })
+      const capped = TaskRunner.retrySchedule({ ...TaskRunner.defaultRetryPolicy, maxAttempts: 12 })
+      let s = capped.initial
+      let last = 0
+      for (let i = 0; i < 11; i++) {
+        const [next, , decision] = yield* capped.step(0, undefined, s)
+        s = next
+        if (decision._tag === "Continue") last = [...decision.intervals.intervals][0]!.startMillis
+      }
+      assert.strictEqual(last, 60_000)
+    }))
+
+  it.scoped("a retry-after replaces the next delay", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const { runner, seen } = yield* build(scope, (_n, ctx) =>
+        ctx.attempt === 1 ?
+          Effect.fail({ retryable: true, retryAfterMillis: 7_000, message: "429" }) :
+          Effect.void)
+      const handle = yield* runner.schedule(Job, { n: 1 }, { retry: noJitter })
+      yield* settle
+      yield* TestClock.adjust("6999 millis")
+      yield* settle
+      assert.strictEqual(seen.length, 1)
+      yield* TestClock.adjust("1 millis")
+      yield* awaitStatus(runner, handle.id, "succeeded")
+      assert.deepStrictEqual(seen.map((s) => s.at), [0, 7000])
+    }))
+
+  it.scoped("a terminal failure is not retried", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const { runner, seen } = yield* build(scope, () => Effect.fail({ retryable: false, message: "403 forbidden" }))
+      const handle = yield* runner.schedule(Job, { n: 1 })
+      yield* awaitStatus(runner, handle.id, "failed")
+      yield* TestClock.adjust("5 minutes")
+      yield* settle
+      assert.strictEqual(seen.length, 1)
+      assert.strictEqual(Option.getOrThrow(yield* runner.get(handle.id)).lastError, "403 forbidden")
+    }))
+
+  it.scoped("the same idempotency key runs once; the handler receives the key", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const { runner, seen } = yield* build(scope, () => Effect.void)
+      const a = yield* runner.schedule(Job, { n: 1 }, { idempotencyKey: "k-1" })
+      const b = yield* runner.schedule(Job, { n: 2 }, { idempotencyKey: "k-1" })
+      assert.strictEqual(a.id, b.id)
+      yield* awaitStatus(runner, a.id, "succeeded")
+      const c = yield* runner.schedule(Job, { n: 3 }, { idempotencyKey: "k-1" })
+      assert.strictEqual(c.id, a.id)
+      yield* settle
+      assert.deepStrictEqual(seen.map((s) => [s.n, s.key]), [[1, "k-1"]])
+    }))
+
+  it.scoped("the phase cursor survives a retry", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const phases: Array<string> = []
+      const { runner, seen } = yield* build(scope, (_n, ctx) =>
+        Effect.gen(function*() {
+          if (ctx.phase < 1) {
+            phases.push("echo")
+            yield* ctx.completePhase(1)
+          }
+          if (ctx.attempt === 1) return yield* Effect.fail({ retryable: true, message: "reply failed" })
+          phases.push("reply")
+        }))
+      const handle = yield* runner.schedule(Job, { n: 1 }, { retry: noJitter })
+      yield* settle
+      yield* TestClock.adjust("1 second")
+      yield* awaitStatus(runner, handle.id, "succeeded")
+      assert.deepStrictEqual(phases, ["echo", "reply"])
+      assert.deepStrictEqual(seen.map((s) => s.phase), [0, 1])
+    }))
+
+  it.scoped("cancel: a waiting task never runs; a running one is interrupted", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const started = yield* Deferred.make<void>()
+      const { runner, seen } = yield* build(scope, (n) =>
+        n === 2 ? Effect.zipRight(Deferred.succeed(started, undefined), Effect.never) : Effect.void)
+      const later = yield* runner.schedule(Job, { n: 1 }, { delay: "1 minute" })
+      assert.isTrue(yield* runner.cancel(later.id))
+      assert.isFalse(yield* runner.cancel(later.id))
+      const busy = yield* runner.schedule(Job, { n: 2 })
+      yield* Deferred.await(started)
+      assert.isTrue(yield* runner.cancel(busy.id))
+      yield* awaitStatus(runner, busy.id, "cancelled")
+      yield* TestClock.adjust("2 minutes")
+      yield* settle
+      assert.deepStrictEqual(
+        seen.map((s) =>
+          s.n
+        ),
+        [2]
+      )
+      assert.deepStrictEqual(Option.getOrThrow(yield* runner.status(later.id)), "cancelled")
+    }))
+
+  it.scoped("replay runs a dead letter again with a fresh budget", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      let healthy = false
+      const { runner, seen } = yield* build(scope, () =>
+        healthy ? Effect.void : Effect.fail({ retryable: false, message: "bad gateway config" }))
+      const handle = yield* runner.schedule(Job, { n: 1 })
+      yield* awaitStatus(runner, handle.id, "failed")
+      const notFailed = yield* runner.schedule(Job, { n: 9 })
+      healthy = true
+      yield* awaitStatus(runner, notFailed.id, "succeeded")
+      const refused = yield* Effect.flip(runner.replay(notFailed.id))
+      assert.include(refused.message, "only failed or cancelled")
+      const again = yield* runner.replay(handle.id)
+      assert.strictEqual(again.id, handle.id)
+      yield* awaitStatus(runner, handle.id, "succeeded")
+      assert.strictEqual(Option.getOrThrow(yield* runner.get(handle.id)).attempts, 1)
+      assert.deepStrictEqual(
+        seen.map((s) =>
+          s.n
+        ),
+        [1, 9, 1]
+      )
+    }))
+
+  it.scoped("register after start and unknown handlers are refused", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const { runner } = yield* build(scope, () => Effect.void)
+      const late = yield* Effect.flip(runner.register(TaskRunner.define("late", Schema.String), () => Effect.void))
+      assert.include(late.message, "has started")
+      const unknown = yield* Effect.flip(runner.schedule(TaskRunner.define("nope", Schema.String), "x"))
+      assert.include(unknown.message, "no task handler named \"nope\"")
+    }))
+
+  it.scoped("bounded concurrency and back-pressure on a full queue", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const gate = yield* Deferred.make<void>()
+      let active = 0
+      let peak = 0
+      const { runner } = yield* build(
+        scope,
+        () =>
+          Effect.acquireUseRelease(
+            Effect.sync(() => {
+              active++
+              peak = Math.max(peak, active)
+            }),
+            () => Deferred.await(gate),
+            () => Effect.sync(() => active--)
+          ),
+        TaskRunner.layerMemory({ concurrency: 2, queueCapacity: 2 })
+      )
+      const handles = []
+      for (let n = 0; n < 4; n++) handles.push(yield* runner.schedule(Job, { n }))
+      yield* settle
+      // Two running, two queued: the fifth waits for room.
+      const fifth = yield* Effect.fork(runner.schedule(Job, { n: 4 }))
+      yield* settle
+      assert.isNull(fifth.unsafePoll())
+      yield* Deferred.succeed(gate, undefined)
+      const h = yield* Fiber.join(fifth)
+      yield* awaitStatus(runner, h.id, "succeeded")
+      assert.strictEqual(peak, 2)
+    }))
+
+  it.effect("shutdown drains running tasks within the grace period and interrupts the rest", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const finished: Array<number> = []
+      const { runner } = yield* build(
+        scope,
+        (n) => Effect.as(Effect.sleep(Duration.seconds(n)), undefined).pipe(Effect.tap(() => finished.push(n))),
+        TaskRunner.layerMemory({ shutdownGrace: "5 seconds" })
+      )
+      const quick = yield* runner.schedule(Job, { n: 2 })
+      const slow = yield* runner.schedule(Job, { n: 30 })
+      yield* settle
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* settle
+      const refused = yield* Effect.flip(runner.schedule(Job, { n: 1 }))
+      assert.include(refused.message, "shutting down")
+      yield* TestClock.adjust("2 seconds")
+      yield* settle
+      assert.deepStrictEqual(finished, [2])
+      yield* TestClock.adjust("3 seconds")
+      yield* Fiber.join(closing)
+      assert.deepStrictEqual(finished, [2])
+      assert.strictEqual(Option.getOrThrow(yield* runner.status(quick.id)), "succeeded")
+      assert.strictEqual(Option.getOrThrow(yield* runner.status(slow.id)), "pending")
+    }))
+})
+
+const tmpDb = Effect.acquireRelease(
+  Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "tasks-"))),
+  (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
+).pipe(Effect.map((dir) => Path.join(dir, "state.db")))
+
+const sqliteRunner = (filename: string, options: TaskRunner.Options = {}) =>
+  TaskRunner.layerSqlite(options).pipe(Layer.provide(SqliteClient.layer({ filename })), Layer.orDie)
+
+describe("TaskRunner (sqlite)", () => {
+  it.scoped("resumes pending tasks after a restart with their attempts and next-attempt time", () =>
+    Effect.gen(function*() {
+      const filename = yield* tmpDb
+      const first = yield* Scope.make()
+      const one = yield* build(
+        first,
+        () => Effect.fail({ retryable: true, message: "down" }),
+        sqliteRunner(filename)
+      )
+      const handle = yield* one.runner.schedule(Job, { n: 7 }, { retry: noJitter, idempotencyKey: "resume-1" })
+      yield* untilSleep(1000)
+      yield* TestClock.adjust("1 second")
+      yield* untilSleep(3000)
+      assert.strictEqual(one.seen.length, 2)
+      const stored = Option.getOrThrow(yield* one.runner.get(handle.id))
+      assert.strictEqual(stored.attempts, 2)
+      assert.strictEqual(stored.nextAttemptAt, 3000)
+      yield* Scope.close(first, Exit.void)
+
+      const second = yield* Scope.make()
+      const two = yield* build(second, () => Effect.void, sqliteRunner(filename))
+      yield* untilSleep(3000)
+      assert.strictEqual(two.seen.length, 0)
+      yield* TestClock.adjust("2 seconds")
+      yield* awaitStatus(two.runner, handle.id, "succeeded")
+      assert.deepStrictEqual(two.seen.map((s) => [s.n, s.attempt, s.key, s.at]), [[7, 3, "resume-1", 3000]])
+      // The key is remembered across restarts.
+      const dup = yield* two.runner.schedule(Job, { n: 8 }, { idempotencyKey: "resume-1" })
+      assert.strictEqual(dup.id, handle.id)
+      yield* Scope.close(second, Exit.void)
+    }))
+
+  it.scoped("dead letters are listed and replayable from the table", () =>
+    Effect.gen(function*() {
+      const filename = yield* tmpDb
+      const scope = yield* Scope.make()
+      let healthy = false
+      const { runner } = yield* build(
+        scope,
+        () => healthy ? Effect.void : Effect.fail({ retryable: false, message: "gone" }),
+        sqliteRunner(filename)
+      )
+      const handle = yield* runner.schedule(Job, { n: 1 })
+      yield* awaitStatus(runner, handle.id, "failed")
+      yield* until(() => true, "")
+      const dead = yield* runner.list({ status: "failed" })
+      assert.deepStrictEqual(dead.map((r) => [r.id, r.lastError]), [[handle.id, "gone"]])
+      healthy = true
+      yield* runner.replay(handle.id)
+      yield* awaitStatus(runner, handle.id, "succeeded")
+      yield* Scope.close(scope, Exit.void)
+    }))
+})

@@ -1,0 +1,90 @@
+/**
+ * Small test channels with push: `POST /<name>/say` runs a turn for `{ text, user, session, target?, stream? }`
+ * and answers `{ reply }` (null when the reply went elsewhere only); `push` records every delivery.
+ */
+import { Effect, Option, Stream } from "effect"
+import type { Channel, ChannelHooks, PushFailure } from "../../src/Channel.js"
+import * as ChannelModule from "../../src/Channel.js"
+import type { ChannelRequest, HostedRunResult } from "../../src/domain/ChannelRequest.js"
+import type { ChannelIdentity, ResponseTarget } from "../../src/domain/Identity.js"
+import type { IsolationKey } from "../../src/domain/Ids.js"
+import { responseText, userMessage } from "../../src/domain/Message.js"
+import { json, readJson } from "../../src/http/HttpBody.js"
+
+export interface Delivery {
+  readonly channel: string
+  readonly nativeId: string
+  readonly isEcho: boolean
+  readonly key: string
+  readonly text: string
+  readonly roles: ReadonlyArray<string>
+}
+
+export interface Options {
+  readonly push?: boolean
+  readonly hooks?: ChannelHooks
+  /** Decides the outcome of each push; undefined delivers. */
+  readonly fail?: (delivery: Delivery) => PushFailure | undefined
+}
+
+const allText = (result: HostedRunResult) =>
+  result.response.messages.flatMap((m) => m.contents.flatMap((c) => c._tag === "text" ? [c.text] : [])).join(" ")
+
+export const make = (name: string, log: Array<Delivery>, options: Options = {}): Channel =>
+  ChannelModule.make(name, (ctx) =>
+    Effect.sync(() => {
+      const say = ChannelModule.handler((input) =>
+        Effect.gen(function*() {
+          const body = (yield* Effect.orDie(readJson(input.request, 1_000_000))) as {
+            text: string
+            user: string
+            session: string
+            target?: ResponseTarget
+            stream?: boolean
+          }
+          const request: ChannelRequest = {
+            channel: name,
+            operation: "message.create",
+            input: [userMessage(body.text)],
+            session: { isolationKey: `shared:${body.session}` as IsolationKey },
+            identity: { channel: name, nativeId: body.user } as ChannelIdentity,
+            ...(body.target === undefined ? {} : { responseTarget: body.target }),
+            stream: body.stream === true
+          }
+          if (body.stream === true) {
+            const turn = yield* Effect.orDie(ctx.runStream(request))
+            yield* Stream.runDrain(turn.updates).pipe(Effect.orDie)
+            const result = yield* Effect.orDie(turn.result)
+            const shaped = yield* ctx.deliverResponse(request, result)
+            return json({ reply: Option.isSome(shaped) ? responseText(shaped.value.response) : null })
+          }
+          const result = yield* Effect.orDie(ctx.run(request))
+          const shaped = yield* ctx.deliverResponse(request, result)
+          return json({ reply: Option.isSome(shaped) ? responseText(shaped.value.response) : null })
+        })
+      )
+      return {
+        path: `/${name}`,
+        routes: [{ method: "POST", path: "/say", handler: say }],
+        ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
+        ...(options.push === false ? {} : {
+          push: {
+            push: (identity, result, { idempotencyKey, isEcho }) =>
+              Effect.suspend(() => {
+                const delivery: Delivery = {
+                  channel: name,
+                  nativeId: identity.nativeId,
+                  isEcho,
+                  key: idempotencyKey,
+                  text: isEcho ? allText(result) : responseText(result.response),
+                  roles: result.response.messages.map((m) => m.role)
+                }
+                const failure = options.fail?.(delivery)
+                if (failure !== undefined) return Effect.fail(failure)
+                log.push(delivery)
+                return Effect.void
+              })
+          }
+        })
+      }
+    }))
