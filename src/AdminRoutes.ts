@@ -99,6 +99,7 @@ export const make = (options: Options = {}): Channel<never, TaskRunner> =>
 
       return {
         path: options.path ?? "/admin",
+        kind: "programmatic",
         routes: [
           { method: "GET", path: "/tasks", handler: list },
           { method: "GET", path: "/tasks/:id", handler: show },

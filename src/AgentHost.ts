@@ -276,45 +276,36 @@ export const layer = <E, R>(
 > => Layer.scoped(AgentHost, make(options))
 
 /**
- * Core services with the given authorization (`Authorization.layer(config)`, `Authorizer.layerAllowAll`, ...):
- * sessions from config, delivery with in-process pushes. Provide `Target`, `StateStore` and `HostConfig` to it.
+ * Core services: sessions from config, delivery, and the given authorization (`Authorization.layer(config)`,
+ * default: from the environment) and push scheduler (`DurablePush.layerSqlite` / `layerMemory`, default: in
+ * process). Provide `Target`, `StateStore` and `HostConfig` (and what the chosen layers need) to it.
  */
-export const layerCoreWith = <E, R>(
-  authorization: Layer.Layer<Authorizer, E, R>
-): Layer.Layer<
-  Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery,
-  ConfigError.ConfigError | E,
-  Target | StateStore | HostConfig | Exclude<R, Channels.Channels>
+export const layerCoreWith = <AE = never, AR = never, POut = never, PE = never, PR = never>(options: {
+  readonly authorization?: Layer.Layer<Authorizer, AE, AR>
+  readonly push?: Layer.Layer<Delivery.PushScheduler | POut, PE, PR>
+}): Layer.Layer<
+  Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery | Delivery.PushScheduler | POut,
+  ConfigError.ConfigError | AE | PE,
+  Target | StateStore | HostConfig | Exclude<AR | PR, Channels.Channels | StateStore>
 > =>
   Turns.layer.pipe(
     Layer.provideMerge(Delivery.layer),
-    Layer.provideMerge(Delivery.layerPushInProcess),
+    Layer.provideMerge(
+      (options.push ?? Delivery.layerPushInProcess) as Layer.Layer<Delivery.PushScheduler | POut, PE, PR>
+    ),
     Layer.provideMerge(Sessions.layerConfig),
-    Layer.provideMerge(authorization),
+    Layer.provideMerge(
+      (options.authorization ?? Authorization.layerConfig) as Layer.Layer<Authorizer, AE, AR>
+    ),
     Layer.provideMerge(Channels.layer)
-  )
+  ) as never
 
-/** Core services with their defaults: authorization from the environment (`AGENT_HOST_ALLOW`, open when unset). */
+/** Core services with their defaults: authorization from the environment, in-process pushes. */
 export const layerCore: Layer.Layer<
-  Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery,
+  Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery | Delivery.PushScheduler,
   ConfigError.ConfigError,
   Target | StateStore | HostConfig
-> = layerCoreWith(Authorization.layerConfig)
-
-/**
- * `layerCore` with another push scheduler in place of the in-process one, e.g. `DurablePush.layerMemory` or
- * `DurablePush.layerSqlite` (which also provide the `TaskRunner`).
- */
-export const layerCoreWith = <ROut, E, RIn>(
-  push: Layer.Layer<Delivery.PushScheduler | ROut, E, RIn>
-) =>
-  Turns.layer.pipe(
-    Layer.provideMerge(Delivery.layer),
-    Layer.provideMerge(push),
-    Layer.provideMerge(Sessions.layerConfig),
-    Layer.provideMerge(Channels.layer),
-    Layer.provideMerge(layerAllowAll)
-  )
+> = layerCoreWith({})
 
 /** `layer` with `layerCore` under it. */
 export const layerWithCore = <E, R>(options: Options<E, R>) => layer(options).pipe(Layer.provideMerge(layerCore))

@@ -2,7 +2,9 @@
  * The composition `npm start` runs, as a layer: config, logging, state, target, core services and the
  * channels the environment enables. Tests and benchmarks start exactly this.
  */
+import { SqlClient } from "@effect/sql"
 import { Config, ConfigError, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
+import * as AdminRoutes from "./AdminRoutes.js"
 import * as AgentHost from "./AgentHost.js"
 import type { Channel } from "./Channel.js"
 import * as Invocations from "./channels/Invocations.js"
@@ -10,6 +12,7 @@ import * as Responses from "./channels/Responses/index.js"
 import * as Telegram from "./channels/Telegram/Telegram.js"
 import * as WebChat from "./channels/WebChat/WebChat.js"
 import * as DefaultAgent from "./DefaultAgent.js"
+import * as DurablePush from "./DurablePush.js"
 import * as HostConfig from "./HostConfig.js"
 import * as OpenAiAgent from "./OpenAiAgent.js"
 import * as Persistence from "./Persistence.js"
@@ -67,12 +70,39 @@ export const targetFromEnv = Layer.unwrapEffect(
   )
 )
 
+// The state database's client, passed through so the durable task runner shares it (and its owner lock).
+const sqlClientPassthrough = Layer.effect(SqlClient.SqlClient, SqlClient.SqlClient)
+
+/**
+ * Everything `npm start` runs: state (SQLite in AGENT_HOST_STATE_DIR, or memory with AGENT_HOST_STATE=memory),
+ * durable pushes on the same database (in-memory runner in memory mode), the target, the channels the
+ * environment enables and the admin routes for tasks.
+ */
 export const layerFromEnv = Layer.unwrapEffect(
-  Effect.map(channelsFromEnv, (channels) =>
-    AgentHost.layerWithCore({ channels }).pipe(
+  Effect.gen(function*() {
+    const channels = yield* channelsFromEnv
+    const settings = yield* Persistence.config
+    const host = AgentHost.layer({ channels: [...channels, AdminRoutes.make()] })
+    const config = HostConfig.layerConfig()
+    if (settings.mode === "memory") {
+      return host.pipe(
+        Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),
+        Layer.provide(targetFromEnv),
+        Layer.provide(config),
+        Layer.provide(Persistence.layer(settings))
+      )
+    }
+    return host.pipe(
+      Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerSqlite })),
       Layer.provide(targetFromEnv),
-      // state: SQLite in AGENT_HOST_STATE_DIR (default ./.agent-host), or memory with AGENT_HOST_STATE=memory
-      Layer.provide(Persistence.layerConfig),
-      Layer.provide(HostConfig.layerConfig())
-    ))
+      Layer.provide(config),
+      Layer.provide(
+        Persistence.layerWith(settings, {
+          sqlite: sqlClientPassthrough,
+          // Not reached: this branch is for SQLite mode only.
+          memory: Layer.die("memory mode is composed above") as never
+        })
+      )
+    )
+  })
 )

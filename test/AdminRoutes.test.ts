@@ -20,7 +20,7 @@ const channels = [
 ]
 
 const hostLayer = AgentHost.layer({ channels }).pipe(
-  Layer.provideMerge(AgentHost.layerCoreWith(DurablePush.layerMemory)),
+  Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),
   Layer.provide(DefaultAgent.layer),
   Layer.provide(StateStore.layerMemory),
   Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", apiKeys: ["admin-key"] }))

@@ -49,7 +49,7 @@ const hostWith = <E, R>(
   agent: Agent.Agent
 ) =>
   AgentHost.layer({ channels }).pipe(
-    Layer.provideMerge(AgentHost.layerCoreWith(authorization)),
+    Layer.provideMerge(AgentHost.layerCoreWith({ authorization })),
     Layer.provide(Agent.layer(agent)),
     Layer.provideMerge(StateStoreModule.layerMemory),
     Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", apiKeys: [API_KEY] }))
