@@ -1,12 +1,13 @@
 /**
- * Validators for the Open Responses spec (`/work/shared/reference/openresponses-openapi.json`): the response
+ * Validators for the Open Responses spec (`test/fixtures/openresponses-openapi.json`): the response
  * resource, the streaming events, and output items, with the spec's `$ref`s resolved by ajv.
  */
 import { Ajv } from "ajv"
 import addFormatsModule from "ajv-formats"
 import { readFileSync } from "node:fs"
 
-const SPEC_PATH = "/work/shared/reference/openresponses-openapi.json"
+// A copy of the Open Responses OpenAPI document (Apache-2.0), kept with the tests so they run anywhere.
+const SPEC_PATH = new URL("../fixtures/openresponses-openapi.json", import.meta.url)
 const spec = JSON.parse(readFileSync(SPEC_PATH, "utf8")) as {
   readonly paths: Record<
     string,
