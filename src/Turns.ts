@@ -16,6 +16,7 @@ import { isolationKeyProblem } from "./domain/Ids.js"
 import type { AgentResponseUpdate, Message } from "./domain/Message.js"
 import { ResponseAccumulator } from "./domain/Message.js"
 import { HostConfig } from "./HostConfig.js"
+import { BoundedCache } from "./internal/BoundedCache.js"
 import type { IsolationKeys, RequestContextValue } from "./RequestContext.js"
 import { noIsolationKeys, RequestContext } from "./RequestContext.js"
 import { Sessions } from "./Sessions.js"
@@ -66,6 +67,31 @@ export const make = Effect.gen(function*() {
   const settings = yield* HostConfig
   const hostScope = yield* Effect.scope
   const plans = new WeakMap<HostedRunResult, DeliveryPlan>()
+  // Read-through caches of session ids and recent histories: this process is the state's only writer (the
+  // state directory has one owner), so they never go stale; they save two statements per turn.
+  const aliases = new BoundedCache<string, string>(100_000)
+  const histories = new BoundedCache<string, ReadonlyArray<Message>>(10_000)
+  const historyCacheMaxMessages = 200
+
+  const sessionIdOf = (key: string): Effect.Effect<string> =>
+    Effect.suspend(() => {
+      const cached = aliases.get(key)
+      if (cached !== undefined) return Effect.succeed(cached)
+      return Effect.map(store.getAlias(key), (alias) => {
+        const id = Option.getOrElse(alias, () => key)
+        aliases.set(key, id)
+        return id
+      })
+    })
+
+  const historyOf = (sessionId: string): Effect.Effect<ReadonlyArray<Message>> =>
+    Effect.suspend(() => {
+      const cached = histories.get(sessionId)
+      if (cached !== undefined) return Effect.succeed(cached)
+      return Effect.tap(store.loadHistory(sessionId), (history) => {
+        if (history.length <= historyCacheMaxMessages) histories.set(sessionId, history)
+      })
+    })
   // The request as authorized (its isolation key may differ from the channel's), so delivery records the
   // identity under the key the turn really ran in.
   const ran = new WeakMap<HostedRunResult, ChannelRequest>()
@@ -98,8 +124,8 @@ export const make = Effect.gen(function*() {
 
   const beginTurn = Effect.fnUntraced(function*(request: ChannelRequest, isolation: IsolationKeys) {
     const key = request.session?.isolationKey
-    const sessionId = key === undefined ? undefined : Option.getOrElse(yield* store.getAlias(key), () => key)
-    const history = sessionId === undefined ? [] : yield* store.loadHistory(sessionId)
+    const sessionId = key === undefined ? undefined : yield* sessionIdOf(key)
+    const history = sessionId === undefined ? [] : yield* historyOf(sessionId)
     const context: RequestContextValue = {
       channel: request.channel,
       operation: request.operation,
@@ -122,7 +148,11 @@ export const make = Effect.gen(function*() {
     const plan = yield* delivery.resolve(request)
     const annotated = annotate(response, request, plan)
     if (turn.sessionId !== undefined) {
-      yield* store.appendHistory(turn.sessionId, [...turn.input, ...annotated.messages])
+      const added = [...turn.input, ...annotated.messages]
+      yield* store.appendHistory(turn.sessionId, added)
+      const next = turn.history.length + added.length
+      if (next <= historyCacheMaxMessages) histories.set(turn.sessionId, [...turn.history, ...added])
+      else histories.delete(turn.sessionId)
     }
     const hosted: HostedRunResult = {
       result: result === response ? annotated : result,
@@ -224,12 +254,12 @@ export const make = Effect.gen(function*() {
         const low = yield* Random.nextIntBetween(0, 0x10000)
         const alias = `${isolationKey}#${high.toString(16).padStart(4, "0")}${low.toString(16).padStart(4, "0")}`
         yield* store.setAlias(isolationKey, alias)
+        aliases.set(isolationKey, alias)
         yield* Effect.logInfo("session reset").pipe(Effect.annotateLogs({ channel, session: isolationKey }))
         return alias
       })
 
-    const sessionIdFor = (isolationKey: string) =>
-      Effect.map(store.getAlias(isolationKey), Option.getOrElse(() => isolationKey))
+    const sessionIdFor = (isolationKey: string) => sessionIdOf(isolationKey)
 
     return { channel, run, runStream, deliverResponse, resetSession, settings, state: store, sessionIdFor }
   }
