@@ -1,44 +1,81 @@
 /**
- * TaskRunner throughput on SQLite (WAL, synchronous=NORMAL): schedules N no-op tasks and waits until all
- * succeeded. `npx tsx bench/taskrunner.ts [N]`.
+ * TaskRunner throughput on the host's real state database (`src/sqlite/StateDb.ts`: WAL, synchronous=NORMAL,
+ * single-owner lock): schedules N no-op tasks and waits until all succeeded. `npx tsx bench/taskrunner.ts [N]`.
+ * The pieces are exported for `bench/probes/Runner.ts` (the `runner-tasks` / `runner-resume` scenarios).
  */
-import { SqliteClient } from "@effect/sql-sqlite-node"
-import * as SqlClient from "@effect/sql/SqlClient"
 import { Deferred, Effect, Layer, Schema } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Url from "node:url"
+import * as StateDb from "../src/sqlite/StateDb.js"
 import * as TaskRunner from "../src/TaskRunner.js"
 
-const n = Number(process.argv[2] ?? 20_000)
-const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "bench-tasks-"))
-const sqlite = Layer.effectDiscard(Effect.flatMap(SqlClient.SqlClient, (sql) => sql`PRAGMA synchronous = NORMAL`)).pipe(
-  Layer.provideMerge(SqliteClient.layer({ filename: Path.join(dir, "state.db") }))
-)
-const Noop = TaskRunner.define("bench.noop", Schema.Number)
+/** The durable runner on `<dir>/state.db`, opened exactly as `npm start` opens it. */
+export const sqliteRunner = (dir: string, options: TaskRunner.Options = {}) =>
+  TaskRunner.layerSqlite(options).pipe(Layer.provide(StateDb.layer({ directory: dir })))
 
-const program = Effect.gen(function*() {
-  const runner = yield* TaskRunner.TaskRunner
-  const done = yield* Deferred.make<void>()
-  let finished = 0
-  yield* runner.register(Noop, () =>
-    Effect.sync(() => {
-      if (++finished === n) Deferred.unsafeDone(done, Effect.void)
-    }))
-  yield* runner.start
-  const start = performance.now()
-  yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), (i) => runner.schedule(Noop, i), {
-    concurrency: 512,
-    discard: true
+export const Noop = TaskRunner.define("bench.noop", Schema.Number)
+
+/** Registers a handler on `Noop` that counts runs; `done` completes once `n` have run. */
+export const countingHandler = (n: number) =>
+  Effect.gen(function*() {
+    const runner = yield* TaskRunner.TaskRunner
+    const done = yield* Deferred.make<void>()
+    const state = { finished: 0 }
+    yield* runner.register(Noop, () =>
+      Effect.sync(() => {
+        if (++state.finished === n) Deferred.unsafeDone(done, Effect.void)
+      }))
+    return { done, state }
   })
-  const scheduled = performance.now()
-  yield* Deferred.await(done)
-  const end = performance.now()
-  return `tasks: ${n}; scheduled in ${(scheduled - start).toFixed(0)} ms; all run in ${(end - start).toFixed(0)} ms; ${
-    Math.round(n / ((end - start) / 1000))
-  } tasks/s`
-}).pipe(Effect.provide(TaskRunner.layerSqlite().pipe(Layer.provide(sqlite))), Effect.scoped)
 
-Effect.runPromise(program).then((line) => console.log(line)).finally(() =>
-  Fs.rmSync(dir, { recursive: true, force: true })
-)
+/** Waits until the runner tracks no unfinished task (every `succeeded` row written). */
+export const drained = Effect.gen(function*() {
+  const runner = yield* TaskRunner.TaskRunner
+  while ((yield* runner.stats).live > 0) yield* Effect.sleep("1 millis")
+})
+
+export interface Throughput {
+  readonly tasks: number
+  readonly scheduledMs: number
+  readonly totalMs: number
+  readonly tasksPerSecond: number
+}
+
+/** Schedules `n` no-op tasks (512 schedulers at once) and times until all have succeeded. */
+export const throughput = (n: number) =>
+  Effect.gen(function*() {
+    const runner = yield* TaskRunner.TaskRunner
+    const { done } = yield* countingHandler(n)
+    yield* runner.start
+    const start = performance.now()
+    yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), (i) => runner.schedule(Noop, i), {
+      concurrency: 512,
+      discard: true
+    })
+    const scheduled = performance.now()
+    yield* Deferred.await(done)
+    yield* drained
+    const end = performance.now()
+    return {
+      tasks: n,
+      scheduledMs: scheduled - start,
+      totalMs: end - start,
+      tasksPerSecond: n / ((end - start) / 1_000)
+    } satisfies Throughput
+  })
+
+const isMain = process.argv[1] !== undefined && import.meta.url === Url.pathToFileURL(process.argv[1]).href
+
+if (isMain) {
+  const n = Number(process.argv[2] ?? 20_000)
+  const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "bench-tasks-"))
+  Effect.runPromise(throughput(n).pipe(Effect.provide(sqliteRunner(dir)), Effect.scoped)).then((r) =>
+    console.log(
+      `tasks: ${r.tasks}; scheduled in ${r.scheduledMs.toFixed(0)} ms; all run in ${r.totalMs.toFixed(0)} ms; ${
+        Math.round(r.tasksPerSecond)
+      } tasks/s`
+    )
+  ).finally(() => Fs.rmSync(dir, { recursive: true, force: true }))
+}
