@@ -240,6 +240,8 @@ export const make = <E, R>(options: Options<E, R>) =>
           Effect.async<void>((resume) => {
             server.close(() => resume(Effect.void))
             server.closeIdleConnections()
+            // A wall-clock grace for open streams, deliberately not the Effect clock: a test's TestClock must not
+            // be able to hold shutdown open.
             const timer = setTimeout(() => server.closeAllConnections(), 2_000)
             timer.unref()
           })
