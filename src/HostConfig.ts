@@ -8,6 +8,8 @@ import type { HostSettings } from "./Channel.js"
 export interface HostConfigShape extends HostSettings {
   readonly port: number
   readonly host: string
+  /** How many of a session's most recent messages a turn sees (and the host keeps cached per session). */
+  readonly historyLimit: number
 }
 
 export class HostConfig extends Context.Tag("effect-agent-host/HostConfig")<HostConfig, HostConfigShape>() {}
@@ -17,7 +19,8 @@ export const defaults: HostConfigShape = {
   host: "127.0.0.1",
   trustIsolationHeaders: false,
   maxBodyBytes: 1024 * 1024,
-  apiKeys: []
+  apiKeys: [],
+  historyLimit: 200
 }
 
 export const config: Config.Config<HostConfigShape> = Config.all({
@@ -27,6 +30,7 @@ export const config: Config.Config<HostConfigShape> = Config.all({
     Config.withDefault(defaults.trustIsolationHeaders)
   ),
   maxBodyBytes: Config.integer("AGENT_HOST_MAX_BODY_BYTES").pipe(Config.withDefault(defaults.maxBodyBytes)),
+  historyLimit: Config.integer("AGENT_HOST_HISTORY_LIMIT").pipe(Config.withDefault(defaults.historyLimit)),
   apiKeys: Config.redacted("AGENT_HOST_API_KEYS").pipe(
     Config.map((keys) => Redacted.value(keys).split(",").map((k) => k.trim()).filter((k) => k.length > 0)),
     Config.withDefault([] as ReadonlyArray<string>)

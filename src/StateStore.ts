@@ -56,7 +56,8 @@ export interface StateStoreShape {
   /** The isolation key an identity is registered under (indexed, not a scan). */
   readonly findKeyByIdentity: (channel: string, nativeId: string) => Effect.Effect<Option.Option<string>>
 
-  readonly loadHistory: (sessionId: string) => Effect.Effect<ReadonlyArray<Message>>
+  /** The session's messages, oldest first; with `limit`, only the most recent `limit` of them. */
+  readonly loadHistory: (sessionId: string, limit?: number) => Effect.Effect<ReadonlyArray<Message>>
   readonly appendHistory: (sessionId: string, messages: ReadonlyArray<Message>) => Effect.Effect<void>
 
   readonly putResponse: (response: StoredResponse) => Effect.Effect<void>
@@ -131,7 +132,11 @@ export const makeMemory: Effect.Effect<StateStoreShape> = Effect.sync(() => {
       }),
     findKeyByIdentity: (channel, nativeId) =>
       Effect.sync(() => Option.fromNullable(identityIndex.get(linkKey(channel, nativeId)))),
-    loadHistory: (sessionId) => Effect.sync(() => histories.get(sessionId)?.slice() ?? []),
+    loadHistory: (sessionId, limit) =>
+      Effect.sync(() => {
+        const history = histories.get(sessionId) ?? []
+        return limit === undefined ? history.slice() : history.slice(Math.max(0, history.length - limit))
+      }),
     appendHistory: (sessionId, messages) =>
       Effect.sync(() => {
         const history = histories.get(sessionId)

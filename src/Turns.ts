@@ -71,7 +71,10 @@ export const make = Effect.gen(function*() {
   // state directory has one owner), so they never go stale; they save two statements per turn.
   const aliases = new BoundedCache<string, string>(100_000)
   const histories = new BoundedCache<string, ReadonlyArray<Message>>(10_000)
-  const historyCacheMaxMessages = 200
+  // A turn sees the most recent `historyLimit` messages: long conversations cost the same per turn as short ones.
+  const historyLimit = Math.max(0, settings.historyLimit)
+  const recent = (messages: ReadonlyArray<Message>) =>
+    messages.length <= historyLimit ? messages : messages.slice(messages.length - historyLimit)
 
   const sessionIdOf = (key: string): Effect.Effect<string> =>
     Effect.suspend(() => {
@@ -88,9 +91,7 @@ export const make = Effect.gen(function*() {
     Effect.suspend(() => {
       const cached = histories.get(sessionId)
       if (cached !== undefined) return Effect.succeed(cached)
-      return Effect.tap(store.loadHistory(sessionId), (history) => {
-        if (history.length <= historyCacheMaxMessages) histories.set(sessionId, history)
-      })
+      return Effect.tap(store.loadHistory(sessionId, historyLimit), (history) => histories.set(sessionId, history))
     })
   // The request as authorized (its isolation key may differ from the channel's), so delivery records the
   // identity under the key the turn really ran in.
@@ -150,9 +151,7 @@ export const make = Effect.gen(function*() {
     if (turn.sessionId !== undefined) {
       const added = [...turn.input, ...annotated.messages]
       yield* store.appendHistory(turn.sessionId, added)
-      const next = turn.history.length + added.length
-      if (next <= historyCacheMaxMessages) histories.set(turn.sessionId, [...turn.history, ...added])
-      else histories.delete(turn.sessionId)
+      histories.set(turn.sessionId, recent([...turn.history, ...added]))
     }
     const hosted: HostedRunResult = {
       result: result === response ? annotated : result,

@@ -229,6 +229,19 @@ describe("AgentHost", () => {
         assert.include(yield* turn("four"), "turn 2")
       })))
 
+  it.scoped("a turn sees only the most recent messages (AGENT_HOST_HISTORY_LIMIT)", () =>
+    withHost({ channels: [probe()], settings: { historyLimit: 4 } }, (host) =>
+      Effect.gen(function*() {
+        const turn = (text: string) =>
+          Effect.map(call(`${host.url}/probe/run`, { text, key: "lim" }), (r) => JSON.parse(r.body).text)
+        assert.include(yield* turn("one"), "turn 1")
+        assert.include(yield* turn("two"), "turn 2")
+        assert.include(yield* turn("three"), "turn 3")
+        // Four messages of history (two earlier turns) are all a turn sees from now on.
+        assert.include(yield* turn("four"), "turn 3")
+        assert.include(yield* turn("five"), "turn 3")
+      })))
+
   it.scopedLive("a client that disconnects mid-stream does not cancel the turn; its result is recorded", () =>
     Effect.gen(function*() {
       const release = yield* Deferred.make<void>()

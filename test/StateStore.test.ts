@@ -83,6 +83,10 @@ const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.StateSto
         yield* store.appendHistory("s", [userMessage("again")])
         assert.deepStrictEqual(yield* store.loadHistory("s"), [...first, userMessage("again")])
         assert.deepStrictEqual(yield* store.loadHistory("other"), [userMessage("elsewhere")])
+        // With a limit: the most recent messages, still oldest first.
+        assert.deepStrictEqual(yield* store.loadHistory("s", 1), [userMessage("again")])
+        assert.deepStrictEqual(yield* store.loadHistory("s", 100), yield* store.loadHistory("s"))
+        assert.deepStrictEqual(yield* store.loadHistory("s", 0), [])
       })
     )
 

@@ -195,9 +195,13 @@ export const make = Effect.gen(function*() {
       sql<{ readonly key: string }>`SELECT key FROM identities WHERE channel = ${channel} AND native_id = ${nativeId}
         ORDER BY rowid DESC LIMIT 1`.pipe(Effect.map((rows) => Option.fromNullable(rows[0]?.key)), Effect.orDie),
 
-    loadHistory: Effect.fnUntraced(function*(sessionId: string) {
-      const rows = yield* sql<HistoryRow>`SELECT id, message FROM chat_history WHERE session_id = ${sessionId}
-        ORDER BY id`.pipe(Effect.orDie)
+    loadHistory: Effect.fnUntraced(function*(sessionId: string, limit?: number) {
+      const rows = limit === undefined ?
+        yield* sql<HistoryRow>`SELECT id, message FROM chat_history WHERE session_id = ${sessionId}
+          ORDER BY id`.pipe(Effect.orDie) :
+        // The most recent `limit` rows (the index is (session_id, id)), returned oldest first.
+        (yield* sql<HistoryRow>`SELECT id, message FROM chat_history WHERE session_id = ${sessionId}
+          ORDER BY id DESC LIMIT ${limit}`.pipe(Effect.orDie)).slice().reverse()
       const messages: Array<Message> = []
       for (const row of rows) {
         const decoded = decodeMessage(row.message)
