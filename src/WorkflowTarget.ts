@@ -385,6 +385,9 @@ export const layer = <
   | Error["Context"]
 > => Layer.scoped(Target, make(workflow, execute, options)) as never
 
+/** What an engine layer provides: the engine and the workflow store. */
+export type EngineAndStore = WorkflowEngine.WorkflowEngine | WorkflowStore
+
 /** The in-memory engine and store: nothing survives the process. For tests. */
 export const layerEngineMemory: Layer.Layer<WorkflowEngine.WorkflowEngine | WorkflowStore> = Layer.merge(
   WorkflowEngine.layerMemory,

@@ -1,6 +1,10 @@
+import { SqliteClient } from "@effect/sql-sqlite-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Activity } from "@effect/workflow"
 import { Context, Deferred, Effect, Layer } from "effect"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
 import * as AgentHost from "../src/AgentHost.js"
 import { AgentHost as Host } from "../src/AgentHost.js"
 import * as HostConfig from "../src/HostConfig.js"
@@ -32,19 +36,35 @@ const post = (url: string, body: unknown) =>
   )
 
 /** The host with a push channel, an Invocations-free core, the gated workflow, and the recovery loop on top. */
-const hostWith = (log: Array<Delivery>, push: boolean) =>
+const hostWith = (
+  log: Array<Delivery>,
+  push: boolean,
+  options: {
+    readonly engine?: Layer.Layer<WorkflowTarget.EngineAndStore>
+    readonly state?: Layer.Layer<StateStore.StateStore>
+    readonly gate?: Layer.Layer<Gate>
+  } = {}
+) =>
   WorkflowRecovery.layer({ interval: "100 millis" }).pipe(
     Layer.provideMerge(AgentHost.layerWithCore({ channels: [PushChannels.make("pusher", log, { push })] })),
     Layer.provideMerge(gatedTarget),
-    Layer.provideMerge(WorkflowTarget.layerEngineMemory),
-    Layer.provideMerge(StateStore.layerMemory),
-    Layer.provideMerge(Layer.effect(Gate, Deferred.make<void>())),
+    Layer.provideMerge(options.engine ?? WorkflowTarget.layerEngineMemory),
+    Layer.provideMerge(options.state ?? StateStore.layerMemory),
+    Layer.provideMerge(options.gate ?? Layer.effect(Gate, Deferred.make<void>())),
     Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" }))
   )
 
-const waitFor = (check: () => boolean) =>
+const sqlEngine = (dir: string): Layer.Layer<WorkflowTarget.EngineAndStore> =>
+  // The gated activity never ends on host one: do not wait the default 15 s for it at shutdown (a kill -9
+  // would not wait at all).
+  WorkflowTarget.layerEngineSql({ shardingConfig: { entityTerminationTimeout: "200 millis" } }).pipe(
+    Layer.provide(SqliteClient.layer({ filename: Path.join(dir, "state.db") })),
+    Layer.orDie
+  )
+
+const waitFor = (check: () => boolean, tries = 100) =>
   Effect.gen(function*() {
-    for (let i = 0; i < 100; i++) {
+    for (let i = 0; i < tries; i++) {
       if (check()) return true
       yield* Effect.sleep("50 millis")
     }
@@ -111,4 +131,35 @@ describe("WorkflowRecovery", () => {
         assert.include(JSON.parse(next.body).reply, "done: slow two")
       }).pipe(Effect.provide(hostWith(log, false)))
     }), 20_000)
+
+  it.live(
+    "sqlite engine: an execution that finishes after a host restart is pushed by the new host",
+    () =>
+      Effect.gen(function*() {
+        const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "wf-recovery-"))
+        const log: Array<Delivery> = []
+        // The identity registry outlives the hosts (as the state database would).
+        const state = Layer.succeed(StateStore.StateStore, yield* StateStore.makeMemory)
+        const say = (text: string) =>
+          Effect.flatMap(Host, (host) => post(`${host.url}/pusher/say`, { text, user: "u3", session: "s3" }))
+        // Host one: a turn completes, then a turn gives up while the execution waits on a gate never opened.
+        yield* Effect.gen(function*() {
+          assert.strictEqual((yield* say("hi")).status, 200)
+          assert.strictEqual((yield* say("slow three")).status, 500)
+        }).pipe(Effect.provide(hostWith(log, true, { engine: sqlEngine(dir), state })))
+        assert.deepStrictEqual(log, [])
+        // Host two on the same database, gate open: the engine resumes the execution and recovery pushes it.
+        const open = Layer.effect(Gate, Effect.tap(Deferred.make<void>(), (gate) => Deferred.succeed(gate, undefined)))
+        yield* Effect.gen(function*() {
+          assert.isTrue(yield* waitFor(() => log.length > 0, 300), "the ending was never pushed")
+          yield* Effect.sleep("300 millis")
+          assert.strictEqual(log.length, 1, JSON.stringify(log))
+          assert.include(log[0]!.text, "done: slow three")
+          const next = yield* say("again")
+          assert.strictEqual(next.status, 200, next.body)
+          assert.notInclude(JSON.parse(next.body).reply, "slow three")
+        }).pipe(Effect.provide(hostWith(log, true, { engine: sqlEngine(dir), state, gate: open })))
+      }).pipe(Effect.timeout("40 seconds")),
+    45_000
+  )
 })
