@@ -37,6 +37,8 @@ export interface WorkflowStoreShape {
   readonly waiting: (executionId: string) => Effect.Effect<Option.Option<string>>
   readonly getSession: (sessionId: string) => Effect.Effect<Option.Option<WorkflowSession>>
   readonly putSession: (session: WorkflowSession) => Effect.Effect<void>
+  /** Sessions whose current execution has outputs with `seq >= delivered` (candidates for a push). */
+  readonly undelivered: Effect.Effect<ReadonlyArray<WorkflowSession>>
   /** Signals that an execution wrote something, so a waiting turn looks again at once. */
   readonly changes: Effect.Effect<Queue.Dequeue<string>, never, Scope.Scope>
   readonly notify: (executionId: string) => Effect.Effect<void>
@@ -79,6 +81,11 @@ export const makeMemory = Effect.gen(function*() {
     waiting: (executionId) => Effect.sync(() => Option.fromNullable(waiting.get(executionId))),
     getSession: (sessionId) => Effect.sync(() => Option.fromNullable(sessions.get(sessionId))),
     putSession: (session) => Effect.sync(() => void sessions.set(session.sessionId, session)),
+    undelivered: Effect.sync(() =>
+      [...sessions.values()].filter((session) =>
+        [...(outputs.get(session.executionId)?.keys() ?? [])].some((seq) => seq >= session.delivered)
+      )
+    ),
     ...signals
   })
 })
@@ -152,6 +159,20 @@ export const makeSql = Effect.gen(function*() {
           VALUES (${s.sessionId}, ${s.executionId}, ${s.executions}, ${s.delivered})
           ON CONFLICT (session_id) DO UPDATE SET execution_id = excluded.execution_id,
             executions = excluded.executions, delivered = excluded.delivered`.pipe(Effect.asVoid, Effect.orDie),
+    undelivered: sql<{ session_id: string; execution_id: string; executions: number; delivered: number }>`
+        SELECT s.session_id, s.execution_id, s.executions, s.delivered FROM agent_host_workflow_sessions s
+        WHERE EXISTS (SELECT 1 FROM agent_host_workflow_outputs o
+          WHERE o.execution_id = s.execution_id AND o.seq >= s.delivered)`.pipe(
+      Effect.map((rows) =>
+        rows.map((row) => ({
+          sessionId: row.session_id,
+          executionId: row.execution_id,
+          executions: Number(row.executions),
+          delivered: Number(row.delivered)
+        }))
+      ),
+      Effect.orDie
+    ),
     ...signals
   })
 })

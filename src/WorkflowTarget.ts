@@ -18,7 +18,7 @@ import { Workflow as WorkflowModule, WorkflowEngine } from "@effect/workflow"
 import type { ConfigError, Scope } from "effect"
 import { Cause, Duration, Effect, Exit, Layer, Mailbox, Option, Random, Schema, Stream } from "effect"
 import { AgentError } from "./domain/Errors.js"
-import type { AgentResponseUpdate } from "./domain/Message.js"
+import type { AgentResponse, AgentResponseUpdate } from "./domain/Message.js"
 import { Message, ResponseAccumulator } from "./domain/Message.js"
 import type { TargetShape, Turn } from "./Target.js"
 import { Target } from "./Target.js"
@@ -79,6 +79,31 @@ export interface Options {
   readonly turnTimeout?: Duration.DurationInput
 }
 
+/** An ending no turn is following: the undelivered outputs of a session's execution, folded. */
+export interface Ending {
+  readonly sessionId: string
+  readonly executionId: string
+  /** The outputs `[from, to)` the ending carries. */
+  readonly from: number
+  readonly to: number
+  readonly response: AgentResponse
+  /** The workflow's result, or `AwaitingInput` when it waits for the next message. */
+  readonly result: unknown
+}
+
+/** A workflow target: a `TargetShape` that can also hand over endings no turn is following. */
+export interface WorkflowTargetShape extends TargetShape {
+  /**
+   * For every session whose execution waits or has completed with outputs no turn delivered (and that no
+   * turn follows now), calls `deliver`; when it answers true, the outputs count as delivered, so the
+   * session's next message does not repeat them.
+   */
+  readonly recoverEndings: (deliver: (ending: Ending) => Effect.Effect<boolean>) => Effect.Effect<void>
+}
+
+export const isWorkflowTarget = (target: TargetShape): target is WorkflowTargetShape =>
+  target.kind === "workflow" && "recoverEndings" in target
+
 type Outcome =
   | { readonly _tag: "Waiting"; readonly input: string }
   | { readonly _tag: "Complete"; readonly exit: Exit.Exit<unknown, unknown> }
@@ -123,6 +148,20 @@ export const make = Effect.fnUntraced(function*<
   const store = yield* WorkflowStore
   const pollInterval = Duration.decode(options.pollInterval ?? "250 millis")
   const turnTimeout = Duration.decode(options.turnTimeout ?? "10 minutes")
+  // Sessions a turn follows now (a count: one turn per session at a time, but be safe). The lock makes
+  // "no turn follows" and "recovery delivers" one step, so a turn and recovery never deliver the same output.
+  const following = new Map<string, number>()
+  const followLock = yield* Effect.makeSemaphore(1)
+  const markFollowing = (sessionId: string) =>
+    Effect.acquireRelease(
+      followLock.withPermits(1)(Effect.sync(() => void following.set(sessionId, (following.get(sessionId) ?? 0) + 1))),
+      () =>
+        Effect.sync(() => {
+          const left = (following.get(sessionId) ?? 1) - 1
+          if (left <= 0) following.delete(sessionId)
+          else following.set(sessionId, left)
+        })
+    )
 
   yield* engine.register(workflow, (payload, executionId) =>
     execute(payload, executionId).pipe(
@@ -202,6 +241,7 @@ export const make = Effect.fnUntraced(function*<
   const drive = (turn: Turn, onUpdate: (update: AgentResponseUpdate) => Effect.Effect<void>) =>
     Effect.gen(function*() {
       const sessionId = turn.sessionId ?? `anonymous-${(yield* Random.nextInt).toString(36)}`
+      yield* markFollowing(sessionId)
       const existing = yield* store.getSession(sessionId)
       let followed: { readonly outcome: Outcome; readonly session: WorkflowSession; readonly emitted: number }
       if (Option.isSome(existing)) {
@@ -244,9 +284,61 @@ export const make = Effect.fnUntraced(function*<
       })
     )
 
-  const target: TargetShape = {
+  const recoverOne = Effect.fnUntraced(function*(
+    candidate: WorkflowSession,
+    deliver: (ending: Ending) => Effect.Effect<boolean>
+  ) {
+    if (following.has(candidate.sessionId)) return
+    // Re-read under the lock: a turn may have delivered or started another execution since the listing.
+    const current = yield* store.getSession(candidate.sessionId)
+    if (Option.isNone(current)) return
+    const session = current.value
+    // Waiting state first, then the result, then outputs (as `follow` does): nothing written before is missed.
+    const waiting = yield* store.waiting(session.executionId)
+    const result = Option.isSome(waiting) ? undefined : yield* workflow.poll(session.executionId).pipe(
+      Effect.provideService(WorkflowEngine.WorkflowEngine, engine)
+    )
+    // A running execution is left alone: its turn (or a later recovery) takes the whole ending.
+    if (Option.isNone(waiting) && (result === undefined || result._tag !== "Complete")) return
+    const outputs = yield* store.outputsFrom(session.executionId, session.delivered)
+    if (outputs.length === 0) return
+    const acc = new ResponseAccumulator()
+    for (const output of outputs) acc.add(output.update)
+    let value: unknown
+    if (Option.isSome(waiting)) {
+      value = new AwaitingInput({ executionId: session.executionId, input: waiting.value })
+    } else if (result !== undefined && result._tag === "Complete") {
+      if (Exit.isFailure(result.exit)) {
+        acc.add({ contents: [{ _tag: "text", text: `the workflow failed: ${describeFailure(result.exit.cause)}` }] })
+      } else {
+        value = result.exit.value
+        if (value !== undefined) acc.add({ contents: [], value, finishReason: "stop" })
+      }
+    }
+    const to = outputs[outputs.length - 1]!.seq + 1
+    const delivered = yield* deliver({
+      sessionId: session.sessionId,
+      executionId: session.executionId,
+      from: session.delivered,
+      to,
+      response: acc.done(),
+      result: value
+    })
+    if (delivered) yield* store.putSession({ ...session, delivered: to })
+  })
+
+  const recoverEndings = Effect.fnUntraced(function*(deliver: (ending: Ending) => Effect.Effect<boolean>) {
+    const candidates = yield* store.undelivered
+    for (const candidate of candidates) {
+      if (following.has(candidate.sessionId)) continue
+      yield* followLock.withPermits(1)(recoverOne(candidate, deliver))
+    }
+  })
+
+  const target: WorkflowTargetShape = {
     kind: "workflow",
     name: workflow.name,
+    recoverEndings,
     run: (turn) =>
       Effect.gen(function*() {
         const acc = new ResponseAccumulator()
@@ -292,6 +384,9 @@ export const layer = <
   | Success["Context"]
   | Error["Context"]
 > => Layer.scoped(Target, make(workflow, execute, options)) as never
+
+/** What an engine layer provides: the engine and the workflow store. */
+export type EngineAndStore = WorkflowEngine.WorkflowEngine | WorkflowStore
 
 /** The in-memory engine and store: nothing survives the process. For tests. */
 export const layerEngineMemory: Layer.Layer<WorkflowEngine.WorkflowEngine | WorkflowStore> = Layer.merge(

@@ -8,6 +8,7 @@ import * as AgentHost from "../../src/AgentHost.js"
 import * as HostConfig from "../../src/HostConfig.js"
 import * as Persistence from "../../src/Persistence.js"
 import * as Server from "../../src/Server.js"
+import * as WorkflowRecovery from "../../src/WorkflowRecovery.js"
 import * as WorkflowTarget from "../../src/WorkflowTarget.js"
 import * as CollectAnswers from "./CollectAnswers.js"
 
@@ -28,8 +29,10 @@ export const layerTarget = CollectAnswers.layer.pipe(Layer.provide(FetchHttpClie
 
 export const layerFromEnv = Layer.unwrapEffect(
   Effect.map(Server.channelsFromEnv, (channels) =>
-    AgentHost.layerWithCore({ channels }).pipe(
-      Layer.provide(layerTarget),
+    // Recovery sits above the host: it pushes endings whose turn is gone to channels that can push.
+    WorkflowRecovery.layer().pipe(
+      Layer.provideMerge(AgentHost.layerWithCore({ channels })),
+      Layer.provideMerge(layerTarget),
       Layer.provideMerge(layerStores),
       Layer.provide(HostConfig.layerConfig())
     ))
