@@ -5,6 +5,7 @@
  */
 import { Clock, Context, Data, Effect, Layer, Option, Random, Schedule } from "effect"
 import type { ResponseHookContext } from "./Channel.js"
+import type { RegisteredChannel } from "./Channels.js"
 import { Channels } from "./Channels.js"
 import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
 import type { ChannelIdentity } from "./domain/Identity.js"
@@ -60,6 +61,19 @@ export interface DeliveryShape {
 }
 
 export class Delivery extends Context.Tag("effect-agent-host/Delivery")<Delivery, DeliveryShape>() {}
+
+/**
+ * Shapes `result` for one destination with that channel's response hook, on a private copy: nothing a hook
+ * does can reach another destination.
+ */
+export const shapeFor = (
+  channel: RegisteredChannel | undefined,
+  result: HostedRunResult,
+  context: ResponseHookContext
+): Effect.Effect<HostedRunResult> => {
+  const hook = channel?.contribution.hooks?.response
+  return hook === undefined ? Effect.succeed(result) : hook(structuredClone(result), context)
+}
 
 export const originatingOnly: DeliveryPlan = {
   includesOriginating: true,
@@ -205,14 +219,8 @@ export const make = Effect.gen(function*() {
     return { includesOriginating, destinations, skipped, annotate: true, request }
   })
 
-  const shape = (
-    channelName: string,
-    result: HostedRunResult,
-    context: ResponseHookContext
-  ): Effect.Effect<HostedRunResult> => {
-    const hook = channels.unsafeGet(channelName)?.contribution.hooks?.response
-    return hook === undefined ? Effect.succeed(result) : hook(structuredClone(result), context)
-  }
+  const shape = (channelName: string, result: HostedRunResult, context: ResponseHookContext) =>
+    shapeFor(channels.unsafeGet(channelName), result, context)
 
   const deliver = Effect.fnUntraced(function*(
     channelRequest: ChannelRequest,
@@ -284,15 +292,13 @@ export const layerPushInProcess: Layer.Layer<PushScheduler, never, Channels> = L
         const channel = channels.unsafeGet(job.destination.channel)
         const push = channel?.contribution.push
         if (channel === undefined || push === undefined) return Effect.void
-        const hook = channel.contribution.hooks?.response
-        const context: ResponseHookContext = {
+        const shaped = shapeFor(channel, result, {
           request: job.request,
           channel: job.destination.channel,
           destination: job.destination.identity,
           originating: false,
           isEcho
-        }
-        const shaped = hook === undefined ? Effect.succeed(result) : hook(structuredClone(result), context)
+        })
         return Effect.flatMap(shaped, (r) =>
           push.push(job.destination.identity, r, { isEcho, idempotencyKey: job.idempotencyKey }))
       })

@@ -7,11 +7,11 @@
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { ConfigError } from "effect"
 import { Duration, Effect, Layer, Option, Schedule, Schema } from "effect"
-import type { ChannelPush, ResponseHookContext } from "./Channel.js"
+import type { ChannelPush } from "./Channel.js"
 import type { RegisteredChannel } from "./Channels.js"
 import { Channels } from "./Channels.js"
 import type { PushJob } from "./Delivery.js"
-import { PushRejected, PushScheduler } from "./Delivery.js"
+import { PushRejected, PushScheduler, shapeFor } from "./Delivery.js"
 import { ChannelRequest, type HostedRunResult } from "./domain/ChannelRequest.js"
 import type { HostConfigurationError } from "./domain/Errors.js"
 import { ChannelIdentity, ChannelSession } from "./domain/Identity.js"
@@ -72,16 +72,13 @@ export const make = Effect.gen(function*() {
     isEcho: boolean,
     idempotencyKey: string
   ): Effect.Effect<void, TaskFailure> => {
-    const hook = channel.contribution.hooks?.response
-    const context: ResponseHookContext = {
+    const shaped = shapeFor(channel, result, {
       request: task.request,
       channel: channel.name,
       destination: task.identity,
       originating: false,
       isEcho
-    }
-    // Each destination shapes its own copy: nothing a hook does can reach another destination.
-    const shaped = hook === undefined ? Effect.succeed(result) : hook(structuredClone(result), context)
+    })
     return Effect.flatMap(shaped, (r) => push.push(task.identity, r, { isEcho, idempotencyKey }))
   }
 
