@@ -4,12 +4,18 @@
 import type { ConfigError } from "effect"
 import { Config, Context, Effect, Layer, Redacted } from "effect"
 import type { HostSettings } from "./Channel.js"
+import type { Bytes } from "./domain/Size.js"
+import * as Size from "./domain/Size.js"
 
 export interface HostConfigShape extends HostSettings {
   readonly port: number
   readonly host: string
   /** How many of a session's most recent messages a turn sees (and the host keeps cached per session). */
   readonly historyLimit: number
+  /** The most the cache of recent session histories may hold (estimated heap size); LRU sessions go first. */
+  readonly historyCacheBytes: Bytes
+  /** The most destinations one request's `response_target` may name; more is refused with a 400. */
+  readonly maxResponseTargets: number
 }
 
 export class HostConfig extends Context.Tag("effect-agent-host/HostConfig")<HostConfig, HostConfigShape>() {}
@@ -20,7 +26,9 @@ export const defaults: HostConfigShape = {
   trustIsolationHeaders: false,
   maxBodyBytes: 1024 * 1024,
   apiKeys: [],
-  historyLimit: 200
+  historyLimit: 200,
+  historyCacheBytes: Size.mebibytes(64),
+  maxResponseTargets: 32
 }
 
 export const config: Config.Config<HostConfigShape> = Config.all({
@@ -31,6 +39,13 @@ export const config: Config.Config<HostConfigShape> = Config.all({
   ),
   maxBodyBytes: Config.integer("AGENT_HOST_MAX_BODY_BYTES").pipe(Config.withDefault(defaults.maxBodyBytes)),
   historyLimit: Config.integer("AGENT_HOST_HISTORY_LIMIT").pipe(Config.withDefault(defaults.historyLimit)),
+  historyCacheBytes: Size.config("AGENT_HOST_HISTORY_CACHE_BYTES").pipe(
+    Config.withDefault(defaults.historyCacheBytes)
+  ),
+  maxResponseTargets: Config.integer("AGENT_HOST_MAX_RESPONSE_TARGETS").pipe(
+    Config.validate({ message: "must be at least 1", validation: (n) => n >= 1 }),
+    Config.withDefault(defaults.maxResponseTargets)
+  ),
   apiKeys: Config.redacted("AGENT_HOST_API_KEYS").pipe(
     Config.map((keys) => Redacted.value(keys).split(",").map((k) => k.trim()).filter((k) => k.length > 0)),
     Config.withDefault([] as ReadonlyArray<string>)

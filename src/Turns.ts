@@ -15,6 +15,8 @@ import { AgentError, InvalidIsolationKey, InvalidRequest } from "./domain/Errors
 import { isolationKeyProblem } from "./domain/Ids.js"
 import type { AgentResponseUpdate, Message } from "./domain/Message.js"
 import { ResponseAccumulator } from "./domain/Message.js"
+import type { Bytes } from "./domain/Size.js"
+import * as Size from "./domain/Size.js"
 import { HostConfig } from "./HostConfig.js"
 import { BoundedCache } from "./internal/BoundedCache.js"
 import type { IsolationKeys, RequestContextValue } from "./RequestContext.js"
@@ -31,6 +33,14 @@ export interface TurnsShape {
   readonly withIsolation: (isolation: IsolationKeys) => <A, E, R>(
     effect: Effect.Effect<A, E, R>
   ) => Effect.Effect<A, E, R>
+  /** What the cache of recent histories holds now (bounded by `historyCacheBytes`). */
+  readonly historyCache: Effect.Effect<HistoryCacheStats>
+}
+
+export interface HistoryCacheStats {
+  readonly sessions: number
+  readonly bytes: Bytes
+  readonly maxBytes: Bytes
 }
 
 export class Turns extends Context.Tag("effect-agent-host/Turns")<Turns, TurnsShape>() {}
@@ -70,7 +80,25 @@ export const make = Effect.gen(function*() {
   // Read-through caches of session ids and recent histories: this process is the state's only writer (the
   // state directory has one owner), so they never go stale; they save two statements per turn.
   const aliases = new BoundedCache<string, string>(100_000)
-  const histories = new BoundedCache<string, ReadonlyArray<Message>>(10_000)
+  // Bounded by an estimate of the heap the histories hold, too: a few sessions of huge messages must not grow the
+  // process without limit. A message is measured once; history arrays share their messages.
+  const messageSizes = new WeakMap<Message, Bytes>()
+  const messageSize = (message: Message): Bytes => {
+    const known = messageSizes.get(message)
+    if (known !== undefined) return known
+    const size = Size.estimate(message)
+    messageSizes.set(message, size)
+    return size
+  }
+  const historySize = (messages: ReadonlyArray<Message>): Bytes => {
+    let total = Size.bytes(64 + 8 * messages.length)
+    for (const message of messages) total = Size.add(total, messageSize(message))
+    return total
+  }
+  const histories = new BoundedCache<string, ReadonlyArray<Message>>(10_000, {
+    maxBytes: settings.historyCacheBytes,
+    sizeOf: historySize
+  })
   // A turn sees the most recent `historyLimit` messages: long conversations cost the same per turn as short ones.
   const historyLimit = Math.max(0, settings.historyLimit)
   const recent = (messages: ReadonlyArray<Message>) =>
@@ -265,7 +293,12 @@ export const make = Effect.gen(function*() {
 
   return Turns.of({
     contextFor,
-    withIsolation: (isolation) => (effect) => Effect.provideService(effect, CurrentIsolation, isolation)
+    withIsolation: (isolation) => (effect) => Effect.provideService(effect, CurrentIsolation, isolation),
+    historyCache: Effect.sync(() => ({
+      sessions: histories.size,
+      bytes: histories.bytes,
+      maxBytes: settings.historyCacheBytes
+    }))
   })
 })
 

@@ -1,30 +1,58 @@
 /**
- * A size-bounded map that forgets its least recently used entries. For read-through caches of state this
- * process alone writes (the state directory has a single owner), so entries never go stale.
+ * A bounded map that forgets its least recently used entries: at most `capacity` entries and, when a size
+ * function is given, at most `maxBytes` in total. A value larger than the whole budget is not cached. For
+ * read-through caches of state this process alone writes (the state directory has a single owner), so entries
+ * never go stale.
  */
+import type { Bytes } from "../domain/Size.js"
+import * as Size from "../domain/Size.js"
+
+export interface ByteBound<V> {
+  readonly maxBytes: Bytes
+  /** The size of a value; called once per `set`. */
+  readonly sizeOf: (value: V) => Bytes
+}
+
 export class BoundedCache<K, V> {
-  private readonly map = new Map<K, V>()
-  constructor(private readonly capacity: number) {}
+  private readonly map = new Map<K, { readonly value: V; readonly size: Bytes }>()
+  private total: Bytes = Size.bytes(0)
+  constructor(private readonly capacity: number, private readonly bound?: ByteBound<V>) {}
+
+  /** How many entries are cached. */
+  get size(): number {
+    return this.map.size
+  }
+
+  /** The summed size of the cached values (zero without a size function). */
+  get bytes(): Bytes {
+    return this.total
+  }
 
   get(key: K): V | undefined {
-    const value = this.map.get(key)
-    if (value !== undefined) {
-      this.map.delete(key)
-      this.map.set(key, value)
-    }
-    return value
+    const entry = this.map.get(key)
+    if (entry === undefined) return undefined
+    this.map.delete(key)
+    this.map.set(key, entry)
+    return entry.value
   }
 
   set(key: K, value: V): void {
-    this.map.delete(key)
-    this.map.set(key, value)
-    if (this.map.size > this.capacity) {
+    this.delete(key)
+    const size = this.bound === undefined ? Size.bytes(0) : this.bound.sizeOf(value)
+    if (this.bound !== undefined && size > this.bound.maxBytes) return
+    this.map.set(key, { value, size })
+    this.total = Size.add(this.total, size)
+    while (this.map.size > this.capacity || (this.bound !== undefined && this.total > this.bound.maxBytes)) {
       const oldest = this.map.keys().next()
-      if (oldest.done !== true) this.map.delete(oldest.value)
+      if (oldest.done === true) break
+      this.delete(oldest.value)
     }
   }
 
   delete(key: K): void {
+    const entry = this.map.get(key)
+    if (entry === undefined) return
     this.map.delete(key)
+    this.total = Size.subtract(this.total, entry.size)
   }
 }
