@@ -3,13 +3,14 @@
  * shaping a private copy per destination, scheduling pushes to non-originating destinations, and recording the
  * caller's identity once delivery is resolved (so `active` can reach another channel).
  */
-import { Clock, Context, Data, Effect, Layer, Option, Random, Schedule } from "effect"
+import { Clock, Context, Data, Effect, Layer, Option, Schedule } from "effect"
 import type { ResponseHookContext } from "./Channel.js"
 import type { RegisteredChannel } from "./Channels.js"
 import { Channels } from "./Channels.js"
 import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
 import type { ChannelIdentity } from "./domain/Identity.js"
 import { identityToken } from "./domain/Identity.js"
+import { issueId } from "./domain/Ids.js"
 import type { AgentResponse, Message } from "./domain/Message.js"
 import { StateStore } from "./StateStore.js"
 
@@ -111,10 +112,7 @@ export const echoOf = (request: ChannelRequest, result: HostedRunResult): Hosted
   }
 })
 
-const randomBase = Effect.map(
-  Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
-  ([a, b]) => `reply_${a.toString(36)}${b.toString(36)}`
-)
+const randomBase = issueId("reply_")
 
 export const make = Effect.gen(function*() {
   const store = yield* StateStore

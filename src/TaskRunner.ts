@@ -25,11 +25,11 @@ import {
   Layer,
   Option,
   Queue,
-  Random,
   Schedule,
   ScheduleIntervals,
   Schema
 } from "effect"
+import { issueId } from "./domain/Ids.js"
 
 export const TaskStatus = Schema.Literal("pending", "running", "succeeded", "failed", "cancelled")
 export type TaskStatus = typeof TaskStatus.Type
@@ -238,10 +238,8 @@ interface Write {
 
 const isTerminal = (status: TaskStatus) => status === "succeeded" || status === "failed" || status === "cancelled"
 
-const newId = Effect.map(
-  Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
-  ([a, b]) => `task_${a.toString(36).padStart(6, "0")}${b.toString(36).padStart(6, "0")}`
-)
+// Task ids are handles (admin routes take them): they come from the CSPRNG.
+const newId = issueId("task_")
 
 /** The delay the schedule asks for after `attempts` failed attempts; none when it is exhausted. */
 const delayAfter = (

@@ -3,7 +3,7 @@
  * session actor of its isolation key; its reply is annotated with the delivery decision and appended to the
  * session's history inside the actor, so history is written in turn order.
  */
-import { Cause, Context, Effect, Layer, Mailbox, Option, Random, Stream } from "effect"
+import { Cause, Context, Effect, Layer, Mailbox, Option, Stream } from "effect"
 import { Authorizer } from "./Authorizer.js"
 import type { ChannelContext, TurnStream } from "./Channel.js"
 import { Channels } from "./Channels.js"
@@ -12,7 +12,7 @@ import { annotate, Delivery } from "./Delivery.js"
 import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
 import type { TurnError } from "./domain/Errors.js"
 import { AgentError, InvalidIsolationKey, InvalidRequest } from "./domain/Errors.js"
-import { isolationKeyProblem } from "./domain/Ids.js"
+import { isolationKeyProblem, issueId } from "./domain/Ids.js"
 import type { AgentResponseUpdate, Message } from "./domain/Message.js"
 import { ResponseAccumulator } from "./domain/Message.js"
 import type { Bytes } from "./domain/Size.js"
@@ -277,9 +277,7 @@ export const make = Effect.gen(function*() {
 
     const resetSession = (isolationKey: string) =>
       Effect.gen(function*() {
-        const high = yield* Random.nextIntBetween(0, 0x10000)
-        const low = yield* Random.nextIntBetween(0, 0x10000)
-        const alias = `${isolationKey}#${high.toString(16).padStart(4, "0")}${low.toString(16).padStart(4, "0")}`
+        const alias = yield* issueId(`${isolationKey}#`)
         yield* store.setAlias(isolationKey, alias)
         aliases.set(isolationKey, alias)
         yield* Effect.logInfo("session reset").pipe(Effect.annotateLogs({ channel, session: isolationKey }))

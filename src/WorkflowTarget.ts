@@ -16,8 +16,9 @@ import type { SqlClient } from "@effect/sql"
 import type { Workflow } from "@effect/workflow"
 import { Workflow as WorkflowModule, WorkflowEngine } from "@effect/workflow"
 import type { ConfigError, Scope } from "effect"
-import { Cause, Duration, Effect, Exit, Layer, Mailbox, Option, Random, Schema, Stream } from "effect"
+import { Cause, Duration, Effect, Exit, Layer, Mailbox, Option, Schema, Stream } from "effect"
 import { AgentError } from "./domain/Errors.js"
+import { issueId } from "./domain/Ids.js"
 import type { AgentResponse, AgentResponseUpdate } from "./domain/Message.js"
 import { Message, ResponseAccumulator } from "./domain/Message.js"
 import type { TargetShape, Turn } from "./Target.js"
@@ -240,7 +241,7 @@ export const make = Effect.fnUntraced(function*<
   /** Runs one turn, calling `onUpdate` for each output; returns the workflow's result for this turn. */
   const drive = (turn: Turn, onUpdate: (update: AgentResponseUpdate) => Effect.Effect<void>) =>
     Effect.gen(function*() {
-      const sessionId = turn.sessionId ?? `anonymous-${(yield* Random.nextInt).toString(36)}`
+      const sessionId = turn.sessionId ?? (yield* issueId("anonymous-"))
       yield* markFollowing(sessionId)
       const existing = yield* store.getSession(sessionId)
       let followed: { readonly outcome: Outcome; readonly session: WorkflowSession; readonly emitted: number }

@@ -224,7 +224,7 @@ describe("AgentHost", () => {
         assert.include(yield* turn("one"), "turn 1")
         assert.include(yield* turn("two"), "turn 2")
         const reset = JSON.parse((yield* call(`${host.url}/probe/run`, { text: "", key: "r", reset: true })).body)
-        assert.match(reset.alias, /^r#[0-9a-f]{8}$/)
+        assert.match(reset.alias, /^r#[0-9a-f]{32}$/)
         assert.include(yield* turn("three"), "turn 1")
         assert.include(yield* turn("four"), "turn 2")
       })))

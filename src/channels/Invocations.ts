@@ -4,13 +4,13 @@
  * or, streaming, SSE `data:` lines per chunk ending with `data: [DONE]` (an `event: error` frame on failure).
  */
 import type { ParseResult } from "effect"
-import { Effect, Option, Random, Schema, Stream } from "effect"
+import { Effect, Option, Schema, Stream } from "effect"
 import type { Channel, ChannelContext, ChannelHooks } from "../Channel.js"
 import * as ChannelModule from "../Channel.js"
 import type { ChannelRequest } from "../domain/ChannelRequest.js"
 import type { TurnError } from "../domain/Errors.js"
 import { turnErrorStatus } from "../domain/Errors.js"
-import type { IsolationKey } from "../domain/Ids.js"
+import { type IsolationKey, issueId } from "../domain/Ids.js"
 import { responseText, userMessage } from "../domain/Message.js"
 import { makeChecker } from "../http/ApiKeys.js"
 import { errorJson, json, readJson } from "../http/HttpBody.js"
@@ -47,10 +47,8 @@ const describeParseError = (error: ParseResult.ParseError): string => {
   return firstLine.replace(/^└─ /, "")
 }
 
-const newSessionId = Effect.map(
-  Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
-  ([a, b]) => `inv_${a.toString(36)}${b.toString(36)}`
-)
+// A session id is a bearer handle on the conversation: it comes from the CSPRNG.
+const newSessionId = issueId("inv_")
 
 export const make = (options: Options = {}): Channel => {
   const name = options.name ?? "invocations"

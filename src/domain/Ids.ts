@@ -1,7 +1,8 @@
 /**
  * Branded identifiers shared by the host and every channel.
  */
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
+import { randomBytes } from "node:crypto"
 
 /** A channel's name: lower-case, stable, used in routes, isolation keys and response targets. */
 export const ChannelName = Schema.String.pipe(
@@ -35,3 +36,12 @@ export type IsolationKey = typeof IsolationKey.Type
 /** A response id (`resp_...`). */
 export const ResponseId = Schema.String.pipe(Schema.minLength(1), Schema.brand("ResponseId"))
 export type ResponseId = typeof ResponseId.Type
+
+/**
+ * A fresh identifier from the CSPRNG: `prefix` and 128 random bits as 32 lower-case hex digits (URL-, header-
+ * and isolation-key-safe). Every id that acts as a handle or bearer token (response ids, session ids, task ids,
+ * reset aliases) comes from here, never from Effect's seedable `Random`, whose seed can be recovered from a few
+ * observed ids.
+ */
+export const issueId = (prefix = ""): Effect.Effect<string> =>
+  Effect.sync(() => `${prefix}${randomBytes(16).toString("hex")}`)

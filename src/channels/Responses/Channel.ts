@@ -10,13 +10,12 @@
  */
 import type { Scope } from "effect"
 import { Clock, Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
-import { randomUUID } from "node:crypto"
 import type { Channel, ChannelContext, ChannelHooks, RouteInput, TurnStream } from "../../Channel.js"
 import * as ChannelModule from "../../Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { TurnError } from "../../domain/Errors.js"
 import { turnErrorStatus } from "../../domain/Errors.js"
-import type { IsolationKey } from "../../domain/Ids.js"
+import { type IsolationKey, issueId } from "../../domain/Ids.js"
 import { makeChecker } from "../../http/ApiKeys.js"
 import { json, readJson } from "../../http/HttpBody.js"
 import * as Sse from "../../http/Sse.js"
@@ -77,7 +76,7 @@ const failureOf = (error: TurnError) => ({ code: "server_error", message: error.
 const nowSeconds = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
 
 // Response ids double as handles for GET/DELETE, so they come from the CSPRNG, not a seedable generator.
-const newResponseId = Effect.sync(() => `resp_${randomUUID().replace(/-/g, "")}`)
+const newResponseId = issueId("resp_")
 
 interface Prepared {
   readonly id: string

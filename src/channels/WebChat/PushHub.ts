@@ -6,7 +6,8 @@
  * survives a restart.
  */
 import type { Scope } from "effect"
-import { Clock, Duration, Effect, Exit, Mailbox, Random, Stream } from "effect"
+import { Clock, Duration, Effect, Exit, Mailbox, Stream } from "effect"
+import { issueId } from "../../domain/Ids.js"
 
 export interface PushEvent {
   readonly _tag: "PushEvent"
@@ -75,7 +76,7 @@ export const make = (limits: Partial<Limits> = {}): Effect.Effect<PushHub, never
   Effect.gen(function*() {
     const l: Limits = { ...defaultLimits, ...limits }
     const ttlMillis = Duration.toMillis(l.ttl)
-    const epoch = (yield* Random.nextIntBetween(0x100000, 0x7fffffff)).toString(36)
+    const epoch = yield* issueId()
     // Map order is activity order: a box is re-inserted when used, so the first idle box is the least recent.
     const boxes = new Map<string, Box>()
     let totalBytes = 0

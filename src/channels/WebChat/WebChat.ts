@@ -7,14 +7,14 @@
  * A browser is the identity `webchat:<user>`; each conversation is the isolation key
  * `webchat:<user>:<session>` (or the trusted chat isolation header, when the host trusts one).
  */
-import { Config, Deferred, Effect, Option, Random, Schedule, Stream } from "effect"
+import { Config, Deferred, Effect, Option, Schedule, Stream } from "effect"
 import type { Channel, ChannelContext, ChannelHooks, RouteInput } from "../../Channel.js"
 import * as ChannelModule from "../../Channel.js"
 import type { ChannelRequest, HostedRunResult } from "../../domain/ChannelRequest.js"
 import type { TurnError } from "../../domain/Errors.js"
 import { turnErrorStatus } from "../../domain/Errors.js"
 import type { ChannelIdentity } from "../../domain/Identity.js"
-import type { IsolationKey } from "../../domain/Ids.js"
+import { type IsolationKey, issueId } from "../../domain/Ids.js"
 import type { Message } from "../../domain/Message.js"
 import { responseText, userMessage } from "../../domain/Message.js"
 import { errorJson, json, readJson } from "../../http/HttpBody.js"
@@ -92,10 +92,8 @@ export const viewMessages = (messages: ReadonlyArray<Message>) => {
 
 const historyLimit = 500
 
-const newId = Effect.map(
-  Effect.all([Random.nextIntBetween(0, 0x7fffffff), Random.nextIntBetween(0, 0x7fffffff)]),
-  ([a, b]) => `c${a.toString(36)}${b.toString(36)}`.padEnd(8, "0")
-)
+// A session id is a handle on the conversation: it comes from the CSPRNG.
+const newId = issueId("c")
 
 export const make = (options: Options = {}): Channel => {
   const name = options.name ?? "webchat"
