@@ -4,7 +4,7 @@ import { AgentHost } from "../src/AgentHost.js"
 import * as Invocations from "../src/channels/Invocations.js"
 import * as Responses from "../src/channels/Responses/index.js"
 import * as WebChat from "../src/channels/WebChat/WebChat.js"
-
+import { issueId } from "../src/domain/Ids.js"
 import * as TaskRunner from "../src/TaskRunner.js"
 import * as Turns from "../src/Turns.js"
 import * as TestHost from "./utils/TestHost.js"
@@ -40,7 +40,7 @@ const issuedUnderSeed = (seed: number) =>
         webchat,
         alias: alias.slice("invocations:k#".length),
         task,
-        helper: "0123456789abcdef0123456789abcdef" + String(Math.random())
+        helper: yield* issueId()
       }
     })
   ).pipe(Effect.withRandom(Random.make(seed)))
