@@ -161,9 +161,10 @@ export interface ChannelInfo {
 }
 
 /**
- * Configurations that would deny silently, each naming the channel: a channel-scoped list (nested ones too)
- * or an override naming a channel that does not exist; `requireLink` without a linker; a claim-based allowlist
- * on a channel with no claim source (no linker, and the channel emits no verified claims).
+ * Configurations that would deny silently, each naming the channel: a channel-scoped list (nested ones too) in
+ * the host allowlist or in an enabled channel's allowlist naming a channel that does not exist; `requireLink`
+ * without a linker; a claim-based allowlist on a channel with no claim source (no linker, and the channel emits
+ * no verified claims). An override for a channel that is not enabled is not a problem: see `unusedChannels`.
  */
 export const problems = (
   config: AuthorizationConfig,
@@ -188,16 +189,8 @@ export const problems = (
   }
   if (config.allowlist !== undefined && config.allowlist !== "open") unknownIn(config.allowlist, "the host allowlist")
   for (const [name, own] of Object.entries(config.channels ?? {})) {
-    if (!known.has(name)) {
-      found.push(
-        new HostConfigurationError({
-          channel: name,
-          message: `authorization is configured for channel "${name}", which is not enabled (enabled: ${
-            [...known].join(", ") || "none"
-          }); fix the name or enable the channel`
-        })
-      )
-    }
+    // A policy for a channel that is not running decides nothing: `unusedChannels` reports it as a warning.
+    if (!known.has(name)) continue
     if (own.allowlist !== undefined && typeof own.allowlist !== "string") {
       unknownIn(own.allowlist, `the allowlist of channel "${name}"`)
     }
@@ -227,6 +220,19 @@ export const problems = (
     }
   }
   return found
+}
+
+/**
+ * The channels that have a policy in `config.channels` but are not enabled (e.g. `telegram:12345` in
+ * `AGENT_HOST_ALLOW` without a Telegram token). Such an entry lets nobody in anywhere, so it is a warning at
+ * startup, not a failure: a typo leaves the intended channel closed (and warned about), never open.
+ */
+export const unusedChannels = (
+  config: AuthorizationConfig,
+  channels: ReadonlyArray<ChannelInfo>
+): ReadonlyArray<string> => {
+  const known = new Set(channels.map((c) => c.name))
+  return Object.keys(config.channels ?? {}).filter((name) => !known.has(name))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -449,6 +455,13 @@ export const make = (config: AuthorizationConfig) =>
       if (found.length > 0) {
         for (const problem of found.slice(1)) yield* Effect.logError(problem.message)
         return yield* found[0]!
+      }
+      for (const name of unusedChannels(config, infos)) {
+        yield* Effect.logWarning(
+          `authorization is configured for channel "${name}", which is not enabled (enabled: ${
+            names.join(", ") || "none"
+          }); its entries have no effect: fix the name or enable the channel`
+        ).pipe(Effect.annotateLogs({ channel: name }))
       }
       policies.clear()
       for (const info of infos) {

@@ -383,9 +383,46 @@ describe("Authorization", () => {
           { channels: { webchat: { allowlist: Allowlists.allOf(Allowlists.channelMembers("teams")) } } },
           "teams"
         )
-        yield* fails({ channels: { discord: { allowlist: "open" } } }, "discord")
-        yield* fails(Either.getOrThrow(Authorization.parseAllow("telegram:1,webchta:*")), "webchta")
         yield* passes({ allowlist: Allowlists.anyOf(Allowlists.nativeIds(["1"], { channel: "telegram" })) })
+      }))
+
+    // An entry for a channel that is not running (README: `AGENT_HOST_ALLOW="telegram:12345,webchat:*"` with no
+    // Telegram token) decides nothing: startup warns, naming it, and goes on. A typo fails safe: the intended
+    // channel has no entry, so it stays closed (and is warned about too).
+    it.effect("an entry for a channel that is not enabled is a warning naming it, not a failure", () =>
+      Effect.gen(function*() {
+        const logged: Array<string> = []
+        const capture = Logger.replace(
+          Logger.defaultLogger,
+          Logger.make(({ logLevel, message }) => {
+            logged.push(`${logLevel.label} ${Array.isArray(message) ? message.join(" ") : String(message)}`)
+          })
+        )
+        const webchatOnly: ReadonlyArray<readonly [string, ChannelKind]> = [
+          ["webchat", "chat"],
+          ["invocations", "programmatic"]
+        ]
+        const readme = Either.getOrThrow(Authorization.parseAllow("telegram:12345,webchat:*"))
+        const { auth } = yield* setup(readme, { channels: webchatOnly })
+        yield* auth.validate(webchatOnly.map(([name]) => name)).pipe(Effect.provide(capture))
+        const warning = logged.find((line) => line.includes("\"telegram\""))
+        assert.isDefined(warning)
+        assert.match(warning!, /^WARN authorization is configured for channel "telegram", which is not enabled/)
+        const allowed = yield* auth.authorize(request("webchat", "anyone"))
+        assert.strictEqual(allowed.channel, "webchat")
+
+        logged.length = 0
+        const typo = Either.getOrThrow(Authorization.parseAllow("telegram:1,webchta:*"))
+        const typoSetup = yield* setup(typo)
+        yield* typoSetup.auth.validate(defaultChannels.map(([name]) => name)).pipe(Effect.provide(capture))
+        assert.isTrue(
+          logged.some((line) => line.startsWith("WARN authorization is configured for channel \"webchta\""))
+        )
+        assert.isTrue(logged.some((line) => line.startsWith("WARN channel \"webchat\" is CLOSED")))
+        const denied = yield* Effect.flip(typoSetup.auth.authorize(request("webchat", "anyone")))
+        assert.strictEqual(denied._tag, "AccessDenied")
+
+        yield* passes({ channels: { discord: { allowlist: "open" } } })
       }))
   })
 
