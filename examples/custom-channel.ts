@@ -1,14 +1,22 @@
 /**
  * Example 2: a custom channel in a few dozen lines — a plain-text webhook. `POST /plain/<user>` with a text
  * body answers the agent's reply as text; each user gets their own session.
+ *
+ * Run it: `npx tsx examples/custom-channel.ts` (the embedded default agent, on 127.0.0.1:8000; `PORT`/`HOST`
+ * as for `npm start`), then `curl -s localhost:8000/plain/ann -d hello`.
  */
 import { HttpServerResponse } from "@effect/platform"
-import { Effect, Option } from "effect"
+import { NodeRuntime } from "@effect/platform-node"
+import { Effect, Layer, Option } from "effect"
+import * as AgentHost from "../src/AgentHost.js"
 import * as Channel from "../src/Channel.js"
+import * as DefaultAgent from "../src/DefaultAgent.js"
 import type { ChannelRequest } from "../src/domain/ChannelRequest.js"
 import type { ChannelName, IsolationKey } from "../src/domain/Ids.js"
 import { responseText, userMessage } from "../src/domain/Message.js"
+import * as HostConfig from "../src/HostConfig.js"
 import { readText } from "../src/http/HttpBody.js"
+import * as StateStore from "../src/StateStore.js"
 
 export const plainText = Channel.make("plain", (ctx) =>
   Effect.succeed({
@@ -41,3 +49,15 @@ export const plainText = Channel.make("plain", (ctx) =>
         })
     }]
   }))
+
+/** The channel in a host of its own: the default agent, in-memory state; it needs a HostConfig. */
+export const PlainTextApp = AgentHost.layerWithCore({ channels: [plainText] }).pipe(
+  Layer.provide(DefaultAgent.layer),
+  Layer.provide(StateStore.layerMemory)
+)
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  NodeRuntime.runMain(Layer.launch(PlainTextApp.pipe(Layer.provide(HostConfig.layerConfig()))), {
+    disablePrettyLogger: true
+  })
+}

@@ -8,6 +8,7 @@ import * as Agent from "../src/Agent.js"
 import { AgentHost } from "../src/AgentHost.js"
 import * as Invocations from "../src/channels/Invocations.js"
 import * as HostConfig from "../src/HostConfig.js"
+import * as ServerProcess from "../test/utils/ServerProcess.js"
 import * as TestHost from "../test/utils/TestHost.js"
 import { plainText } from "./custom-channel.js"
 import { AppLive, shoutingAgent } from "./my-agent-app.js"
@@ -48,4 +49,16 @@ describe("examples", () => {
       const reply = JSON.parse(yield* ask(`${host.url}/invocations`, JSON.stringify({ message: "composed" })))
       assert.strictEqual(reply.response, "COMPOSED (turn 1)")
     }))
+
+  it.scopedLive(
+    "the custom channel example runs as a program (npx tsx examples/custom-channel.ts)",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* ServerProcess.start({}, undefined, "examples/custom-channel.ts")
+        const reply = yield* ask(`${server.url}/plain/ann`, "hello", "text/plain")
+        assert.include(reply, "You said: \"hello\"")
+        assert.include(reply, "over the plain channel")
+      }),
+    { timeout: 120_000 }
+  )
 })
