@@ -14,6 +14,7 @@ import * as WebChat from "./channels/WebChat/WebChat.js"
 import * as DefaultAgent from "./DefaultAgent.js"
 import * as DurablePush from "./DurablePush.js"
 import * as HostConfig from "./HostConfig.js"
+import * as LogLine from "./internal/LogLine.js"
 import * as OpenAiAgent from "./OpenAiAgent.js"
 import * as Persistence from "./Persistence.js"
 
@@ -42,8 +43,14 @@ const logLevel = Config.string("LOG_LEVEL").pipe(
   })
 )
 
-/** Logging: logfmt lines (timestamp, level, fiber, message, annotations) at LOG_LEVEL (default info). */
-export const layerLogging = Layer.unwrapEffect(Effect.map(logLevel, (level) => Logger.minimumLogLevel(level)))
+/**
+ * Logging: one logfmt line per entry (timestamp, level, fiber, message, annotations) at LOG_LEVEL (default
+ * info), every value escaped so no logged value can break or forge a line (see `internal/LogLine`).
+ */
+export const layerLogging = Layer.merge(
+  LogLine.layer,
+  Layer.unwrapEffect(Effect.map(logLevel, (level) => Logger.minimumLogLevel(level)))
+)
 
 /** The channels enabled by the environment. */
 export const channelsFromEnv: Effect.Effect<ReadonlyArray<Channel>, ConfigError.ConfigError> = Effect
