@@ -5,16 +5,34 @@
  * An actor is a mailbox (a plain array), the fiber of the turn it is running (none while idle) and a lazily
  * opened scope for per-session resources. Holding no fiber while idle keeps a live actor to a few hundred
  * bytes; the actor's durable state (history, alias) lives in the StateStore, so releasing it loses nothing.
- * A turn runs in the actor's fiber, not the caller's: a caller that goes away (HTTP client disconnect) stops
- * waiting, the turn still completes.
+ * A turn runs in the actor's fiber, not the caller's. What a caller that goes away (HTTP client disconnect,
+ * i.e. its waiter is interrupted) does to its turn is the submitter's choice (`OnDisconnect`): `continue` (the
+ * default) stops waiting and the turn still completes; `cancel` drops the turn if it is still queued and
+ * interrupts it if it is running.
+ *
+ * The mailbox is bounded: at most `maxQueued` turns wait behind the running one; one more fails at once with
+ * `MailboxFull` (HTTP 429 with `retry-after`), so a flood of requests on one session cannot pile up.
  */
 import type { ConfigError } from "effect"
 import type { Fiber } from "effect"
 import { Clock, Config, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Schedule, Scope } from "effect"
-import { SessionBusy, SessionCapacityExceeded, TurnCancelled } from "./domain/Errors.js"
+import { MailboxFull, SessionBusy, SessionCapacityExceeded, TurnCancelled } from "./domain/Errors.js"
 
 /** What happens when a turn arrives while the session is running one. */
 export type BusyPolicy = "queue" | "reject" | "interrupt"
+
+/**
+ * What happens to a turn when its caller goes away (its waiter is interrupted): `continue` runs it to the end
+ * anyway; `cancel` drops it before it starts, or interrupts it when it is running.
+ */
+export type OnDisconnect = "continue" | "cancel"
+
+export const onDisconnectValues: ReadonlyArray<OnDisconnect> = ["continue", "cancel"]
+
+export interface SubmitOptions {
+  /** Default `continue`. */
+  readonly onDisconnect?: OnDisconnect
+}
 
 export interface ActorHandle {
   readonly key: string
@@ -31,16 +49,17 @@ export interface SessionStats {
 export interface SessionsShape {
   /**
    * Enqueues `work` on the key's actor. The outer effect fails at once when the turn cannot be accepted
-   * (busy under `reject`, capacity); the inner effect waits for the turn's outcome. Interrupting the waiter
-   * does not cancel the turn.
+   * (busy under `reject`, a full mailbox, capacity); the inner effect waits for the turn's outcome.
+   * Interrupting the waiter cancels the turn only under `onDisconnect: "cancel"`.
    */
   readonly submit: <A, E>(
     key: string,
     policy: BusyPolicy,
-    work: (actor: ActorHandle) => Effect.Effect<A, E>
+    work: (actor: ActorHandle) => Effect.Effect<A, E>,
+    options?: SubmitOptions
   ) => Effect.Effect<
     Effect.Effect<A, E | TurnCancelled>,
-    SessionBusy | SessionCapacityExceeded
+    SessionBusy | SessionCapacityExceeded | MailboxFull
   >
   /** Releases every idle actor whose last turn ended at least the idle time ago. */
   readonly sweep: Effect.Effect<number>
@@ -55,7 +74,13 @@ export interface Options {
   readonly idleTimeout?: Duration.DurationInput
   /** The most live actors; idle ones are evicted first (default 100 000). */
   readonly maxActors?: number
+  /** The most turns that may wait behind a session's running turn (default 16). */
+  readonly maxQueued?: number
+  /** What a caller refused with `MailboxFull` is told to wait before retrying (default 1 second). */
+  readonly retryAfter?: Duration.DurationInput
 }
+
+export const defaultMaxQueued = 16
 
 interface Job {
   readonly run: Effect.Effect<void>
@@ -78,6 +103,8 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
   Effect.gen(function*() {
     const idleMillis = Duration.toMillis(options.idleTimeout ?? Duration.minutes(15))
     const maxActors = options.maxActors ?? 100_000
+    const maxQueued = Math.max(0, options.maxQueued ?? defaultMaxQueued)
+    const retryAfter = Duration.decode(options.retryAfter ?? Duration.seconds(1))
     const layerScope = yield* Effect.scope
     const actors = new Map<string, Actor>()
 
@@ -165,15 +192,29 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
       return actor
     }
 
+    // Cancels a job whose caller went away: a queued one is dropped before it starts, a running one interrupted.
+    const abandon = (actor: Actor, job: Job): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const at = actor.queue.indexOf(job)
+        if (at !== -1) {
+          actor.queue.splice(at, 1)
+          return job.cancel
+        }
+        if (actor.running !== job) return Effect.void
+        job.cancelRequested = true
+        return job.fiber === undefined ? Effect.void : Effect.asVoid(job.fiber.interruptAsFork(FiberId.none))
+      })
+
     const submit = <A, E>(
       key: string,
       policy: BusyPolicy,
-      work: (actor: ActorHandle) => Effect.Effect<A, E>
-    ): Effect.Effect<Effect.Effect<A, E | TurnCancelled>, SessionBusy | SessionCapacityExceeded> =>
+      work: (actor: ActorHandle) => Effect.Effect<A, E>,
+      submitOptions?: SubmitOptions
+    ): Effect.Effect<Effect.Effect<A, E | TurnCancelled>, SessionBusy | SessionCapacityExceeded | MailboxFull> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.suspend((): Effect.Effect<
           Effect.Effect<A, E | TurnCancelled>,
-          SessionBusy | SessionCapacityExceeded
+          SessionBusy | SessionCapacityExceeded | MailboxFull
         > => {
           const evicted: Array<Actor> = []
           const actor = acquire(key, now, evicted)
@@ -184,6 +225,19 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
               new SessionBusy({
                 key,
                 message: `session ${key} is answering another message; send again when it has finished`
+              })
+            )
+          }
+          // Turns waiting behind the running one (a first job not yet started counts as running).
+          const waiting = actor.running === undefined ? Math.max(0, actor.queue.length - 1) : actor.queue.length
+          if (busy && policy !== "interrupt" && waiting >= maxQueued) {
+            return Effect.fail(
+              new MailboxFull({
+                key,
+                limit: maxQueued,
+                retryAfter,
+                message: `session ${key} already has ${waiting} message(s) waiting (the limit is ${maxQueued}); ` +
+                  `send again when it has caught up`
               })
             )
           }
@@ -216,7 +270,10 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
           }
           actor.queue.push(job)
           const start = actor.running === undefined && actor.queue.length === 1 ? startNext(actor) : Effect.void
-          return Effect.as(Effect.zipRight(before, start), Deferred.await(deferred))
+          const wait = submitOptions?.onDisconnect === "cancel" ?
+            Effect.onInterrupt(Deferred.await(deferred), () => abandon(actor, job)) :
+            Deferred.await(deferred)
+          return Effect.as(Effect.zipRight(before, start), wait)
         }))
 
     const sweep = Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -253,7 +310,11 @@ export const layerConfig: Layer.Layer<Sessions, ConfigError.ConfigError> = Layer
   Effect.map(
     Config.all({
       idleTimeout: Config.duration("AGENT_HOST_SESSION_IDLE_TIMEOUT").pipe(Config.withDefault(Duration.minutes(15))),
-      maxActors: Config.integer("AGENT_HOST_MAX_SESSIONS").pipe(Config.withDefault(100_000))
+      maxActors: Config.integer("AGENT_HOST_MAX_SESSIONS").pipe(Config.withDefault(100_000)),
+      maxQueued: Config.integer("AGENT_HOST_SESSION_QUEUE").pipe(
+        Config.validate({ message: "must be 0 or more", validation: (n) => n >= 0 }),
+        Config.withDefault(defaultMaxQueued)
+      )
     }),
     (options) => layer(options)
   )

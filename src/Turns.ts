@@ -3,7 +3,7 @@
  * session actor of its isolation key; its reply is annotated with the delivery decision and appended to the
  * session's history inside the actor, so history is written in turn order.
  */
-import { Cause, Context, Effect, Layer, Mailbox, Option, Stream } from "effect"
+import { Cause, Context, Effect, Fiber, Layer, Mailbox, Option, Stream } from "effect"
 import { Authorizer } from "./Authorizer.js"
 import type { ChannelContext, TurnStream } from "./Channel.js"
 import { Channels } from "./Channels.js"
@@ -11,7 +11,7 @@ import type { DeliveryPlan } from "./Delivery.js"
 import { annotate, Delivery } from "./Delivery.js"
 import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
 import type { TurnError } from "./domain/Errors.js"
-import { AgentError, InvalidIsolationKey, InvalidRequest } from "./domain/Errors.js"
+import { AgentError, InvalidIsolationKey, InvalidRequest, TurnCancelled } from "./domain/Errors.js"
 import { isolationKeyProblem, issueId } from "./domain/Ids.js"
 import type { AgentResponseUpdate, Message } from "./domain/Message.js"
 import { ResponseAccumulator } from "./domain/Message.js"
@@ -202,23 +202,30 @@ export const make = Effect.gen(function*() {
       return yield* finishTurn(request, turn, out.response, out.result)
     })
 
-  // Runs work in the session's actor, or detached in the host scope for sessionless turns; either way the
-  // caller only waits for it.
+  // Runs work in the session's actor, or detached in the host scope for sessionless turns; the caller only
+  // waits for it. Under `onDisconnect: "cancel"` the wait is interruptible (route handlers run uninterruptibly,
+  // a client disconnect interrupts them) and interrupting it cancels the turn; under `continue` it is not.
   const submit = <A>(
     channel: string,
     request: ChannelRequest,
     work: Effect.Effect<A, TurnError>
   ): Effect.Effect<Effect.Effect<A, TurnError>, TurnError> => {
     const key = request.session?.isolationKey
+    const cancel = request.onDisconnect === "cancel"
     if (key === undefined) {
       // Route handlers run uninterruptibly; the detached turn must stay interruptible for shutdown.
       return Effect.map(
         Effect.forkIn(Effect.interruptible(work), hostScope),
-        (fiber) => fiber.await.pipe(Effect.flatten)
+        (fiber) =>
+          cancel ?
+            Effect.onInterrupt(Effect.interruptible(Effect.flatten(fiber.await)), () => Fiber.interruptFork(fiber)) :
+            Effect.flatten(fiber.await)
       )
     }
     const policy = channels.unsafeGet(channel)?.contribution.busyPolicy ?? "queue"
-    return sessions.submit(key, policy, () => work)
+    return cancel ?
+      Effect.map(sessions.submit(key, policy, () => work, { onDisconnect: "cancel" }), Effect.interruptible) :
+      sessions.submit(key, policy, () => work)
   }
 
   const contextFor = (channel: string): ChannelContext => {
@@ -233,6 +240,8 @@ export const make = Effect.gen(function*() {
         const prepared = yield* prepare(channel, request, raw)
         const transform = channels.unsafeGet(channel)?.contribution.hooks?.streamTransform
         const mailbox = yield* Mailbox.make<AgentResponseUpdate, TurnError>()
+        // Set before the mailbox ends, so a consumer that saw the end never cancels a turn that is finishing.
+        let finished = false
         const work = Effect.gen(function*() {
           const turn = yield* beginTurn(prepared.request, prepared.isolation)
           const acc = new ResponseAccumulator()
@@ -257,12 +266,32 @@ export const make = Effect.gen(function*() {
           const response = acc.done()
           return yield* finishTurn(prepared.request, turn, response, response)
         }).pipe(
-          Effect.onExit((exit) => exit._tag === "Success" ? mailbox.end : mailbox.failCause(exit.cause))
+          Effect.onExit((exit) => {
+            finished = true
+            return exit._tag === "Success" ? mailbox.end : mailbox.failCause(exit.cause)
+          })
         )
         const result = yield* submit(channel, prepared.request, work)
-        // The turn's outcome is memoised so `updates` and `result` may both be consumed.
-        const cached = yield* Effect.cached(result)
-        const updates = Mailbox.toStream(mailbox).pipe(Stream.ensuring(mailbox.shutdown))
+        if (prepared.request.onDisconnect !== "cancel") {
+          // The turn's outcome is memoised so `updates` and `result` may both be consumed.
+          const cached = yield* Effect.cached(result)
+          const updates = Mailbox.toStream(mailbox).pipe(Stream.ensuring(mailbox.shutdown))
+          return { updates, result: cached }
+        }
+        // `cancel`: the caller is whoever consumes `updates`; abandoning them before the end cancels the turn.
+        const key = prepared.request.session?.isolationKey ?? "none"
+        const waiter = yield* Effect.forkIn(result, hostScope)
+        const cached = yield* Effect.cached(
+          Effect.catchAllCause(Fiber.join(waiter), (cause) =>
+            Cause.isInterruptedOnly(cause) ?
+              Effect.fail(new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })) :
+              Effect.failCause(cause))
+        )
+        const updates = Mailbox.toStream(mailbox).pipe(
+          Stream.ensuring(
+            Effect.zipRight(mailbox.shutdown, Effect.suspend(() => finished ? Effect.void : Fiber.interrupt(waiter)))
+          )
+        )
         return { updates, result: cached }
       })
 

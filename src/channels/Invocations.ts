@@ -2,6 +2,7 @@
  * The Invocations channel: the smallest useful wire. `POST /invocations` with
  * `{ "message": string, "session_id"?: string, "stream"?: boolean }` answers `{ "response", "session_id" }`,
  * or, streaming, SSE `data:` lines per chunk ending with `data: [DONE]` (an `event: error` frame on failure).
+ * `"on_disconnect": "cancel"` (or the `x-agent-on-disconnect` header) cancels the turn when the caller goes away.
  */
 import type { ParseResult } from "effect"
 import { Effect, Option, Schema, Stream } from "effect"
@@ -9,12 +10,14 @@ import type { Channel, ChannelContext, ChannelHooks } from "../Channel.js"
 import * as ChannelModule from "../Channel.js"
 import type { ChannelRequest } from "../domain/ChannelRequest.js"
 import type { TurnError } from "../domain/Errors.js"
-import { turnErrorStatus } from "../domain/Errors.js"
+import { turnErrorHeaders, turnErrorStatus } from "../domain/Errors.js"
 import { type IsolationKey, issueId } from "../domain/Ids.js"
 import { responseText, userMessage } from "../domain/Message.js"
 import { makeChecker } from "../http/ApiKeys.js"
 import { errorJson, json, readJson } from "../http/HttpBody.js"
+import { onDisconnectOf } from "../http/OnDisconnect.js"
 import * as Sse from "../http/Sse.js"
+import type { OnDisconnect } from "../Sessions.js"
 
 export const InvocationBody = Schema.Struct({
   message: Schema.String.pipe(Schema.minLength(1, { message: () => "message must be a non-empty string" })),
@@ -24,7 +27,9 @@ export const InvocationBody = Schema.Struct({
       Schema.maxLength(200, { message: () => "session_id must be at most 200 characters" })
     )
   ),
-  stream: Schema.optional(Schema.Boolean)
+  stream: Schema.optional(Schema.Boolean),
+  /** Checked by `onDisconnectOf`, so a bad value gets a precise message. */
+  on_disconnect: Schema.optional(Schema.Unknown)
 })
 export type InvocationBody = typeof InvocationBody.Type
 
@@ -35,10 +40,18 @@ export interface Options {
   readonly path?: string
   readonly hooks?: ChannelHooks
   readonly busyPolicy?: "queue" | "reject" | "interrupt"
+  /** What a caller's disconnect does to its turn when the request does not say (default `continue`). */
+  readonly onDisconnect?: OnDisconnect
 }
 
 const turnErrorResponse = (error: TurnError) =>
-  errorJson(turnErrorStatus(error), error._tag === "AgentError" ? "agent_error" : error._tag, error.message)
+  errorJson(
+    turnErrorStatus(error),
+    error._tag === "AgentError" ? "agent_error" : error._tag,
+    error.message,
+    undefined,
+    turnErrorHeaders(error)
+  )
 
 const describeParseError = (error: ParseResult.ParseError): string => {
   const message = error.message
@@ -76,6 +89,8 @@ export const make = (options: Options = {}): Channel => {
             return errorJson(422, "invalid_request", describeParseError(decoded.left))
           }
           const body = decoded.right
+          const onDisconnect = onDisconnectOf(input.request, body.on_disconnect, options.onDisconnect ?? "continue")
+          if (typeof onDisconnect !== "string") return errorJson(422, "invalid_request", onDisconnect.message)
           const sessionId = body.session_id ?? (input.isolation.chat === undefined ? yield* newSessionId : undefined)
           const key = sessionId === undefined ? input.isolation.chat! : `${name}:${sessionId}`
           const request: ChannelRequest = {
@@ -84,7 +99,8 @@ export const make = (options: Options = {}): Channel => {
             input: [userMessage(body.message)],
             session: { isolationKey: key as IsolationKey },
             attributes: sessionId === undefined ? {} : { session_id: sessionId },
-            stream: body.stream === true
+            stream: body.stream === true,
+            onDisconnect
           }
           const sessionOut = sessionId ?? null
           if (!request.stream) {

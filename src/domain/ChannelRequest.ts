@@ -50,7 +50,12 @@ export const ChannelRequest = Schema.Struct({
   responseTarget: Schema.optional(ResponseTarget),
   options: Schema.optional(RunOptions),
   attributes: Schema.optional(RequestAttributes),
-  stream: Schema.Boolean
+  stream: Schema.Boolean,
+  /**
+   * What a caller that goes away (HTTP client disconnect) does to its turn: `continue` (default) lets it run to
+   * the end; `cancel` drops it while queued and interrupts it while running.
+   */
+  onDisconnect: Schema.optional(Schema.Literal("continue", "cancel"))
 })
 export type ChannelRequest = typeof ChannelRequest.Type
 

@@ -2,7 +2,7 @@
  * Errors that cross a channel's wire. Each carries a message a caller can act on; channels map the tag to
  * their own error shape (OpenAI envelope, Telegram text, SSE error frame).
  */
-import { Schema } from "effect"
+import { Duration, Schema } from "effect"
 
 /** The input was readable but wrong. */
 export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()("InvalidRequest", {
@@ -27,6 +27,14 @@ export class SessionCapacityExceeded extends Schema.TaggedError<SessionCapacityE
   "SessionCapacityExceeded",
   { limit: Schema.Number, message: Schema.String }
 ) {}
+
+/** The session already has as many turns waiting as it may hold; the caller should retry after `retryAfter`. */
+export class MailboxFull extends Schema.TaggedError<MailboxFull>()("MailboxFull", {
+  key: Schema.String,
+  limit: Schema.Number,
+  retryAfter: Schema.DurationFromSelf,
+  message: Schema.String
+}) {}
 
 /** The turn was cancelled (the `interrupt` busy policy, or shutdown). */
 export class TurnCancelled extends Schema.TaggedError<TurnCancelled>()("TurnCancelled", {
@@ -61,6 +69,7 @@ export type TurnError =
   | InvalidIsolationKey
   | SessionBusy
   | SessionCapacityExceeded
+  | MailboxFull
   | TurnCancelled
   | AgentError
   | AccessDenied
@@ -93,9 +102,17 @@ export const turnErrorStatus = (error: TurnError): number => {
       return 409
     case "SessionCapacityExceeded":
       return 503
+    case "MailboxFull":
+      return 429
     case "TurnCancelled":
       return 409
     case "AgentError":
       return 500
   }
 }
+
+/** Extra HTTP headers for a turn error: `retry-after` (whole seconds) when the caller should come back later. */
+export const turnErrorHeaders = (error: TurnError): Record<string, string> | undefined =>
+  error._tag === "MailboxFull" ?
+    { "retry-after": String(Math.max(1, Math.ceil(Duration.toSeconds(error.retryAfter)))) } :
+    undefined

@@ -100,5 +100,6 @@ export const errorJson = (
   status: number,
   type: string,
   message: string,
-  extra?: Record<string, unknown>
-): HttpServerResponse.HttpServerResponse => json({ error: { message, type, ...extra } }, status)
+  extra?: Record<string, unknown>,
+  headers?: Record<string, string>
+): HttpServerResponse.HttpServerResponse => json({ error: { message, type, ...extra } }, status, headers)

@@ -14,11 +14,13 @@ import type { Channel, ChannelContext, ChannelHooks, RouteInput, TurnStream } fr
 import * as ChannelModule from "../../Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { TurnError } from "../../domain/Errors.js"
-import { turnErrorStatus } from "../../domain/Errors.js"
+import { turnErrorHeaders, turnErrorStatus } from "../../domain/Errors.js"
 import { type IsolationKey, issueId } from "../../domain/Ids.js"
 import { makeChecker } from "../../http/ApiKeys.js"
 import { json, readJson } from "../../http/HttpBody.js"
+import { ON_DISCONNECT_HEADER, onDisconnectOf } from "../../http/OnDisconnect.js"
 import * as Sse from "../../http/Sse.js"
+import type { OnDisconnect } from "../../Sessions.js"
 import { LiveRun } from "./LiveRun.js"
 import type { RenderedEvent, Skeleton } from "./Render.js"
 import { eventFrame, makeSkeleton, outputItems, resource, statusOf, StreamRenderer, usageJson } from "./Render.js"
@@ -37,6 +39,11 @@ export interface Options {
   readonly model?: string
   /** SSE comment sent when the agent has been silent this long (default 15 seconds). */
   readonly heartbeatInterval?: Duration.DurationInput
+  /**
+   * What a caller's disconnect does to a foreground turn when the request does not say (default `continue`).
+   * Background responses always continue.
+   */
+  readonly onDisconnect?: OnDisconnect
 }
 
 /** Metadata key set on a response whose reply went to other channels only. */
@@ -55,6 +62,8 @@ const turnErrorResponse = (error: TurnError) => {
       return errorResponse(status, "session_busy", error.message)
     case "SessionCapacityExceeded":
       return errorResponse(status, "capacity_exceeded", error.message)
+    case "MailboxFull":
+      return errorResponse(status, "session_queue_full", error.message, null, turnErrorHeaders(error))
     case "TurnCancelled":
       return errorResponse(status, "turn_cancelled", error.message)
     case "AccessDenied":
@@ -153,6 +162,26 @@ export const make = (options: Options = {}): Channel => {
               errorResponse(400, "invalid_request", "background responses must be stored (store: true)", "store")
             )
           }
+          const explicit = onDisconnectOf(input.request, body.on_disconnect, "continue")
+          if (typeof explicit !== "string") {
+            return Either.left(errorResponse(400, "invalid_request", explicit.message, explicit.param))
+          }
+          const asked = body.on_disconnect != null || (input.request.headers[ON_DISCONNECT_HEADER] ?? "") !== ""
+          if (body.background === true && asked && explicit === "cancel") {
+            return Either.left(
+              errorResponse(
+                400,
+                "invalid_request",
+                "a background response has no caller to wait for it: on_disconnect cancel needs a foreground request",
+                "on_disconnect"
+              )
+            )
+          }
+          const onDisconnect: OnDisconnect = body.background === true ?
+            "continue" :
+            asked ?
+            explicit :
+            options.onDisconnect ?? "continue"
           const target = parseResponseTarget(body.response_target)
           if (target !== undefined && "message" in target) {
             return Either.left(errorResponse(400, "invalid_request", target.message, target.param))
@@ -195,7 +224,8 @@ export const make = (options: Options = {}): Channel => {
             ...(target === undefined ? {} : { responseTarget: target }),
             options: runOptions(body),
             attributes,
-            stream: body.stream === true
+            stream: body.stream === true,
+            onDisconnect
           }
           const createdAt = yield* nowSeconds
           return Either.right<Prepared>({
@@ -291,6 +321,8 @@ export const make = (options: Options = {}): Channel => {
           })
           const consuming = yield* Effect.fork(Effect.either(consume))
           run.consuming = consuming
+          // The caller went away (on_disconnect: cancel) before the consumer existed.
+          if (run.abandoned) yield* Fiber.interruptFork(consuming)
           const exit = yield* Fiber.await(consuming)
           const outcome = Exit.isSuccess(exit) ? exit.value : "cancelled" as const
           const completedAt = yield* nowSeconds
@@ -350,11 +382,16 @@ export const make = (options: Options = {}): Channel => {
           if (p.body.stream === true || p.body.background === true) {
             const started = yield* startStreaming(p)
             if (started._tag === "Left") return started.left
-            if (p.body.stream === true) return Sse.response(started.right.follow(0, heartbeat))
-            return json(resource(p.skeleton, { status: "queued", output: [] }))
+            const run = started.right
+            if (p.body.stream !== true) return json(resource(p.skeleton, { status: "queued", output: [] }))
+            if (p.request.onDisconnect !== "cancel") return Sse.response(run.follow(0, heartbeat))
+            // A follower that stops before the run ends is the caller going away: cancel the turn.
+            return Sse.response(run.follow(0, heartbeat).pipe(Stream.ensuring(Effect.suspend(() => run.abandon()))))
           }
           const fiber = yield* Effect.forkIn(Effect.interruptible(runBlocking(p)), scope)
-          const outcome = yield* fiber.await.pipe(Effect.flatten)
+          const outcome = yield* (p.request.onDisconnect === "cancel" ?
+            Effect.onInterrupt(Effect.interruptible(fiber.await), () => Fiber.interruptFork(fiber)) :
+            fiber.await).pipe(Effect.flatten)
           return outcome._tag === "Left" ? turnErrorResponse(outcome.left) : json(outcome.right)
         })
       )

@@ -3,8 +3,7 @@
  * Followers read from the shared event list (a chunk per wake-up, so ready events are written together) and
  * get an SSE comment when the run has been silent for a heartbeat interval.
  */
-import type { Fiber } from "effect"
-import { Chunk, Deferred, Duration, Effect, Exit, FiberId, Option, Schedule, Stream } from "effect"
+import { Chunk, Deferred, Duration, Effect, Exit, Fiber, FiberId, Option, Schedule, Stream } from "effect"
 import * as Sse from "../../http/Sse.js"
 import type { RenderedEvent } from "./Render.js"
 import { eventFrame } from "./Render.js"
@@ -17,12 +16,21 @@ export class LiveRun {
   deleted = false
   /** The fiber consuming the turn; interrupting it cancels the run. */
   consuming: Fiber.RuntimeFiber<unknown> | undefined = undefined
+  /** The caller went away and asked for its turn to be cancelled then (`on_disconnect: cancel`). */
+  abandoned = false
   private signal = Deferred.unsafeMake<void>(FiberId.none)
 
   append(events: ReadonlyArray<RenderedEvent>): void {
     if (events.length === 0) return
     for (const event of events) this.events.push(event)
     this.wake()
+  }
+
+  /** Cancels an unfinished run whose caller went away; nothing once the run is done. */
+  abandon(): Effect.Effect<void> {
+    if (this.done) return Effect.void
+    this.abandoned = true
+    return this.consuming === undefined ? Effect.void : Fiber.interruptFork(this.consuming)
   }
 
   finish(): void {

@@ -96,7 +96,9 @@ export const CreateResponseBody = Schema.Struct({
   })),
   include: nullable(Schema.Array(Schema.String)),
   /** Host extension (send with `extra_body`): where the reply goes. Parsed in `Request.ts`. */
-  response_target: Schema.optional(Schema.Unknown)
+  response_target: Schema.optional(Schema.Unknown),
+  /** Host extension: `cancel` cancels the turn when the caller goes away (default `continue`). */
+  on_disconnect: Schema.optional(Schema.Unknown)
 })
 export type CreateResponseBody = typeof CreateResponseBody.Type
 
@@ -138,5 +140,10 @@ const errorType = (status: number): string => {
 }
 
 /** OpenAI's error envelope: `{ "error": { "message", "type", "param", "code" } }`. */
-export const errorResponse = (status: number, code: string, message: string, param: string | null = null) =>
-  json({ error: { message, type: errorType(status), param, code } }, status)
+export const errorResponse = (
+  status: number,
+  code: string,
+  message: string,
+  param: string | null = null,
+  headers?: Record<string, string>
+) => json({ error: { message, type: errorType(status), param, code } }, status, headers)

@@ -79,6 +79,8 @@ export const turnErrorText = (error: TurnError): string => {
       return "I'm still working on your previous message. Please wait a moment."
     case "SessionCapacityExceeded":
       return "I'm busy right now. Please try again in a minute."
+    case "MailboxFull":
+      return "I'm busy with your earlier messages. Please try again in a moment."
     case "TurnCancelled":
       return "That request was cancelled."
     case "InvalidRequest":

@@ -12,7 +12,7 @@ import type { Channel, ChannelContext, ChannelHooks, RouteInput } from "../../Ch
 import * as ChannelModule from "../../Channel.js"
 import type { ChannelRequest, HostedRunResult } from "../../domain/ChannelRequest.js"
 import type { TurnError } from "../../domain/Errors.js"
-import { turnErrorStatus } from "../../domain/Errors.js"
+import { turnErrorHeaders, turnErrorStatus } from "../../domain/Errors.js"
 import type { ChannelIdentity } from "../../domain/Identity.js"
 import { type IsolationKey, issueId } from "../../domain/Ids.js"
 import type { Message } from "../../domain/Message.js"
@@ -63,7 +63,8 @@ const turnErrorResponse = (error: TurnError) =>
     turnErrorStatus(error),
     error._tag === "AgentError" ? "agent_error" : error._tag,
     error.message,
-    error._tag === "LinkRequiredError" && error.url !== undefined ? { url: error.url } : undefined
+    error._tag === "LinkRequiredError" && error.url !== undefined ? { url: error.url } : undefined,
+    turnErrorHeaders(error)
   )
 
 const turnErrorFrame = (error: TurnError) =>
