@@ -1,13 +1,16 @@
 /**
  * Admin routes for the task runner, as a channel: `GET /admin/tasks?status=failed&limit=100` lists tasks
  * (dead letters with `status=failed`), `GET /admin/tasks/:id` shows one, `POST /admin/tasks/:id/replay` runs a
- * failed or cancelled task again, `POST /admin/tasks/:id/cancel` cancels an unfinished one. Guarded by
- * AGENT_HOST_API_KEYS (Bearer) when keys are configured.
+ * failed or cancelled task again, `POST /admin/tasks/:id/cancel` cancels an unfinished one.
+ *
+ * Tasks carry other users' data (response ids, chat ids, browser ids, payloads), so the routes always need an
+ * admin key: `AGENT_HOST_ADMIN_KEYS` (Bearer), or `AGENT_HOST_API_KEYS` when no admin keys are set. With
+ * neither, the routes are not mounted at all (404).
  */
 import { Effect, Option, Schema } from "effect"
 import type { Channel } from "./Channel.js"
 import * as ChannelModule from "./Channel.js"
-import { makeChecker } from "./http/ApiKeys.js"
+import { makeMatcher } from "./http/ApiKeys.js"
 import { errorJson, json } from "./http/HttpBody.js"
 import type { TaskRecord } from "./TaskRunner.js"
 import { TaskRunner, TaskStatus } from "./TaskRunner.js"
@@ -35,12 +38,25 @@ const isStatus = Schema.is(TaskStatus)
 
 export const make = (options: Options = {}): Channel<never, TaskRunner> =>
   ChannelModule.make(options.name ?? "admin", (ctx) =>
-    Effect.map(TaskRunner, (runner) => {
-      const authorized = makeChecker(ctx.settings.apiKeys)
+    Effect.gen(function*() {
+      const runner = yield* TaskRunner
+      const keys = ctx.settings.adminKeys.length > 0 ? ctx.settings.adminKeys : ctx.settings.apiKeys
+      if (keys.length === 0) {
+        yield* Effect.logInfo(
+          "admin routes are off: set AGENT_HOST_ADMIN_KEYS (or AGENT_HOST_API_KEYS) to serve them"
+        ).pipe(Effect.annotateLogs({ channel: ctx.channel }))
+        return {
+          path: options.path ?? "/admin",
+          kind: "programmatic",
+          routes: [],
+          describe: "task runner admin (off: no admin key)"
+        } satisfies ChannelModule.ChannelContribution
+      }
+      const authorized = makeMatcher(keys)
       const unauthorized = errorJson(
         401,
         "unauthorized",
-        "a valid API key is required: send Authorization: Bearer <key>"
+        "an admin key is required: send Authorization: Bearer <key> (AGENT_HOST_ADMIN_KEYS, or AGENT_HOST_API_KEYS)"
       )
       const guard = (handler: ChannelModule.Route["handler"]): ChannelModule.Route["handler"] => (input) =>
         authorized(input.request) ? handler(input) : Effect.succeed(unauthorized)
@@ -107,5 +123,5 @@ export const make = (options: Options = {}): Channel<never, TaskRunner> =>
           { method: "POST", path: "/tasks/:id/cancel", handler: cancel }
         ],
         describe: "task runner admin"
-      }
+      } satisfies ChannelModule.ChannelContribution
     }))

@@ -163,6 +163,16 @@ export interface HostSettings {
   readonly maxBodyBytes: number
   /** API keys guarding programmatic channels; empty when none are configured. */
   readonly apiKeys: ReadonlyArray<string>
+  /**
+   * Keys guarding the admin routes (`AGENT_HOST_ADMIN_KEYS`); when empty the API keys guard them, and with
+   * neither the admin routes are not mounted.
+   */
+  readonly adminKeys: ReadonlyArray<string>
+  /**
+   * Keys whose bearer may name any destination in a response target (`AGENT_HOST_PUSH_KEYS`); they are also
+   * accepted as API keys.
+   */
+  readonly pushKeys: ReadonlyArray<string>
 }
 
 export interface Channel<E = never, R = never> {

@@ -26,10 +26,28 @@ export const defaults: HostConfigShape = {
   trustIsolationHeaders: false,
   maxBodyBytes: 1024 * 1024,
   apiKeys: [],
+  adminKeys: [],
+  pushKeys: [],
   historyLimit: 200,
   historyCacheBytes: Size.mebibytes(64),
   maxResponseTargets: 32
 }
+
+/** A comma-separated list of secret keys (blank entries dropped); empty when unset. */
+const keyList = (name: string) =>
+  Config.redacted(name).pipe(
+    Config.map((keys) => Redacted.value(keys).split(",").map((k) => k.trim()).filter((k) => k.length > 0)),
+    Config.withDefault([] as ReadonlyArray<string>)
+  )
+
+/**
+ * A push key is an API key with one more permission: when API keys guard the programmatic channels, the push
+ * keys are accepted there too (with no API keys those channels are open anyway).
+ */
+export const normalize = (settings: HostConfigShape): HostConfigShape =>
+  settings.apiKeys.length === 0 || settings.pushKeys.every((k) => settings.apiKeys.includes(k)) ?
+    settings :
+    { ...settings, apiKeys: [...new Set([...settings.apiKeys, ...settings.pushKeys])] }
 
 export const config: Config.Config<HostConfigShape> = Config.all({
   port: Config.port("PORT").pipe(Config.withDefault(defaults.port)),
@@ -46,17 +64,16 @@ export const config: Config.Config<HostConfigShape> = Config.all({
     Config.validate({ message: "must be at least 1", validation: (n) => n >= 1 }),
     Config.withDefault(defaults.maxResponseTargets)
   ),
-  apiKeys: Config.redacted("AGENT_HOST_API_KEYS").pipe(
-    Config.map((keys) => Redacted.value(keys).split(",").map((k) => k.trim()).filter((k) => k.length > 0)),
-    Config.withDefault([] as ReadonlyArray<string>)
-  )
+  apiKeys: keyList("AGENT_HOST_API_KEYS"),
+  adminKeys: keyList("AGENT_HOST_ADMIN_KEYS"),
+  pushKeys: keyList("AGENT_HOST_PUSH_KEYS")
 })
 
 export const layer = (settings: Partial<HostConfigShape> = {}): Layer.Layer<HostConfig> =>
-  Layer.succeed(HostConfig, { ...defaults, ...settings })
+  Layer.succeed(HostConfig, normalize({ ...defaults, ...settings }))
 
 /** Settings from the environment; `overrides` win. */
 export const layerConfig = (
   overrides: Partial<HostConfigShape> = {}
 ): Layer.Layer<HostConfig, ConfigError.ConfigError> =>
-  Layer.effect(HostConfig, Effect.map(config, (settings) => ({ ...settings, ...overrides })))
+  Layer.effect(HostConfig, Effect.map(config, (settings) => normalize({ ...settings, ...overrides })))

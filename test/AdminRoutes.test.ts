@@ -113,3 +113,41 @@ describe("AdminRoutes", () => {
       }))
   })
 })
+
+const hostWith = (settings: Partial<HostConfig.HostConfigShape>) =>
+  AgentHost.layer({ channels: [AdminRoutes.make(), PushChannels.make("alpha", [])] }).pipe(
+    Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),
+    Layer.provide(DefaultAgent.layer),
+    Layer.provide(StateStore.layerMemory),
+    Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", ...settings }))
+  )
+
+describe("AdminRoutes access", () => {
+  layer(hostWith({}), { excludeTestServices: true })((it) => {
+    it.effect("with no admin or API key the admin routes are not mounted: 404, as if they did not exist", () =>
+      Effect.gen(function*() {
+        for (const [method, path] of [["GET", "/admin/tasks"], ["GET", "/admin/tasks/x"], ["POST", "/admin/tasks/x/cancel"]]) {
+          const r = yield* call(method!, path!)
+          assert.strictEqual(r.status, 404, `${method} ${path}`)
+          assert.strictEqual(r.body.error.type, "not_found")
+        }
+        // Even a bearer of some key gets nothing: there is no key that opens them.
+        assert.strictEqual((yield* call("GET", "/admin/tasks", { key: "anything" })).status, 404)
+      }))
+  })
+
+  layer(hostWith({ adminKeys: ["the-admin-key"], apiKeys: ["an-api-key"] }), { excludeTestServices: true })((it) => {
+    it.effect("admin keys guard the routes; an API key is not an admin key when admin keys are set", () =>
+      Effect.gen(function*() {
+        assert.strictEqual((yield* call("GET", "/admin/tasks")).status, 401)
+        assert.strictEqual((yield* call("GET", "/admin/tasks", { key: "wrong" })).status, 401)
+        const withApiKey = yield* call("GET", "/admin/tasks", { key: "an-api-key" })
+        assert.strictEqual(withApiKey.status, 401)
+        assert.include(withApiKey.body.error.message, "AGENT_HOST_ADMIN_KEYS")
+        assert.strictEqual((yield* call("POST", "/admin/tasks/x/cancel", { key: "an-api-key" })).status, 401)
+        const ok = yield* call("GET", "/admin/tasks", { key: "the-admin-key" })
+        assert.strictEqual(ok.status, 200)
+        assert.isArray(ok.body.tasks)
+      }))
+  })
+})

@@ -59,11 +59,14 @@ const fakeDestination = Effect.acquireRelease(
   (fake) => Effect.sync(() => fake.close())
 )
 
+// The admin routes need an admin key (they are not mounted without one).
+const ADMIN_KEY = "push-crash-admin"
+
 const request = (url: string, method = "GET", body?: unknown) =>
   Effect.promise(async () => {
     const r = await fetch(url, {
       method,
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_KEY}` },
       ...(body === undefined ? {} : { body: JSON.stringify(body) })
     })
     return { status: r.status, body: (await r.json()) as any }
@@ -84,6 +87,7 @@ describe("durable pushes survive kill -9", () => {
           STATE_DB: Path.join(dir, "state.db"),
           FAKE_URL: fake.url,
           AGENT_HOST_TASK_CONCURRENCY: String(CONCURRENCY),
+          AGENT_HOST_ADMIN_KEYS: ADMIN_KEY,
           LOG_LEVEL: "warning"
         }
         const boot = Effect.flatMap(
