@@ -23,12 +23,16 @@ describe("admin routes of npm start", () => {
       assert.include(server.output(), "admin routes are off")
     }), { timeout: 120_000 })
 
-  it.scopedLive("with AGENT_HOST_ADMIN_KEYS: 401 without or with a wrong key, 200 with the right one", () =>
-    Effect.gen(function*() {
-      const server = yield* ServerProcess.start({ AGENT_HOST_ADMIN_KEYS: "adm-1,adm-2", AGENT_HOST_API_KEYS: "" })
-      assert.strictEqual((yield* get(`${server.url}/admin/tasks`)).status, 401)
-      assert.strictEqual((yield* get(`${server.url}/admin/tasks`, "adm-3")).status, 401)
-      const ok = yield* get(`${server.url}/admin/tasks`, "adm-2")
-      assert.strictEqual(ok.status, 200)
-    }), { timeout: 120_000 })
+  it.scopedLive(
+    "with AGENT_HOST_ADMIN_KEYS: 401 without or with a wrong key, 200 with the right one",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* ServerProcess.start({ AGENT_HOST_ADMIN_KEYS: "adm-1,adm-2", AGENT_HOST_API_KEYS: "" })
+        assert.strictEqual((yield* get(`${server.url}/admin/tasks`)).status, 401)
+        assert.strictEqual((yield* get(`${server.url}/admin/tasks`, "adm-3")).status, 401)
+        const ok = yield* get(`${server.url}/admin/tasks`, "adm-2")
+        assert.strictEqual(ok.status, 200)
+      }),
+    { timeout: 120_000 }
+  )
 })

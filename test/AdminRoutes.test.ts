@@ -126,7 +126,12 @@ describe("AdminRoutes access", () => {
   layer(hostWith({}), { excludeTestServices: true })((it) => {
     it.effect("with no admin or API key the admin routes are not mounted: 404, as if they did not exist", () =>
       Effect.gen(function*() {
-        for (const [method, path] of [["GET", "/admin/tasks"], ["GET", "/admin/tasks/x"], ["POST", "/admin/tasks/x/cancel"]]) {
+        for (
+          const [method, path] of [["GET", "/admin/tasks"], ["GET", "/admin/tasks/x"], [
+            "POST",
+            "/admin/tasks/x/cancel"
+          ]]
+        ) {
           const r = yield* call(method!, path!)
           assert.strictEqual(r.status, 404, `${method} ${path}`)
           assert.strictEqual(r.body.error.type, "not_found")
