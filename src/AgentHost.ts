@@ -20,6 +20,7 @@ import { HostConfigurationError } from "./domain/Errors.js"
 import { isolationKeyProblem } from "./domain/Ids.js"
 import { HostConfig } from "./HostConfig.js"
 import * as HostConfigModule from "./HostConfig.js"
+import { makeMatcher } from "./http/ApiKeys.js"
 import { errorJson, json } from "./http/HttpBody.js"
 import { joinPath, Router } from "./http/Router.js"
 import type { IsolationKeys } from "./RequestContext.js"
@@ -173,6 +174,9 @@ export const make = <E, R>(options: Options<E, R>) =>
       return yield* Effect.failCause(startupFailures[0]!.cause)
     }
 
+    const hasPushKey = makeMatcher(settings.pushKeys)
+    const pushGrant = { reason: "push key" }
+
     const app: Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest> = Effect
       .flatMap(HttpServerRequest.HttpServerRequest, (request) => {
         const url = request.url
@@ -201,7 +205,9 @@ export const make = <E, R>(options: Options<E, R>) =>
           isolation,
           query: new URLSearchParams(q === -1 ? "" : url.slice(q + 1))
         }
-        const handled = found.match.route.route.handler(input)
+        const routed = found.match.route.route.handler(input)
+        // A push key lets this request's response target name any identity (see Delivery.TargetGrant).
+        const handled = hasPushKey(request) ? Effect.provideService(routed, Delivery.TargetGrant, pushGrant) : routed
         return (isolation === noIsolationKeys ? handled : turns.withIsolation(isolation)(handled)).pipe(
           Effect.catchAllDefect((defect) =>
             Effect.as(

@@ -8,7 +8,7 @@ import type { ResponseHookContext } from "./Channel.js"
 import type { RegisteredChannel } from "./Channels.js"
 import { Channels } from "./Channels.js"
 import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
-import type { ChannelIdentity } from "./domain/Identity.js"
+import type { ChannelIdentity, ResponseTarget } from "./domain/Identity.js"
 import { identityToken } from "./domain/Identity.js"
 import { issueId } from "./domain/Ids.js"
 import type { AgentResponse, Message } from "./domain/Message.js"
@@ -62,6 +62,81 @@ export interface DeliveryShape {
 }
 
 export class Delivery extends Context.Tag("effect-agent-host/Delivery")<Delivery, DeliveryShape>() {}
+
+/**
+ * Permission, for the request being served, to name any identity in a caller-supplied response target. The host
+ * grants it to a bearer of an `AGENT_HOST_PUSH_KEYS` key; trusted code may provide it around `ctx.run`.
+ */
+export class TargetGrant extends Context.Tag("effect-agent-host/Delivery/TargetGrant")<TargetGrant, {
+  /** Why the grant was given (for the logs), e.g. "push key". */
+  readonly reason: string
+}>() {}
+
+/**
+ * The explicit destinations (`channel:native_id` tokens, `identities`) a target names, as tokens, except the
+ * requester itself (that is the originating reply). Bare channel names, `active` and `all_linked` resolve
+ * through the registry of the request's own key, so they name nobody explicitly.
+ */
+export const explicitDestinations = (
+  request: ChannelRequest,
+  target: ResponseTarget | undefined
+): ReadonlyArray<Destination> => {
+  if (target === undefined) return []
+  const from = request.channel
+  const isRequester = (channel: string, nativeId: string) =>
+    channel === from && (request.identity === undefined || request.identity.nativeId === nativeId)
+  const out: Array<Destination> = []
+  if (target.kind === "identities") {
+    for (const identity of target.identities ?? []) {
+      if (!isRequester(identity.channel, identity.nativeId)) out.push({ channel: identity.channel, identity })
+    }
+  } else if (target.kind === "channels") {
+    for (const token of target.targets ?? []) {
+      const colon = token.indexOf(":")
+      if (token === "originating" || token === from || colon <= 0) continue
+      const channel = token.slice(0, colon)
+      const nativeId = token.slice(colon + 1)
+      if (nativeId.length === 0 || isRequester(channel, nativeId)) continue
+      out.push({ channel, identity: { channel, nativeId } as ChannelIdentity })
+    }
+  }
+  return out
+}
+
+/**
+ * The destinations of a caller-supplied target that the caller may not reach, as tokens (empty: all allowed).
+ * `request` is the request as it will run (after the run hook and authorization: its key is the caller's own);
+ * `callerTarget` is the target the channel handed in. Only destinations the caller named and the run still
+ * uses are checked: what a run hook adds is trusted code. A destination is allowed when the registry links it
+ * to the request's key (recorded there, linked there, or registered there).
+ */
+export const refusedTargets = (
+  store: Pick<StateStore["Type"], "identities" | "linksFor" | "findKeyByIdentity">,
+  request: ChannelRequest,
+  callerTarget: ResponseTarget | undefined
+): Effect.Effect<ReadonlyArray<string>> =>
+  Effect.gen(function*() {
+    const named = explicitDestinations(request, callerTarget)
+    if (named.length === 0) return []
+    const used = new Set(explicitDestinations(request, request.responseTarget).map((d) => identityToken(d.identity)))
+    const key = request.session?.isolationKey
+    const linked = new Set<string>()
+    if (key !== undefined) {
+      for (const identity of yield* store.identities(key)) linked.add(identityToken(identity))
+      for (const link of yield* store.linksFor(key)) linked.add(`${link.channel}:${link.nativeId}`)
+    }
+    const refused: Array<string> = []
+    for (const destination of named) {
+      const token = identityToken(destination.identity)
+      if (!used.has(token) || linked.has(token) || refused.includes(token)) continue
+      const registered = key === undefined ?
+        Option.none() :
+        yield* store.findKeyByIdentity(destination.channel, destination.identity.nativeId)
+      if (Option.isSome(registered) && registered.value === key) continue
+      refused.push(token)
+    }
+    return refused
+  })
 
 /**
  * Shapes `result` for one destination with that channel's response hook, on a private copy: nothing a hook

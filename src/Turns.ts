@@ -3,15 +3,16 @@
  * session actor of its isolation key; its reply is annotated with the delivery decision and appended to the
  * session's history inside the actor, so history is written in turn order.
  */
-import { Cause, Context, Effect, Fiber, Layer, Mailbox, Option, Stream } from "effect"
+import { Cause, Context, Effect, Fiber, Layer, Mailbox, Metric, Option, Stream } from "effect"
+import { deniedCounterFor } from "./Authorization.js"
 import { Authorizer } from "./Authorizer.js"
 import type { ChannelContext, TurnStream } from "./Channel.js"
 import { Channels } from "./Channels.js"
 import type { DeliveryPlan } from "./Delivery.js"
-import { annotate, Delivery } from "./Delivery.js"
+import { annotate, Delivery, refusedTargets, TargetGrant } from "./Delivery.js"
 import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
 import type { TurnError } from "./domain/Errors.js"
-import { AgentError, InvalidIsolationKey, InvalidRequest, TurnCancelled } from "./domain/Errors.js"
+import { AccessDenied, AgentError, InvalidIsolationKey, InvalidRequest, TurnCancelled } from "./domain/Errors.js"
 import { isolationKeyProblem, issueId } from "./domain/Ids.js"
 import type { AgentResponseUpdate, Message } from "./domain/Message.js"
 import { ResponseAccumulator } from "./domain/Message.js"
@@ -125,6 +126,34 @@ export const make = Effect.gen(function*() {
   // identity under the key the turn really ran in.
   const ran = new WeakMap<HostedRunResult, ChannelRequest>()
 
+  /**
+   * The caller's response target (as the channel handed it in, before the run hook) may name only identities
+   * linked to the key the turn runs under, unless the request carries a `TargetGrant` (a push key). Refused
+   * before the turn runs: nothing is pushed, nothing stored.
+   */
+  const checkTarget = Effect.fnUntraced(function*(request: ChannelRequest, prepared: ChannelRequest) {
+    if (request.responseTarget === undefined) return
+    const grant = yield* Effect.serviceOption(TargetGrant)
+    if (Option.isSome(grant)) return
+    const refused = yield* refusedTargets(store, prepared, request.responseTarget)
+    if (refused.length === 0) return
+    const shown = refused.slice(0, 10).map((token) => token.length > 100 ? `${token.slice(0, 100)}...` : token)
+    const more = refused.length > shown.length ? ` and ${refused.length - shown.length} more` : ""
+    yield* Effect.logInfo("response target refused").pipe(
+      Effect.annotateLogs({ channel: prepared.channel, refused: shown.join(",") })
+    )
+    yield* Metric.increment(deniedCounterFor(prepared.channel, "response_target_refused"))
+    return yield* new AccessDenied({
+      reasonCode: "response_target_refused",
+      message:
+        `the response target names destinations this caller may not reach: ${
+          shown.join(", ")
+        }${more}. A caller may target its own channel, "active", "all_linked", a channel name, or an identity linked ` +
+        `to its own session; naming any other identity needs an API key listed in AGENT_HOST_PUSH_KEYS ` +
+        `(Authorization: Bearer <key>) or a channel run hook that sets the target`
+    })
+  })
+
   const prepare = Effect.fnUntraced(function*(channel: string, request: ChannelRequest, raw: unknown) {
     const hook = channels.unsafeGet(channel)?.contribution.hooks?.run
     let prepared = hook === undefined ? request : yield* hook(request, raw)
@@ -139,6 +168,7 @@ export const make = Effect.gen(function*() {
       return yield* new InvalidRequest({ message: "the request has no input messages" })
     }
     prepared = yield* authorizer.authorize(prepared)
+    yield* checkTarget(request, prepared)
     const isolation = Option.getOrElse(yield* Effect.serviceOption(CurrentIsolation), () => noIsolationKeys)
     yield* Effect.logInfo("channel request").pipe(
       Effect.annotateLogs({

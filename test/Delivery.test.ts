@@ -27,17 +27,57 @@ const marking = (marker: string) => ({
 const channels = [
   PushChannels.make("alpha", log, { hooks: marking("alpha") }),
   PushChannels.make("beta", log, { hooks: marking("beta") }),
-  PushChannels.make("gamma", log, { push: false })
+  PushChannels.make("gamma", log, { push: false }),
+  // Its run hook sets targets (trusted code): "hook" replies to beta:hook-friend; "relay" passes the caller's
+  // target on, with echo added.
+  PushChannels.make("delta", log, {
+    hooks: {
+      run: (request) =>
+        Effect.sync(() => {
+          const text = request.input.map((m) => m.contents.map((c) => c._tag === "text" ? c.text : "").join("")).join(
+            ""
+          )
+          if (text.includes("hook")) {
+            return { ...request, responseTarget: { kind: "channels", targets: ["beta:hook-friend"] } }
+          }
+          if (text.includes("relay") && request.responseTarget !== undefined) {
+            return { ...request, responseTarget: { ...request.responseTarget, echoInput: true } }
+          }
+          return request
+        })
+    }
+  })
 ]
+
+const PUSH_KEY = "delivery-push-key"
 
 const hostLayer = AgentHost.layer({ channels }).pipe(
   Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),
   Layer.provide(DefaultAgent.layer),
   Layer.provideMerge(StateStore.layerMemory),
-  Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" }))
+  Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", pushKeys: [PUSH_KEY] }))
 )
 
-const say = (channel: string, body: Record<string, unknown>) =>
+/**
+ * `withPushKey`: the bearer may name any identity. The resolution tests below name strangers on purpose (an
+ * identity no session of theirs knows), which needs that permission.
+ */
+const say = (channel: string, body: Record<string, unknown>, options: { readonly withPushKey?: boolean } = {}) =>
+  Effect.flatMap(AgentHost.AgentHost, (host) =>
+    Effect.promise(async () => {
+      const r = await fetch(`${host.url}/${channel}/say`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          ...(options.withPushKey === true ? { authorization: `Bearer ${PUSH_KEY}` } : {})
+        },
+        body: JSON.stringify(body)
+      })
+      if (r.status !== 200) throw new Error(`status ${r.status}: ${await r.text()}`)
+      return (await r.json()) as { reply: string | null }
+    }))
+
+const sayRaw = (channel: string, body: Record<string, unknown>) =>
   Effect.flatMap(AgentHost.AgentHost, (host) =>
     Effect.promise(async () => {
       const r = await fetch(`${host.url}/${channel}/say`, {
@@ -45,8 +85,7 @@ const say = (channel: string, body: Record<string, unknown>) =>
         headers: { "content-type": "application/json" },
         body: JSON.stringify(body)
       })
-      if (r.status !== 200) throw new Error(`status ${r.status}: ${await r.text()}`)
-      return (await r.json()) as { reply: string | null }
+      return { status: r.status, body: (await r.json()) as { error: { type: string; message: string } } }
     }))
 
 const waitFor = <A>(check: () => A | undefined, what: string) =>
@@ -82,6 +121,83 @@ describe("Delivery", () => {
         assert.isUndefined(hosting?.intendedTargets)
         yield* Effect.sleep("50 millis")
         assert.deepStrictEqual(since(start), [])
+      }))
+
+    it.effect("a caller names only identities of its own session; a stranger is refused before the turn runs", () =>
+      Effect.gen(function*() {
+        const start = log.length
+        yield* say("beta", { text: "hi", user: "own-b", session: "acl" })
+        // beta:own-b is recorded on this session: naming it needs no permission.
+        const own = yield* say("alpha", {
+          text: "to my beta",
+          user: "own-a",
+          session: "acl",
+          target: { kind: "channels", targets: ["beta:own-b"] }
+        })
+        assert.isNull(own.reply)
+        const pushed = yield* waitFor(() => since(start)[0], "the push to beta:own-b")
+        assert.deepStrictEqual([pushed.channel, pushed.nativeId], ["beta", "own-b"])
+        const store = yield* StateStore.StateStore
+        const before = (yield* store.loadHistory("shared:acl")).length
+        const afterPushes = log.length
+        const refused = yield* sayRaw("alpha", {
+          text: "spam them",
+          user: "own-a",
+          session: "acl",
+          target: { kind: "channels", targets: ["beta:own-b", "beta:stranger", "gamma:g"], echoInput: true }
+        })
+        assert.strictEqual(refused.status, 403)
+        assert.strictEqual(refused.body.error.type, "response_target_refused")
+        assert.include(refused.body.error.message, "beta:stranger, gamma:g")
+        assert.notInclude(refused.body.error.message, "own-b")
+        assert.include(refused.body.error.message, "AGENT_HOST_PUSH_KEYS")
+        const identities = yield* sayRaw("alpha", {
+          text: "spam",
+          user: "own-a",
+          session: "acl",
+          target: { kind: "identities", identities: [{ channel: "beta", nativeId: "stranger" }] }
+        })
+        assert.strictEqual(identities.status, 403)
+        const streamed = yield* sayRaw("alpha", {
+          text: "spam",
+          user: "own-a",
+          session: "acl",
+          stream: true,
+          target: { kind: "channels", targets: ["beta:stranger"] }
+        })
+        assert.strictEqual(streamed.status, 403)
+        // Nothing ran: no history, no push.
+        yield* Effect.sleep("100 millis")
+        assert.strictEqual((yield* store.loadHistory("shared:acl")).length, before)
+        assert.deepStrictEqual(log.slice(afterPushes), [])
+        // The same request with a push key goes through.
+        yield* say("alpha", {
+          text: "allowed now",
+          user: "own-a",
+          session: "acl",
+          target: { kind: "channels", targets: ["beta:stranger"] }
+        }, { withPushKey: true })
+        const granted = yield* waitFor(() => log.slice(afterPushes)[0], "the granted push")
+        assert.deepStrictEqual([granted.channel, granted.nativeId], ["beta", "stranger"])
+      }))
+
+    it.effect("a target the run hook sets is trusted; a caller's destination the hook passes on is still checked", () =>
+      Effect.gen(function*() {
+        const start = log.length
+        const hooked = yield* say("delta", { text: "hook please", user: "d1", session: "hooked" })
+        assert.isNull(hooked.reply)
+        const pushed = yield* waitFor(() => since(start)[0], "the hook's push")
+        assert.deepStrictEqual([pushed.channel, pushed.nativeId], ["beta", "hook-friend"])
+        // The caller named beta:hook-friend itself: the hook replaces the target with the same one, still fine,
+        // but a caller's stranger that the hook merely passes on (adding echo) is refused.
+        const relayed = yield* sayRaw("delta", {
+          text: "relay this",
+          user: "d1",
+          session: "hooked",
+          target: { kind: "channels", targets: ["beta:stranger-2"] }
+        })
+        assert.strictEqual(relayed.status, 403)
+        assert.include(relayed.body.error.message, "beta:stranger-2")
       }))
 
     it.effect("active reaches the channel used before this request, and moves with the user", () =>
@@ -143,7 +259,7 @@ describe("Delivery", () => {
             kind: "channels",
             targets: ["beta", "originating", "alpha:other", "beta:bee", "nowhere:1", "gamma:g", "gamma", "beta:"]
           }
-        })
+        }, { withPushKey: true })
         assert.isNotNull(out.reply)
         const hosting = yield* lastAnnotation("ch")
         assert.deepStrictEqual(hosting?.intendedTargets, ["beta:bee", "alpha:other"])
@@ -170,7 +286,7 @@ describe("Delivery", () => {
           user: "x",
           session: "fallback",
           target: { kind: "channels", targets: ["beta", "gamma:1"] }
-        })
+        }, { withPushKey: true })
         assert.include(out.reply!, "nobody")
         const hosting = yield* lastAnnotation("fallback")
         assert.deepStrictEqual(hosting?.intendedTargets, [])
@@ -189,7 +305,7 @@ describe("Delivery", () => {
             kind: "identities",
             identities: [{ channel: "beta", nativeId: "them" }, { channel: "alpha", nativeId: "me" }]
           }
-        })
+        }, { withPushKey: true })
         assert.isNotNull(out.reply)
         const pushed = yield* waitFor(() => since(start)[0], "push")
         assert.deepStrictEqual([pushed.channel, pushed.nativeId], ["beta", "them"])
@@ -258,7 +374,7 @@ describe("Delivery", () => {
           user: "ha",
           session: "hooks",
           target: { kind: "channels", targets: ["beta", "alpha:friend", "originating"], echoInput: true }
-        })
+        }, { withPushKey: true })
         assert.include(out.reply!, "[alpha]")
         assert.notInclude(out.reply!, "[beta]")
         yield* waitFor(() => since(start).length >= 4 ? true : undefined, "four deliveries")

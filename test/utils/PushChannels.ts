@@ -1,15 +1,18 @@
 /**
  * Small test channels with push: `POST /<name>/say` runs a turn for `{ text, user, session, target?, stream? }`
- * and answers `{ reply }` (null when the reply went elsewhere only); `push` records every delivery.
+ * and answers `{ reply }` (null when the reply went elsewhere only), or a turn error as the error envelope;
+ * `push` records every delivery.
  */
 import { Effect, Option, Stream } from "effect"
 import type { Channel, ChannelHooks, PushFailure } from "../../src/Channel.js"
 import * as ChannelModule from "../../src/Channel.js"
 import type { ChannelRequest, HostedRunResult } from "../../src/domain/ChannelRequest.js"
+import type { TurnError } from "../../src/domain/Errors.js"
+import { turnErrorStatus } from "../../src/domain/Errors.js"
 import type { ChannelIdentity, ResponseTarget } from "../../src/domain/Identity.js"
 import type { IsolationKey } from "../../src/domain/Ids.js"
 import { responseText, userMessage } from "../../src/domain/Message.js"
-import { json, readJson } from "../../src/http/HttpBody.js"
+import { errorJson, json, readJson } from "../../src/http/HttpBody.js"
 
 export interface Delivery {
   readonly channel: string
@@ -51,14 +54,20 @@ export const make = (name: string, log: Array<Delivery>, options: Options = {}):
             ...(body.target === undefined ? {} : { responseTarget: body.target }),
             stream: body.stream === true
           }
+          const refused = (e: TurnError) =>
+            errorJson(turnErrorStatus(e), e._tag === "AccessDenied" ? e.reasonCode : e._tag, e.message)
           if (body.stream === true) {
-            const turn = yield* Effect.orDie(ctx.runStream(request))
+            const started = yield* Effect.either(ctx.runStream(request))
+            if (started._tag === "Left") return refused(started.left)
+            const turn = started.right
             yield* Stream.runDrain(turn.updates).pipe(Effect.orDie)
             const result = yield* Effect.orDie(turn.result)
             const shaped = yield* ctx.deliverResponse(request, result)
             return json({ reply: Option.isSome(shaped) ? responseText(shaped.value.response) : null })
           }
-          const result = yield* Effect.orDie(ctx.run(request))
+          const ran = yield* Effect.either(ctx.run(request))
+          if (ran._tag === "Left") return refused(ran.left)
+          const result = ran.right
           const shaped = yield* ctx.deliverResponse(request, result)
           return json({ reply: Option.isSome(shaped) ? responseText(shaped.value.response) : null })
         })

@@ -47,16 +47,25 @@ export const relay: Channel = ChannelModule.make("relay", (ctx) => {
             input: [userMessage(body.message)],
             session: { isolationKey: "relay:1" as IsolationKey },
             identity: { channel: "relay", nativeId: "1" } as ChannelIdentity,
-            responseTarget: ResponseTargets.channels([`webchat:${body.to}`], { echoInput: body.echo === true }),
             attributes: { responseId: `resp_relay_${++turns}` },
             stream: false
           }
-          const result = yield* ctx.run(turn).pipe(Effect.either)
+          const result = yield* ctx.run(turn, body).pipe(Effect.either)
           if (result._tag === "Left") return errorJson(500, "relay_failed", result.left.message)
           const shaped = yield* ctx.deliverResponse(turn, result.right)
           return json({ originating: Option.isSome(shaped) })
         })
-    }]
+    }],
+    // Naming another user's browser is a permission: trusted code (this run hook) sets the target, not the caller.
+    hooks: {
+      run: (request, raw) =>
+        Effect.succeed({
+          ...request,
+          responseTarget: ResponseTargets.channels([`webchat:${(raw as { to: string }).to}`], {
+            echoInput: (raw as { echo?: boolean }).echo === true
+          })
+        })
+    }
   })
 })
 
