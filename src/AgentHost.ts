@@ -1,13 +1,18 @@
 /**
  * The host: builds every channel, mounts their routes with `GET /readiness` on one HTTP server, runs channel
- * startups in order (a failed startup aborts boot, every failure logged by channel, the first reported), and
- * on shutdown closes every channel's scope even when some fail.
+ * startups in order, and on shutdown closes every channel's scope even when some fail.
+ *
+ * A failed startup does not stop the host: the channel is marked unready (`GET /readiness` answers 503 naming
+ * it and why) while the other channels serve, and its startup is retried in the background with capped
+ * exponential backoff (`startupRetry`), each failure logged with its reason, until it succeeds. A failure marked
+ * `retryable: false` (a misconfiguration that cannot succeed) is logged as an error and not retried: the channel
+ * stays unready until the configuration is fixed and the host restarted.
  */
 import { HttpMiddleware, HttpServerRequest, type HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { ConfigError } from "effect"
-import type { Cause } from "effect"
-import { Context, Effect, Exit, Layer, Option, Scope } from "effect"
+import { Cause } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Option, Schedule, Scope } from "effect"
 import * as Http from "node:http"
 import * as Authorization from "./Authorization.js"
 import { Authorizer } from "./Authorizer.js"
@@ -15,7 +20,7 @@ import type { Channel, ChannelContribution, RouteInput } from "./Channel.js"
 import * as Channels from "./Channels.js"
 import * as DefaultAgent from "./DefaultAgent.js"
 import * as Delivery from "./Delivery.js"
-import type { ChannelStartupError } from "./domain/Errors.js"
+import { ChannelStartupError } from "./domain/Errors.js"
 import { HostConfigurationError } from "./domain/Errors.js"
 import { isolationKeyProblem } from "./domain/Ids.js"
 import { HostConfig } from "./HostConfig.js"
@@ -58,6 +63,28 @@ export interface Options<E, R> {
 }
 
 const readiness = json({ status: "ok" })
+
+/** The first retry of a failed channel startup waits this long; each next one twice as long, up to the cap. */
+export const startupRetryBase: Duration.Duration = Duration.seconds(1)
+/** The longest wait between two startup attempts of a channel. */
+export const startupRetryCap: Duration.Duration = Duration.minutes(1)
+
+/**
+ * When a failed channel startup is tried again: exponential from `startupRetryBase`, capped at
+ * `startupRetryCap`, for as long as the failure is retryable.
+ */
+export const startupRetry: Schedule.Schedule<unknown, ChannelStartupError> = Schedule.exponential(startupRetryBase)
+  .pipe(
+    Schedule.union(Schedule.spaced(startupRetryCap)),
+    Schedule.whileInput((error: ChannelStartupError) => error.retryable !== false)
+  )
+
+/** Why a channel is not ready, for `GET /readiness`. */
+interface Unready {
+  readonly reason: string
+  readonly retrying: boolean
+  readonly attempts: number
+}
 
 const lift = (request: HttpServerRequest.HttpServerRequest, trust: boolean): IsolationKeys | string => {
   if (!trust) return noIsolationKeys
@@ -132,12 +159,26 @@ export const make = <E, R>(options: Options<E, R>) =>
     // After the build, so the authorizer sees each channel's kind; before anything is served or started.
     yield* authorizer.validate(names)
 
+    // Channels whose startup has not succeeded (yet). Written by the startup loop, read by readiness.
+    const unready = new Map<string, Unready>()
+    const readinessResponse = Effect.sync(() => {
+      if (unready.size === 0) return readiness
+      const channels: Record<string, Unready & { readonly ready: false }> = {}
+      for (const [name, state] of unready) channels[name] = { ready: false, ...state }
+      const names = [...unready.keys()]
+      return json({
+        status: "unready",
+        channels,
+        error: { message: `channel(s) not ready: ${names.join(", ")}`, type: "channel_unready", channels: names }
+      }, 503)
+    })
+
     // Mount: readiness first, so no channel can shadow it.
     const router = new Router()
     router.add({
       channel: "host",
       fullPath: "/readiness",
-      route: { method: "GET", path: "/readiness", handler: () => Effect.succeed(readiness) }
+      route: { method: "GET", path: "/readiness", handler: () => readinessResponse }
     })
     for (const channel of built) {
       for (const route of channel.contribution.routes) {
@@ -152,26 +193,63 @@ export const make = <E, R>(options: Options<E, R>) =>
       }
     }
 
-    // Startup work, in channel order; every failure is logged, the first is reported.
-    const startupFailures: Array<{ channel: string; cause: Cause.Cause<ChannelStartupError> }> = []
+    // Startup work, in channel order. A failure marks the channel unready and retries it in the background
+    // (in the channel's scope, so shutdown stops the retries); the other channels serve meanwhile.
+    const startupFailures: Array<string> = []
     for (const channel of built) {
       const startup = channel.contribution.startup
       if (startup === undefined) continue
-      const exit = yield* Effect.exit(Scope.extend(startup, channel.scope))
-      if (Exit.isFailure(exit)) {
-        startupFailures.push({ channel: channel.name, cause: exit.cause })
-        yield* Effect.logError("channel startup failed", exit.cause).pipe(
-          Effect.annotateLogs({ channel: channel.name })
+      let attempts = 0
+      const attempt = Effect.suspend(() => {
+        attempts++
+        return Scope.extend(startup, channel.scope)
+      }).pipe(
+        Effect.catchAllDefect((defect) =>
+          Effect.fail(
+            new ChannelStartupError({
+              channel: channel.name,
+              message: "the channel's startup failed unexpectedly",
+              cause: defect
+            })
+          )
+        ),
+        Effect.tapErrorCause((cause) =>
+          Effect.suspend(() => {
+            const error = Cause.failureOption(cause)
+            const retrying = Option.isSome(error) && error.value.retryable !== false
+            const reason = Option.isSome(error) ? error.value.message : Cause.pretty(cause)
+            unready.set(channel.name, { reason, retrying, attempts })
+            return (retrying ?
+              Effect.logWarning(`channel startup failed (attempt ${attempts}); retrying with backoff: ${reason}`) :
+              Effect.logError(
+                `channel startup failed (attempt ${attempts}) and cannot succeed as configured; not retrying: ${reason}`
+              )).pipe(Effect.annotateLogs({ channel: channel.name }))
+          })
         )
-      }
+      )
+      const exit = yield* Effect.exit(attempt)
+      if (Exit.isSuccess(exit)) continue
+      startupFailures.push(channel.name)
+      yield* Effect.logError("channel startup failed", exit.cause).pipe(Effect.annotateLogs({ channel: channel.name }))
+      const first = Cause.failureOption(exit.cause)
+      if (Option.isSome(first) && first.value.retryable === false) continue
+      const recovered = Effect.zipRight(
+        Effect.retry(attempt, startupRetry),
+        Effect.suspend(() => {
+          unready.delete(channel.name)
+          return Effect.logInfo(`channel started after ${attempts} attempts; ready`).pipe(
+            Effect.annotateLogs({ channel: channel.name })
+          )
+        })
+      ).pipe(Effect.ignore)
+      yield* Effect.forkIn(Effect.interruptible(recovered), channel.scope)
     }
     if (startupFailures.length > 0) {
-      if (startupFailures.length > 1) {
-        yield* Effect.logError(
-          `${startupFailures.length} channels failed to start: ${startupFailures.map((f) => f.channel).join(", ")}`
-        )
-      }
-      return yield* Effect.failCause(startupFailures[0]!.cause)
+      yield* Effect.logError(
+        `${startupFailures.length} channel(s) failed to start and are not ready: ${
+          startupFailures.join(", ")
+        }; the others serve; GET /readiness answers 503 until they start`
+      )
     }
 
     const hasPushKey = makeMatcher(settings.pushKeys)
@@ -265,7 +343,7 @@ export const make = <E, R>(options: Options<E, R>) =>
     yield* Effect.logInfo(
       `agent host ready: target ${target.kind} "${target.name}" on ${url}; channels: ${
         mounted.map((c) => `${c.name}@${c.path}`).join(", ") || "none"
-      }`
+      }${unready.size === 0 ? "" : `; not ready yet: ${[...unready.keys()].join(", ")}`}`
     ).pipe(Effect.annotateLogs({ target: target.name, bind: url, channels: mounted.map((c) => c.name).join(",") }))
 
     return AgentHost.of({ address, url, channels: mounted, handler })

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Layer, Logger, Option, Stream } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, Option, Scope, Stream, TestClock } from "effect"
 import * as Agent from "../src/Agent.js"
 import { AgentHost } from "../src/AgentHost.js"
 import type { ChannelContribution, ChannelHooks } from "../src/Channel.js"
@@ -138,36 +138,64 @@ describe("AgentHost", () => {
       )
     }))
 
-  it.scoped("startup failures abort boot, each logged by channel, the first reported", () =>
+  // Issue 13 point 15 changed this deliberately: a failed startup used to abort boot; now the host serves the
+  // other channels, readiness names the failed ones, and retryable failures are retried with backoff.
+  it.scoped("startup failures keep the host up: each logged by channel, named by readiness, retried until ready", () =>
     Effect.gen(function*() {
       const lines: Array<string> = []
       const logger = Logger.make(({ annotations, message }) => {
         const channel = [...annotations].find(([k]) => k === "channel")?.[1]
         lines.push(`${String(message)}|${String(channel)}`)
       })
-      const failing = (name: string) =>
-        Channel.make(name, () =>
-          Effect.succeed({
-            path: `/${name}`,
-            routes: [],
-            startup: Effect.fail(new ChannelStartupError({ channel: name, message: `${name} cannot start` }))
-          }))
+      let firstAttempts = 0
+      const first = Channel.make("first", () =>
+        Effect.succeed({
+          path: "/first",
+          routes: [],
+          startup: Effect.suspend(() =>
+            ++firstAttempts < 3 ?
+              Effect.fail(new ChannelStartupError({ channel: "first", message: "first cannot start yet" })) :
+              Effect.void
+          )
+        }))
+      const second = Channel.make("second", () =>
+        Effect.succeed({
+          path: "/second",
+          routes: [],
+          startup: Effect.fail(
+            new ChannelStartupError({ channel: "second", message: "second is misconfigured", retryable: false })
+          )
+        }))
       let stopped = 0
-      const ok = Channel.make("fine", () =>
-        Effect.as(Effect.addFinalizer(() => Effect.sync(() => stopped++)), { path: "/fine", routes: [] }))
-      const exit = yield* Effect.exit(
-        Layer.build(TestHost.layer({ channels: [ok, failing("first"), failing("second")] })).pipe(
-          Effect.provide(Logger.replace(Logger.defaultLogger, logger))
-        )
+      const ok = Channel.make(
+        "fine",
+        () => Effect.as(Effect.addFinalizer(() => Effect.sync(() => stopped++)), { path: "/fine", routes: [] })
       )
-      assert.isTrue(Exit.isFailure(exit))
-      const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
-      assert.isTrue(Option.isSome(error))
-      assert.strictEqual((Option.getOrThrow(error) as ChannelStartupError).channel, "first")
-      assert.isTrue(lines.some((l) =>
-        l.includes("channel startup failed") && l.endsWith("|first")
-      ))
+      const scope = yield* Scope.make()
+      const context = yield* Layer.build(TestHost.layer({ channels: [ok, first, second] })).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+        Scope.extend(scope)
+      )
+      const host = Context.get(context, AgentHost)
+      const readiness = () =>
+        Effect.promise(() =>
+          fetch(`${host.url}/readiness`).then(async (r) => ({ status: r.status, body: await r.json() }))
+        )
+      const before = yield* readiness()
+      assert.strictEqual(before.status, 503)
+      assert.deepStrictEqual(Object.keys(before.body.channels).sort(), ["first", "second"])
+      assert.isTrue(before.body.channels.first.retrying)
+      assert.isFalse(before.body.channels.second.retrying)
+      assert.isTrue(lines.some((l) => l.includes("channel startup failed") && l.endsWith("|first")))
       assert.isTrue(lines.some((l) => l.includes("channel startup failed") && l.endsWith("|second")))
+      // Backoff on the TestClock: 1 s, then 2 s.
+      yield* TestClock.adjust("1 second")
+      yield* TestClock.adjust("2 seconds")
+      assert.strictEqual(firstAttempts, 3)
+      const after = yield* readiness()
+      assert.strictEqual(after.status, 503)
+      assert.deepStrictEqual(Object.keys(after.body.channels), ["second"])
+      yield* Scope.close(scope, Exit.void)
       assert.strictEqual(stopped, 1, "the channel that had started was shut down")
     }))
 

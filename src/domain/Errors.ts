@@ -75,10 +75,15 @@ export type TurnError =
   | AccessDenied
   | LinkRequiredError
 
-/** A channel failed to start (bad config, unreachable upstream). */
+/**
+ * A channel failed to start (bad config, unreachable upstream). The host keeps serving the other channels and
+ * retries with backoff; `retryable: false` (a misconfiguration that can never succeed, e.g. a token the upstream
+ * refuses) stops the retries and leaves the channel unready until a restart.
+ */
 export class ChannelStartupError extends Schema.TaggedError<ChannelStartupError>()("ChannelStartupError", {
   channel: Schema.String,
   message: Schema.String,
+  retryable: Schema.optional(Schema.Boolean),
   cause: Schema.optional(Schema.Defect)
 }) {}
 

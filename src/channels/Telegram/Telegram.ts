@@ -696,7 +696,9 @@ export const make = (options: Options): Channel => {
 
       // ---- startup -------------------------------------------------------------------------------------------
 
-      const startupError = (message: string) => new ChannelStartupError({ channel: name, message })
+      // Missing configuration and answers like 401 (bad token) can never succeed: the host stops retrying those.
+      const startupError = (message: string, retryable = false) =>
+        new ChannelStartupError({ channel: name, message, retryable })
 
       const startup = Effect.gen(function*() {
         if (mode === "webhook") {
@@ -710,7 +712,9 @@ export const make = (options: Options): Channel => {
           }
         }
         const me = yield* api.call("getMe", {}, User).pipe(
-          Effect.mapError((error) => startupError(`getMe failed (check TELEGRAM_BOT_TOKEN): ${error.message}`))
+          Effect.mapError((error) =>
+            startupError(`getMe failed (check TELEGRAM_BOT_TOKEN): ${error.message}`, BotApi.isRetryable(error))
+          )
         )
         bot = { id: me.id, username: me.username ?? "" }
         if (options.registerCommands !== false) {
@@ -727,7 +731,9 @@ export const make = (options: Options): Channel => {
               { url: options.webhookUrl, allowed_updates: allowedUpdates, secret_token: secret },
               Schema.Unknown
             )
-          ).pipe(Effect.mapError((error) => startupError(`setWebhook failed: ${error.message}`)))
+          ).pipe(
+            Effect.mapError((error) => startupError(`setWebhook failed: ${error.message}`, BotApi.isRetryable(error)))
+          )
           if (options.deleteWebhookOnShutdown === true) {
             yield* Effect.addFinalizer(() =>
               api.call("deleteWebhook", {}, Schema.Unknown, { timeout: "5 seconds" }).pipe(
