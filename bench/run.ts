@@ -2,6 +2,7 @@
  * `npm run bench`: the host's speed and memory as ratios to raw node:http measured in the same run.
  * See docs/PERFORMANCE.md. Flags: --rounds N --duration S --connections C --only a,b --smoke --out DIR.
  */
+import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { parse, usage } from "./lib/Args.js"
@@ -14,7 +15,11 @@ import type { Context } from "./lib/Scenarios.js"
 import { scenarios } from "./lib/Scenarios.js"
 
 const main = async () => {
-  const parsed = parse(process.argv.slice(2), Path.join(root, "bench/results"))
+  const parsed = parse(
+    process.argv.slice(2),
+    Path.join(root, "bench/results"),
+    () => Fs.mkdtempSync(Path.join(Os.tmpdir(), "bench-smoke-"))
+  )
   if (parsed === "help") {
     console.log(usage)
     console.log(`\nscenarios:\n${scenarios.map((s) => `  ${s.name.padEnd(18)} ${s.measures}`).join("\n")}`)
@@ -104,7 +109,11 @@ const main = async () => {
   console.log("")
   console.log(render(report, false))
   const files = write(args.out, report)
-  console.log(`\nwrote ${Path.relative(process.cwd(), files.json)} and ${Path.relative(process.cwd(), files.md)}`)
+  const shown = (file: string) => {
+    const relative = Path.relative(process.cwd(), file)
+    return relative.startsWith("..") ? file : relative
+  }
+  console.log(`\nwrote ${shown(files.json)} and ${shown(files.md)}`)
 }
 
 main().then(() => process.exit(0), (error: unknown) => {

@@ -9,7 +9,7 @@ export interface BenchArgs {
   /** Scenario names to run; empty means all. */
   readonly only: ReadonlyArray<string>
   readonly smoke: boolean
-  /** Where latest.json / latest.md go. */
+  /** Where latest.json / latest.md go (a smoke run without --out: a fresh temporary directory). */
   readonly out: string
   /** LOG_LEVEL of the host under test (the `npm start` default is info). */
   readonly logLevel: string
@@ -24,8 +24,10 @@ export const usage = `usage: npm run bench -- [flags]
   --duration S        seconds per load run (default 10)
   --connections C     concurrent connections under load (default 50)
   --only a,b,...      run only these scenarios (baselines they need are added)
-  --smoke             1 round, 1 s runs, 10 connections, small N (what CI runs)
-  --out DIR           where latest.json and latest.md are written (default bench/results)
+  --smoke             1 round, 1 s runs, 10 connections, small N (what CI runs); its results go to a
+                      temporary directory unless --out is given, never over the committed ones
+  --out DIR           where latest.json and latest.md are written (default bench/results; with --smoke,
+                      a fresh temporary directory)
   --log-level L       LOG_LEVEL of the host under test (default info, as npm start)
   --session-keys a,b  session counts for session-memory (default 10000,100000)
   --loader L          auto | wrk | autocannon (default auto: wrk when installed)
@@ -37,13 +39,21 @@ const positiveInt = (flag: string, value: string | undefined): number => {
   return n
 }
 
-export const parse = (argv: ReadonlyArray<string>, defaultOut: string): BenchArgs | "help" => {
+/**
+ * The flags in `argv`. Results go to `--out`, else `defaultOut`, except for a smoke run without `--out`, whose
+ * figures mean nothing: those go to `smokeOut()` (a temporary directory), so the committed results stay as they are.
+ */
+export const parse = (
+  argv: ReadonlyArray<string>,
+  defaultOut: string,
+  smokeOut: () => string
+): BenchArgs | "help" => {
   const smoke = argv.includes("--smoke")
   let rounds = smoke ? 1 : 3
   let duration = smoke ? 1 : 10
   let connections = smoke ? 10 : 50
   let only: ReadonlyArray<string> = []
-  let out = defaultOut
+  let out: string | undefined
   let logLevel = "info"
   let sessionKeys: ReadonlyArray<number> = smoke ? [2_000] : [10_000, 100_000]
   let loader: BenchArgs["loader"] = "auto"
@@ -92,5 +102,6 @@ export const parse = (argv: ReadonlyArray<string>, defaultOut: string): BenchArg
     }
     i++
   }
+  out ??= smoke ? smokeOut() : defaultOut
   return { rounds, duration, connections, only, smoke, out, logLevel, sessionKeys, loader }
 }
