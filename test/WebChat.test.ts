@@ -64,6 +64,15 @@ describe("WebChat", () => {
         assert.strictEqual(unversioned.headers.get("cache-control"), "no-cache")
         const style = yield* request(`${host.url}/webchat/style.css?v=${version}`)
         assert.strictEqual(style.headers.get("content-type"), "text/css; charset=utf-8")
+        // The Markdown renderer is served by the host from its own package (no CDN), before the page's script.
+        assert.include(page.text, `<script src="/webchat/vendor/markdown-it.min.js?v=${version}" defer></script>`)
+        assert.isBelow(page.text.indexOf("markdown-it.min.js"), page.text.indexOf("app.js"))
+        assert.notMatch(page.text, /src="(https?:)?\/\//)
+        const renderer = yield* request(`${host.url}/webchat/vendor/markdown-it.min.js?v=${version}`)
+        assert.strictEqual(renderer.status, 200)
+        assert.strictEqual(renderer.headers.get("content-type"), "text/javascript; charset=utf-8")
+        assert.strictEqual(renderer.headers.get("cache-control"), "public, max-age=31536000, immutable")
+        assert.match(renderer.text, /^\/\*! markdown-it \d+\.\d+\.\d+ .* @license MIT \*\//)
         const etag = page.headers.get("etag")!
         const again = yield* request(`${host.url}/`, { headers: { "if-none-match": etag } })
         assert.strictEqual(again.status, 304)

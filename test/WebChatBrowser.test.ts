@@ -24,6 +24,10 @@ class Browser extends Context.Tag("test/WebChatBrowser/Browser")<Browser, Browse
 const xssReply = "Look: <img src=x onerror=\"window.__xss=1\"> and <script>window.__xss=2</script> " +
   "[click](javascript:window.__xss=3) end of test"
 
+// A URL followed by a quote, a URL inside quotes with a query string, and HTML / javascript: links to neutralise.
+const quoteReply = "See https://example.com/docs\" and \"https://example.com/a?b=1&c=2\" " +
+  "<script>window.__xss=4</script> [bad](javascript:window.__xss=5) end of quote test"
+
 const markdownReply = [
   "Here is **bold**, *italic* and `inline code`.",
   "",
@@ -57,6 +61,7 @@ const testAgent = (gate: Deferred.Deferred<void>) =>
     stream: (turn) => {
       const said = lastUserText(turn)
       if (said.includes("xss")) return tokens(xssReply)
+      if (said.includes("quote")) return tokens(quoteReply)
       if (said.includes("markdown")) return tokens(markdownReply)
       if (said.includes("gate")) {
         return Stream.concat(
@@ -251,7 +256,8 @@ describe("WebChat in a browser", () => {
         assert.strictEqual(yield* p(() => last.locator("strong").innerText()), "bold")
         assert.strictEqual(yield* p(() => last.locator("em").innerText()), "italic")
         assert.strictEqual(yield* p(() => last.locator("p code").innerText()), "inline code")
-        assert.strictEqual(yield* p(() => last.locator("pre code").innerText()), "const x = 1")
+        // CommonMark keeps the fence's last line break inside the code element.
+        assert.strictEqual(yield* p(() => last.locator("pre code").innerText()), "const x = 1\n")
         assert.strictEqual(yield* p(() => last.locator("li").count()), 2)
         const link = last.locator("a")
         assert.strictEqual(yield* p(() => link.getAttribute("href")), "https://example.com/docs")
@@ -271,9 +277,38 @@ describe("WebChat in a browser", () => {
               "```\n<script>alert(1)</script>\n```",
               "**<i>a</i>** _<u>b</u>_ https://example.com/a_b_c?x=1&y=\"2\"",
               "[**`x`**](https://example.com/\"><svg onload=alert(1)>)",
-              "\u0000 1\u0000 <style>*{}</style>"
+              "\u0000 1\u0000 <style>*{}</style>",
+              "see https://example.com/x\" onmouseover=\"alert(1) and <https://example.com/y\">",
+              "# h\n\n> quote\n\n---\n\n| a | b |\n|---|---|\n| <i>1</i> | [j](javascript:1) |",
+              "![img](https://example.com/i.png) <a href=\"javascript:alert(1)\">x</a> mailto:a@b.example"
             ]
-            const allowed = new Set(["P", "BR", "STRONG", "EM", "CODE", "PRE", "A", "UL", "OL", "LI"])
+            const allowed = new Set([
+              "P",
+              "BR",
+              "STRONG",
+              "EM",
+              "CODE",
+              "PRE",
+              "A",
+              "UL",
+              "OL",
+              "LI",
+              // Block elements of CommonMark / GFM tables, rendered by markdown-it.
+              "H1",
+              "H2",
+              "H3",
+              "H4",
+              "H5",
+              "H6",
+              "BLOCKQUOTE",
+              "HR",
+              "TABLE",
+              "THEAD",
+              "TBODY",
+              "TR",
+              "TH",
+              "TD"
+            ])
             const found: Array<string> = []
             for (const input of inputs) {
               const template = document.createElement("template")
@@ -293,6 +328,27 @@ describe("WebChat in a browser", () => {
           })
         )
         assert.deepStrictEqual(violations, [])
+        assert.deepStrictEqual(errors, [])
+      }))
+
+    it.scoped("links a URL followed by a quote correctly; <script> and javascript: links stay text", () =>
+      Effect.gen(function*() {
+        const { errors, page } = yield* openPage()
+        yield* send(page, "a quote please")
+        const text = yield* reply(page, "end of quote test")
+        const last = page.locator(".message.assistant").last()
+        const links = yield* p(() =>
+          last.locator("a").evaluateAll((as) => as.map((a) => [a.getAttribute("href"), a.textContent]))
+        )
+        assert.deepStrictEqual(links, [
+          ["https://example.com/docs", "https://example.com/docs"],
+          ["https://example.com/a?b=1&c=2", "https://example.com/a?b=1&c=2"]
+        ])
+        assert.include(text, "https://example.com/docs\" and \"https://example.com/a?b=1&c=2\"")
+        assert.include(text, "<script>window.__xss=4</script>")
+        assert.include(text, "[bad](javascript:window.__xss=5)")
+        assert.strictEqual(yield* p(() => last.locator("script").count()), 0)
+        assert.isUndefined(yield* p(() => page.evaluate(() => (window as unknown as { __xss?: number }).__xss)))
         assert.deepStrictEqual(errors, [])
       }))
 

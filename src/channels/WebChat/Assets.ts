@@ -1,12 +1,18 @@
 /**
  * The web chat's static files, read once from `assets/` next to this module and served from memory with
  * content types, validators and caching headers. The page is tiny, so it is rendered per base path at boot.
+ *
+ * The page renders agent Markdown with markdown-it (MIT), a dependency of this package: its browser build is
+ * resolved from `node_modules` at startup and served by the host under the page's API path (no CDN), with the
+ * license header it carries.
  */
 import type { HttpServerRequest } from "@effect/platform"
 import { HttpServerResponse } from "@effect/platform"
 import { Effect } from "effect"
 import { createHash } from "node:crypto"
 import { readFile } from "node:fs/promises"
+import { createRequire } from "node:module"
+import { pathToFileURL } from "node:url"
 import { ChannelStartupError } from "../../domain/Errors.js"
 
 export interface Asset {
@@ -20,7 +26,9 @@ export interface Assets {
   readonly page: Asset
   readonly script: Asset
   readonly style: Asset
-  /** Fingerprint of the script and style, put in their URLs so they can be cached for good. */
+  /** The Markdown renderer's browser build (markdown-it, from `node_modules`). */
+  readonly markdown: Asset
+  /** Fingerprint of the scripts and style, put in their URLs so they can be cached for good. */
   readonly version: string
 }
 
@@ -52,21 +60,40 @@ const contentSecurityPolicy = [
 
 const assetsDir = new URL("./assets/", import.meta.url)
 
+/** The package file of the Markdown renderer's browser build. */
+export const markdownModule = "markdown-it/dist/markdown-it.min.js"
+
 /** Reads the files; fails (a defect: the package is broken) when one is missing. */
 export const load = (options: { readonly apiBase: string; readonly title: string }): Effect.Effect<Assets> =>
   Effect.gen(function*() {
-    const read = (name: string) =>
+    const read = (file: URL) =>
       Effect.tryPromise({
-        try: () => readFile(new URL(name, assetsDir)),
+        try: () => readFile(file),
         catch: (cause) =>
           new ChannelStartupError({
             channel: "webchat",
-            message: `web chat asset ${name} cannot be read from ${assetsDir.pathname}`,
+            message: `web chat asset ${file.pathname} cannot be read`,
             cause
           })
       }).pipe(Effect.orDie)
-    const [html, script, style] = yield* Effect.all([read("index.html"), read("app.js"), read("style.css")])
-    const version = fingerprint(Buffer.concat([script, style]))
+    const local = (name: string) => read(new URL(name, assetsDir))
+    const markdownPath = yield* Effect.try({
+      try: () => createRequire(import.meta.url).resolve(markdownModule),
+      catch: (cause) =>
+        new ChannelStartupError({
+          channel: "webchat",
+          message:
+            `the web chat's Markdown renderer ${markdownModule} cannot be found: install the package's dependencies`,
+          cause
+        })
+    }).pipe(Effect.orDie)
+    const [html, script, style, markdown] = yield* Effect.all([
+      local("index.html"),
+      local("app.js"),
+      local("style.css"),
+      read(pathToFileURL(markdownPath))
+    ])
+    const version = fingerprint(Buffer.concat([script, style, markdown]))
     const page = html.toString("utf8")
       .replaceAll("{{API}}", escapeHtml(options.apiBase))
       .replaceAll("{{TITLE}}", escapeHtml(options.title))
@@ -80,6 +107,7 @@ export const load = (options: { readonly apiBase: string; readonly title: string
       }),
       script: asset(script, "text/javascript; charset=utf-8", {}),
       style: asset(style, "text/css; charset=utf-8", {}),
+      markdown: asset(markdown, "text/javascript; charset=utf-8", {}),
       version
     }
   })

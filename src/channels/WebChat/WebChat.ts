@@ -143,6 +143,9 @@ export const make = (options: Options = {}): Channel => {
       const style = ChannelModule.handler(({ query, request }) =>
         Effect.succeed(Assets.serve(request, query, assets.style, assets.version))
       )
+      const markdown = ChannelModule.handler(({ query, request }) =>
+        Effect.succeed(Assets.serve(request, query, assets.markdown, assets.version))
+      )
 
       const messages = ChannelModule.handler((input) =>
         Effect.gen(function*() {
@@ -275,6 +278,7 @@ export const make = (options: Options = {}): Channel => {
           { method: "GET", path: "/", handler: page },
           { method: "GET", path: api("app.js"), handler: script },
           { method: "GET", path: api("style.css"), handler: style },
+          { method: "GET", path: api("vendor/markdown-it.min.js"), handler: markdown },
           { method: "POST", path: api("messages"), handler: messages },
           { method: "GET", path: api("history"), handler: history },
           { method: "POST", path: api("reset"), handler: reset },

@@ -1,10 +1,11 @@
-// The web chat page. Plain browser JavaScript, no build step, no dependencies.
+// The web chat page. Plain browser JavaScript, no build step.
 // Replies stream over SSE from POST <api>/messages; pushes arrive over GET <api>/events (EventSource).
-// Agent text is rendered by renderMarkdown, which escapes all HTML before applying a small safe subset.
+// Agent text is rendered by renderMarkdown: markdown-it (served by the host from its own package, loaded
+// before this script) with raw HTML off, so any HTML in agent text is escaped, and links limited to http(s).
 (function () {
   "use strict"
 
-  // ---- Markdown: escape first, then a safe subset -------------------------------------------------------
+  // ---- Markdown: markdown-it, HTML escaped, only http(s) links -------------------------------------------
 
   function escapeHtml(s) {
     return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
@@ -13,99 +14,34 @@
 
   var SAFE_URL = /^https?:\/\/[^\s<>"']+$/i
 
-  function link(href, text) {
-    return "<a href=\"" + href + "\" rel=\"noopener noreferrer nofollow\" target=\"_blank\">" + text + "</a>"
+  function createRenderer() {
+    if (typeof window.markdownit !== "function") return null
+    // html: false escapes every tag in the source; linkify turns bare http(s) URLs into links, and a
+    // character that cannot be part of a URL (a quote, a closing parenthesis) ends it.
+    var md = window.markdownit({ html: false, linkify: true, breaks: true, typographer: false })
+    md.linkify.set({ fuzzyLink: false, fuzzyEmail: false, fuzzyIP: false })
+    // Images would load from anywhere (and the page's policy blocks them): they stay text.
+    md.disable("image")
+    // Only absolute http(s) links; javascript:, data:, relative and the rest stay text.
+    md.validateLink = function (url) { return /^https?:\/\//i.test(String(url).trim()) }
+    var defaultLinkOpen = md.renderer.rules.link_open || function (tokens, i, options, env, self) {
+      return self.renderToken(tokens, i, options)
+    }
+    md.renderer.rules.link_open = function (tokens, i, options, env, self) {
+      tokens[i].attrSet("rel", "noopener noreferrer nofollow")
+      tokens[i].attrSet("target", "_blank")
+      return defaultLinkOpen(tokens, i, options, env, self)
+    }
+    return md
   }
 
-  function emphasis(s) {
-    return s
-      .replace(/\*\*(?=\S)([\s\S]*?\S)\*\*/g, "<strong>$1</strong>")
-      .replace(/(^|[^A-Za-z0-9_])__(?=\S)([\s\S]*?\S)__(?![A-Za-z0-9_])/g, "$1<strong>$2</strong>")
-      .replace(/\*(?=\S)([^*]*?\S)\*/g, "<em>$1</em>")
-      .replace(/(^|[^A-Za-z0-9_])_(?=\S)([^_]*?\S)_(?![A-Za-z0-9_])/g, "$1<em>$2</em>")
-  }
-
-  // `s` is already escaped. Code spans and links become placeholders so emphasis never reaches inside them.
-  function inline(s) {
-    var held = []
-    function hold(html) {
-      held.push(html)
-      return "\u0000" + (held.length - 1) + "\u0000"
-    }
-    s = s.replace(/`([^`\n]+)`/g, function (_, code) { return hold("<code>" + code + "</code>") })
-    s = s.replace(/\[([^\]\n]+)\]\(([^)\s]+)\)/g, function (whole, text, url) {
-      var raw = url.replace(/&amp;/g, "&")
-      return SAFE_URL.test(raw) ? hold(link(url, emphasis(text))) : whole
-    })
-    s = s.replace(/(^|[\s(])(https?:\/\/[^\s<]+[^\s<.,;:!?)\]'"&])/gi, function (_, lead, url) {
-      return lead + hold(link(url, url))
-    })
-    s = emphasis(s)
-    // Held pieces may hold others (a code span inside link text); each pass unwraps one level.
-    for (var pass = 0; pass < 3 && s.indexOf("\u0000") !== -1; pass++) {
-      s = s.replace(/\u0000(\d+)\u0000/g, function (_, i) { return held[Number(i)] })
-    }
-    return s
-  }
+  var markdown = createRenderer()
 
   function renderMarkdown(source) {
-    var lines = escapeHtml(String(source).replace(/\u0000/g, "").replace(/\r\n?/g, "\n")).split("\n")
-    var out = []
-    var paragraph = []
-    var list = null
-    function flushParagraph() {
-      if (paragraph.length > 0) out.push("<p>" + paragraph.map(inline).join("<br>") + "</p>")
-      paragraph = []
-    }
-    function flushList() {
-      if (list !== null) {
-        out.push("<" + list.tag + ">" + list.items.map(function (item) {
-          return "<li>" + inline(item) + "</li>"
-        }).join("") + "</" + list.tag + ">")
-      }
-      list = null
-    }
-    for (var i = 0; i < lines.length; i++) {
-      var line = lines[i]
-      var fence = /^\s*```\s*([A-Za-z0-9_+-]*)\s*$/.exec(line)
-      if (fence) {
-        flushParagraph()
-        flushList()
-        var code = []
-        i++
-        while (i < lines.length && !/^\s*```\s*$/.test(lines[i])) code.push(lines[i++])
-        var lang = fence[1] ? " data-lang=\"" + fence[1] + "\"" : ""
-        out.push("<pre" + lang + "><code>" + code.join("\n") + "</code></pre>")
-        continue
-      }
-      var bullet = /^\s*[-*+]\s+(.*)$/.exec(line)
-      var numbered = /^\s*\d{1,9}[.)]\s+(.*)$/.exec(line)
-      if (bullet || numbered) {
-        flushParagraph()
-        var tag = bullet ? "ul" : "ol"
-        if (list !== null && list.tag !== tag) flushList()
-        if (list === null) list = { tag: tag, items: [] }
-        list.items.push((bullet || numbered)[1])
-        continue
-      }
-      if (line.trim() === "") {
-        flushParagraph()
-        flushList()
-        continue
-      }
-      var heading = /^\s*#{1,6}\s+(.*)$/.exec(line)
-      if (heading) {
-        flushParagraph()
-        flushList()
-        out.push("<p class=\"heading\"><strong>" + inline(heading[1]) + "</strong></p>")
-        continue
-      }
-      flushList()
-      paragraph.push(line)
-    }
-    flushParagraph()
-    flushList()
-    return out.join("")
+    var text = String(source).replace(/\r\n?/g, "\n")
+    // Without the renderer (its script failed to load) the text is shown as it is, escaped.
+    if (markdown === null) return "<p>" + escapeHtml(text).replace(/\n/g, "<br>") + "</p>"
+    return markdown.render(text)
   }
 
   window.WebChatMarkdown = { render: renderMarkdown, escapeHtml: escapeHtml }
