@@ -3,7 +3,7 @@
  * shaping a private copy per destination, scheduling pushes to non-originating destinations, and recording the
  * caller's identity once delivery is resolved (so `active` can reach another channel).
  */
-import { Clock, Context, Data, Effect, Layer, Option, Schedule } from "effect"
+import { Context, Data, Effect, Layer, Option, Schedule } from "effect"
 import type { ResponseHookContext } from "./Channel.js"
 import type { RegisteredChannel } from "./Channels.js"
 import { Channels } from "./Channels.js"
@@ -12,6 +12,7 @@ import type { ChannelIdentity, ResponseTarget } from "./domain/Identity.js"
 import { identityToken } from "./domain/Identity.js"
 import { issueId } from "./domain/Ids.js"
 import type { AgentResponse, Message } from "./domain/Message.js"
+import * as Time from "./domain/Time.js"
 import { StateStore } from "./StateStore.js"
 
 export interface Destination {
@@ -326,7 +327,7 @@ export const make = Effect.gen(function*() {
     }
     const key = request.session?.isolationKey
     if (request.identity !== undefined && key !== undefined) {
-      yield* store.recordIdentity(key, request.identity, yield* Clock.currentTimeMillis)
+      yield* store.recordIdentity(key, request.identity, yield* Time.now)
     }
     if (!includesOriginating) return Option.none()
     return Option.some(

@@ -8,8 +8,9 @@
  */
 import type { SqlClient } from "@effect/sql"
 import type { ConfigError, Scope } from "effect"
-import { Cause, Clock, Config, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Cause, Config, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
 import * as CheckpointStore from "./CheckpointStore.js"
+import * as Time from "./domain/Time.js"
 import * as SqliteCheckpointStore from "./sqlite/SqliteCheckpointStore.js"
 import * as SqliteStateStore from "./sqlite/SqliteStateStore.js"
 import * as StateDb from "./sqlite/StateDb.js"
@@ -52,19 +53,20 @@ export const config: Config.Config<PersistenceSettings> = Config.all({
 })
 
 /**
- * Every `interval` (the first run at once), deletes what is older than `maxAge` with `prune(cutoffMillis)`, which
- * returns how many records went. Runs until the scope closes; a failed run is logged and the next one still runs.
+ * Every `interval` (the first run at once), deletes what is older than `maxAge` with `prune(cutoff)`, which
+ * returns how many records went; `cutoff` is `now - maxAge`, an `EpochMillis` like every stored time, so the
+ * records' timestamps must be `EpochMillis` too. Runs until the scope closes; a failed run is logged and the next
+ * one still runs.
  */
 export const pruneEvery = <E, R>(options: {
   readonly name: string
   readonly maxAge: Duration.DurationInput
   readonly interval: Duration.DurationInput
-  readonly prune: (olderThan: number) => Effect.Effect<number, E, R>
+  readonly prune: (olderThan: Time.EpochMillis) => Effect.Effect<number, E, R>
 }): Effect.Effect<void, never, R | Scope.Scope> => {
-  const maxAge = Duration.toMillis(options.maxAge)
   const once = Effect.gen(function*() {
-    const now = yield* Clock.currentTimeMillis
-    const removed = yield* options.prune(now - maxAge)
+    const now = yield* Time.now
+    const removed = yield* options.prune(Time.minus(now, options.maxAge))
     if (removed > 0) yield* Effect.logInfo("pruned expired records").pipe(Effect.annotateLogs({ removed }))
   }).pipe(
     Effect.catchAllCause((cause) =>

@@ -8,6 +8,7 @@
 import { Context, Effect, Layer, Option, Schema } from "effect"
 import type { ChannelIdentity } from "./domain/Identity.js"
 import { Message } from "./domain/Message.js"
+import type { EpochMillis } from "./domain/Time.js"
 
 /** A stored Responses API object: the response JSON, its input items, and its stream events (background). */
 export interface StoredResponse {
@@ -17,7 +18,8 @@ export interface StoredResponse {
   readonly response: unknown
   /** The input items of the request that created it (JSON-safe). */
   readonly inputItems: ReadonlyArray<unknown>
-  readonly createdAt: number
+  /** When it was created (the wire's `created_at` is this in seconds); retention counts from here. */
+  readonly createdAt: EpochMillis
 }
 
 export interface StoredEvent {
@@ -33,7 +35,7 @@ export interface IdentityLink {
   readonly isolationKey: string
   readonly subject: string
   readonly claims: Readonly<Record<string, unknown>>
-  readonly linkedAt: number
+  readonly linkedAt: EpochMillis
 }
 
 export interface QuarantineRecord {
@@ -41,7 +43,7 @@ export interface QuarantineRecord {
   readonly key: string
   readonly reason: string
   readonly raw: string
-  readonly at: number
+  readonly at: EpochMillis
 }
 
 export interface StateStoreShape {
@@ -49,7 +51,7 @@ export interface StateStoreShape {
   readonly setAlias: (key: string, alias: string) => Effect.Effect<void>
 
   /** Records that `identity` was seen on `key` and makes its channel the key's active channel. */
-  readonly recordIdentity: (key: string, identity: ChannelIdentity, at: number) => Effect.Effect<void>
+  readonly recordIdentity: (key: string, identity: ChannelIdentity, at: EpochMillis) => Effect.Effect<void>
   /** Identities seen on `key`, one per channel (the latest), most recently active first. */
   readonly identities: (key: string) => Effect.Effect<ReadonlyArray<ChannelIdentity>>
   readonly activeChannel: (key: string) => Effect.Effect<Option.Option<string>>
@@ -68,8 +70,13 @@ export interface StateStoreShape {
   readonly appendResponseEvents: (id: string, events: ReadonlyArray<StoredEvent>) => Effect.Effect<void>
   /** Events with `sequence > after`, in order. */
   readonly responseEvents: (id: string, after: number) => Effect.Effect<ReadonlyArray<StoredEvent>>
-  /** Deletes responses created before `olderThan`; returns how many. */
-  readonly pruneResponses: (olderThan: number) => Effect.Effect<number>
+  /** Deletes responses created before `olderThan` (with their events); returns how many. */
+  readonly pruneResponses: (olderThan: EpochMillis) => Effect.Effect<number>
+  /**
+   * Responses whose wire `status` is one of `statuses` (e.g. `queued`/`in_progress` left by a process that died),
+   * oldest first.
+   */
+  readonly responsesWithStatus: (statuses: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<StoredResponse>>
 
   readonly putLink: (link: IdentityLink) => Effect.Effect<void>
   readonly getLink: (channel: string, nativeId: string) => Effect.Effect<Option.Option<IdentityLink>>
@@ -90,6 +97,13 @@ export class StateStore extends Context.Tag("effect-agent-host/StateStore")<Stat
 
 /** Chat history is stored as encoded messages; this codec is shared by every implementation. */
 export const MessagesJson = Schema.parseJson(Schema.Array(Message))
+
+/** The wire `status` of a stored response resource ("" when it has none). */
+const statusOf = (response: unknown): string => {
+  if (response === null || typeof response !== "object") return ""
+  const status = (response as { readonly status?: unknown }).status
+  return typeof status === "string" ? status : ""
+}
 
 const linkKey = (channel: string, nativeId: string) => `${channel}\u0000${nativeId}`
 
@@ -179,6 +193,12 @@ export const makeMemory: Effect.Effect<StateStoreShape> = Effect.sync(() => {
         }
         return n
       }),
+    responsesWithStatus: (statuses) =>
+      Effect.sync(() =>
+        [...responses.values()]
+          .filter((stored) => statuses.includes(statusOf(stored.response)))
+          .sort((a, b) => a.createdAt - b.createdAt)
+      ),
     putLink: (link) =>
       Effect.sync(() => {
         // delete first so a relinked identity moves to the end, like a replaced row

@@ -10,6 +10,7 @@ import type { ChannelRequest } from "../src/domain/ChannelRequest.js"
 import type { ChannelIdentity } from "../src/domain/Identity.js"
 import type { IsolationKey } from "../src/domain/Ids.js"
 import { userMessage } from "../src/domain/Message.js"
+import * as Time from "../src/domain/Time.js"
 import type { IdentityLinkerShape } from "../src/IdentityLinker.js"
 import * as IdentityLinker from "../src/IdentityLinker.js"
 import { StateStore } from "../src/StateStore.js"
@@ -285,7 +286,11 @@ describe("Authorization", () => {
   it.effect("the registry key replaces a default key, never a key the channel chose", () =>
     Effect.gen(function*() {
       const { auth, store } = yield* setup(Authorization.open)
-      yield* store.recordIdentity("person:ann", { channel: "telegram", nativeId: "1" } as ChannelIdentity, 0)
+      yield* store.recordIdentity(
+        "person:ann",
+        { channel: "telegram", nativeId: "1" } as ChannelIdentity,
+        Time.fromMillis(0)
+      )
       const byDefault = yield* auth.authorize(request("telegram", "1", { key: "telegram:1" }))
       assert.strictEqual(byDefault.session?.isolationKey, "person:ann")
       const none = yield* auth.authorize(request("telegram", "1"))

@@ -8,6 +8,7 @@ import { Context, Duration, Effect, Layer, Option, TestClock } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as CheckpointStore from "../src/CheckpointStore.js"
+import * as Time from "../src/domain/Time.js"
 import * as Persistence from "../src/Persistence.js"
 import * as StateStore from "../src/StateStore.js"
 import * as TempDir from "./utils/TempDir.js"
@@ -15,7 +16,14 @@ import * as TempDir from "./utils/TempDir.js"
 const put = (id: string, createdAt: number) =>
   Effect.flatMap(
     StateStore.StateStore,
-    (store) => store.putResponse({ id, sessionKey: undefined, response: { id }, inputItems: [], createdAt })
+    (store) =>
+      store.putResponse({
+        id,
+        sessionKey: undefined,
+        response: { id },
+        inputItems: [],
+        createdAt: Time.fromMillis(createdAt)
+      })
   )
 const exists = (id: string) =>
   Effect.flatMap(StateStore.StateStore, (store) => Effect.map(store.getResponse(id), Option.isSome))

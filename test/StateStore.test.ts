@@ -10,6 +10,7 @@ import type { ChannelIdentity } from "../src/domain/Identity.js"
 import { ChannelName } from "../src/domain/Ids.js"
 import type { Message } from "../src/domain/Message.js"
 import { assistantMessage, userMessage } from "../src/domain/Message.js"
+import * as Time from "../src/domain/Time.js"
 import * as NativeSqlite from "../src/sqlite/NativeSqlite.js"
 import * as SqliteStateStore from "../src/sqlite/SqliteStateStore.js"
 import * as StateDb from "../src/sqlite/StateDb.js"
@@ -20,6 +21,8 @@ const ident = (channel: string, nativeId: string, attributes?: Record<string, un
   attributes === undefined ?
     { channel: ChannelName.make(channel), nativeId } :
     { channel: ChannelName.make(channel), nativeId, attributes }
+
+const at = Time.fromMillis
 
 const layerSqliteTemp = Layer.unwrapScoped(
   Effect.map(TempDir.make(), (directory) => SqliteStateStore.layer({ directory }))
@@ -48,11 +51,11 @@ const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.StateSto
         const store = yield* StateStore.StateStore
         assert.deepStrictEqual(yield* store.identities("k"), [])
         assert.isTrue(Option.isNone(yield* store.activeChannel("k")))
-        yield* store.recordIdentity("k", ident("telegram", "1"), 10)
-        yield* store.recordIdentity("k", ident("webchat", "w", { name: "Ann" }), 11)
+        yield* store.recordIdentity("k", ident("telegram", "1"), at(10))
+        yield* store.recordIdentity("k", ident("webchat", "w", { name: "Ann" }), at(11))
         assert.deepStrictEqual(yield* store.activeChannel("k"), Option.some("webchat"))
         // seen again on telegram with a new native id: telegram becomes active, one identity per channel
-        yield* store.recordIdentity("k", ident("telegram", "2"), 12)
+        yield* store.recordIdentity("k", ident("telegram", "2"), at(12))
         assert.deepStrictEqual(yield* store.activeChannel("k"), Option.some("telegram"))
         assert.deepStrictEqual(yield* store.identities("k"), [
           ident("telegram", "2"),
@@ -62,7 +65,7 @@ const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.StateSto
         assert.deepStrictEqual(yield* store.findKeyByIdentity("telegram", "2"), Option.some("k"))
         assert.isTrue(Option.isNone(yield* store.findKeyByIdentity("webchat", "nobody")))
         // the same identity seen under another key: the lookup follows the latest
-        yield* store.recordIdentity("k2", ident("webchat", "w"), 13)
+        yield* store.recordIdentity("k2", ident("webchat", "w"), at(13))
         assert.deepStrictEqual(yield* store.findKeyByIdentity("webchat", "w"), Option.some("k2"))
         assert.deepStrictEqual(yield* store.activeChannel("k2"), Option.some("webchat"))
       })
@@ -99,7 +102,7 @@ const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.StateSto
           sessionKey: "k",
           response: { id: "resp_1", output: [{ type: "message", content: [{ text: "hi" }] }], n: 1.5, ok: null },
           inputItems: [{ type: "message", role: "user", content: "hello" }],
-          createdAt: 1000
+          createdAt: at(1000)
         }
         yield* store.putResponse(response)
         yield* store.putResponse({
@@ -107,7 +110,7 @@ const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.StateSto
           sessionKey: undefined,
           response: "x",
           inputItems: [],
-          createdAt: 5000
+          createdAt: at(5000)
         })
         assert.deepStrictEqual(yield* store.getResponse("resp_1"), Option.some(response))
         assert.deepStrictEqual(
@@ -144,16 +147,16 @@ const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.StateSto
       Effect.gen(function*() {
         const store = yield* StateStore.StateStore
         const put = (id: string, createdAt: number) =>
-          store.putResponse({ id, sessionKey: "k", response: { id }, inputItems: [], createdAt })
+          store.putResponse({ id, sessionKey: "k", response: { id }, inputItems: [], createdAt: at(createdAt) })
         yield* put("old1", 100)
         yield* put("old2", 199)
         yield* put("new", 200)
         yield* store.appendResponseEvents("old1", [{ sequence: 1, event: "e" }])
-        assert.strictEqual(yield* store.pruneResponses(200), 2)
+        assert.strictEqual(yield* store.pruneResponses(at(200)), 2)
         assert.isTrue(Option.isNone(yield* store.getResponse("old1")))
         assert.deepStrictEqual(yield* store.responseEvents("old1", 0), [])
         assert.isTrue(Option.isSome(yield* store.getResponse("new")))
-        assert.strictEqual(yield* store.pruneResponses(200), 0)
+        assert.strictEqual(yield* store.pruneResponses(at(200)), 0)
       })
     )
 
@@ -167,7 +170,7 @@ const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.StateSto
           isolationKey: "person:1",
           subject: "sub-1",
           claims: { email: "a@example.com", groups: ["x"] },
-          linkedAt
+          linkedAt: at(linkedAt)
         })
         yield* store.putLink(link("telegram", "1", 10))
         yield* store.putLink(link("teams", "t", 20))
@@ -206,7 +209,7 @@ const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.StateSto
       Effect.gen(function*() {
         const store = yield* StateStore.StateStore
         assert.deepStrictEqual(yield* store.quarantined, [])
-        const record = { table: "tasks", key: "t1", reason: "bad payload", raw: "{", at: 7 }
+        const record = { table: "tasks", key: "t1", reason: "bad payload", raw: "{", at: at(7) }
         yield* store.quarantine(record)
         assert.deepStrictEqual(yield* store.quarantined, [record])
       })
@@ -225,9 +228,15 @@ describe("SqliteStateStore", () => {
       const write = Effect.gen(function*() {
         const store = yield* StateStore.StateStore
         yield* store.setAlias("k", "s")
-        yield* store.recordIdentity("k", ident("telegram", "1"), 1)
+        yield* store.recordIdentity("k", ident("telegram", "1"), at(1))
         yield* store.appendHistory("s", [userMessage("one"), assistantMessage("two")])
-        yield* store.putResponse({ id: "r", sessionKey: "k", response: { ok: true }, inputItems: [1], createdAt: 1 })
+        yield* store.putResponse({
+          id: "r",
+          sessionKey: "k",
+          response: { ok: true },
+          inputItems: [1],
+          createdAt: at(1)
+        })
         yield* store.setCursor("c", "v")
         yield* store.markSeen("n", "i")
       })
@@ -252,9 +261,9 @@ describe("SqliteStateStore", () => {
         Effect.gen(function*() {
           const store = yield* StateStore.StateStore
           yield* store.appendHistory("s", [userMessage("one"), userMessage("two"), userMessage("three")])
-          yield* store.recordIdentity("k", ident("telegram", "1"), 1)
-          yield* store.recordIdentity("k", ident("webchat", "w"), 2)
-          yield* store.putResponse({ id: "r", sessionKey: "k", response: {}, inputItems: [], createdAt: 1 })
+          yield* store.recordIdentity("k", ident("telegram", "1"), at(1))
+          yield* store.recordIdentity("k", ident("webchat", "w"), at(2))
+          yield* store.putResponse({ id: "r", sessionKey: "k", response: {}, inputItems: [], createdAt: at(1) })
           yield* store.appendResponseEvents("r2", [{ sequence: 1, event: 1 }, { sequence: 2, event: 2 }])
         }),
         layer

@@ -7,9 +7,10 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Clock, Effect, Either, Layer, Option, ParseResult, Schema } from "effect"
+import { Effect, Either, Layer, Option, ParseResult, Schema } from "effect"
 import { ChannelIdentity } from "../domain/Identity.js"
 import { Message } from "../domain/Message.js"
+import * as Time from "../domain/Time.js"
 import type { IdentityLink, QuarantineRecord, StoredEvent, StoredResponse } from "../StateStore.js"
 import { StateStore } from "../StateStore.js"
 import * as StateDb from "./StateDb.js"
@@ -84,7 +85,7 @@ export const make = Effect.gen(function*() {
     remove: Effect.Effect<unknown, SqlError>
   ) =>
     Effect.gen(function*() {
-      const at = yield* Clock.currentTimeMillis
+      const at = yield* Time.now
       yield* sql.withTransaction(Effect.zipRight(insertQuarantine({ table, key, reason, raw, at }), remove))
       yield* Effect.logWarning("quarantined a stored row that no longer decodes").pipe(
         Effect.annotateLogs({ table, key, reason })
@@ -120,7 +121,7 @@ export const make = Effect.gen(function*() {
         sessionKey: row.sessionKey ?? undefined,
         response: response.right,
         inputItems: items.right,
-        createdAt: row.createdAt
+        createdAt: Time.fromMillis(row.createdAt)
       }))
     }
     const reason = Either.isLeft(response)
@@ -147,7 +148,7 @@ export const make = Effect.gen(function*() {
         isolationKey: row.isolationKey,
         subject: row.subject,
         claims,
-        linkedAt: row.linkedAt
+        linkedAt: Time.fromMillis(row.linkedAt)
       }))
     )
 
@@ -265,6 +266,16 @@ export const make = Effect.gen(function*() {
           sql<{ readonly id: string }>`DELETE FROM responses WHERE created_at < ${olderThan} RETURNING id`
         )
       ).pipe(Effect.map((rows) => rows.length), Effect.orDie),
+    responsesWithStatus: (statuses) =>
+      statuses.length === 0 ?
+        Effect.succeed([]) :
+        // The expression matches the index responses_by_status (migration 0003), so this is no table scan.
+        sql<ResponseRow>`SELECT ${responseColumns} FROM responses
+          WHERE json_extract(response, '$.status') IN ${sql.in(statuses)} ORDER BY created_at, id`.pipe(
+          Effect.orDie,
+          Effect.flatMap((rows) => Effect.forEach(rows, decodeResponse)),
+          Effect.map((decoded) => decoded.flatMap(Option.toArray))
+        ),
 
     putLink: (link) =>
       sql`INSERT OR REPLACE INTO links (channel, native_id, isolation_key, subject, claims, linked_at)
@@ -307,7 +318,7 @@ export const make = Effect.gen(function*() {
           key: row.key,
           reason: row.reason,
           raw: row.raw,
-          at: row.at
+          at: Time.fromMillis(row.at)
         }))
       ),
       Effect.orDie

@@ -9,13 +9,14 @@
  * persist their events so a later `GET ...?stream=true` replays exactly what a live client saw.
  */
 import type { Scope } from "effect"
-import { Clock, Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
+import { Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
 import type { Channel, ChannelContext, ChannelHooks, RouteInput, TurnStream } from "../../Channel.js"
 import * as ChannelModule from "../../Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { TurnError } from "../../domain/Errors.js"
 import { turnErrorHeaders, turnErrorStatus } from "../../domain/Errors.js"
 import { type IsolationKey, issueId } from "../../domain/Ids.js"
+import * as Time from "../../domain/Time.js"
 import { makeChecker } from "../../http/ApiKeys.js"
 import { json, readJson } from "../../http/HttpBody.js"
 import { ON_DISCONNECT_HEADER, onDisconnectOf } from "../../http/OnDisconnect.js"
@@ -82,8 +83,6 @@ const turnErrorResponse = (error: TurnError) => {
 /** The failure a response records: `server_error` is the code every client knows. */
 const failureOf = (error: TurnError) => ({ code: "server_error", message: error.message })
 
-const nowSeconds = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
-
 // Response ids double as handles for GET/DELETE, so they come from the CSPRNG, not a seedable generator.
 const newResponseId = issueId("resp_")
 
@@ -95,7 +94,7 @@ interface Prepared {
   readonly items: ReadonlyArray<InputItem>
   readonly sessionKey: string
   readonly store: boolean
-  readonly createdAt: number
+  readonly createdAt: Time.EpochMillis
 }
 
 export const make = (options: Options = {}): Channel => {
@@ -227,7 +226,7 @@ export const make = (options: Options = {}): Channel => {
             stream: body.stream === true,
             onDisconnect
           }
-          const createdAt = yield* nowSeconds
+          const createdAt = yield* Time.now
           return Either.right<Prepared>({
             id,
             body,
@@ -244,7 +243,7 @@ export const make = (options: Options = {}): Channel => {
       const runBlocking = (prepared: Prepared) =>
         Effect.gen(function*() {
           const outcome = yield* ctx.run(prepared.request, prepared.body).pipe(Effect.either)
-          const completedAt = yield* nowSeconds
+          const completedAt = yield* Time.now
           if (outcome._tag === "Left") {
             const error = outcome.left
             if (error._tag === "AgentError" || error._tag === "TurnCancelled") {
@@ -325,7 +324,7 @@ export const make = (options: Options = {}): Channel => {
           if (run.abandoned) yield* Fiber.interruptFork(consuming)
           const exit = yield* Fiber.await(consuming)
           const outcome = Exit.isSuccess(exit) ? exit.value : "cancelled" as const
-          const completedAt = yield* nowSeconds
+          const completedAt = yield* Time.now
           const out: Array<RenderedEvent> = []
           let final: Obj
           if (outcome === "cancelled") {

@@ -8,18 +8,23 @@
  */
 import type { Content, Usage } from "../../domain/Content.js"
 import type { AgentResponse, AgentResponseUpdate, FinishReason } from "../../domain/Message.js"
+import type { EpochMillis } from "../../domain/Time.js"
+import { toEpochSeconds } from "../../domain/Time.js"
 import type { CreateResponseBody } from "./Wire.js"
 
 type Obj = Record<string, unknown>
 
 export type Status = "queued" | "in_progress" | "completed" | "failed" | "incomplete" | "cancelled"
 
-/** The request-derived part of a response: everything but status, output, usage and errors. */
+/**
+ * The request-derived part of a response: everything but status, output, usage and errors. Its `created_at` is
+ * already the wire's seconds; the host's own times are `EpochMillis`, converted here and nowhere else.
+ */
 export type Skeleton = Obj & { readonly id: string; readonly created_at: number }
 
 export const makeSkeleton = (
   id: string,
-  createdAt: number,
+  createdAt: EpochMillis,
   body: CreateResponseBody,
   defaultModel: string
 ): Skeleton => {
@@ -29,7 +34,7 @@ export const makeSkeleton = (
   const skeleton: Obj = {
     id,
     object: "response",
-    created_at: createdAt,
+    created_at: toEpochSeconds(createdAt),
     completed_at: null,
     status: "in_progress",
     incomplete_details: null,
@@ -89,14 +94,14 @@ export interface Outcome {
   readonly usage?: Obj | null
   readonly error?: { readonly code: string; readonly message: string } | null
   readonly incompleteReason?: string
-  readonly completedAt?: number | null
+  readonly completedAt?: EpochMillis | null
   readonly metadata?: Record<string, string>
 }
 
 export const resource = (skeleton: Skeleton, outcome: Outcome): Obj => ({
   ...skeleton,
   status: outcome.status,
-  completed_at: outcome.completedAt ?? null,
+  completed_at: outcome.completedAt == null ? null : toEpochSeconds(outcome.completedAt),
   incomplete_details: outcome.incompleteReason === undefined ? null : { reason: outcome.incompleteReason },
   output: outcome.output,
   error: outcome.error ?? null,
@@ -455,7 +460,7 @@ export class StreamRenderer {
   end(
     out: Array<RenderedEvent>,
     terminal: {
-      readonly completedAt: number
+      readonly completedAt: EpochMillis
       readonly error?: { readonly code: string; readonly message: string }
       readonly cancelled?: boolean
       readonly usage?: Usage | undefined

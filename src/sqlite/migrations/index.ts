@@ -4,10 +4,12 @@
 import { Migrator } from "@effect/sql"
 import m0001 from "./0001_state.js"
 import m0002 from "./0002_checkpoints.js"
+import m0003 from "./0003_epoch_millis.js"
 
 export const table = "agent_host_migrations"
 
 export const loader = Migrator.fromRecord({
   "0001_state": m0001,
-  "0002_checkpoints": m0002
+  "0002_checkpoints": m0002,
+  "0003_epoch_millis": m0003
 })
