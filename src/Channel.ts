@@ -23,6 +23,7 @@ export type ChannelState = Pick<
   | "deleteResponse"
   | "appendResponseEvents"
   | "responseEvents"
+  | "responsesWithStatus"
   | "getCursor"
   | "setCursor"
   | "markSeen"

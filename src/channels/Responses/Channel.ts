@@ -7,6 +7,12 @@
  * (or never waits, `background: true`) loses nothing; the response is completed and stored all the same.
  * Streams follow a `LiveRun` (the rendered events so far plus a wake-up signal); background runs also
  * persist their events so a later `GET ...?stream=true` replays exactly what a live client saw.
+ *
+ * At startup (before anything is served) the channel ends the background responses a dead process left `queued`
+ * or `in_progress` (kill -9, a crash): each becomes `incomplete` with `incomplete_details.reason` =
+ * `server_restarted`, keeping the output it had, and its stored stream gets the closing events and
+ * `response.incomplete`, so neither polling nor a `?stream=true` replay waits forever. The state dir has a single
+ * owner, so whatever is unfinished at startup belongs to a process that is gone.
  */
 import type { Scope } from "effect"
 import { Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
@@ -24,7 +30,16 @@ import * as Sse from "../../http/Sse.js"
 import type { OnDisconnect } from "../../Sessions.js"
 import { LiveRun } from "./LiveRun.js"
 import type { RenderedEvent, Skeleton } from "./Render.js"
-import { eventFrame, makeSkeleton, outputItems, resource, statusOf, StreamRenderer, usageJson } from "./Render.js"
+import {
+  endInterrupted,
+  eventFrame,
+  makeSkeleton,
+  outputItems,
+  resource,
+  statusOf,
+  StreamRenderer,
+  usageJson
+} from "./Render.js"
 import type { InputItem } from "./Request.js"
 import { identityOf, parseInput, parseResponseTarget, runOptions } from "./Request.js"
 import type { CreateResponseBody } from "./Wire.js"
@@ -51,6 +66,21 @@ export interface Options {
 export const OUT_OF_BAND_KEY = "agent_host_delivery"
 
 type Obj = Record<string, unknown>
+
+/** A stored stream event: its type and its JSON text, as `drive` persists it. */
+const decodeStoredEvent = (stored: { readonly sequence: number; readonly event: unknown }) => {
+  const event = stored.event as { readonly type?: unknown; readonly data?: unknown } | null
+  if (event === null || typeof event !== "object" || typeof event.type !== "string") return []
+  if (typeof event.data !== "string") return []
+  try {
+    const data: unknown = JSON.parse(event.data)
+    return data !== null && typeof data === "object" && !Array.isArray(data) ?
+      [{ sequence: stored.sequence, type: event.type, data: data as Obj }] :
+      []
+  } catch {
+    return []
+  }
+}
 
 const turnErrorResponse = (error: TurnError) => {
   const status = turnErrorStatus(error)
@@ -106,6 +136,28 @@ export const make = (options: Options = {}): Channel => {
       const scope: Scope.Scope = yield* Effect.scope
       const authorized = makeChecker(ctx.settings.apiKeys)
       const live = new Map<string, LiveRun>()
+
+      /** Ends what a dead process left running (see the module comment); runs before any route is served. */
+      const endInterruptedRuns = Effect.gen(function*() {
+        const unfinished = yield* ctx.state.responsesWithStatus(["queued", "in_progress"])
+        for (const stored of unfinished) {
+          const response = stored.response as Obj
+          const events = (yield* ctx.state.responseEvents(stored.id, 0)).flatMap(decodeStoredEvent)
+          const { final, out } = endInterrupted(response, events)
+          // Events first: if this is cut short too, the next startup finds the terminal event and only stores.
+          yield* ctx.state.appendResponseEvents(
+            stored.id,
+            out.map((e) => ({ sequence: e.sequence, event: { type: e.type, data: e.json } }))
+          )
+          yield* ctx.state.putResponse({ ...stored, response: final })
+        }
+        if (unfinished.length > 0) {
+          yield* Effect.logWarning("ended responses a previous process left in progress").pipe(
+            Effect.annotateLogs({ channel: name, count: unfinished.length, status: "incomplete" })
+          )
+        }
+      })
+      yield* endInterruptedRuns
 
       const unauthorized = errorResponse(
         401,

@@ -491,3 +491,106 @@ export class StreamRenderer {
     return final
   }
 }
+
+/** Event types that end a response's stream. */
+export const terminalEventTypes: ReadonlySet<string> = new Set([
+  "response.completed",
+  "response.failed",
+  "response.incomplete"
+])
+
+/** Why a response a dead process left unfinished is `incomplete` (`incomplete_details.reason`). */
+export const INTERRUPTED_REASON = "server_restarted"
+
+/**
+ * Ends a background response whose process died mid-run, from what it stored: the last response snapshot and
+ * the stream events so far (`events`, in order). The output items already finished are kept; an item still open
+ * (partial text or reasoning) is closed with what it has and status `incomplete`, with the `.done` events a live
+ * stream would have sent; then `response.incomplete` with `incomplete_details.reason` = `server_restarted`.
+ * Returns the events to append (numbered after the last stored one) and the final resource. If the stored events
+ * already end with a terminal event (the process died between storing it and storing the response), that event's
+ * response is the final one and nothing is appended.
+ */
+export const endInterrupted = (
+  response: Obj,
+  events: ReadonlyArray<{ readonly sequence: number; readonly type: string; readonly data: Obj }>
+): { readonly final: Obj; readonly out: Array<RenderedEvent> } => {
+  const last = events[events.length - 1]
+  if (last !== undefined && terminalEventTypes.has(last.type) && isObj(last.data["response"])) {
+    return { final: last.data["response"], out: [] }
+  }
+  const items = new Map<number, Obj>()
+  let open: { index: number; item: Obj; parts: Array<Obj>; text: string; textOpen: boolean } | undefined
+  for (const { data, type } of events) {
+    const index = typeof data["output_index"] === "number" ? data["output_index"] : -1
+    switch (type) {
+      case "response.output_item.added":
+        if (isObj(data["item"])) open = { index, item: data["item"], parts: [], text: "", textOpen: false }
+        break
+      case "response.output_item.done":
+        if (isObj(data["item"])) items.set(index, data["item"])
+        if (open?.index === index) open = undefined
+        break
+      case "response.content_part.added":
+        if (open?.index === index) {
+          open.textOpen = true
+          open.text = ""
+        }
+        break
+      case "response.content_part.done":
+        if (open?.index === index && isObj(data["part"])) {
+          open.parts.push(data["part"])
+          open.textOpen = false
+          open.text = ""
+        }
+        break
+      case "response.output_text.delta":
+      case "response.reasoning_summary_text.delta":
+        if (open?.index === index && typeof data["delta"] === "string") open.text += data["delta"]
+        break
+      default:
+        break
+    }
+  }
+  let sequence = events.reduce((max, e) => Math.max(max, e.sequence), 0)
+  const out: Array<RenderedEvent> = []
+  const push = (type: string, body: Obj) => {
+    sequence++
+    out.push({ sequence, type, json: JSON.stringify({ type, sequence_number: sequence, ...body }) })
+  }
+  if (open !== undefined && typeof open.item["id"] === "string") {
+    const { index, item } = open
+    const id = item["id"]
+    if (item["type"] === "message") {
+      if (open.textOpen) {
+        const part = outputText(open.text)
+        const base = { item_id: id, output_index: index, content_index: open.parts.length }
+        push("response.output_text.done", { ...base, text: open.text, logprobs: [] })
+        push("response.content_part.done", { ...base, part })
+        open.parts.push(part)
+      }
+      const done = { type: "message", id, status: "incomplete", role: "assistant", content: open.parts }
+      items.set(index, done)
+      push("response.output_item.done", { output_index: index, item: done })
+    } else if (item["type"] === "reasoning") {
+      const part = { type: "summary_text", text: open.text }
+      const base = { item_id: id, output_index: index, summary_index: 0 }
+      push("response.reasoning_summary_text.done", { ...base, text: open.text })
+      push("response.reasoning_summary_part.done", { ...base, part })
+      const done = { type: "reasoning", id, summary: [part] }
+      items.set(index, done)
+      push("response.output_item.done", { output_index: index, item: done })
+    }
+  }
+  const final: Obj = {
+    ...response,
+    status: "incomplete",
+    completed_at: null,
+    incomplete_details: { reason: INTERRUPTED_REASON },
+    output: [...items.entries()].sort(([a], [b]) => a - b).map(([, item]) => item)
+  }
+  push("response.incomplete", { response: final })
+  return { final, out }
+}
+
+const isObj = (value: unknown): value is Obj => value !== null && typeof value === "object" && !Array.isArray(value)
