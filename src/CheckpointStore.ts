@@ -7,22 +7,23 @@
  * (see `keyProblem`). A rejected key is a `CheckpointKeyRejected` failure: callers skip checkpointing for that
  * request with a warning (`orSkip`) and still run it.
  */
-import { Clock, Context, Effect, Layer, Option, Schema } from "effect"
+import { Context, Effect, Layer, Option, Schema } from "effect"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
+import * as Time from "./domain/Time.js"
 
 export interface Checkpoint {
   readonly id: string
   readonly isolationKey: string
   readonly workflowName: string
-  readonly createdAt: number
+  readonly createdAt: Time.EpochMillis
   readonly data: Uint8Array
 }
 
 export interface CheckpointInfo {
   readonly id: string
-  readonly createdAt: number
+  readonly createdAt: Time.EpochMillis
 }
 
 export class CheckpointKeyRejected extends Schema.TaggedError<CheckpointKeyRejected>()("CheckpointKeyRejected", {
@@ -130,7 +131,7 @@ export const makeMemory: Effect.Effect<CheckpointStoreShape> = Effect.sync(() =>
   const all = (isolationKey: string, workflowName: string) => entries.get(entryKey(isolationKey, workflowName)) ?? []
   return CheckpointStore.of({
     save: (isolationKey, workflowName, id, data) =>
-      Effect.map(Clock.currentTimeMillis, (createdAt) => {
+      Effect.map(Time.now, (createdAt) => {
         const checkpoint: Checkpoint = { id, isolationKey, workflowName, createdAt, data: data.slice() }
         const list = all(isolationKey, workflowName).filter((c) => c.id !== id)
         list.push(checkpoint)
@@ -160,7 +161,7 @@ const FileContents = Schema.parseJson(Schema.Struct({
   id: Schema.String,
   isolationKey: Schema.String,
   workflowName: Schema.String,
-  createdAt: Schema.Number,
+  createdAt: Time.EpochMillis,
   data: Schema.Uint8ArrayFromBase64
 }))
 const decodeFile = Schema.decodeUnknownOption(FileContents)
@@ -212,7 +213,7 @@ export const makeFileSystem = (root: string): Effect.Effect<CheckpointStoreShape
     return CheckpointStore.of({
       save: Effect.fn("CheckpointStore.save")(function*(isolationKey, workflowName, id, data) {
         const dir = yield* folder(isolationKey, workflowName)
-        const createdAt = yield* Clock.currentTimeMillis
+        const createdAt = yield* Time.now
         const suffix = `-${hash(id)}.json`
         const name = `${String(createdAt).padStart(15, "0")}-${String(counter++ % 1_000_000).padStart(6, "0")}${suffix}`
         const checkpoint: Checkpoint = { id, isolationKey, workflowName, createdAt, data }

@@ -7,6 +7,7 @@ import { Effect, Either, Layer, Logger, Option, TestClock } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as CheckpointStore from "../src/CheckpointStore.js"
+import * as Time from "../src/domain/Time.js"
 import * as SqliteCheckpointStore from "../src/sqlite/SqliteCheckpointStore.js"
 import * as TempDir from "./utils/TempDir.js"
 
@@ -36,9 +37,9 @@ const contract = (name: string, makeLayer: () => Layer.Layer<CheckpointStore.Che
         yield* store.save("telegram:43", "flow", "y", bytes(8))
 
         assert.deepStrictEqual(yield* store.list("telegram:42", "flow"), [
-          { id: "c3", createdAt: 2000 },
-          { id: "c2", createdAt: 2000 },
-          { id: "c1", createdAt: 1000 }
+          { id: "c3", createdAt: Time.fromMillis(2000) },
+          { id: "c2", createdAt: Time.fromMillis(2000) },
+          { id: "c1", createdAt: Time.fromMillis(1000) }
         ])
         const latest = yield* store.latest("telegram:42", "flow")
         assert.deepStrictEqual(

@@ -161,6 +161,27 @@ const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.StateSto
     )
 
     test(
+      "responses by wire status, oldest first (what startup ends after a crash)",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        const put = (id: string, status: unknown, createdAt: number) =>
+          store.putResponse({ id, sessionKey: "k", response: { id, status }, inputItems: [], createdAt: at(createdAt) })
+        yield* put("b", "in_progress", 20)
+        yield* put("a", "queued", 10)
+        yield* put("c", "completed", 5)
+        yield* put("d", 42, 1)
+        yield* store.putResponse({ id: "e", sessionKey: "k", response: "text", inputItems: [], createdAt: at(2) })
+        const ids = (statuses: ReadonlyArray<string>) =>
+          Effect.map(store.responsesWithStatus(statuses), (found) => found.map((r) => r.id))
+        assert.deepStrictEqual(yield* ids(["queued", "in_progress"]), ["a", "b"])
+        assert.deepStrictEqual(yield* ids(["completed"]), ["c"])
+        assert.deepStrictEqual(yield* ids([]), [])
+        yield* put("b", "incomplete", 20)
+        assert.deepStrictEqual(yield* ids(["queued", "in_progress"]), ["a"])
+      })
+    )
+
+    test(
       "identity links",
       Effect.gen(function*() {
         const store = yield* StateStore.StateStore

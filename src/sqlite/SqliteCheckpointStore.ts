@@ -3,9 +3,10 @@
  * values here, so every isolation key is accepted.
  */
 import { SqlClient } from "@effect/sql"
-import { Clock, Effect, Layer, Option } from "effect"
+import { Effect, Layer, Option } from "effect"
 import type { Checkpoint, CheckpointInfo } from "../CheckpointStore.js"
 import { CheckpointStore } from "../CheckpointStore.js"
+import * as Time from "../domain/Time.js"
 import * as StateDb from "./StateDb.js"
 
 interface Row {
@@ -21,13 +22,13 @@ export const make = Effect.gen(function*() {
     id: row.id,
     isolationKey,
     workflowName,
-    createdAt: row.createdAt,
+    createdAt: Time.fromMillis(row.createdAt),
     data: new Uint8Array(row.data)
   })
 
   return CheckpointStore.of({
     save: Effect.fn("CheckpointStore.save")(function*(isolationKey, workflowName, id, data) {
-      const createdAt = yield* Clock.currentTimeMillis
+      const createdAt = yield* Time.now
       // REPLACE gives the row a fresh rowid: rowid order is save order
       yield* sql`INSERT OR REPLACE INTO checkpoints (isolation_key, workflow_name, checkpoint_id, created_at, data)
         VALUES (${isolationKey}, ${workflowName}, ${id}, ${createdAt},
@@ -47,8 +48,11 @@ export const make = Effect.gen(function*() {
         Effect.orDie
       ),
     list: (isolationKey, workflowName) =>
-      sql<CheckpointInfo>`SELECT checkpoint_id AS id, created_at AS "createdAt" FROM checkpoints
+      sql<Row>`SELECT checkpoint_id AS id, created_at AS "createdAt" FROM checkpoints
         WHERE isolation_key = ${isolationKey} AND workflow_name = ${workflowName} ORDER BY rowid DESC`.pipe(
+        Effect.map((rows) =>
+          rows.map((row): CheckpointInfo => ({ id: row.id, createdAt: Time.fromMillis(row.createdAt) }))
+        ),
         Effect.orDie
       )
   })

@@ -271,7 +271,8 @@ export const make = Effect.gen(function*() {
         Effect.succeed([]) :
         // The expression matches the index responses_by_status (migration 0003), so this is no table scan.
         sql<ResponseRow>`SELECT ${responseColumns} FROM responses
-          WHERE json_extract(response, '$.status') IN ${sql.in(statuses)} ORDER BY created_at, id`.pipe(
+          WHERE (CASE WHEN json_valid(response) THEN json_extract(response, '$.status') END)
+            IN ${sql.in(statuses)} ORDER BY created_at, id`.pipe(
           Effect.orDie,
           Effect.flatMap((rows) => Effect.forEach(rows, decodeResponse)),
           Effect.map((decoded) => decoded.flatMap(Option.toArray))
