@@ -12,6 +12,7 @@ import * as Responses from "../src/channels/Responses/index.js"
 import * as Telegram from "../src/channels/Telegram/Telegram.js"
 import * as WebChat from "../src/channels/WebChat/WebChat.js"
 import * as DefaultAgent from "../src/DefaultAgent.js"
+import * as Time from "../src/domain/Time.js"
 import * as StateStore from "../src/StateStore.js"
 import type { Turn } from "../src/Target.js"
 import type { FakeTelegram } from "./fake/FakeTelegram.js"
@@ -115,7 +116,7 @@ describe("response targets naming other users", () => {
           isolationKey: "person:alice",
           subject: "alice",
           claims: {},
-          linkedAt: 0
+          linkedAt: Time.fromMillis(0)
         })
         const bob = yield* create(
           { input: "hi alice", response_target: { channels: ["telegram:4242"], echo_input: true } },
