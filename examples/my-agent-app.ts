@@ -2,7 +2,7 @@
  * Example 1: your own Effect app hosting your own agent.
  *
  * Run it: `npx tsx examples/my-agent-app.ts`, then
- * `curl -s localhost:8000/invocations -d '{"message":"hello"}'`.
+ * `curl -s localhost:8000/invocations -H 'content-type: application/json' -d '{"message":"hello"}'`.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"

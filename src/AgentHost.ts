@@ -27,6 +27,7 @@ import { HostConfig } from "./HostConfig.js"
 import * as HostConfigModule from "./HostConfig.js"
 import { makeMatcher } from "./http/ApiKeys.js"
 import { errorJson, json } from "./http/HttpBody.js"
+import { hostCheck, isJsonContentType } from "./http/RequestGuards.js"
 import { joinPath, Router } from "./http/Router.js"
 import type { IsolationKeys } from "./RequestContext.js"
 import { noIsolationKeys } from "./RequestContext.js"
@@ -85,6 +86,21 @@ interface Unready {
   readonly retrying: boolean
   readonly attempts: number
 }
+
+const unsupportedMediaType = errorJson(
+  415,
+  "unsupported_media_type",
+  "this route takes a JSON body: send it with content-type: application/json"
+)
+
+const misdirected = (request: HttpServerRequest.HttpServerRequest) =>
+  errorJson(
+    421,
+    "misdirected_request",
+    `this server does not answer for host ${
+      JSON.stringify(String(request.headers.host).slice(0, 100))
+    }: use localhost or 127.0.0.1, or add the name to AGENT_HOST_ALLOWED_HOSTS`
+  )
 
 const lift = (request: HttpServerRequest.HttpServerRequest, trust: boolean): IsolationKeys | string => {
   if (!trust) return noIsolationKeys
@@ -255,8 +271,14 @@ export const make = <E, R>(options: Options<E, R>) =>
     const hasPushKey = makeMatcher(settings.pushKeys)
     const pushGrant = { reason: "push key" }
 
+    const hostServed = hostCheck({
+      bind: settings.host,
+      listening: options.listen !== false,
+      allowed: settings.allowedHosts
+    })
     const app: Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest> = Effect
       .flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+        if (hostServed !== undefined && !hostServed(request.headers.host)) return Effect.succeed(misdirected(request))
         const url = request.url
         const q = url.indexOf("?")
         const path = q === -1 ? url : url.slice(0, q)
@@ -272,6 +294,9 @@ export const make = <E, R>(options: Options<E, R>) =>
               { allow: found.allowed.join(", ") }
             )
           )
+        }
+        if (found.match.route.route.body === "json" && !isJsonContentType(request.headers["content-type"])) {
+          return Effect.succeed(unsupportedMediaType)
         }
         const isolation = lift(request, settings.trustIsolationHeaders)
         if (typeof isolation === "string") {

@@ -47,6 +47,11 @@ export interface Route {
   /** Relative to the channel's path; `:name` segments are parameters. */
   readonly path: string
   readonly handler: (input: RouteInput) => Effect.Effect<HttpServerResponse.HttpServerResponse>
+  /**
+   * `json`: the route takes a JSON body; the host answers 415 unless the request's content type is
+   * `application/json` (or a `+json` type), so a cross-site form or `text/plain` post cannot reach it.
+   */
+  readonly body?: "json"
 }
 
 /** Context handed to a channel's response hook for one destination. */
@@ -162,6 +167,10 @@ export interface HostSettings {
   readonly trustIsolationHeaders: boolean
   /** Largest accepted request body, in bytes. */
   readonly maxBodyBytes: number
+  /** Deepest nesting of arrays and objects a JSON body may have (`readJson` checks it before parsing). */
+  readonly maxJsonDepth: number
+  /** Most items one array (or members one object) of a JSON body may hold, e.g. Responses `input` items. */
+  readonly maxJsonItems: number
   /** API keys guarding programmatic channels; empty when none are configured. */
   readonly apiKeys: ReadonlyArray<string>
   /**

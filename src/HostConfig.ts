@@ -16,6 +16,11 @@ export interface HostConfigShape extends HostSettings {
   readonly historyCacheBytes: Bytes
   /** The most destinations one request's `response_target` may name; more is refused with a 400. */
   readonly maxResponseTargets: number
+  /**
+   * `Host` header names served besides `localhost`, `127.0.0.1` and `[::1]` when bound to loopback (anything else
+   * gets a 421: DNS rebinding); when set, they are the only names served on any address.
+   */
+  readonly allowedHosts: ReadonlyArray<string>
 }
 
 export class HostConfig extends Context.Tag("effect-agent-host/HostConfig")<HostConfig, HostConfigShape>() {}
@@ -30,7 +35,10 @@ export const defaults: HostConfigShape = {
   pushKeys: [],
   historyLimit: 200,
   historyCacheBytes: Size.mebibytes(64),
-  maxResponseTargets: 32
+  maxResponseTargets: 32,
+  maxJsonDepth: 64,
+  maxJsonItems: 1_000,
+  allowedHosts: []
 }
 
 /** A comma-separated list of secret keys (blank entries dropped); empty when unset. */
@@ -63,6 +71,18 @@ export const config: Config.Config<HostConfigShape> = Config.all({
   maxResponseTargets: Config.integer("AGENT_HOST_MAX_RESPONSE_TARGETS").pipe(
     Config.validate({ message: "must be at least 1", validation: (n) => n >= 1 }),
     Config.withDefault(defaults.maxResponseTargets)
+  ),
+  maxJsonDepth: Config.integer("AGENT_HOST_MAX_JSON_DEPTH").pipe(
+    Config.validate({ message: "must be at least 1", validation: (n) => n >= 1 }),
+    Config.withDefault(defaults.maxJsonDepth)
+  ),
+  maxJsonItems: Config.integer("AGENT_HOST_MAX_JSON_ITEMS").pipe(
+    Config.validate({ message: "must be at least 1", validation: (n) => n >= 1 }),
+    Config.withDefault(defaults.maxJsonItems)
+  ),
+  allowedHosts: Config.string("AGENT_HOST_ALLOWED_HOSTS").pipe(
+    Config.map((hosts) => hosts.split(",").map((h) => h.trim().toLowerCase()).filter((h) => h.length > 0)),
+    Config.withDefault([] as ReadonlyArray<string>)
   ),
   apiKeys: keyList("AGENT_HOST_API_KEYS"),
   adminKeys: keyList("AGENT_HOST_ADMIN_KEYS"),

@@ -126,7 +126,11 @@ describe("OpenAiAgent against a scripted OpenAI-compatible upstream", () => {
           Effect.map((ctx) => ctx.unsafeMap.get(AgentHost.key) as AgentHost["Type"])
         )
       const res = yield* Effect.promise(() =>
-        fetch(`${host.url}/invocations`, { method: "POST", body: JSON.stringify({ message: "hi" }) })
+        fetch(`${host.url}/invocations`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ message: "hi" })
+        })
       )
       assert.strictEqual(res.status, 500)
       const body = yield* Effect.promise(() => res.json())
@@ -141,7 +145,11 @@ describe("OpenAiAgent against a scripted OpenAI-compatible upstream", () => {
       const host = ctx.unsafeMap.get(AgentHost.key) as AgentHost["Type"]
       const ask = (message: string) =>
         Effect.promise(() =>
-          fetch(`${host.url}/invocations`, { method: "POST", body: JSON.stringify({ message, session_id: "h" }) }).then(
+          fetch(`${host.url}/invocations`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ message, session_id: "h" })
+          }).then(
             (r) => r.json()
           )
         )

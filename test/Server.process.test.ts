@@ -11,7 +11,11 @@ describe("npm start (the real server as a process)", () => {
       const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "agent-host-e2e-"))
       const server = yield* ServerProcess.start({ AGENT_HOST_STATE_DIR: dir })
       const res = yield* Effect.promise(() =>
-        fetch(`${server.url}/invocations`, { method: "POST", body: JSON.stringify({ message: "hi" }) })
+        fetch(`${server.url}/invocations`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ message: "hi" })
+        })
       )
       assert.strictEqual(res.status, 200)
       const body = yield* Effect.promise(() => res.json())

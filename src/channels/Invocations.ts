@@ -14,7 +14,7 @@ import { turnErrorHeaders, turnErrorStatus } from "../domain/Errors.js"
 import { type IsolationKey, issueId } from "../domain/Ids.js"
 import { responseText, userMessage } from "../domain/Message.js"
 import { makeChecker } from "../http/ApiKeys.js"
-import { errorJson, json, readJson } from "../http/HttpBody.js"
+import { describeBodyError, errorJson, json, readJson } from "../http/HttpBody.js"
 import { onDisconnectOf } from "../http/OnDisconnect.js"
 import * as Sse from "../http/Sse.js"
 import type { OnDisconnect } from "../Sessions.js"
@@ -24,7 +24,11 @@ export const InvocationBody = Schema.Struct({
   session_id: Schema.optional(
     Schema.String.pipe(
       Schema.minLength(1, { message: () => "session_id must be a non-empty string" }),
-      Schema.maxLength(200, { message: () => "session_id must be at most 200 characters" })
+      Schema.maxLength(200, { message: () => "session_id must be at most 200 characters" }),
+      // It comes back in the `x-session-id` header of a stream: printable ASCII, no edge spaces.
+      Schema.pattern(/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/, {
+        message: () => "session_id must be printable ASCII (letters, digits, punctuation; spaces only inside)"
+      })
     )
   ),
   stream: Schema.optional(Schema.Boolean),
@@ -73,13 +77,10 @@ export const make = (options: Options = {}): Channel => {
           if (!authorized(input.request)) {
             return errorJson(401, "unauthorized", "a valid API key is required: send Authorization: Bearer <key>")
           }
-          const raw = yield* readJson(input.request, ctx.settings.maxBodyBytes).pipe(Effect.either)
+          const raw = yield* readJson(input.request, ctx.settings).pipe(Effect.either)
           if (raw._tag === "Left") {
-            const e = raw.left
-            if (e._tag === "BodyTooLarge") {
-              return errorJson(413, "request_too_large", `the request body exceeds ${e.limit} bytes`)
-            }
-            return errorJson(400, "invalid_json", `the request body is not valid JSON: ${e.message}`)
+            const problem = describeBodyError(raw.left)
+            return errorJson(problem.status, problem.type, problem.message)
           }
           if (raw.right === null || typeof raw.right !== "object" || Array.isArray(raw.right)) {
             return errorJson(422, "invalid_request", "the request body must be a JSON object")
@@ -140,7 +141,7 @@ export const make = (options: Options = {}): Channel => {
       return {
         kind: "programmatic",
         path: options.path ?? "/invocations",
-        routes: [{ method: "POST", path: "/", handler: handle }],
+        routes: [{ method: "POST", path: "/", handler: handle, body: "json" }],
         ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
         ...(options.busyPolicy === undefined ? {} : { busyPolicy: options.busyPolicy }),
         describe: "POST JSON or SSE"

@@ -1,6 +1,8 @@
 /**
  * Request bodies and JSON responses without the per-request overhead of the platform's body getters
- * (which fork a fiber per request): read the bytes once, with a size limit, then decode.
+ * (which fork a fiber per request): read the bytes once, with a size limit, then decode. Text must be valid
+ * UTF-8; JSON is scanned for its nesting depth, its largest array/object and lone surrogate escapes before it
+ * is parsed, so a hostile body is a 4xx, never a stack overflow or a 500 further in.
  */
 import type { HttpServerRequest } from "@effect/platform"
 import { HttpServerResponse } from "@effect/platform"
@@ -10,6 +12,126 @@ import type { IncomingMessage } from "node:http"
 export class BodyTooLarge extends Data.TaggedError("BodyTooLarge")<{ readonly limit: number }> {}
 export class BodyReadFailed extends Data.TaggedError("BodyReadFailed")<{ readonly message: string }> {}
 export class InvalidJson extends Data.TaggedError("InvalidJson")<{ readonly message: string }> {}
+/** The bytes are not UTF-8, or a JSON string escapes half a surrogate pair (no character can be encoded). */
+export class InvalidEncoding extends Data.TaggedError("InvalidEncoding")<{ readonly message: string }> {}
+/** The JSON nests deeper, or holds more items in one array/object, than the host accepts. */
+export class JsonTooComplex extends Data.TaggedError("JsonTooComplex")<{ readonly message: string }> {}
+
+export type BodyError = BodyTooLarge | BodyReadFailed | InvalidJson | InvalidEncoding | JsonTooComplex
+
+/** What a JSON body may be: its size, its nesting depth and the items in any one array or object. */
+export interface JsonLimits {
+  /** Largest body, in bytes (413 above). */
+  readonly maxBodyBytes: number
+  /** Deepest nesting of arrays and objects (default 64). */
+  readonly maxJsonDepth?: number
+  /** Most items in one array or members in one object (default 1,000), e.g. Responses `input` items. */
+  readonly maxJsonItems?: number
+}
+
+export const defaultMaxJsonDepth = 64
+export const defaultMaxJsonItems = 1_000
+
+/** The HTTP status, error type and message a body error is answered with (each channel wraps its envelope). */
+export const describeBodyError = (
+  error: BodyError
+): { readonly status: number; readonly type: string; readonly message: string } => {
+  switch (error._tag) {
+    case "BodyTooLarge":
+      return { status: 413, type: "request_too_large", message: `the request body exceeds ${error.limit} bytes` }
+    case "BodyReadFailed":
+      return { status: 400, type: "invalid_request", message: `the request body could not be read: ${error.message}` }
+    case "InvalidJson":
+      return { status: 400, type: "invalid_json", message: `the request body is not valid JSON: ${error.message}` }
+    case "InvalidEncoding":
+      return { status: 400, type: "invalid_encoding", message: error.message }
+    case "JsonTooComplex":
+      return { status: 400, type: "json_too_complex", message: error.message }
+  }
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true })
+
+const decodeUtf8 = (bytes: Uint8Array): Effect.Effect<string, InvalidEncoding> => {
+  try {
+    return Effect.succeed(utf8.decode(bytes))
+  } catch {
+    return Effect.fail(new InvalidEncoding({ message: "the request body is not valid UTF-8" }))
+  }
+}
+
+const hexAt = (text: string, at: number): number =>
+  /^[0-9a-fA-F]{4}$/.test(text.slice(at, at + 4)) ? parseInt(text.slice(at, at + 4), 16) : -1
+
+/**
+ * Why `text` is not acceptable JSON for the limits, before it is parsed: too deep, too many items in one array
+ * or object, or a `\uD800`-style escape of half a surrogate pair. Undefined when the shape is fine (whether it
+ * parses is JSON.parse's business). One pass over the characters, no allocation per value.
+ */
+export const jsonShapeProblem = (
+  text: string,
+  maxDepth: number,
+  maxItems: number
+): InvalidEncoding | JsonTooComplex | undefined => {
+  const separators: Array<number> = []
+  const n = text.length
+  let i = 0
+  while (i < n) {
+    const c = text.charCodeAt(i)
+    if (c === 0x22) {
+      i++
+      while (i < n) {
+        const s = text.charCodeAt(i)
+        if (s === 0x22) break
+        if (s !== 0x5c) {
+          i++
+          continue
+        }
+        if (text.charCodeAt(i + 1) !== 0x75) {
+          i += 2
+          continue
+        }
+        const code = hexAt(text, i + 2)
+        if (code >= 0xd800 && code <= 0xdbff) {
+          const low = text.charCodeAt(i + 6) === 0x5c && text.charCodeAt(i + 7) === 0x75 ? hexAt(text, i + 8) : -1
+          if (low < 0xdc00 || low > 0xdfff) return loneSurrogate(code)
+          i += 12
+          continue
+        }
+        if (code >= 0xdc00 && code <= 0xdfff) return loneSurrogate(code)
+        i += 6
+      }
+      i++
+      continue
+    }
+    if (c === 0x5b || c === 0x7b) {
+      if (separators.length >= maxDepth) {
+        return new JsonTooComplex({
+          message: `the request body nests arrays and objects deeper than ${maxDepth} levels`
+        })
+      }
+      separators.push(0)
+    } else if (c === 0x5d || c === 0x7d) {
+      separators.pop()
+    } else if (c === 0x2c && separators.length > 0) {
+      const top = separators.length - 1
+      const count = separators[top]! + 1
+      if (count >= maxItems) {
+        return new JsonTooComplex({
+          message: `an array or object in the request body has more than ${maxItems} items`
+        })
+      }
+      separators[top] = count
+    }
+    i++
+  }
+  return undefined
+}
+
+const loneSurrogate = (code: number) =>
+  new InvalidEncoding({
+    message: `the request body escapes half a surrogate pair (\\u${code.toString(16)}): it is not valid Unicode`
+  })
 
 const nodeSource = (request: HttpServerRequest.HttpServerRequest): IncomingMessage | undefined => {
   const source = (request as unknown as { readonly source?: unknown }).source
@@ -19,25 +141,25 @@ const nodeSource = (request: HttpServerRequest.HttpServerRequest): IncomingMessa
     undefined
 }
 
-/** The request body as text, failing with BodyTooLarge past `limit` bytes. */
+/** The request body as UTF-8 text, failing with BodyTooLarge past `limit` bytes, InvalidEncoding when not UTF-8. */
 export const readText = (
   request: HttpServerRequest.HttpServerRequest,
   limit: number
-): Effect.Effect<string, BodyTooLarge | BodyReadFailed> => {
+): Effect.Effect<string, BodyTooLarge | BodyReadFailed | InvalidEncoding> => {
   const declared = Number(request.headers["content-length"])
   if (Number.isFinite(declared) && declared > limit) return Effect.fail(new BodyTooLarge({ limit }))
   const source = nodeSource(request)
   if (source === undefined) {
     return Effect.flatMap(
       Effect.mapError(request.arrayBuffer, (e) => new BodyReadFailed({ message: String(e) })),
-      (buffer) =>
+      (buffer): Effect.Effect<string, BodyTooLarge | InvalidEncoding> =>
         buffer.byteLength > limit ?
           Effect.fail(new BodyTooLarge({ limit })) :
-          Effect.succeed(new TextDecoder().decode(buffer))
+          decodeUtf8(new Uint8Array(buffer))
     )
   }
   if (source.readableEnded) return Effect.succeed("")
-  return Effect.async<string, BodyTooLarge | BodyReadFailed>((resume) => {
+  return Effect.async<string, BodyTooLarge | BodyReadFailed | InvalidEncoding>((resume) => {
     const chunks: Array<Buffer> = []
     let size = 0
     const onData = (chunk: Buffer) => {
@@ -52,7 +174,7 @@ export const readText = (
     }
     const onEnd = () => {
       cleanup()
-      resume(Effect.succeed(chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8")))
+      resume(decodeUtf8(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)))
     }
     const onError = (error: Error) => {
       cleanup()
@@ -70,16 +192,25 @@ export const readText = (
   })
 }
 
-/** The request body parsed as JSON (any JSON value). */
+/**
+ * The request body parsed as JSON (any JSON value), within `limits` (a byte limit alone keeps the default depth
+ * and item limits; channels pass `ctx.settings`).
+ */
 export const readJson = (
   request: HttpServerRequest.HttpServerRequest,
-  limit: number
-): Effect.Effect<unknown, BodyTooLarge | BodyReadFailed | InvalidJson> =>
-  Effect.flatMap(readText(request, limit), (text) =>
-    Effect.try({
+  limits: number | JsonLimits
+): Effect.Effect<unknown, BodyError> => {
+  const { maxBodyBytes, maxJsonDepth = defaultMaxJsonDepth, maxJsonItems = defaultMaxJsonItems } =
+    typeof limits === "number" ? { maxBodyBytes: limits } : limits
+  return Effect.flatMap(readText(request, maxBodyBytes), (text): Effect.Effect<unknown, BodyError> => {
+    const problem = jsonShapeProblem(text, maxJsonDepth, maxJsonItems)
+    if (problem !== undefined) return Effect.fail(problem)
+    return Effect.try({
       try: () => JSON.parse(text) as unknown,
       catch: (error) => new InvalidJson({ message: error instanceof Error ? error.message : String(error) })
-    }))
+    })
+  })
+}
 
 const jsonHeaders = { "content-type": "application/json" } as const
 

@@ -24,7 +24,7 @@ import { turnErrorHeaders, turnErrorStatus } from "../../domain/Errors.js"
 import { type IsolationKey, issueId } from "../../domain/Ids.js"
 import * as Time from "../../domain/Time.js"
 import { makeChecker } from "../../http/ApiKeys.js"
-import { json, readJson } from "../../http/HttpBody.js"
+import { describeBodyError, json, readJson } from "../../http/HttpBody.js"
 import { ON_DISCONNECT_HEADER, onDisconnectOf } from "../../http/OnDisconnect.js"
 import * as Sse from "../../http/Sse.js"
 import type { OnDisconnect } from "../../Sessions.js"
@@ -179,13 +179,10 @@ export const make = (options: Options = {}): Channel => {
       /** Reads, validates and maps a create request; a Left is the HTTP error to answer with. */
       const prepare = (input: RouteInput) =>
         Effect.gen(function*() {
-          const raw = yield* readJson(input.request, ctx.settings.maxBodyBytes).pipe(Effect.either)
+          const raw = yield* readJson(input.request, ctx.settings).pipe(Effect.either)
           if (raw._tag === "Left") {
-            const e = raw.left
-            if (e._tag === "BodyTooLarge") {
-              return Either.left(errorResponse(413, "request_too_large", `the request body exceeds ${e.limit} bytes`))
-            }
-            return Either.left(errorResponse(400, "invalid_json", `the request body is not valid JSON: ${e.message}`))
+            const problem = describeBodyError(raw.left)
+            return Either.left(errorResponse(problem.status, problem.type, problem.message))
           }
           if (raw.right === null || typeof raw.right !== "object" || Array.isArray(raw.right)) {
             return Either.left(errorResponse(400, "invalid_request", "the request body must be a JSON object"))
@@ -557,7 +554,7 @@ export const make = (options: Options = {}): Channel => {
       return {
         path: options.path ?? "/v1",
         routes: [
-          { method: "POST", path: "/responses", handler: create },
+          { method: "POST", path: "/responses", handler: create, body: "json" },
           { method: "GET", path: "/responses/:id", handler: retrieve },
           { method: "DELETE", path: "/responses/:id", handler: remove },
           { method: "GET", path: "/responses/:id/input_items", handler: inputItems },

@@ -40,7 +40,7 @@ import type { TurnError } from "../../domain/Errors.js"
 import type { ChannelIdentity } from "../../domain/Identity.js"
 import type { ChannelName, IsolationKey } from "../../domain/Ids.js"
 import { userMessage } from "../../domain/Message.js"
-import { errorJson, json, readJson } from "../../http/HttpBody.js"
+import { describeBodyError, errorJson, json, readJson } from "../../http/HttpBody.js"
 import type { BotApiError } from "./BotApi.js"
 import * as BotApi from "./BotApi.js"
 import type { Reply } from "./Render.js"
@@ -629,13 +629,10 @@ export const make = (options: Options): Channel => {
           if (!secretMatches(input.request.headers["x-telegram-bot-api-secret-token"])) {
             return errorJson(401, "unauthorized", "the X-Telegram-Bot-Api-Secret-Token header is missing or wrong")
           }
-          const body = yield* Effect.either(readJson(input.request, ctx.settings.maxBodyBytes))
+          const body = yield* Effect.either(readJson(input.request, ctx.settings))
           if (body._tag === "Left") {
-            const e = body.left
-            if (e._tag === "BodyTooLarge") {
-              return errorJson(413, "request_too_large", `the request body exceeds ${e.limit} bytes`)
-            }
-            return errorJson(400, "invalid_json", `the request body is not valid JSON: ${e.message}`)
+            const problem = describeBodyError(body.left)
+            return errorJson(problem.status, problem.type, problem.message)
           }
           const raw = body.right
           if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
@@ -788,7 +785,9 @@ export const make = (options: Options): Channel => {
           annotate
         )
 
-      const routes: Array<Route> = mode === "webhook" ? [{ method: "POST", path: "/webhook", handler: webhook }] : []
+      const routes: Array<Route> = mode === "webhook"
+        ? [{ method: "POST", path: "/webhook", handler: webhook, body: "json" }]
+        : []
       return {
         path: options.path ?? `/${name}`,
         routes,

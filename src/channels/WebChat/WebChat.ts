@@ -17,7 +17,7 @@ import type { ChannelIdentity } from "../../domain/Identity.js"
 import { type IsolationKey, issueId } from "../../domain/Ids.js"
 import type { Message } from "../../domain/Message.js"
 import { responseText, userMessage } from "../../domain/Message.js"
-import { errorJson, json, readJson } from "../../http/HttpBody.js"
+import { describeBodyError, errorJson, json, readJson } from "../../http/HttpBody.js"
 import { joinPath } from "../../http/Router.js"
 import * as Sse from "../../http/Sse.js"
 import * as Assets from "./Assets.js"
@@ -119,19 +119,16 @@ export const make = (options: Options = {}): Channel => {
       const identityOf = (user: string) => ({ channel: name, nativeId: user }) as ChannelIdentity
 
       const readBody = (input: RouteInput) =>
-        readJson(input.request, ctx.settings.maxBodyBytes).pipe(
+        readJson(input.request, ctx.settings).pipe(
           Effect.map((raw): { readonly body: Record<string, unknown> } | { readonly error: ReturnType<typeof json> } =>
             raw !== null && typeof raw === "object" && !Array.isArray(raw) ?
               { body: raw as Record<string, unknown> } :
               { error: errorJson(400, "invalid_request", "the request body must be a JSON object") }
           ),
-          Effect.catchAll((e) =>
-            Effect.succeed({
-              error: e._tag === "BodyTooLarge" ?
-                errorJson(413, "request_too_large", `the request body exceeds ${e.limit} bytes`) :
-                errorJson(400, "invalid_json", `the request body is not valid JSON: ${e.message}`)
-            })
-          )
+          Effect.catchAll((e) => {
+            const problem = describeBodyError(e)
+            return Effect.succeed({ error: errorJson(problem.status, problem.type, problem.message) })
+          })
         )
 
       const page = ChannelModule.handler(({ query, request }) =>
@@ -279,9 +276,9 @@ export const make = (options: Options = {}): Channel => {
           { method: "GET", path: api("app.js"), handler: script },
           { method: "GET", path: api("style.css"), handler: style },
           { method: "GET", path: api("vendor/markdown-it.min.js"), handler: markdown },
-          { method: "POST", path: api("messages"), handler: messages },
+          { method: "POST", path: api("messages"), handler: messages, body: "json" },
           { method: "GET", path: api("history"), handler: history },
-          { method: "POST", path: api("reset"), handler: reset },
+          { method: "POST", path: api("reset"), handler: reset, body: "json" },
           { method: "GET", path: api("events"), handler: events }
         ],
         push,
