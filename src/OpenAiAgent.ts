@@ -10,11 +10,12 @@ import type { Prompt, Response } from "@effect/ai"
 import { OpenAiClient, OpenAiLanguageModel } from "@effect/ai-openai"
 import { FetchHttpClient } from "@effect/platform"
 import type { ConfigError } from "effect"
-import { Config, Effect, Layer, Option, Schema, Stream } from "effect"
+import { Cause, Config, Effect, Layer, Option, Schema, Stream } from "effect"
 import * as Agent from "./Agent.js"
 import type { ToolDefinition } from "./domain/ChannelRequest.js"
 import type { Content, Usage } from "./domain/Content.js"
 import { AgentError } from "./domain/Errors.js"
+import { issueId } from "./domain/Ids.js"
 import type { AgentResponse, AgentResponseUpdate, FinishReason, Message } from "./domain/Message.js"
 import type { Target } from "./Target.js"
 import type { Turn } from "./Target.js"
@@ -141,14 +142,32 @@ const toolkitFor = (tools: ReadonlyArray<ToolDefinition>) => {
   return Effect.provide(kit, kit.toLayer(handlers as never))
 }
 
-const toAgentError = (error: unknown): AgentError =>
-  new AgentError({
-    message: `the language model failed: ${
-      typeof error === "object" && error !== null && "message" in error ? String(error.message) : String(error)
-    }`,
-    code: "model_error",
-    cause: error
-  })
+/**
+ * An upstream failure as the caller sees it: a generic message and a request id. The details (the upstream's
+ * URL, status and body, which can name internal hosts or echo a credential) go to the log only, under that id.
+ */
+const upstreamFailure = (error: unknown): Effect.Effect<never, AgentError> =>
+  Effect.flatMap(issueId("req_"), (requestId) =>
+    Effect.zipRight(
+      Effect.logError("the model provider failed", Cause.fail(error)).pipe(
+        Effect.annotateLogs({ request_id: requestId, upstream_error: upstreamDetails(error) })
+      ),
+      Effect.fail(
+        new AgentError({
+          message: `the model provider failed (request id ${requestId})`,
+          code: "upstream_error",
+          requestId
+        })
+      )
+    ))
+
+const upstreamDetails = (error: unknown): string => {
+  if (typeof error !== "object" || error === null) return String(error)
+  const parts: Array<string> = []
+  if ("message" in error) parts.push(String(error.message))
+  if ("description" in error && error.description !== undefined) parts.push(String(error.description))
+  return parts.join(": ")
+}
 
 const contentsOf = (
   parts: ReadonlyArray<Response.AnyPart>
@@ -203,7 +222,7 @@ export const make = (options: { readonly name?: string } = {}) =>
             if (finish) result.finishReason = finish
             return result
           }),
-          Effect.mapError(toAgentError)
+          Effect.catchAll(upstreamFailure)
         )
 
     const stream = (turn: Turn): Stream.Stream<AgentResponseUpdate, AgentError> =>
@@ -235,7 +254,7 @@ export const make = (options: { readonly name?: string } = {}) =>
               return []
           }
         }),
-        Stream.mapError(toAgentError)
+        Stream.catchAll((error) => Stream.fromEffect(upstreamFailure(error)))
       )
 
     return Agent.make({ name, run, stream })

@@ -53,7 +53,7 @@ const turnErrorResponse = (error: TurnError) =>
     turnErrorStatus(error),
     error._tag === "AgentError" ? "agent_error" : error._tag,
     error.message,
-    undefined,
+    error._tag === "AgentError" && error.requestId !== undefined ? { request_id: error.requestId } : undefined,
     turnErrorHeaders(error)
   )
 

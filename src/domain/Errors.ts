@@ -46,6 +46,8 @@ export class TurnCancelled extends Schema.TaggedError<TurnCancelled>()("TurnCanc
 export class AgentError extends Schema.TaggedError<AgentError>()("AgentError", {
   message: Schema.String,
   code: Schema.optional(Schema.String),
+  /** Names the failure in the host's log, where its details are (they are not shown to the caller). */
+  requestId: Schema.optional(Schema.String),
   cause: Schema.optional(Schema.Defect)
 }) {}
 

@@ -63,7 +63,11 @@ const turnErrorResponse = (error: TurnError) =>
     turnErrorStatus(error),
     error._tag === "AgentError" ? "agent_error" : error._tag,
     error.message,
-    error._tag === "LinkRequiredError" && error.url !== undefined ? { url: error.url } : undefined,
+    error._tag === "LinkRequiredError" && error.url !== undefined ?
+      { url: error.url } :
+      error._tag === "AgentError" && error.requestId !== undefined ?
+      { request_id: error.requestId } :
+      undefined,
     turnErrorHeaders(error)
   )
 
@@ -73,7 +77,8 @@ const turnErrorFrame = (error: TurnError) =>
       error: {
         type: error._tag === "AgentError" ? "agent_error" : error._tag,
         message: error.message,
-        ...(error._tag === "LinkRequiredError" && error.url !== undefined ? { url: error.url } : {})
+        ...(error._tag === "LinkRequiredError" && error.url !== undefined ? { url: error.url } : {}),
+        ...(error._tag === "AgentError" && error.requestId !== undefined ? { request_id: error.requestId } : {})
       }
     }),
     "error"
