@@ -213,8 +213,16 @@ describe("Authorization through the host", () => {
 
   it.scoped("startup fails, naming the channel, when the configuration would deny silently", () =>
     Effect.gen(function*() {
+      // A host-wide list scoped to a channel that does not exist would deny everyone on the enabled ones.
       const typo = yield* Effect.flip(
-        Layer.build(hostFromEnv({ AGENT_HOST_ALLOW: "testchta:alice" }, countingAgent().agent))
+        Layer.build(
+          hostWith(
+            Authorization.layer({ allowlist: Allowlists.nativeIds(["alice"], { channel: "testchta" }) }).pipe(
+              Layer.provide(IdentityLinker.layerNone)
+            ),
+            countingAgent().agent
+          )
+        )
       )
       assert.strictEqual(typo._tag, "HostConfigurationError")
       if (typo._tag === "HostConfigurationError") assert.strictEqual(typo.channel, "testchta")
@@ -228,5 +236,17 @@ describe("Authorization through the host", () => {
       )
       assert.strictEqual(noLinker._tag, "HostConfigurationError")
       if (noLinker._tag === "HostConfigurationError") assert.strictEqual(noLinker.channel, "testchat")
+    }))
+
+  // An AGENT_HOST_ALLOW entry for a channel that is not enabled (a typo here; in the README, telegram without a
+  // token) decides nothing: the host starts and warns. It fails safe: the channel meant has no entry, so it is
+  // closed. (It used to stop startup, which made the README's `telegram:12345,webchat:*` fail without a token.)
+  it.scoped("an AGENT_HOST_ALLOW entry for a channel that is not enabled starts the host, the intended one closed", () =>
+    Effect.gen(function*() {
+      const agent = countingAgent()
+      const context = yield* Layer.build(hostFromEnv({ AGENT_HOST_ALLOW: "testchta:alice" }, agent.agent))
+      const reply = yield* chat({ user: "alice", text: "hi" }).pipe(Effect.provide(context))
+      assert.strictEqual(reply.denied, "allowlist_denied_pre_link")
+      assert.strictEqual(agent.counter.runs, 0)
     }))
 })
