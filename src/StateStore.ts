@@ -14,6 +14,11 @@ import type { EpochMillis } from "./domain/Time.js"
 export interface StoredResponse {
   readonly id: string
   readonly sessionKey: string | undefined
+  /**
+   * The user isolation key (trusted `x-agent-user-isolation-key`) of the request that created it; absent when
+   * there was none. The Responses channel answers only callers with the same user key (or none, for none).
+   */
+  readonly userKey?: string
   /** The response resource as served on the wire (JSON-safe). */
   readonly response: unknown
   /** The input items of the request that created it (JSON-safe). */

@@ -17,6 +17,7 @@ import { makeChecker } from "../http/ApiKeys.js"
 import { describeBodyError, errorJson, json, readJson } from "../http/HttpBody.js"
 import { onDisconnectOf } from "../http/OnDisconnect.js"
 import * as Sse from "../http/Sse.js"
+import { userScopedKey } from "../http/UserScope.js"
 import type { OnDisconnect } from "../Sessions.js"
 
 export const InvocationBody = Schema.Struct({
@@ -93,7 +94,11 @@ export const make = (options: Options = {}): Channel => {
           const onDisconnect = onDisconnectOf(input.request, body.on_disconnect, options.onDisconnect ?? "continue")
           if (typeof onDisconnect !== "string") return errorJson(422, "invalid_request", onDisconnect.message)
           const sessionId = body.session_id ?? (input.isolation.chat === undefined ? yield* newSessionId : undefined)
-          const key = sessionId === undefined ? input.isolation.chat! : `${name}:${sessionId}`
+          // A session id is a name the caller picks: with a trusted user key, each user has their own session of
+          // that name (another user's session_id starts a separate session, never theirs).
+          const key = sessionId === undefined ?
+            input.isolation.chat! :
+            userScopedKey(input.isolation.user, `${name}:${sessionId}`)
           const request: ChannelRequest = {
             channel: name,
             operation: "invoke",

@@ -45,6 +45,7 @@ interface IdentityRow {
 interface ResponseRow {
   readonly id: string
   readonly sessionKey: string | null
+  readonly userKey: string | null
   readonly response: string
   readonly inputItems: string
   readonly createdAt: number
@@ -119,6 +120,7 @@ export const make = Effect.gen(function*() {
       return Effect.succeed(Option.some({
         id: row.id,
         sessionKey: row.sessionKey ?? undefined,
+        ...(row.userKey === null ? {} : { userKey: row.userKey }),
         response: response.right,
         inputItems: items.right,
         createdAt: Time.fromMillis(row.createdAt)
@@ -168,7 +170,8 @@ export const make = Effect.gen(function*() {
 
   const linkColumns = sql`channel, native_id AS "nativeId", isolation_key AS "isolationKey", subject, claims,
     linked_at AS "linkedAt"`
-  const responseColumns = sql`id, session_key AS "sessionKey", response, input_items AS "inputItems",
+  const responseColumns =
+    sql`id, session_key AS "sessionKey", user_key AS "userKey", response, input_items AS "inputItems",
     created_at AS "createdAt"`
 
   return StateStore.of({
@@ -227,8 +230,10 @@ export const make = Effect.gen(function*() {
         }`.pipe(Effect.asVoid, Effect.orDie),
 
     putResponse: (response) =>
-      sql`INSERT OR REPLACE INTO responses (id, session_key, response, input_items, created_at)
-          VALUES (${response.id}, ${response.sessionKey ?? null}, ${toJson(response.response)},
+      sql`INSERT OR REPLACE INTO responses (id, session_key, user_key, response, input_items, created_at)
+          VALUES (${response.id}, ${response.sessionKey ?? null}, ${response.userKey ?? null}, ${
+        toJson(response.response)
+      },
                   ${toJson(response.inputItems)}, ${response.createdAt})`.pipe(Effect.asVoid, Effect.orDie),
     getResponse: (id) =>
       sql<ResponseRow>`SELECT ${responseColumns} FROM responses WHERE id = ${id}`.pipe(

@@ -27,6 +27,7 @@ import { makeChecker } from "../../http/ApiKeys.js"
 import { describeBodyError, json, readJson } from "../../http/HttpBody.js"
 import { ON_DISCONNECT_HEADER, onDisconnectOf } from "../../http/OnDisconnect.js"
 import * as Sse from "../../http/Sse.js"
+import { sameUser, userScopedKey } from "../../http/UserScope.js"
 import type { OnDisconnect } from "../../Sessions.js"
 import { LiveRun } from "./LiveRun.js"
 import type { RenderedEvent, Skeleton } from "./Render.js"
@@ -123,6 +124,8 @@ interface Prepared {
   readonly skeleton: Skeleton
   readonly items: ReadonlyArray<InputItem>
   readonly sessionKey: string
+  /** The caller's trusted user isolation key: the stored response belongs to that user. */
+  readonly userKey: string | undefined
   readonly store: boolean
   readonly createdAt: Time.EpochMillis
 }
@@ -170,11 +173,22 @@ export const make = (options: Options = {}): Channel => {
           ctx.state.putResponse({
             id: prepared.id,
             sessionKey: prepared.sessionKey,
+            ...(prepared.userKey === undefined ? {} : { userKey: prepared.userKey }),
             response,
             inputItems: prepared.items,
             createdAt: prepared.createdAt
           }) :
           Effect.void
+
+      /**
+       * A stored response, if it belongs to the caller: with a trusted user isolation key, only that user's
+       * responses exist for it (another user's id is exactly as missing as an unknown one).
+       */
+      const getOwn = (id: string, input: RouteInput) =>
+        Effect.map(
+          ctx.state.getResponse(id),
+          Option.filter((stored) => sameUser(stored.userKey, input.isolation.user))
+        )
 
       /** Reads, validates and maps a create request; a Left is the HTTP error to answer with. */
       const prepare = (input: RouteInput) =>
@@ -243,7 +257,7 @@ export const make = (options: Options = {}): Channel => {
 
           let sessionKey: string
           if (body.previous_response_id != null) {
-            const previous = yield* ctx.state.getResponse(body.previous_response_id)
+            const previous = yield* getOwn(body.previous_response_id, input)
             if (Option.isNone(previous)) {
               return Either.left(errorResponse(
                 404,
@@ -254,9 +268,11 @@ export const make = (options: Options = {}): Channel => {
             }
             sessionKey = previous.value.sessionKey ?? `${name}:${body.previous_response_id}`
           } else if (body.conversation != null) {
-            sessionKey = `${name}:conv:${
-              typeof body.conversation === "string" ? body.conversation : body.conversation.id
-            }`
+            // A conversation id is the caller's name for it: each user has their own conversation of that name.
+            sessionKey = userScopedKey(
+              input.isolation.user,
+              `${name}:conv:${typeof body.conversation === "string" ? body.conversation : body.conversation.id}`
+            )
           } else {
             sessionKey = input.isolation.chat ?? `${name}:${id}`
           }
@@ -283,6 +299,7 @@ export const make = (options: Options = {}): Channel => {
             skeleton: makeSkeleton(id, createdAt, body, defaultModel),
             items: parsed.items,
             sessionKey,
+            userKey: input.isolation.user,
             store: body.store !== false,
             createdAt
           })
@@ -450,7 +467,7 @@ export const make = (options: Options = {}): Channel => {
         Effect.gen(function*() {
           if (!authorized(input.request)) return unauthorized
           const id = input.params["id"] ?? ""
-          const stored = yield* ctx.state.getResponse(id)
+          const stored = yield* getOwn(id, input)
           if (Option.isNone(stored)) return notFound(id)
           if (input.query.get("stream") !== "true") return json(stored.value.response)
           const rawAfter = input.query.get("starting_after")
@@ -488,6 +505,7 @@ export const make = (options: Options = {}): Channel => {
         Effect.gen(function*() {
           if (!authorized(input.request)) return unauthorized
           const id = input.params["id"] ?? ""
+          if (Option.isNone(yield* getOwn(id, input))) return notFound(id)
           const run = live.get(id)
           if (run !== undefined) run.deleted = true
           const deleted = yield* ctx.state.deleteResponse(id)
@@ -500,7 +518,7 @@ export const make = (options: Options = {}): Channel => {
         Effect.gen(function*() {
           if (!authorized(input.request)) return unauthorized
           const id = input.params["id"] ?? ""
-          const stored = yield* ctx.state.getResponse(id)
+          const stored = yield* getOwn(id, input)
           if (Option.isNone(stored)) return notFound(id)
           const response = stored.value.response as Obj
           if (response["background"] !== true) {
@@ -521,7 +539,7 @@ export const make = (options: Options = {}): Channel => {
         Effect.gen(function*() {
           if (!authorized(input.request)) return unauthorized
           const id = input.params["id"] ?? ""
-          const stored = yield* ctx.state.getResponse(id)
+          const stored = yield* getOwn(id, input)
           if (Option.isNone(stored)) return notFound(id)
           const rawLimit = input.query.get("limit")
           const limit = rawLimit === null ? 20 : Number(rawLimit)
