@@ -17,6 +17,7 @@ import * as HostConfig from "./HostConfig.js"
 import * as LogLine from "./internal/LogLine.js"
 import * as OpenAiAgent from "./OpenAiAgent.js"
 import * as Persistence from "./Persistence.js"
+import * as TaskRunner from "./TaskRunner.js"
 
 const levels: Record<string, LogLevel.LogLevel> = {
   all: LogLevel.All,
@@ -89,7 +90,10 @@ export const layerFromEnv = Layer.unwrapEffect(
   Effect.gen(function*() {
     const channels = yield* channelsFromEnv
     const settings = yield* Persistence.config
-    const host = AgentHost.layer({ channels: [...channels, AdminRoutes.make()] })
+    // Finished tasks are pruned after AGENT_HOST_TASK_RETENTION, like stored Responses.
+    const host = AgentHost.layer({ channels: [...channels, AdminRoutes.make()] }).pipe(
+      Layer.merge(TaskRunner.layerRetention)
+    )
     const config = HostConfig.layerConfig()
     if (settings.mode === "memory") {
       return host.pipe(

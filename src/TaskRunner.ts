@@ -12,7 +12,6 @@ import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { ParseResult } from "effect"
 import {
-  Clock,
   Config,
   Context,
   Data,
@@ -30,6 +29,8 @@ import {
   Schema
 } from "effect"
 import { issueId } from "./domain/Ids.js"
+import * as Time from "./domain/Time.js"
+import * as Persistence from "./Persistence.js"
 
 export const TaskStatus = Schema.Literal("pending", "running", "succeeded", "failed", "cancelled")
 export type TaskStatus = typeof TaskStatus.Type
@@ -141,14 +142,14 @@ export interface TaskRecord {
   readonly status: TaskStatus
   readonly attempts: number
   readonly phase: number
-  readonly nextAttemptAt: number
+  readonly nextAttemptAt: Time.EpochMillis
   readonly lastError: string | null
   /** The Schema-encoded payload, as JSON. */
   readonly payload: string
   /** The per-task retry policy, as JSON. */
   readonly retry: string | null
-  readonly createdAt: number
-  readonly updatedAt: number
+  readonly createdAt: Time.EpochMillis
+  readonly updatedAt: Time.EpochMillis
 }
 
 export interface TaskRunnerShape {
@@ -176,6 +177,11 @@ export interface TaskRunnerShape {
   >
   /** Runs a failed (dead-letter) or cancelled task again with a fresh retry budget; finished phases stay done. */
   readonly replay: (id: string) => Effect.Effect<TaskHandle, TaskRunnerError>
+  /**
+   * Deletes finished tasks (succeeded, failed, cancelled) last updated before `olderThan`; returns how many. Their
+   * idempotency keys are forgotten with them. Run by `layerRetention`.
+   */
+  readonly prune: (olderThan: Time.EpochMillis) => Effect.Effect<number, TaskRunnerError>
   readonly stats: Effect.Effect<{ readonly queued: number; readonly running: number; readonly live: number }>
 }
 
@@ -211,6 +217,8 @@ export interface TaskBackend {
     status: TaskStatus | undefined,
     limit: number
   ) => Effect.Effect<ReadonlyArray<TaskRecord>, TaskRunnerError>
+  /** Deletes finished rows with `updatedAt < olderThan`; returns how many. */
+  readonly pruneFinished: (olderThan: Time.EpochMillis) => Effect.Effect<number, TaskRunnerError>
 }
 
 interface Handler {
@@ -297,7 +305,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
         Effect.zipRight(writes.offer({ row, done }), Deferred.await(done)))
 
     const update = (entry: Entry, patch: Partial<TaskRecord>) =>
-      Effect.map(Clock.currentTimeMillis, (now) => {
+      Effect.map(Time.now, (now) => {
         entry.row = { ...entry.row, ...patch, updatedAt: now }
         return entry.row
       })
@@ -324,9 +332,9 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
         if (byKey.get(row.idempotencyKey) === row.id) byKey.delete(row.idempotencyKey)
       })
 
-    const enqueueAt = (entry: Entry, at: number): Effect.Effect<void> =>
+    const enqueueAt = (entry: Entry, at: Time.EpochMillis): Effect.Effect<void> =>
       Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* Time.now
         if (at <= now) {
           yield* ready.offer(entry.row.id)
           return
@@ -354,7 +362,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
         if (recorded._tag === "Left") {
           // Not durable: leave it pending in memory and try later rather than run it unrecorded.
           yield* update(entry, { status: "pending", attempts: row.attempts - 1 })
-          return yield* enqueueAt(entry, row.updatedAt + 1_000)
+          return yield* enqueueAt(entry, Time.plus(row.updatedAt, Duration.seconds(1)))
         }
         const decoded = yield* Effect.either(handler.decode(row.payload))
         if (decoded._tag === "Left") {
@@ -396,7 +404,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
           )
           return yield* finish(entry, "failed", failure.message)
         }
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* Time.now
         const scheduled = yield* delayAfter(retryOf(row, handler), row.attempts, failure, now)
         if (Option.isNone(scheduled)) {
           yield* Effect.logWarning("task failed; retries exhausted").pipe(
@@ -408,7 +416,11 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
         const delay = failure.retryAfterMillis !== undefined && failure.retryAfterMillis >= 0 ?
           failure.retryAfterMillis :
           scheduled.value
-        const next = yield* update(entry, { status: "pending", nextAttemptAt: now + delay, lastError: failure.message })
+        const next = yield* update(entry, {
+          status: "pending",
+          nextAttemptAt: Time.plus(now, Duration.millis(delay)),
+          lastError: failure.message
+        })
         yield* persist(next).pipe(Effect.ignore)
         if (entry.cancelled) return yield* finish(entry, "cancelled", "cancelled")
         yield* enqueueAt(entry, next.nextAttemptAt)
@@ -516,8 +528,8 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
           )
         )
         const id = yield* newId
-        const now = yield* Clock.currentTimeMillis
-        const delay = scheduleOptions?.delay === undefined ? 0 : Duration.toMillis(scheduleOptions.delay)
+        const now = yield* Time.now
+        const delay = scheduleOptions?.delay ?? Duration.zero
         const row: TaskRecord = {
           id,
           name: definition.name,
@@ -525,7 +537,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
           status: "pending",
           attempts: 0,
           phase: 0,
-          nextAttemptAt: now + delay,
+          nextAttemptAt: Time.plus(now, delay),
           lastError: null,
           payload: encoded,
           retry: scheduleOptions?.retry === undefined ? null : JSON.stringify(scheduleOptions.retry),
@@ -576,7 +588,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
             message: `task ${id} is ${row.status}; only failed or cancelled tasks can be replayed`
           })
         }
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* Time.now
         const entry = track({ ...row, status: "pending", attempts: 0, nextAttemptAt: now, updatedAt: now })
         yield* persist(entry.row)
         if (started) yield* enqueueAt(entry, now)
@@ -626,6 +638,8 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
       cancel,
       list,
       replay,
+      // Flushed first, so a task that just finished is judged by its committed row.
+      prune: (olderThan) => Effect.zipRight(persist(undefined), backend.pruneFinished(olderThan)),
       stats: Effect.map(ready.size, (queued) => ({ queued, running: running.size, live: live.size }))
     })
   })
@@ -664,7 +678,19 @@ export const memoryBackend = (keepFinished = 10_000): TaskBackend => {
           .filter((r) => status === undefined || r.status === status)
           .sort((a, b) => b.updatedAt - a.updatedAt)
           .slice(0, limit)
-      )
+      ),
+    pruneFinished: (olderThan) =>
+      Effect.sync(() => {
+        let removed = 0
+        for (const [id, row] of rows) {
+          if (isTerminal(row.status) && row.updatedAt < olderThan) {
+            rows.delete(id)
+            removed++
+          }
+        }
+        if (removed > 0) finished.splice(0, finished.length, ...finished.filter((id) => rows.has(id)))
+        return removed
+      })
   }
 }
 
@@ -715,12 +741,12 @@ const fromSql = (row: SqlRow): TaskRecord => ({
   status: Schema.is(TaskStatus)(row.status) ? row.status : "failed",
   attempts: Number(row.attempts),
   phase: Number(row.phase),
-  nextAttemptAt: Number(row.next_attempt_at),
+  nextAttemptAt: Time.fromMillis(Number(row.next_attempt_at)),
   lastError: row.last_error,
   payload: row.payload,
   retry: row.retry,
-  createdAt: Number(row.created_at),
-  updatedAt: Number(row.updated_at)
+  createdAt: Time.fromMillis(Number(row.created_at)),
+  updatedAt: Time.fromMillis(Number(row.updated_at))
 })
 
 const toSql = (row: TaskRecord): SqlRow => ({
@@ -787,7 +813,13 @@ export const sqliteBackend = Effect.gen(function*() {
         sql<SqlRow>`SELECT * FROM ${sql(TABLE)} WHERE status = ${status} ORDER BY updated_at DESC LIMIT ${limit}`).pipe(
           Effect.map((rows) => rows.map(fromSql)),
           Effect.mapError(sqlError("list"))
-        )
+        ),
+    pruneFinished: (olderThan) =>
+      sql<{ readonly id: string }>`DELETE FROM ${sql(TABLE)}
+        WHERE status IN ('succeeded', 'failed', 'cancelled') AND updated_at < ${olderThan} RETURNING id`.pipe(
+        Effect.map((rows) => rows.length),
+        Effect.mapError(sqlError("prune"))
+      )
   }
   return backend
 })
@@ -811,6 +843,23 @@ export const layerSqlite = (
       (backend) => make(backend, options)
     )
   )
+
+/**
+ * Retention: every `AGENT_HOST_PRUNE_INTERVAL`, deletes finished tasks last updated more than
+ * `AGENT_HOST_TASK_RETENTION` ago (`Persistence.pruneEvery`). Pending and running tasks are never pruned.
+ */
+export const layerRetention: Layer.Layer<never, never, TaskRunner | Persistence.Persistence> = Layer.scopedDiscard(
+  Effect.gen(function*() {
+    const runner = yield* TaskRunner
+    const settings = yield* Persistence.Persistence
+    yield* Persistence.pruneEvery({
+      name: "tasks",
+      maxAge: settings.taskRetention,
+      interval: settings.pruneInterval,
+      prune: runner.prune
+    })
+  })
+)
 
 /** Runner options from the environment (AGENT_HOST_TASK_CONCURRENCY, AGENT_HOST_TASK_QUEUE, ...). */
 export const optionsConfig: Config.Config<Options> = Config.all({
