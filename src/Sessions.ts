@@ -74,6 +74,12 @@ export interface Options {
   readonly idleTimeout?: Duration.DurationInput
   /** The most live actors; idle ones are evicted first (default 100 000). */
   readonly maxActors?: number
+  /**
+   * The most idle actors kept for reuse (default 10 000). When an actor goes idle above it, the least recently
+   * used idle actors are released at once rather than after the idle timeout: they hold nothing the store does
+   * not, and each costs memory (issue 13 point 16: a flood of one-shot sessions kept ~1 KB each for 15 minutes).
+   */
+  readonly maxIdle?: number
   /** The most turns that may wait behind a session's running turn (default 16). */
   readonly maxQueued?: number
   /** What a caller refused with `MailboxFull` is told to wait before retrying (default 1 second). */
@@ -81,6 +87,10 @@ export interface Options {
 }
 
 export const defaultMaxQueued = 16
+export const defaultMaxIdle = 10_000
+
+// How many actors one trim looks at: keeps the work per finished turn constant when many actors are busy.
+const trimScan = 64
 
 interface Job {
   readonly run: Effect.Effect<void>
@@ -105,6 +115,7 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
     const maxActors = options.maxActors ?? 100_000
     const maxQueued = Math.max(0, options.maxQueued ?? defaultMaxQueued)
     const retryAfter = Duration.decode(options.retryAfter ?? Duration.seconds(1))
+    const maxIdle = Math.max(0, options.maxIdle ?? defaultMaxIdle)
     const layerScope = yield* Effect.scope
     const actors = new Map<string, Actor>()
 
@@ -148,8 +159,9 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
         const job = actor.queue.shift()
         actor.running = job
         if (job === undefined) {
-          return Effect.map(Clock.currentTimeMillis, (now) => {
+          return Effect.flatMap(Clock.currentTimeMillis, (now) => {
             actor.lastActive = now
+            return trimIdle()
           })
         }
         const body = Effect.suspend(() => job.cancelRequested ? job.cancel : job.run)
@@ -159,6 +171,20 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
             job.fiber = fiber
           }
         )
+      })
+
+    // Above `maxIdle` live actors, releases the least recently used idle ones (map order), looking at a bounded
+    // number of actors; the sweeper still releases the rest when they time out.
+    const trimIdle = (): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (actors.size <= maxIdle) return Effect.void
+        const victims: Array<Actor> = []
+        let looked = 0
+        for (const actor of actors.values()) {
+          if (actors.size - victims.length <= maxIdle || looked++ >= trimScan) break
+          if (isIdle(actor)) victims.push(actor)
+        }
+        return victims.length === 0 ? Effect.void : Effect.forEach(victims, release, { discard: true })
       })
 
     const acquire = (key: string, now: number, evicted: Array<Actor>): Actor | SessionCapacityExceeded => {
@@ -311,6 +337,10 @@ export const layerConfig: Layer.Layer<Sessions, ConfigError.ConfigError> = Layer
     Config.all({
       idleTimeout: Config.duration("AGENT_HOST_SESSION_IDLE_TIMEOUT").pipe(Config.withDefault(Duration.minutes(15))),
       maxActors: Config.integer("AGENT_HOST_MAX_SESSIONS").pipe(Config.withDefault(100_000)),
+      maxIdle: Config.integer("AGENT_HOST_MAX_IDLE_SESSIONS").pipe(
+        Config.validate({ message: "must be 0 or more", validation: (n) => n >= 0 }),
+        Config.withDefault(defaultMaxIdle)
+      ),
       maxQueued: Config.integer("AGENT_HOST_SESSION_QUEUE").pipe(
         Config.validate({ message: "must be 0 or more", validation: (n) => n >= 0 }),
         Config.withDefault(defaultMaxQueued)

@@ -120,6 +120,29 @@ describe("Sessions", () => {
       assert.isTrue(interrupted)
     }))
 
+  // Issue 13 point 16: a flood of one-shot sessions kept every actor for the idle timeout (15 minutes, up to
+  // 100 000 of them); above maxIdle the least recently used idle actors now go at once.
+  it.scoped("keeps at most maxIdle idle actors: a flood of one-shot sessions is released at once, LRU first", () =>
+    Effect.gen(function*() {
+      const sessions = yield* Sessions.make({ maxIdle: 10 })
+      for (let i = 0; i < 2000; i++) yield* Effect.flatten(sessions.submit(`one-shot-${i}`, "queue", () => Effect.void))
+      assert.strictEqual((yield* sessions.stats).live, 10)
+      assert.isTrue(yield* sessions.isLive("one-shot-1999"))
+      assert.isFalse(yield* sessions.isLive("one-shot-0"))
+      // Busy actors are never trimmed.
+      const gate = yield* Deferred.make<void>()
+      const waits = yield* Effect.forEach(
+        Array.from({ length: 20 }, (_, i) => i),
+        (i) => sessions.submit(`busy-${i}`, "queue", () => Deferred.await(gate))
+      )
+      yield* Effect.flatten(sessions.submit("one-more", "queue", () => Effect.void))
+      const during = yield* sessions.stats
+      assert.strictEqual(during.running, 20)
+      yield* Deferred.succeed(gate, void 0)
+      yield* Effect.forEach(waits, (wait) => wait)
+      assert.isAtMost((yield* sessions.stats).live, 10)
+    }))
+
   it.scoped("a waiter that goes away does not cancel the turn", () =>
     Effect.gen(function*() {
       const sessions = yield* Sessions.make()
