@@ -52,7 +52,10 @@ const program = Effect.gen(function*() {
 void Effect.runPromise(
   program.pipe(
     Effect.provide(
-      Layer.provideMerge(Sessions.layer({ idleTimeout: "1 millis", maxActors: keys }), TestContext.TestContext)
+      Layer.provideMerge(
+        Sessions.layer({ idleTimeout: "1 millis", maxActors: keys, maxIdle: keys }),
+        TestContext.TestContext
+      )
     )
   )
 ).then((result) => {
