@@ -8,11 +8,13 @@ import type { ResponseHookContext } from "./Channel.js"
 import type { RegisteredChannel } from "./Channels.js"
 import { Channels } from "./Channels.js"
 import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
+import { InvalidRequest } from "./domain/Errors.js"
 import type { ChannelIdentity, ResponseTarget } from "./domain/Identity.js"
 import { identityToken } from "./domain/Identity.js"
 import { issueId } from "./domain/Ids.js"
 import type { AgentResponse, Message } from "./domain/Message.js"
 import * as Time from "./domain/Time.js"
+import { HostConfig } from "./HostConfig.js"
 import { StateStore } from "./StateStore.js"
 
 export interface Destination {
@@ -52,6 +54,11 @@ export class PushScheduler extends Context.Tag("effect-agent-host/PushScheduler"
 }>() {}
 
 export interface DeliveryShape {
+  /**
+   * Checked before a turn runs: refuses a request naming more destinations than `maxResponseTargets` (400), so
+   * one request cannot fan out into thousands of pushes.
+   */
+  readonly admit: (request: ChannelRequest) => Effect.Effect<void, InvalidRequest>
   /** Resolves where the reply goes; reads the registry as it was before this request. */
   readonly resolve: (request: ChannelRequest) => Effect.Effect<DeliveryPlan>
   /** Schedules the pushes, records the caller's identity, and returns the originating copy (if any). */
@@ -190,10 +197,36 @@ export const echoOf = (request: ChannelRequest, result: HostedRunResult): Hosted
 
 const randomBase = issueId("reply_")
 
+/** How many destinations a target names explicitly (`channels` entries, `identities`); the other kinds name none. */
+export const namedTargets = (target: ResponseTarget | undefined): number => {
+  if (target === undefined) return 0
+  switch (target.kind) {
+    case "channels":
+      return target.targets?.length ?? 0
+    case "identities":
+      return target.identities?.length ?? 0
+    default:
+      return 0
+  }
+}
+
 export const make = Effect.gen(function*() {
   const store = yield* StateStore
   const channels = yield* Channels
   const scheduler = yield* PushScheduler
+  const settings = yield* HostConfig
+
+  const admit = (request: ChannelRequest): Effect.Effect<void, InvalidRequest> =>
+    Effect.suspend(() => {
+      const named = namedTargets(request.responseTarget)
+      if (named <= settings.maxResponseTargets) return Effect.void
+      return Effect.fail(
+        new InvalidRequest({
+          message: `response_target names ${named} destinations; at most ${settings.maxResponseTargets} are allowed`,
+          param: "response_target"
+        })
+      )
+    })
 
   const resolve = Effect.fnUntraced(function*(request: ChannelRequest) {
     const target = request.responseTarget
@@ -341,10 +374,13 @@ export const make = Effect.gen(function*() {
     )
   })
 
-  return Delivery.of({ resolve, deliver })
+  return Delivery.of({ admit, resolve, deliver })
 })
 
-export const layer: Layer.Layer<Delivery, never, StateStore | Channels | PushScheduler> = Layer.effect(Delivery, make)
+export const layer: Layer.Layer<Delivery, never, StateStore | Channels | PushScheduler | HostConfig> = Layer.effect(
+  Delivery,
+  make
+)
 
 const inProcessRetry = Schedule.exponential("1 second", 2).pipe(
   Schedule.jittered,

@@ -3,6 +3,9 @@
  * `hosting.push` task: look up the destination channel, shape a private copy with its response hook, push
  * the echoed input (phase 1) and then the reply (phase 2), passing the task's idempotency key. A finished
  * phase is recorded durably, so a retry or restart never repeats it.
+ *
+ * A task stores only its destination; the reply (request, response, echo) is the task's shared payload, stored
+ * once for every destination of the turn (in the same transaction as the first task naming it).
  */
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { ConfigError } from "effect"
@@ -20,12 +23,26 @@ import * as RuntimeMode from "./RuntimeMode.js"
 import type { TaskFailure } from "./TaskRunner.js"
 import * as TaskRunner from "./TaskRunner.js"
 
-/** A push as stored with its task. `result` only when the target's result is not the response itself. */
+/** The reply a push delivers, the same for every destination. `result` only when it is not the response itself. */
+export const PushBody = Schema.Struct({
+  request: ChannelRequest,
+  response: AgentResponse,
+  result: Schema.optional(Schema.Unknown),
+  session: Schema.optional(ChannelSession),
+  sessionId: Schema.optional(Schema.String),
+  echo: Schema.optional(AgentResponse)
+})
+export type PushBody = typeof PushBody.Type
+
+/**
+ * A push as stored with its task: the destination. The body is the task's shared payload; tasks stored by
+ * earlier versions carry it inline instead (still delivered).
+ */
 export const PushTask = Schema.Struct({
   channel: Schema.String,
   identity: ChannelIdentity,
-  request: ChannelRequest,
-  response: AgentResponse,
+  request: Schema.optional(ChannelRequest),
+  response: Schema.optional(AgentResponse),
   result: Schema.optional(Schema.Unknown),
   session: Schema.optional(ChannelSession),
   sessionId: Schema.optional(Schema.String),
@@ -37,11 +54,9 @@ export const pushTask = TaskRunner.define("hosting.push", PushTask)
 
 export const PHASE_ECHO_DONE = 1
 
-export const toTask = (job: PushJob): PushTask => {
+export const toBody = (job: PushJob): PushBody => {
   const hosted = job.result
   return {
-    channel: job.destination.channel,
-    identity: job.destination.identity,
     request: job.request,
     response: hosted.response,
     ...(hosted.result === hosted.response || hosted.result === undefined ? {} : { result: hosted.result }),
@@ -51,8 +66,30 @@ export const toTask = (job: PushJob): PushTask => {
   }
 }
 
+export const toTask = (job: PushJob): PushTask => ({
+  channel: job.destination.channel,
+  identity: job.destination.identity
+})
+
+const PushBodyJson = Schema.parseJson(PushBody)
+const encodeBody = Schema.encode(PushBodyJson)
+const decodeBody = Schema.decode(PushBodyJson)
+
 // Channels register while the host builds, after the runner may have resumed stored tasks: wait briefly.
 const channelLookup = Schedule.spaced(Duration.millis(50)).pipe(Schedule.upTo(Duration.seconds(10)))
+
+const bodyOf = (task: PushTask, shared: string | undefined): Effect.Effect<PushBody, TaskFailure> => {
+  if (shared !== undefined) {
+    return Effect.mapError(decodeBody(shared), (e) => ({
+      retryable: false,
+      message: `the stored reply does not decode: ${e.message}`
+    }))
+  }
+  if (task.request === undefined || task.response === undefined) {
+    return Effect.fail({ retryable: false, message: "the push task has no reply" })
+  }
+  return Effect.succeed({ ...task, request: task.request, response: task.response })
+}
 
 export const make = Effect.gen(function*() {
   const runner = yield* TaskRunner.TaskRunner
@@ -68,12 +105,13 @@ export const make = Effect.gen(function*() {
     channel: RegisteredChannel,
     push: ChannelPush,
     task: PushTask,
+    body: PushBody,
     result: HostedRunResult,
     isEcho: boolean,
     idempotencyKey: string
   ): Effect.Effect<void, TaskFailure> => {
     const shaped = shapeFor(channel, result, {
-      request: task.request,
+      request: body.request,
       channel: channel.name,
       destination: task.identity,
       originating: false,
@@ -93,15 +131,16 @@ export const make = Effect.gen(function*() {
           message: `no channel named "${task.channel}" that can push is registered`
         })
       }
+      const body = yield* bodyOf(task, context.shared)
       const reply: HostedRunResult = {
-        result: task.result === undefined ? task.response : task.result,
-        response: task.response,
-        session: task.session,
-        sessionId: task.sessionId
+        result: body.result === undefined ? body.response : body.result,
+        response: body.response,
+        session: body.session,
+        sessionId: body.sessionId
       }
-      if (task.echo !== undefined && context.phase < PHASE_ECHO_DONE) {
-        const echo: HostedRunResult = { ...reply, result: undefined, response: task.echo }
-        yield* send(channel, push, task, echo, true, context.idempotencyKey).pipe(
+      if (body.echo !== undefined && context.phase < PHASE_ECHO_DONE) {
+        const echo: HostedRunResult = { ...reply, result: undefined, response: body.echo }
+        yield* send(channel, push, task, body, echo, true, context.idempotencyKey).pipe(
           // A terminal echo failure must not cost the reply; retryable ones retry the task (echo first).
           Effect.catchIf((failure) => !failure.retryable, (failure) =>
             Effect.logWarning("echo push failed terminally; sending the reply without it").pipe(
@@ -110,15 +149,37 @@ export const make = Effect.gen(function*() {
         )
         yield* context.completePhase(PHASE_ECHO_DONE)
       }
-      yield* send(channel, push, task, reply, false, context.idempotencyKey)
+      yield* send(channel, push, task, body, reply, false, context.idempotencyKey)
     }))
   yield* runner.start
 
+  // The body of a delivery's pushes, encoded once: `deliver` schedules every destination with the same result.
+  const bodies = new WeakMap<HostedRunResult, { readonly job: PushJob; readonly shared: TaskRunner.SharedPayload }>()
+  const sharedOf = (job: PushJob): Effect.Effect<TaskRunner.SharedPayload, PushRejected> =>
+    Effect.suspend(() => {
+      const known = bodies.get(job.result)
+      if (known !== undefined && known.job.request === job.request && known.job.echo === job.echo) {
+        return Effect.succeed(known.shared)
+      }
+      return encodeBody(toBody(job)).pipe(
+        Effect.map((json) => {
+          const shared = TaskRunner.sharedPayload(json)
+          bodies.set(job.result, { job, shared })
+          return shared
+        }),
+        Effect.mapError((e) => new PushRejected({ message: `the reply does not encode: ${e.message}` }))
+      )
+    })
+
   return PushScheduler.of({
     schedule: (job) =>
-      runner.schedule(pushTask, toTask(job), { idempotencyKey: job.idempotencyKey }).pipe(
-        Effect.mapError((e) => new PushRejected({ message: e.message })),
-        Effect.asVoid
+      Effect.flatMap(
+        sharedOf(job),
+        (shared) =>
+          runner.schedule(pushTask, toTask(job), { idempotencyKey: job.idempotencyKey, shared }).pipe(
+            Effect.mapError((e) => new PushRejected({ message: e.message })),
+            Effect.asVoid
+          )
       )
   })
 })

@@ -28,6 +28,7 @@ import {
   ScheduleIntervals,
   Schema
 } from "effect"
+import { createHash } from "node:crypto"
 import { issueId } from "./domain/Ids.js"
 import * as Time from "./domain/Time.js"
 import * as Persistence from "./Persistence.js"
@@ -118,7 +119,25 @@ export interface TaskContext {
   readonly phase: number
   /** Durably records that phases up to `phase` are done; a retry or restart starts after them. */
   readonly completePhase: (phase: number) => Effect.Effect<void>
+  /** The task's shared payload (`ScheduleOptions.shared`), as JSON; undefined when it has none. */
+  readonly shared: string | undefined
 }
+
+/**
+ * A document several tasks share (one reply pushed to many destinations): stored once, by content hash, in the
+ * same transaction as the first task that names it, and kept while any stored task names it.
+ */
+export interface SharedPayload {
+  /** `sha256:<hex>` of `json`. */
+  readonly hash: string
+  readonly json: string
+}
+
+/** A shared payload for a JSON text; build it once and pass it to every task that shares it. */
+export const sharedPayload = (json: string): SharedPayload => ({
+  hash: `sha256:${createHash("sha256").update(json).digest("hex")}`,
+  json
+})
 
 export interface ScheduleOptions {
   /** Scheduling the same key again returns the first task instead of running it twice. Default: the task id. */
@@ -127,6 +146,8 @@ export interface ScheduleOptions {
   readonly retry?: RetryPolicy
   /** Waits this long before the first attempt. */
   readonly delay?: Duration.DurationInput
+  /** A document stored once for every task naming it; the handler reads it as `context.shared`. */
+  readonly shared?: SharedPayload
 }
 
 export interface RegisterOptions {
@@ -148,6 +169,8 @@ export interface TaskRecord {
   readonly payload: string
   /** The per-task retry policy, as JSON. */
   readonly retry: string | null
+  /** The hash of the task's shared payload, if it has one. */
+  readonly shared: string | null
   readonly createdAt: Time.EpochMillis
   readonly updatedAt: Time.EpochMillis
 }
@@ -207,9 +230,16 @@ export const defaults = {
   maxBatch: 2048
 } as const
 
-/** Where rows live. `write` commits a batch of snapshots atomically. */
+/**
+ * Where rows live. `write` commits a batch of snapshots and the shared payloads they name atomically (a shared
+ * payload already stored is kept as it is). A shared payload goes when no stored task names it any more.
+ */
 export interface TaskBackend {
-  readonly write: (rows: ReadonlyArray<TaskRecord>) => Effect.Effect<void, TaskRunnerError>
+  readonly write: (
+    rows: ReadonlyArray<TaskRecord>,
+    shared: ReadonlyArray<SharedPayload>
+  ) => Effect.Effect<void, TaskRunnerError>
+  readonly shared: (hash: string) => Effect.Effect<Option.Option<string>, TaskRunnerError>
   readonly unfinished: Effect.Effect<ReadonlyArray<TaskRecord>, TaskRunnerError>
   readonly get: (id: string) => Effect.Effect<Option.Option<TaskRecord>, TaskRunnerError>
   readonly findByKey: (key: string) => Effect.Effect<Option.Option<TaskRecord>, TaskRunnerError>
@@ -236,11 +266,15 @@ interface Entry {
   cancelled: boolean
   fiber: Fiber.RuntimeFiber<void, TaskFailure> | undefined
   timer: Fiber.RuntimeFiber<void, never> | undefined
+  /** The shared payload's JSON when this process scheduled the task (one string for every task sharing it). */
+  shared: string | undefined
 }
 
 interface Write {
   /** Undefined for a flush marker: it completes once everything queued before it is committed. */
   readonly row: TaskRecord | undefined
+  /** Written in the same transaction as `row`. */
+  readonly shared?: SharedPayload | undefined
   readonly done: Deferred.Deferred<void, TaskRunnerError>
 }
 
@@ -292,17 +326,23 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
       Effect.gen(function*() {
         const batch = yield* restore(Queue.takeBetween(writes, 1, maxBatch))
         const rows = new Map<string, TaskRecord>()
-        for (const w of batch) if (w.row !== undefined) rows.set(w.row.id, w.row)
-        const exit = rows.size === 0 ? Exit.void : yield* Effect.exit(backend.write([...rows.values()]))
+        const shared = new Map<string, SharedPayload>()
+        for (const w of batch) {
+          if (w.row !== undefined) rows.set(w.row.id, w.row)
+          if (w.shared !== undefined) shared.set(w.shared.hash, w.shared)
+        }
+        const exit = rows.size === 0 ? Exit.void : yield* Effect.exit(backend.write([...rows.values()], [
+          ...shared.values()
+        ]))
         if (Exit.isFailure(exit)) yield* Effect.logError("task bookkeeping write failed", exit.cause)
         for (const w of batch) Deferred.unsafeDone(w.done, exit)
       })
     ).pipe(Effect.forever)
     const writerFiber = yield* Effect.forkDaemon(writer)
 
-    const persist = (row: TaskRecord | undefined): Effect.Effect<void, TaskRunnerError> =>
+    const persist = (row: TaskRecord | undefined, shared?: SharedPayload): Effect.Effect<void, TaskRunnerError> =>
       Effect.flatMap(Deferred.make<void, TaskRunnerError>(), (done) =>
-        Effect.zipRight(writes.offer({ row, done }), Deferred.await(done)))
+        Effect.zipRight(writes.offer({ row, shared, done }), Deferred.await(done)))
 
     const update = (entry: Entry, patch: Partial<TaskRecord>) =>
       Effect.map(Time.now, (now) => {
@@ -368,6 +408,18 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
         if (decoded._tag === "Left") {
           return yield* finish(entry, "failed", `the payload does not decode: ${decoded.left.message}`)
         }
+        let shared = entry.shared
+        if (row.shared !== null && shared === undefined) {
+          const loaded = yield* Effect.either(backend.shared(row.shared))
+          if (loaded._tag === "Left") {
+            yield* update(entry, { status: "pending", attempts: row.attempts - 1 })
+            return yield* enqueueAt(entry, row.updatedAt + 1_000)
+          }
+          if (Option.isNone(loaded.right)) {
+            return yield* finish(entry, "failed", `the task's shared payload ${row.shared} is missing`)
+          }
+          shared = loaded.right.value
+        }
         const context: TaskContext = {
           id: row.id,
           idempotencyKey: row.idempotencyKey,
@@ -375,8 +427,9 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
           phase: row.phase,
           completePhase: (phase) =>
             Effect.suspend(() =>
-              phase <= entry.row.phase ? Effect.void : Effect.flatMap(update(entry, { phase }), persist)
-            ).pipe(Effect.orDie)
+              phase <= entry.row.phase ? Effect.void : Effect.flatMap(update(entry, { phase }), (r) => persist(r))
+            ).pipe(Effect.orDie),
+          shared
         }
         const fiber = yield* Effect.fork(Effect.interruptible(
           handler.run(decoded.right, context).pipe(
@@ -438,7 +491,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
     ).pipe(Effect.forever)
 
     const track = (row: TaskRecord): Entry => {
-      const entry: Entry = { row, cancelled: false, fiber: undefined, timer: undefined }
+      const entry: Entry = { row, cancelled: false, fiber: undefined, timer: undefined, shared: undefined }
       live.set(row.id, entry)
       byKey.set(row.idempotencyKey, row.id)
       return entry
@@ -541,11 +594,14 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
           lastError: null,
           payload: encoded,
           retry: scheduleOptions?.retry === undefined ? null : JSON.stringify(scheduleOptions.retry),
+          shared: scheduleOptions?.shared?.hash ?? null,
           createdAt: now,
           updatedAt: now
         }
         const entry = track(row)
-        yield* persist(row).pipe(Effect.tapError(() =>
+        entry.shared = scheduleOptions?.shared?.json
+        // The shared payload is committed with the row, in one transaction: a stored task never names a missing one.
+        yield* persist(row, scheduleOptions?.shared).pipe(Effect.tapError(() =>
           Effect.sync(() => {
             live.delete(id)
             byKey.delete(row.idempotencyKey)
@@ -651,20 +707,37 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
 export const memoryBackend = (keepFinished = 10_000): TaskBackend => {
   const rows = new Map<string, TaskRecord>()
   const finished: Array<string> = []
+  // Shared payloads with how many stored rows name them.
+  const shared = new Map<string, { readonly json: string; refs: number }>()
   return {
-    write: (batch) =>
+    write: (batch, payloads) =>
       Effect.sync(() => {
+        for (const payload of payloads) {
+          if (!shared.has(payload.hash)) shared.set(payload.hash, { json: payload.json, refs: 0 })
+        }
         for (const row of batch) {
           const before = rows.get(row.id)
           rows.set(row.id, row)
+          if (before === undefined && row.shared !== null) {
+            const entry = shared.get(row.shared)
+            if (entry !== undefined) entry.refs++
+          }
           if (isTerminal(row.status) && (before === undefined || !isTerminal(before.status))) finished.push(row.id)
+        }
+        for (const payload of payloads) {
+          if (shared.get(payload.hash)?.refs === 0) shared.delete(payload.hash)
         }
         while (finished.length > keepFinished) {
           const id = finished.shift()!
           const row = rows.get(id)
-          if (row !== undefined && isTerminal(row.status)) rows.delete(id)
+          if (row !== undefined && isTerminal(row.status)) {
+            rows.delete(id)
+            const entry = row.shared === null ? undefined : shared.get(row.shared)
+            if (entry !== undefined && --entry.refs <= 0) shared.delete(row.shared!)
+          }
         }
       }),
+    shared: (hash) => Effect.sync(() => Option.map(Option.fromNullable(shared.get(hash)), (entry) => entry.json)),
     unfinished: Effect.sync(() => [...rows.values()].filter((r) => !isTerminal(r.status))),
     get: (id) => Effect.sync(() => Option.fromNullable(rows.get(id))),
     findByKey: (key) =>
@@ -695,6 +768,8 @@ export const memoryBackend = (keepFinished = 10_000): TaskBackend => {
 }
 
 export const TABLE = "agent_host_tasks"
+/** Shared payloads (`hash`, `body`), each stored once however many tasks name it. */
+export const PAYLOADS_TABLE = "agent_host_task_payloads"
 export const MIGRATIONS_TABLE = "agent_host_task_migrations"
 
 const migrations = Migrator.fromRecord({
@@ -716,6 +791,21 @@ const migrations = Migrator.fromRecord({
       )`,
       sql`CREATE INDEX IF NOT EXISTS agent_host_tasks_key ON ${sql(TABLE)} (idempotency_key)`,
       sql`CREATE INDEX IF NOT EXISTS agent_host_tasks_status ON ${sql(TABLE)} (status, updated_at)`
+    ], { discard: true })),
+  // A reply pushed to many destinations is stored once: tasks name it by hash. Whatever deletes tasks (retention)
+  // deletes a payload with the last task that names it (the trigger), so nothing else has to know about them.
+  "2_shared_payloads": Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.all([
+      sql`ALTER TABLE ${sql(TABLE)} ADD COLUMN shared TEXT`,
+      sql`CREATE TABLE IF NOT EXISTS ${sql(PAYLOADS_TABLE)} (
+        hash TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      )`,
+      sql`CREATE INDEX IF NOT EXISTS agent_host_tasks_shared ON ${sql(TABLE)} (shared) WHERE shared IS NOT NULL`,
+      sql.unsafe(`CREATE TRIGGER IF NOT EXISTS agent_host_task_payloads_release AFTER DELETE ON ${TABLE}
+        WHEN old.shared IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ${TABLE} WHERE shared = old.shared)
+        BEGIN DELETE FROM ${PAYLOADS_TABLE} WHERE hash = old.shared; END`)
     ], { discard: true }))
 })
 
@@ -730,6 +820,7 @@ interface SqlRow {
   readonly last_error: string | null
   readonly payload: string
   readonly retry: string | null
+  readonly shared: string | null
   readonly created_at: number
   readonly updated_at: number
 }
@@ -745,6 +836,7 @@ const fromSql = (row: SqlRow): TaskRecord => ({
   lastError: row.last_error,
   payload: row.payload,
   retry: row.retry,
+  shared: row.shared ?? null,
   createdAt: Time.fromMillis(Number(row.created_at)),
   updatedAt: Time.fromMillis(Number(row.updated_at))
 })
@@ -760,6 +852,7 @@ const toSql = (row: TaskRecord): SqlRow => ({
   last_error: row.lastError,
   payload: row.payload,
   retry: row.retry,
+  shared: row.shared,
   created_at: row.createdAt,
   updated_at: row.updatedAt
 })
@@ -780,9 +873,13 @@ export const sqliteBackend = Effect.gen(function*() {
       phase = excluded.phase, next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
       retry = excluded.retry, updated_at = excluded.updated_at`
   const backend: TaskBackend = {
-    write: (batch) => {
+    write: (batch, shared) => {
       const rows = batch.map(toSql)
-      const statements: Array<Effect.Effect<unknown, unknown>> = []
+      const statements: Array<Effect.Effect<unknown, unknown>> = shared.length === 0 ? [] : [
+        sql`INSERT INTO ${sql(PAYLOADS_TABLE)} ${
+          sql.insert(shared.map((p) => ({ hash: p.hash, body: p.json, created_at: batch[0]?.updatedAt ?? 0 })))
+        } ON CONFLICT(hash) DO NOTHING`
+      ]
       let i = 0
       for (const size of CHUNKS) {
         while (rows.length - i >= size) {
@@ -795,6 +892,11 @@ export const sqliteBackend = Effect.gen(function*() {
         Effect.mapError((e) => sqlError("write")({ message: describeCause(e) }))
       )
     },
+    shared: (hash) =>
+      sql<{ readonly body: string }>`SELECT body FROM ${sql(PAYLOADS_TABLE)} WHERE hash = ${hash}`.pipe(
+        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), (row) => row.body)),
+        Effect.mapError(sqlError("read"))
+      ),
     unfinished: sql<SqlRow>`SELECT * FROM ${sql(TABLE)} WHERE status IN ('pending', 'running')
       ORDER BY next_attempt_at`.pipe(Effect.map((rows) => rows.map(fromSql)), Effect.mapError(sqlError("load"))),
     get: (id) =>

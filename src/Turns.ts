@@ -167,6 +167,7 @@ export const make = Effect.gen(function*() {
     if (prepared.input.length === 0) {
       return yield* new InvalidRequest({ message: "the request has no input messages" })
     }
+    yield* delivery.admit(prepared)
     prepared = yield* authorizer.authorize(prepared)
     yield* checkTarget(request, prepared)
     const isolation = Option.getOrElse(yield* Effect.serviceOption(CurrentIsolation), () => noIsolationKeys)

@@ -1,4 +1,5 @@
 import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schema, Scope, TestClock } from "effect"
 import * as Fs from "node:fs"
@@ -378,6 +379,70 @@ describe("TaskRunner (sqlite)", () => {
       const dup = yield* two.runner.schedule(Job, { n: 8 }, { idempotencyKey: "resume-1" })
       assert.strictEqual(dup.id, handle.id)
       yield* Scope.close(second, Exit.void)
+    }))
+
+  it.scoped("a shared payload is stored once, with its tasks, and read by every task after a restart", () =>
+    Effect.gen(function*() {
+      const filename = yield* tmpDb
+      const shared = TaskRunner.sharedPayload(JSON.stringify({ reply: "x".repeat(10_000) }))
+      const first = yield* Scope.make()
+      const one = yield* build(first, () => Effect.fail({ retryable: true, message: "down" }), sqliteRunner(filename))
+      const handles = []
+      for (let n = 0; n < 3; n++) {
+        handles.push(yield* one.runner.schedule(Job, { n }, { retry: noJitter, shared }))
+      }
+      yield* until(() => one.seen.length === 3, "three first attempts")
+      yield* Scope.close(first, Exit.void)
+
+      const second = yield* Scope.make()
+      const seenShared: Array<string | undefined> = []
+      const two = yield* build(
+        second,
+        (_, ctx) => Effect.sync(() => void seenShared.push(ctx.shared)),
+        sqliteRunner(filename)
+      )
+      yield* TestClock.adjust("1 second")
+      for (const h of handles) yield* awaitStatus(two.runner, h.id, "succeeded")
+      assert.deepStrictEqual(seenShared, [shared.json, shared.json, shared.json])
+      yield* Scope.close(second, Exit.void)
+
+      const counts = yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        return yield* sql<{ readonly n: number; readonly tasks: number }>`SELECT
+          (SELECT count(*) FROM agent_host_task_payloads) AS n,
+          (SELECT count(*) FROM agent_host_tasks WHERE shared = ${shared.hash}) AS tasks`
+      }).pipe(Effect.provide(SqliteClient.layer({ filename })), Effect.orDie)
+      assert.deepStrictEqual(counts[0], { n: 1, tasks: 3 })
+    }))
+
+  it.scoped("shared payloads in memory are forgotten with the last task naming them", () =>
+    Effect.gen(function*() {
+      const backend = TaskRunner.memoryBackend(1)
+      const shared = TaskRunner.sharedPayload("{\"a\":1}")
+      const row = (id: string, status: TaskRunner.TaskStatus): TaskRunner.TaskRecord => ({
+        id,
+        name: "test.job",
+        idempotencyKey: id,
+        status,
+        attempts: 0,
+        phase: 0,
+        nextAttemptAt: 0,
+        lastError: null,
+        payload: "{}",
+        retry: null,
+        shared: shared.hash,
+        createdAt: 0,
+        updatedAt: 0
+      })
+      yield* backend.write([row("a", "pending"), row("b", "pending")], [shared])
+      yield* backend.write([row("a", "succeeded")], [])
+      yield* backend.write([row("b", "succeeded")], [])
+      // `a` is forgotten (one finished row kept); `b` still names the payload.
+      assert.isTrue(Option.isNone(yield* backend.get("a")))
+      assert.deepStrictEqual(yield* backend.shared(shared.hash), Option.some("{\"a\":1}"))
+      yield* backend.write([{ ...row("c", "succeeded"), shared: null }], [])
+      assert.isTrue(Option.isNone(yield* backend.get("b")))
+      assert.isTrue(Option.isNone(yield* backend.shared(shared.hash)))
     }))
 
   it.scoped("dead letters are listed and replayable from the table", () =>

@@ -1,0 +1,163 @@
+/**
+ * Resource bounds on the push path: a cap on the destinations one request may name, and a reply stored once in
+ * the task table however many destinations it goes to (SQLite), each destination still shaped by its own hook.
+ */
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { assert, describe, layer } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import * as Path from "node:path"
+import * as Agent from "../src/Agent.js"
+import * as AgentHost from "../src/AgentHost.js"
+import * as Responses from "../src/channels/Responses/index.js"
+import type { HostedRunResult } from "../src/domain/ChannelRequest.js"
+import { assistantMessage } from "../src/domain/Message.js"
+import * as DurablePush from "../src/DurablePush.js"
+import * as HostConfig from "../src/HostConfig.js"
+import * as StateStore from "../src/StateStore.js"
+import * as TaskRunner from "../src/TaskRunner.js"
+import * as PushChannels from "./utils/PushChannels.js"
+import * as TempDir from "./utils/TempDir.js"
+
+const log: Array<PushChannels.Delivery> = []
+let runs = 0
+
+// The agent answers with a large reply, so a per-destination copy in the task table would be obvious.
+const agent = Agent.layer(Agent.make({
+  name: "big",
+  run: (turn) =>
+    Effect.sync(() => {
+      runs++
+      const text = turn.input.flatMap((m) => m.contents.flatMap((c) => c._tag === "text" ? [c.text] : [])).join(" ")
+      return { messages: [assistantMessage(`reply to ${text}: ${"r".repeat(50_000)}`)] }
+    })
+}))
+
+// Each destination's hook stamps its own copy with the destination id.
+const hooks = {
+  response: (result: HostedRunResult, context: { readonly destination?: { readonly nativeId: string } | undefined }) =>
+    Effect.sync(() => {
+      const first = result.response.messages[0]
+      if (first !== undefined) {
+        ;(first.contents as Array<unknown>).push({ _tag: "text", text: ` [for ${context.destination?.nativeId}]` })
+      }
+      return result
+    })
+}
+
+const MAX_TARGETS = 12
+
+const hostLayer = Layer.unwrapScoped(
+  Effect.map(
+    TempDir.make("push-bounds-"),
+    (dir) =>
+      AgentHost.layer({ channels: [PushChannels.make("alpha", log, { hooks }), Responses.make()] }).pipe(
+        Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerSqlite })),
+        Layer.provide(agent),
+        Layer.provideMerge(StateStore.layerMemory),
+        Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", maxResponseTargets: MAX_TARGETS })),
+        Layer.provideMerge(SqliteClient.layer({ filename: Path.join(dir, "state.db") }))
+      )
+  )
+)
+
+const post = (path: string, body: unknown) =>
+  Effect.flatMap(AgentHost.AgentHost, (host) =>
+    Effect.promise(async () => {
+      const r = await fetch(`${host.url}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body)
+      })
+      return { status: r.status, body: (await r.json()) as any }
+    }))
+
+const waitFor = (check: () => boolean, what: string) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 500; i++) {
+      if (check()) return
+      yield* Effect.sleep("10 millis")
+    }
+    assert.fail(`timed out waiting for ${what}`)
+  })
+
+describe("push bounds", () => {
+  layer(hostLayer, { excludeTestServices: true })((it) => {
+    it.effect("a request naming more destinations than allowed is refused with a 400 before the turn runs", () =>
+      Effect.gen(function*() {
+        const before = runs
+        const targets = Array.from({ length: MAX_TARGETS + 1 }, (_, i) => `alpha:user${i}`)
+        const refused = yield* post("/v1/responses", { input: "hi", response_target: { channels: targets } })
+        assert.strictEqual(refused.status, 400)
+        assert.strictEqual(refused.body.error.code, "invalid_request")
+        assert.strictEqual(refused.body.error.param, "response_target")
+        assert.include(refused.body.error.message, `at most ${MAX_TARGETS}`)
+        const alsoRefused = yield* post("/v1/responses", {
+          input: "hi",
+          response_target: Array.from({ length: 6000 }, (_, i) => `alpha:user${i}`)
+        })
+        assert.strictEqual(alsoRefused.status, 400)
+        assert.strictEqual(runs, before, "the turn must not run")
+        const runner = yield* TaskRunner.TaskRunner
+        assert.strictEqual((yield* runner.stats).live, 0, "nothing scheduled")
+        // At the cap it is accepted.
+        const accepted = yield* post("/v1/responses", {
+          input: "hi",
+          response_target: { channels: targets.slice(0, MAX_TARGETS) }
+        })
+        assert.strictEqual(accepted.status, 200)
+        assert.strictEqual(runs, before + 1)
+      }))
+
+    it.effect("N destinations: the reply is stored once; every destination gets its own shaped copy", () =>
+      Effect.gen(function*() {
+        const start = log.length
+        const destinations = Array.from({ length: 10 }, (_, i) => `friend${i}`)
+        const out = yield* post("/alpha/say", {
+          text: "fan out",
+          user: "me",
+          session: "fan",
+          target: { kind: "channels", targets: destinations.map((d) => `alpha:${d}`), echoInput: true }
+        })
+        assert.strictEqual(out.status, 200)
+        yield* waitFor(() => log.length - start >= 20, "an echo and a reply per destination")
+        const delivered = log.slice(start)
+        for (const d of destinations) {
+          const mine = delivered.filter((x) => x.nativeId === d)
+          assert.deepStrictEqual(mine.map((x) => x.isEcho), [true, false], d)
+          const reply = mine[1]!
+          assert.include(reply.text, "reply to fan out")
+          // Shaped by the hook for this destination only.
+          assert.include(reply.text, `[for ${d}]`)
+          assert.strictEqual(reply.text.split("[for ").length, 2, reply.text.slice(-80))
+        }
+
+        const sql = yield* SqlClient.SqlClient
+        const tasks = yield* sql<{ readonly payload: string; readonly shared: string | null }>`
+          SELECT payload, shared FROM agent_host_tasks WHERE idempotency_key LIKE ${"%->alpha:friend%"}`
+        assert.strictEqual(tasks.length, 10)
+        const hashes = new Set(tasks.map((t) => t.shared))
+        assert.strictEqual(hashes.size, 1, "every task names the same stored reply")
+        for (const t of tasks) assert.isBelow(t.payload.length, 1_000, "a task stores its destination only")
+        const hash = [...hashes][0]!
+        const payloads = yield* sql<{ readonly size: number }>`
+          SELECT length(body) AS size FROM agent_host_task_payloads WHERE hash = ${hash}`
+        assert.strictEqual(payloads.length, 1)
+        assert.isAbove(payloads[0]!.size, 50_000)
+        assert.isBelow(payloads[0]!.size, 2 * 50_000 + 10_000, "one copy of the reply (and its echo), not ten")
+
+        // Retention: the reply goes with the last task naming it, whoever deletes tasks.
+        const keys = tasks.length
+        yield* sql`DELETE FROM agent_host_tasks WHERE shared = ${hash} AND rowid NOT IN (
+          SELECT rowid FROM agent_host_tasks WHERE shared = ${hash} LIMIT 1)`
+        assert.strictEqual(keys, 10)
+        const kept = yield* sql<{ readonly n: number }>`
+          SELECT count(*) AS n FROM agent_host_task_payloads WHERE hash = ${hash}`
+        assert.strictEqual(kept[0]!.n, 1)
+        yield* sql`DELETE FROM agent_host_tasks WHERE shared = ${hash}`
+        const gone = yield* sql<{ readonly n: number }>`
+          SELECT count(*) AS n FROM agent_host_task_payloads WHERE hash = ${hash}`
+        assert.strictEqual(gone[0]!.n, 0)
+      }))
+  })
+})
