@@ -8,6 +8,7 @@ import type { ResponseHookContext } from "./Channel.js"
 import type { RegisteredChannel } from "./Channels.js"
 import { Channels } from "./Channels.js"
 import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
+import type { PushQueueFull } from "./domain/Errors.js"
 import { InvalidRequest } from "./domain/Errors.js"
 import type { ChannelIdentity, ResponseTarget } from "./domain/Identity.js"
 import { identityToken } from "./domain/Identity.js"
@@ -50,15 +51,22 @@ export class PushRejected extends Data.TaggedError("PushRejected")<{ readonly me
 
 /** Where pushes go to be run: in process, or the durable task runner. */
 export class PushScheduler extends Context.Tag("effect-agent-host/PushScheduler")<PushScheduler, {
+  /** Accepts a push; never waits for room (a turn's reply is not left half delivered). */
   readonly schedule: (job: PushJob) => Effect.Effect<void, PushRejected>
+  /**
+   * Checked before a turn that may push runs: fails while no more pushes should be taken on (a full queue), so
+   * the caller gets a 503 with `retry-after` at once. Absent: always admits.
+   */
+  readonly admit?: Effect.Effect<void, PushQueueFull>
 }>() {}
 
 export interface DeliveryShape {
   /**
    * Checked before a turn runs: refuses a request naming more destinations than `maxResponseTargets` (400), so
-   * one request cannot fan out into thousands of pushes.
+   * one request cannot fan out into thousands of pushes, and a request that may push while the push scheduler
+   * takes no more (503 with `retry-after`), so its reply is never left undeliverable.
    */
-  readonly admit: (request: ChannelRequest) => Effect.Effect<void, InvalidRequest>
+  readonly admit: (request: ChannelRequest) => Effect.Effect<void, InvalidRequest | PushQueueFull>
   /** Resolves where the reply goes; reads the registry as it was before this request. */
   readonly resolve: (request: ChannelRequest) => Effect.Effect<DeliveryPlan>
   /** Schedules the pushes, records the caller's identity, and returns the originating copy (if any). */
@@ -216,16 +224,20 @@ export const make = Effect.gen(function*() {
   const scheduler = yield* PushScheduler
   const settings = yield* HostConfig
 
-  const admit = (request: ChannelRequest): Effect.Effect<void, InvalidRequest> =>
-    Effect.suspend(() => {
+  const admit = (request: ChannelRequest): Effect.Effect<void, InvalidRequest | PushQueueFull> =>
+    Effect.suspend((): Effect.Effect<void, InvalidRequest | PushQueueFull> => {
       const named = namedTargets(request.responseTarget)
-      if (named <= settings.maxResponseTargets) return Effect.void
-      return Effect.fail(
-        new InvalidRequest({
-          message: `response_target names ${named} destinations; at most ${settings.maxResponseTargets} are allowed`,
-          param: "response_target"
-        })
-      )
+      if (named > settings.maxResponseTargets) {
+        return Effect.fail(
+          new InvalidRequest({
+            message: `response_target names ${named} destinations; at most ${settings.maxResponseTargets} are allowed`,
+            param: "response_target"
+          })
+        )
+      }
+      const kind = request.responseTarget?.kind
+      const mayPush = kind !== undefined && kind !== "originating" && kind !== "none"
+      return mayPush && scheduler.admit !== undefined ? scheduler.admit : Effect.void
     })
 
   const resolve = Effect.fnUntraced(function*(request: ChannelRequest) {

@@ -17,6 +17,7 @@ import type { PushJob } from "./Delivery.js"
 import { PushRejected, PushScheduler, shapeFor } from "./Delivery.js"
 import { ChannelRequest, type HostedRunResult } from "./domain/ChannelRequest.js"
 import type { HostConfigurationError } from "./domain/Errors.js"
+import { PushQueueFull } from "./domain/Errors.js"
 import { ChannelIdentity, ChannelSession } from "./domain/Identity.js"
 import { AgentResponse } from "./domain/Message.js"
 import * as RuntimeMode from "./RuntimeMode.js"
@@ -91,8 +92,12 @@ const bodyOf = (task: PushTask, shared: string | undefined): Effect.Effect<PushB
   return Effect.succeed({ ...task, request: task.request, response: task.response })
 }
 
+/** The `retry-after` a request refused for a full push queue is told. */
+export const queueFullRetryAfter = Duration.seconds(5)
+
 export const make = Effect.gen(function*() {
   const runner = yield* TaskRunner.TaskRunner
+  const capacity = runner.capacity
   const channels = yield* Channels
 
   const findChannel = (name: string) =>
@@ -172,6 +177,15 @@ export const make = Effect.gen(function*() {
     })
 
   return PushScheduler.of({
+    admit: Effect.flatMap(runner.accepting, (accepting) =>
+      accepting ? Effect.void : Effect.fail(
+        new PushQueueFull({
+          limit: capacity,
+          retryAfter: queueFullRetryAfter,
+          message: `too many replies are waiting to be delivered to other channels (limit ${capacity}); ` +
+            `try again in ${Duration.format(queueFullRetryAfter)}`
+        })
+      )),
     schedule: (job) =>
       Effect.flatMap(
         sharedOf(job),

@@ -1,7 +1,7 @@
 /**
  * The durable task runner: named handlers, Schema-encoded JSON payloads, retries driven by a `Schedule`,
- * idempotency keys, a phase cursor per task, dead letters and replay, bounded concurrency with a bounded
- * ready queue (back-pressure), and a drain on shutdown.
+ * idempotency keys, a phase cursor per task, dead letters and replay, bounded concurrency, a capacity for waiting
+ * tasks that callers check before taking on work (`accepting`), and a drain on shutdown.
  *
  * Every state change of a task is a snapshot of its row handed to one writer fiber, which commits whatever
  * has queued up in one transaction (group commit). `layerMemory` keeps the rows in process; `layerSqlite`
@@ -184,7 +184,10 @@ export interface TaskRunnerShape {
   ) => Effect.Effect<void, TaskRunnerError>
   /** Resumes stored tasks and starts the workers; idempotent. */
   readonly start: Effect.Effect<void>
-  /** Persists the task, then queues it (waiting while the queue is full). */
+  /**
+   * Persists the task, then queues it. Never waits for room: a stored task is accepted even past `queueCapacity`
+   * (check `accepting` before taking on work that will schedule tasks).
+   */
   readonly schedule: <A, I>(
     definition: TaskDefinition<A, I>,
     payload: A,
@@ -206,6 +209,13 @@ export interface TaskRunnerShape {
    */
   readonly prune: (olderThan: Time.EpochMillis) => Effect.Effect<number, TaskRunnerError>
   readonly stats: Effect.Effect<{ readonly queued: number; readonly running: number; readonly live: number }>
+  /**
+   * True while fewer than `queueCapacity` tasks wait (ready, or waiting to retry): admission for work that will
+   * schedule tasks, so a stalled destination turns new work away instead of growing the backlog.
+   */
+  readonly accepting: Effect.Effect<boolean>
+  /** `queueCapacity`. */
+  readonly capacity: number
 }
 
 export class TaskRunner extends Context.Tag("effect-agent-host/TaskRunner")<TaskRunner, TaskRunnerShape>() {}
@@ -213,7 +223,7 @@ export class TaskRunner extends Context.Tag("effect-agent-host/TaskRunner")<Task
 export interface Options {
   /** Tasks running at once (default 64). */
   readonly concurrency?: number
-  /** Ready tasks waiting for a worker before `schedule` waits (default 10 000). */
+  /** Tasks waiting (ready or to retry) before `accepting` turns false (default 10 000). */
   readonly queueCapacity?: number
   /** How long shutdown waits for running tasks before interrupting them (default 5 s). */
   readonly shutdownGrace?: Duration.DurationInput
@@ -314,7 +324,10 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
     const live = new Map<string, Entry>()
     const byKey = new Map<string, string>()
     const running = new Set<Entry>()
-    const ready = yield* Queue.bounded<string>(options.queueCapacity ?? defaults.queueCapacity)
+    const capacity = options.queueCapacity ?? defaults.queueCapacity
+    // Unbounded (ids only; the rows are in `live` either way): scheduling never blocks a caller. `capacity` bounds
+    // the backlog through `accepting` instead.
+    const ready = yield* Queue.unbounded<string>()
     const writes = yield* Queue.unbounded<Write>()
     const fibers = yield* FiberSet.make<void, never>()
     let started = false
@@ -514,8 +527,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
           resumed++
         }
         if (resumed > 0) yield* Effect.logInfo(`resuming ${resumed} stored task(s)`)
-        // Stored tasks and those scheduled before start, in next-attempt order; offered in the background because
-        // the ready queue may be smaller than what was stored.
+        // Stored tasks and those scheduled before start, in next-attempt order.
         const waiting = [...live.values()].sort((a, b) => a.row.nextAttemptAt - b.row.nextAttemptAt)
         yield* FiberSet.run(
           fibers,
@@ -696,7 +708,9 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
       replay,
       // Flushed first, so a task that just finished is judged by its committed row.
       prune: (olderThan) => Effect.zipRight(persist(undefined), backend.pruneFinished(olderThan)),
-      stats: Effect.map(ready.size, (queued) => ({ queued, running: running.size, live: live.size }))
+      stats: Effect.map(ready.size, (queued) => ({ queued, running: running.size, live: live.size })),
+      accepting: Effect.sync(() => live.size - running.size < capacity),
+      capacity
     })
   })
 

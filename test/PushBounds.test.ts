@@ -5,7 +5,7 @@
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Deferred, Effect, Layer } from "effect"
 import * as Path from "node:path"
 import * as Agent from "../src/Agent.js"
 import * as AgentHost from "../src/AgentHost.js"
@@ -158,6 +158,82 @@ describe("push bounds", () => {
         const gone = yield* sql<{ readonly n: number }>`
           SELECT count(*) AS n FROM agent_host_task_payloads WHERE hash = ${hash}`
         assert.strictEqual(gone[0]!.n, 0)
+      }))
+  })
+})
+
+// A destination that stalls until the gate opens; the runner runs one push at a time and lets one wait.
+const stalledLog: Array<PushChannels.Delivery> = []
+const started: Array<string> = []
+const gate = Effect.runSync(Deferred.make<void>())
+const stalled = PushChannels.make("slow", stalledLog, {
+  before: (d) => Effect.zipRight(Effect.sync(() => started.push(d.nativeId)), Deferred.await(gate))
+})
+
+const stalledHost = Layer.unwrapScoped(
+  Effect.map(TempDir.make("push-full-"), (dir) =>
+    AgentHost.layer({ channels: [stalled, Responses.make()] }).pipe(
+      Layer.provideMerge(AgentHost.layerCoreWith({
+        push: DurablePush.layer.pipe(Layer.provideMerge(TaskRunner.layerSqlite({ concurrency: 1, queueCapacity: 1 })))
+      })),
+      Layer.provide(agent),
+      Layer.provideMerge(StateStore.layerMemory),
+      Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" })),
+      Layer.provideMerge(SqliteClient.layer({ filename: Path.join(dir, "state.db") }))
+    ))
+)
+
+/** Posts and answers; a request that gets no answer within 20 s reports status 0 (the old code hung). */
+const postAnswered = (path: string, body: unknown) =>
+  Effect.flatMap(AgentHost.AgentHost, (host) =>
+    Effect.promise(async () => {
+      try {
+        const r = await fetch(`${host.url}${path}`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(20_000)
+        })
+        return { status: r.status, retryAfter: r.headers.get("retry-after"), body: (await r.json()) as any }
+      } catch (e) {
+        return { status: 0, retryAfter: null, body: { error: String(e) } }
+      }
+    }))
+
+describe("a full push queue", () => {
+  layer(stalledHost, { excludeTestServices: true })((it) => {
+    it.effect("answers 503 with retry-after before the turn runs; accepted pushes deliver once the destination recovers", () =>
+      Effect.gen(function*() {
+        const first = yield* postAnswered("/v1/responses", { input: "one", response_target: "slow:u1" })
+        assert.strictEqual(first.status, 200, JSON.stringify(first.body))
+        yield* waitFor(() => started.length === 1, "the first push to stall at the destination")
+        // The one waiting place: taken by the second request's push.
+        const second = yield* postAnswered("/v1/responses", { input: "two", response_target: "slow:u2" })
+        assert.strictEqual(second.status, 200, JSON.stringify(second.body))
+
+        const before = runs
+        const refused = yield* postAnswered("/v1/responses", { input: "three", response_target: "slow:u3" })
+        assert.strictEqual(refused.status, 503, JSON.stringify(refused.body))
+        assert.strictEqual(refused.body.error.code, "push_queue_full")
+        assert.isString(refused.body.error.message)
+        assert.isAtLeast(Number(refused.retryAfter), 1)
+        assert.strictEqual(runs, before, "the refused turn did not run")
+        // Replies to the caller alone are not affected.
+        const local = yield* postAnswered("/v1/responses", { input: "just me" })
+        assert.strictEqual(local.status, 200)
+
+        // The destination recovers: both accepted pushes arrive, the refused one never does.
+        yield* Deferred.succeed(gate, undefined)
+        yield* waitFor(() => stalledLog.filter((d) => !d.isEcho).length >= 2, "the accepted pushes")
+        assert.sameMembers(stalledLog.map((d) => d.nativeId), ["u1", "u2"])
+        assert.include(stalledLog.find((d) => d.nativeId === "u1")!.text, "reply to one")
+        assert.include(stalledLog.find((d) => d.nativeId === "u2")!.text, "reply to two")
+        const runner = yield* TaskRunner.TaskRunner
+        for (let i = 0; i < 500 && !(yield* runner.accepting); i++) yield* Effect.sleep("10 millis")
+        assert.isTrue(yield* runner.accepting, "room in the queue once the destination recovered")
+        const retried = yield* postAnswered("/v1/responses", { input: "three", response_target: "slow:u3" })
+        assert.strictEqual(retried.status, 200)
+        yield* waitFor(() => stalledLog.some((d) => d.nativeId === "u3"), "the retried push")
       }))
   })
 })

@@ -281,7 +281,7 @@ describe("TaskRunner (memory)", () => {
       assert.include(unknown.message, "no task handler named \"nope\"")
     }))
 
-  it.scoped("bounded concurrency and back-pressure on a full queue", () =>
+  it.scoped("bounded concurrency; a full queue stops accepting work, and scheduling never waits", () =>
     Effect.gen(function*() {
       const scope = yield* Effect.scope
       const gate = yield* Deferred.make<void>()
@@ -301,16 +301,23 @@ describe("TaskRunner (memory)", () => {
         TaskRunner.layerMemory({ concurrency: 2, queueCapacity: 2 })
       )
       const handles = []
-      for (let n = 0; n < 4; n++) handles.push(yield* runner.schedule(Job, { n }))
+      for (let n = 0; n < 3; n++) handles.push(yield* runner.schedule(Job, { n }))
       yield* settle
-      // Two running, two queued: the fifth waits for room.
-      const fifth = yield* Effect.fork(runner.schedule(Job, { n: 4 }))
+      // Two running, one waiting: still room for one more.
+      assert.isTrue(yield* runner.accepting)
+      handles.push(yield* runner.schedule(Job, { n: 3 }))
       yield* settle
-      assert.isNull(fifth.unsafePoll())
+      // Two running, two waiting: full. Callers check `accepting` before taking on work...
+      assert.isFalse(yield* runner.accepting)
+      assert.strictEqual(runner.capacity, 2)
+      // ...but a task scheduled anyway is stored and queued at once rather than blocking its caller (formerly
+      // `schedule` waited here for room, which hung the HTTP request that delivered a reply).
+      handles.push(yield* runner.schedule(Job, { n: 4 }))
+      assert.deepStrictEqual(yield* runner.stats, { queued: 3, running: 2, live: 5 })
       yield* Deferred.succeed(gate, undefined)
-      const h = yield* Fiber.join(fifth)
-      yield* awaitStatus(runner, h.id, "succeeded")
+      for (const h of handles) yield* awaitStatus(runner, h.id, "succeeded")
       assert.strictEqual(peak, 2)
+      assert.isTrue(yield* runner.accepting)
     }))
 
   it.effect("shutdown drains running tasks within the grace period and interrupts the rest", () =>

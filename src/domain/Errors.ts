@@ -36,6 +36,16 @@ export class MailboxFull extends Schema.TaggedError<MailboxFull>()("MailboxFull"
   message: Schema.String
 }) {}
 
+/**
+ * Replies to other channels cannot be accepted right now: the durable push queue is full (a destination is slow
+ * or down). Refused before the turn runs, so nothing is half done; the caller should retry after `retryAfter`.
+ */
+export class PushQueueFull extends Schema.TaggedError<PushQueueFull>()("PushQueueFull", {
+  limit: Schema.Number,
+  retryAfter: Schema.DurationFromSelf,
+  message: Schema.String
+}) {}
+
 /** The turn was cancelled (the `interrupt` busy policy, or shutdown). */
 export class TurnCancelled extends Schema.TaggedError<TurnCancelled>()("TurnCancelled", {
   key: Schema.String,
@@ -72,6 +82,7 @@ export type TurnError =
   | SessionBusy
   | SessionCapacityExceeded
   | MailboxFull
+  | PushQueueFull
   | TurnCancelled
   | AgentError
   | AccessDenied
@@ -111,6 +122,8 @@ export const turnErrorStatus = (error: TurnError): number => {
       return 503
     case "MailboxFull":
       return 429
+    case "PushQueueFull":
+      return 503
     case "TurnCancelled":
       return 409
     case "AgentError":
@@ -120,6 +133,6 @@ export const turnErrorStatus = (error: TurnError): number => {
 
 /** Extra HTTP headers for a turn error: `retry-after` (whole seconds) when the caller should come back later. */
 export const turnErrorHeaders = (error: TurnError): Record<string, string> | undefined =>
-  error._tag === "MailboxFull" ?
+  error._tag === "MailboxFull" || error._tag === "PushQueueFull" ?
     { "retry-after": String(Math.max(1, Math.ceil(Duration.toSeconds(error.retryAfter)))) } :
     undefined

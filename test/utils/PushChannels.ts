@@ -28,6 +28,8 @@ export interface Options {
   readonly hooks?: ChannelHooks
   /** Decides the outcome of each push; undefined delivers. */
   readonly fail?: (delivery: Delivery) => PushFailure | undefined
+  /** Runs before each push is recorded (a stalled destination waits here). */
+  readonly before?: (delivery: Delivery) => Effect.Effect<void>
 }
 
 const allText = (result: HostedRunResult) =>
@@ -90,8 +92,7 @@ export const make = (name: string, log: Array<Delivery>, options: Options = {}):
                 }
                 const failure = options.fail?.(delivery)
                 if (failure !== undefined) return Effect.fail(failure)
-                log.push(delivery)
-                return Effect.void
+                return Effect.zipRight(options.before?.(delivery) ?? Effect.void, Effect.sync(() => log.push(delivery)))
               })
           }
         })

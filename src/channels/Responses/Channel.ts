@@ -96,6 +96,8 @@ const turnErrorResponse = (error: TurnError) => {
       return errorResponse(status, "capacity_exceeded", error.message)
     case "MailboxFull":
       return errorResponse(status, "session_queue_full", error.message, null, turnErrorHeaders(error))
+    case "PushQueueFull":
+      return errorResponse(status, "push_queue_full", error.message, null, turnErrorHeaders(error))
     case "TurnCancelled":
       return errorResponse(status, "turn_cancelled", error.message)
     case "AccessDenied":

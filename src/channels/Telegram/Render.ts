@@ -81,6 +81,8 @@ export const turnErrorText = (error: TurnError): string => {
       return "I'm busy right now. Please try again in a minute."
     case "MailboxFull":
       return "I'm busy with your earlier messages. Please try again in a moment."
+    case "PushQueueFull":
+      return "I can't deliver replies to your other chats right now. Please try again in a minute."
     case "TurnCancelled":
       return "That request was cancelled."
     case "InvalidRequest":
