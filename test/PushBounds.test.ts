@@ -46,6 +46,8 @@ const hooks = {
 }
 
 const MAX_TARGETS = 12
+// The caller names other identities: it needs a push key (AGENT_HOST_PUSH_KEYS).
+const PUSH_KEY = "push-key-for-tests"
 
 const hostLayer = Layer.unwrapScoped(
   Effect.map(
@@ -55,7 +57,9 @@ const hostLayer = Layer.unwrapScoped(
         Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerSqlite })),
         Layer.provide(agent),
         Layer.provideMerge(StateStore.layerMemory),
-        Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", maxResponseTargets: MAX_TARGETS })),
+        Layer.provide(
+          HostConfig.layer({ port: 0, host: "127.0.0.1", maxResponseTargets: MAX_TARGETS, pushKeys: [PUSH_KEY] })
+        ),
         Layer.provideMerge(SqliteClient.layer({ filename: Path.join(dir, "state.db") }))
       )
   )
@@ -66,7 +70,7 @@ const post = (path: string, body: unknown) =>
     Effect.promise(async () => {
       const r = await fetch(`${host.url}${path}`, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", authorization: `Bearer ${PUSH_KEY}` },
         body: JSON.stringify(body)
       })
       return { status: r.status, body: (await r.json()) as any }
@@ -178,7 +182,7 @@ const stalledHost = Layer.unwrapScoped(
       })),
       Layer.provide(agent),
       Layer.provideMerge(StateStore.layerMemory),
-      Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" })),
+      Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", pushKeys: [PUSH_KEY] })),
       Layer.provideMerge(SqliteClient.layer({ filename: Path.join(dir, "state.db") }))
     ))
 )
@@ -190,7 +194,7 @@ const postAnswered = (path: string, body: unknown) =>
       try {
         const r = await fetch(`${host.url}${path}`, {
           method: "POST",
-          headers: { "content-type": "application/json" },
+          headers: { "content-type": "application/json", authorization: `Bearer ${PUSH_KEY}` },
           body: JSON.stringify(body),
           signal: AbortSignal.timeout(20_000)
         })
