@@ -426,7 +426,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
           const loaded = yield* Effect.either(backend.shared(row.shared))
           if (loaded._tag === "Left") {
             yield* update(entry, { status: "pending", attempts: row.attempts - 1 })
-            return yield* enqueueAt(entry, row.updatedAt + 1_000)
+            return yield* enqueueAt(entry, Time.plus(row.updatedAt, Duration.seconds(1)))
           }
           if (Option.isNone(loaded.right)) {
             return yield* finish(entry, "failed", `the task's shared payload ${row.shared} is missing`)
@@ -772,6 +772,8 @@ export const memoryBackend = (keepFinished = 10_000): TaskBackend => {
         for (const [id, row] of rows) {
           if (isTerminal(row.status) && row.updatedAt < olderThan) {
             rows.delete(id)
+            const entry = row.shared === null ? undefined : shared.get(row.shared)
+            if (entry !== undefined && --entry.refs <= 0) shared.delete(row.shared!)
             removed++
           }
         }

@@ -5,6 +5,7 @@ import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schema
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Time from "../src/domain/Time.js"
 import type { TaskContext, TaskFailure, TaskRunnerShape } from "../src/TaskRunner.js"
 import * as TaskRunner from "../src/TaskRunner.js"
 
@@ -433,13 +434,13 @@ describe("TaskRunner (sqlite)", () => {
         status,
         attempts: 0,
         phase: 0,
-        nextAttemptAt: 0,
+        nextAttemptAt: Time.fromMillis(0),
         lastError: null,
         payload: "{}",
         retry: null,
         shared: shared.hash,
-        createdAt: 0,
-        updatedAt: 0
+        createdAt: Time.fromMillis(0),
+        updatedAt: Time.fromMillis(0)
       })
       yield* backend.write([row("a", "pending"), row("b", "pending")], [shared])
       yield* backend.write([row("a", "succeeded")], [])
