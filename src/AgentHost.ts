@@ -1,6 +1,9 @@
 /**
  * The host: builds every channel, mounts their routes with `GET /readiness` on one HTTP server, runs channel
- * startups in order, and on shutdown closes every channel's scope even when some fail.
+ * startups in order, and shuts down in order: stop accepting (readiness and new requests answer 503), give
+ * in-flight turns the grace period (`AGENT_HOST_SHUTDOWN_GRACE`), stop the rest (each channel ends its streams
+ * with a terminal event), wait for the open responses to finish, then close every channel's scope even when
+ * some fail.
  *
  * A failed startup does not stop the host: the channel is marked unready (`GET /readiness` answers 503 naming
  * it and why) while the other channels serve, and its startup is retried in the background with capped
@@ -8,7 +11,7 @@
  * `retryable: false` (a misconfiguration that cannot succeed) is logged as an error and not retried: the channel
  * stays unready until the configuration is fixed and the host restarted.
  */
-import { HttpMiddleware, HttpServerRequest, type HttpServerResponse } from "@effect/platform"
+import { HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { ConfigError } from "effect"
 import { Cause } from "effect"
@@ -26,7 +29,7 @@ import { isolationKeyProblem } from "./domain/Ids.js"
 import { HostConfig } from "./HostConfig.js"
 import * as HostConfigModule from "./HostConfig.js"
 import { makeMatcher } from "./http/ApiKeys.js"
-import { errorJson, json } from "./http/HttpBody.js"
+import { errorJson, json, shuttingDownHeaders } from "./http/HttpBody.js"
 import { hostCheck, isJsonContentType } from "./http/RequestGuards.js"
 import { joinPath, Router } from "./http/Router.js"
 import type { IsolationKeys } from "./RequestContext.js"
@@ -64,6 +67,15 @@ export interface Options<E, R> {
 }
 
 const readiness = json({ status: "ok" })
+const drainingReadiness = json({ status: "draining" }, 503, shuttingDownHeaders)
+const refused = json(
+  { error: { message: "the server is shutting down; retry shortly", type: "shutting_down" } },
+  503,
+  shuttingDownHeaders
+)
+
+// How long shutdown waits, after the grace, for open responses to write their terminal events and finish.
+const closeMargin = Duration.seconds(2)
 
 /** The first retry of a failed channel startup waits this long; each next one twice as long, up to the cap. */
 export const startupRetryBase: Duration.Duration = Duration.seconds(1)
@@ -276,10 +288,18 @@ export const make = <E, R>(options: Options<E, R>) =>
       listening: options.listen !== false,
       allowed: settings.allowedHosts
     })
+
+    // Set when shutdown starts: new requests (on kept-alive connections) are refused, readiness turns unready,
+    // and every response written from then on closes its connection.
+    let draining = false
+
     const app: Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest> = Effect
       .flatMap(HttpServerRequest.HttpServerRequest, (request) => {
         if (hostServed !== undefined && !hostServed(request.headers.host)) return Effect.succeed(misdirected(request))
         const url = request.url
+        if (draining) {
+          return Effect.succeed(url === "/readiness" || url.startsWith("/readiness?") ? drainingReadiness : refused)
+        }
         const q = url.indexOf("?")
         const path = q === -1 ? url : url.slice(0, q)
         const found = router.find(request.method, path)
@@ -319,7 +339,8 @@ export const make = <E, R>(options: Options<E, R>) =>
               ),
               errorJson(500, "server_error", "the server failed to handle the request")
             )
-          )
+          ),
+          Effect.map((response) => draining ? HttpServerResponse.setHeader(response, "connection", "close") : response)
         )
       })
 
@@ -346,17 +367,44 @@ export const make = <E, R>(options: Options<E, R>) =>
           })
         }),
         () =>
-          Effect.async<void>((resume) => {
-            server.close(() => resume(Effect.void))
+          Effect.gen(function*() {
+            draining = true
+            let closed = false
+            server.close(() => {
+              closed = true
+            })
             server.closeIdleConnections()
-            // A wall-clock grace for open streams, deliberately not the Effect clock: a test's TestClock must not
-            // be able to hold shutdown open.
-            const timer = setTimeout(() => server.closeAllConnections(), 2_000)
-            timer.unref()
+            yield* turns.drain(settings.shutdownGrace)
+            // Streams still open end with their terminal event now; wait for them, closing each connection as it
+            // goes idle. On the wall clock, deliberately: a test's TestClock must not be able to hold this open.
+            yield* Effect.async<void>((resume) => {
+              const done = () => {
+                clearInterval(poll)
+                clearTimeout(timer)
+                resume(Effect.void)
+              }
+              const poll = setInterval(() => {
+                server.closeIdleConnections()
+                if (closed) done()
+              }, 20)
+              const timer = setTimeout(() => {
+                server.closeAllConnections()
+                done()
+              }, Duration.toMillis(closeMargin))
+              if (closed) done()
+            })
           })
       )
       const bound = server.address()
       if (bound !== null && typeof bound === "object") address = { host: settings.host, port: bound.port }
+    } else {
+      // Embedded (`handler` in a server of your own): the same drain, without a server to close.
+      yield* Effect.addFinalizer(() =>
+        Effect.suspend(() => {
+          draining = true
+          return turns.drain(settings.shutdownGrace)
+        })
+      )
     }
 
     const mounted: Array<MountedChannel> = built.map((channel) => ({

@@ -161,6 +161,12 @@ export interface ChannelContext {
   readonly state: ChannelState
   /** The session id (alias after a reset, else the key) a key's turns currently run under. */
   readonly sessionIdFor: (isolationKey: string) => Effect.Effect<string>
+  /**
+   * Completes when the host starts shutting down. In-flight turns need nothing from the channel: they get the
+   * grace period, then fail with `TurnCancelled` (`reason: "shutdown"`) through the channel's usual error path.
+   * A channel ends here what is not a turn and would otherwise stay open (subscriptions, live push streams).
+   */
+  readonly draining: Effect.Effect<void>
 }
 
 export interface HostSettings {

@@ -2,7 +2,7 @@
  * Host settings, read through `Config` (environment by default).
  */
 import type { ConfigError } from "effect"
-import { Config, Context, Effect, Layer, Redacted } from "effect"
+import { Config, Context, Duration, Effect, Layer, Redacted } from "effect"
 import type { HostSettings } from "./Channel.js"
 import type { Bytes } from "./domain/Size.js"
 import * as Size from "./domain/Size.js"
@@ -21,6 +21,11 @@ export interface HostConfigShape extends HostSettings {
    * gets a 421: DNS rebinding); when set, they are the only names served on any address.
    */
   readonly allowedHosts: ReadonlyArray<string>
+  /**
+   * How long shutdown waits for in-flight turns (running and queued) before ending them: streams then end with
+   * their terminal event, blocking requests get a 503, stored responses are kept as `incomplete`.
+   */
+  readonly shutdownGrace: Duration.Duration
 }
 
 export class HostConfig extends Context.Tag("effect-agent-host/HostConfig")<HostConfig, HostConfigShape>() {}
@@ -38,7 +43,8 @@ export const defaults: HostConfigShape = {
   maxResponseTargets: 32,
   maxJsonDepth: 64,
   maxJsonItems: 1_000,
-  allowedHosts: []
+  allowedHosts: [],
+  shutdownGrace: Duration.seconds(10)
 }
 
 /** A comma-separated list of secret keys (blank entries dropped); empty when unset. */
@@ -84,6 +90,7 @@ export const config: Config.Config<HostConfigShape> = Config.all({
     Config.map((hosts) => hosts.split(",").map((h) => h.trim().toLowerCase()).filter((h) => h.length > 0)),
     Config.withDefault([] as ReadonlyArray<string>)
   ),
+  shutdownGrace: Config.duration("AGENT_HOST_SHUTDOWN_GRACE").pipe(Config.withDefault(defaults.shutdownGrace)),
   apiKeys: keyList("AGENT_HOST_API_KEYS"),
   adminKeys: keyList("AGENT_HOST_ADMIN_KEYS"),
   pushKeys: keyList("AGENT_HOST_PUSH_KEYS")

@@ -1,9 +1,28 @@
 /**
  * Running turns: the implementation behind `ChannelContext`. A turn is validated, authorized, then run by the
- * session actor of its isolation key; its reply is annotated with the delivery decision and appended to the
- * session's history inside the actor, so history is written in turn order.
+ * session actor of its isolation key. Inside the actor the user's input is appended to the session's history
+ * before the target runs (an interrupted turn keeps what the user said), and the reply, annotated with the
+ * delivery decision, when the turn completes; so history is written in turn order.
+ *
+ * Shutdown (`drain`): in-flight turns, running or queued, get a grace period; then every turn still running is
+ * interrupted and fails with `TurnCancelled` (`reason: "shutdown"`), which each channel renders through its
+ * usual error path (terminal stream event, SSE error frame, 503).
  */
-import { Cause, Context, Effect, Fiber, Layer, Mailbox, Metric, Option, Stream } from "effect"
+import {
+  Cause,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  FiberId,
+  Layer,
+  Mailbox,
+  Metric,
+  Option,
+  Stream
+} from "effect"
 import { deniedCounterFor } from "./Authorization.js"
 import { Authorizer } from "./Authorizer.js"
 import type { ChannelContext, TurnStream } from "./Channel.js"
@@ -34,6 +53,12 @@ export interface TurnsShape {
   readonly withIsolation: (isolation: IsolationKeys) => <A, E, R>(
     effect: Effect.Effect<A, E, R>
   ) => Effect.Effect<A, E, R>
+  /**
+   * Shutdown: tells channels the host is draining (`ChannelContext.draining`), waits until no turn is running or
+   * queued, at most `grace`, then interrupts every turn still running: each fails with `TurnCancelled`
+   * (`reason: "shutdown"`), and a turn submitted afterwards fails with it at once. Idempotent.
+   */
+  readonly drain: (grace: Duration.Duration) => Effect.Effect<void>
   /** What the cache of recent histories holds now (bounded by `historyCacheBytes`). */
   readonly historyCache: Effect.Effect<HistoryCacheStats>
 }
@@ -68,6 +93,23 @@ const stamp = (request: ChannelRequest): ReadonlyArray<Message> => {
 const agentDefect = (cause: unknown) =>
   new AgentError({ message: "the agent failed unexpectedly", code: "agent_defect", cause })
 
+const shutdownError = (key: string | undefined) =>
+  new TurnCancelled({
+    key: key ?? "",
+    reason: "shutdown",
+    message: "the server is shutting down and stopped this turn; send it again in a moment"
+  })
+
+/**
+ * Sleeps on the wall clock. Shutdown waits race this against the Effect clock: a TestClock nobody advances must
+ * not hold shutdown open, and a test can still end the grace early with `TestClock.adjust`.
+ */
+const wallClockSleep = (duration: Duration.Duration): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    const timer = setTimeout(() => resume(Effect.void), Duration.toMillis(duration))
+    return Effect.sync(() => clearTimeout(timer))
+  })
+
 export const make = Effect.gen(function*() {
   const target = yield* Target
   const sessions = yield* Sessions
@@ -78,6 +120,11 @@ export const make = Effect.gen(function*() {
   const settings = yield* HostConfig
   const hostScope = yield* Effect.scope
   const plans = new WeakMap<HostedRunResult, DeliveryPlan>()
+  // Shutdown state: `draining` once the host stops accepting, `stopped` once the grace is over; `running` holds
+  // the fibers of turns whose work is under way, so the grace can end early and the rest can be interrupted.
+  const draining = yield* Deferred.make<void>()
+  let stopped = false
+  const running = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
   // Read-through caches of session ids and recent histories: this process is the state's only writer (the
   // state directory has one owner), so they never go stale; they save two statements per turn.
   const aliases = new BoundedCache<string, string>(100_000)
@@ -196,6 +243,12 @@ export const make = Effect.gen(function*() {
       identity: request.identity
     }
     const turn: Turn = { input: stamp(request), history, sessionId, options: request.options ?? {}, context }
+    // The user's input is stored before the target runs, so a turn cut short (shutdown, crash) keeps it. The
+    // turn sees the history from before its input: its input reaches it once, as `input`.
+    if (sessionId !== undefined && turn.input.length > 0) {
+      yield* store.appendHistory(sessionId, turn.input)
+      histories.set(sessionId, recent([...history, ...turn.input]))
+    }
     return turn
   })
 
@@ -208,9 +261,8 @@ export const make = Effect.gen(function*() {
     const plan = yield* delivery.resolve(request)
     const annotated = annotate(response, request, plan)
     if (turn.sessionId !== undefined) {
-      const added = [...turn.input, ...annotated.messages]
-      yield* store.appendHistory(turn.sessionId, added)
-      histories.set(turn.sessionId, recent([...turn.history, ...added]))
+      yield* store.appendHistory(turn.sessionId, annotated.messages)
+      histories.set(turn.sessionId, recent([...turn.history, ...turn.input, ...annotated.messages]))
     }
     const hosted: HostedRunResult = {
       result: result === response ? annotated : result,
@@ -233,6 +285,25 @@ export const make = Effect.gen(function*() {
       return yield* finishTurn(request, turn, out.response, out.result)
     })
 
+  // A turn's work as it runs (in the actor, or detached): refused once shutdown has stopped turns, tracked while
+  // it runs so shutdown can wait for it and, after the grace, interrupt it.
+  const tracked = <A>(key: string | undefined, work: Effect.Effect<A, TurnError>): Effect.Effect<A, TurnError> =>
+    Effect.withFiberRuntime<A, TurnError>((fiber) => {
+      if (stopped) return Effect.fail(shutdownError(key))
+      running.add(fiber)
+      return Effect.ensuring(work, Effect.sync(() => running.delete(fiber)))
+    })
+
+  // A turn that ended because shutdown interrupted it reports why: shutdown, not a plain cancellation.
+  const explain = (key: string | undefined) => <A>(waiter: Effect.Effect<A, TurnError>): Effect.Effect<A, TurnError> =>
+    Effect.catchAllCause(waiter, (cause) => {
+      if (!stopped) return Effect.failCause(cause)
+      const failure = Cause.failureOption(cause)
+      if (Option.isSome(failure) && failure.value._tag === "TurnCancelled") return Effect.fail(shutdownError(key))
+      if (Cause.isInterruptedOnly(cause)) return Effect.fail(shutdownError(key))
+      return Effect.failCause(cause)
+    })
+
   // Runs work in the session's actor, or detached in the host scope for sessionless turns; the caller only
   // waits for it. Under `onDisconnect: "cancel"` the wait is interruptible (route handlers run uninterruptibly,
   // a client disconnect interrupts them) and interrupting it cancels the turn; under `continue` it is not.
@@ -248,22 +319,61 @@ export const make = Effect.gen(function*() {
       return Effect.map(
         Effect.forkIn(Effect.interruptible(work), hostScope),
         (fiber) =>
-          cancel ?
+          (cancel ?
             Effect.onInterrupt(Effect.interruptible(Effect.flatten(fiber.await)), () => Fiber.interruptFork(fiber)) :
-            Effect.flatten(fiber.await)
+            Effect.flatten(fiber.await)).pipe(explain(key))
       )
     }
     const policy = channels.unsafeGet(channel)?.contribution.busyPolicy ?? "queue"
-    return cancel ?
-      Effect.map(sessions.submit(key, policy, () => work, { onDisconnect: "cancel" }), Effect.interruptible) :
-      sessions.submit(key, policy, () => work)
+    return Effect.map(
+      cancel ?
+        Effect.map(sessions.submit(key, policy, () => work, { onDisconnect: "cancel" }), Effect.interruptible) :
+        sessions.submit(key, policy, () => work),
+      explain(key)
+    )
   }
+
+  // No turn running or queued. Polled during shutdown only (every 20 ms on the wall clock), so the hot path
+  // carries no bookkeeping for it.
+  const awaitIdle: Effect.Effect<void> = Effect.flatMap(
+    sessions.stats,
+    (stats) =>
+      running.size === 0 && stats.running === 0 && stats.queued === 0 ?
+        Effect.void :
+        Effect.zipRight(wallClockSleep(Duration.millis(20)), Effect.suspend(() => awaitIdle))
+  )
+
+  const drain = Effect.fn("Turns.drain")(function*(grace: Duration.Duration) {
+    yield* Deferred.succeed(draining, undefined)
+    if (stopped) return
+    // Called from finalizers, which are uninterruptible: the race must be interruptible, or its loser could not
+    // be stopped and the grace could not end the wait.
+    const inTime = yield* Effect.interruptible(Effect.raceFirst(
+      Effect.as(awaitIdle, true),
+      Effect.as(Effect.race(Effect.sleep(grace), wallClockSleep(grace)), false)
+    ))
+    stopped = true
+    const left = [...running]
+    if (inTime || left.length === 0) return
+    yield* Effect.logWarning(
+      `shutdown grace of ${Duration.format(grace)} elapsed; stopping ${left.length} running turn(s)`
+    )
+    // Each stopped turn fails with TurnCancelled (shutdown) in its waiters and streams. Waiting for them is
+    // bounded: a target that ignores interruption must not hold shutdown open.
+    yield* Effect.interruptible(Effect.raceFirst(
+      Fiber.interruptAllAs(left, FiberId.none),
+      wallClockSleep(Duration.seconds(1))
+    ))
+  })
 
   const contextFor = (channel: string): ChannelContext => {
     const run = (request: ChannelRequest, raw?: unknown): Effect.Effect<HostedRunResult, TurnError> =>
       Effect.flatMap(
         prepare(channel, request, raw),
-        ({ isolation, request }) => Effect.flatten(submit(channel, request, runTurn(request, isolation)))
+        ({ isolation, request }) =>
+          Effect.flatten(
+            submit(channel, request, tracked(request.session?.isolationKey, runTurn(request, isolation)))
+          )
       )
 
     const runStream = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnStream, TurnError> =>
@@ -271,35 +381,42 @@ export const make = Effect.gen(function*() {
         const prepared = yield* prepare(channel, request, raw)
         const transform = channels.unsafeGet(channel)?.contribution.hooks?.streamTransform
         const mailbox = yield* Mailbox.make<AgentResponseUpdate, TurnError>()
+        const sessionKey = prepared.request.session?.isolationKey
         // Set before the mailbox ends, so a consumer that saw the end never cancels a turn that is finishing.
         let finished = false
-        const work = Effect.gen(function*() {
-          const turn = yield* beginTurn(prepared.request, prepared.isolation)
-          const acc = new ResponseAccumulator()
-          const updates = target.stream(turn).pipe(
-            Stream.provideService(RequestContext, turn.context),
-            Stream.catchAllCause((cause) => {
-              const failure = Cause.failureOption(cause)
-              if (Option.isSome(failure)) return Stream.fail(failure.value)
-              if (Cause.isInterruptedOnly(cause)) return Stream.failCause(cause)
-              return Stream.fail(agentDefect(Cause.squash(cause)))
-            })
-          )
-          yield* Stream.runForEachChunk(updates, (chunk) =>
-            Effect.suspend(() => {
-              for (const update of chunk) acc.add(update)
-              if (transform === undefined) return mailbox.offerAll(chunk)
-              return Effect.flatMap(
-                Effect.forEach(chunk, transform),
-                (shaped) => mailbox.offerAll(shaped.flatMap((o) => Option.isSome(o) ? [o.value] : []))
-              )
-            })).pipe(Effect.catchAllDefect((defect) => Effect.fail(agentDefect(defect))))
-          const response = acc.done()
-          return yield* finishTurn(prepared.request, turn, response, response)
-        }).pipe(
+        const work = tracked(
+          sessionKey,
+          Effect.gen(function*() {
+            const turn = yield* beginTurn(prepared.request, prepared.isolation)
+            const acc = new ResponseAccumulator()
+            const updates = target.stream(turn).pipe(
+              Stream.provideService(RequestContext, turn.context),
+              Stream.catchAllCause((cause) => {
+                const failure = Cause.failureOption(cause)
+                if (Option.isSome(failure)) return Stream.fail(failure.value)
+                if (Cause.isInterruptedOnly(cause)) return Stream.failCause(cause)
+                return Stream.fail(agentDefect(Cause.squash(cause)))
+              })
+            )
+            yield* Stream.runForEachChunk(updates, (chunk) =>
+              Effect.suspend(() => {
+                for (const update of chunk) acc.add(update)
+                if (transform === undefined) return mailbox.offerAll(chunk)
+                return Effect.flatMap(
+                  Effect.forEach(chunk, transform),
+                  (shaped) => mailbox.offerAll(shaped.flatMap((o) => Option.isSome(o) ? [o.value] : []))
+                )
+              })).pipe(Effect.catchAllDefect((defect) => Effect.fail(agentDefect(defect))))
+            const response = acc.done()
+            return yield* finishTurn(prepared.request, turn, response, response)
+          })
+        ).pipe(
           Effect.onExit((exit) => {
             finished = true
-            return exit._tag === "Success" ? mailbox.end : mailbox.failCause(exit.cause)
+            if (Exit.isSuccess(exit)) return mailbox.end
+            // Stopped by shutdown: followers get a typed failure to render, not a bare interruption.
+            if (stopped && Exit.isInterrupted(exit)) return mailbox.fail(shutdownError(sessionKey))
+            return mailbox.failCause(exit.cause)
           })
         )
         const result = yield* submit(channel, prepared.request, work)
@@ -346,7 +463,17 @@ export const make = Effect.gen(function*() {
 
     const sessionIdFor = (isolationKey: string) => sessionIdOf(isolationKey)
 
-    return { channel, run, runStream, deliverResponse, resetSession, settings, state: store, sessionIdFor }
+    return {
+      channel,
+      run,
+      runStream,
+      deliverResponse,
+      resetSession,
+      settings,
+      state: store,
+      sessionIdFor,
+      draining: Deferred.await(draining)
+    }
   }
 
   return Turns.of({
@@ -356,7 +483,8 @@ export const make = Effect.gen(function*() {
       sessions: histories.size,
       bytes: histories.bytes,
       maxBytes: settings.historyCacheBytes
-    }))
+    })),
+    drain
   })
 })
 

@@ -3,6 +3,7 @@
  * `{ "message": string, "session_id"?: string, "stream"?: boolean }` answers `{ "response", "session_id" }`,
  * or, streaming, SSE `data:` lines per chunk ending with `data: [DONE]` (an `event: error` frame on failure).
  * `"on_disconnect": "cancel"` (or the `x-agent-on-disconnect` header) cancels the turn when the caller goes away.
+ * Also when the host's shutdown stops the turn: an `event: error` frame, or a 503 with `retry-after`.
  */
 import type { ParseResult } from "effect"
 import { Effect, Option, Schema, Stream } from "effect"

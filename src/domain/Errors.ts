@@ -46,11 +46,18 @@ export class PushQueueFull extends Schema.TaggedError<PushQueueFull>()("PushQueu
   message: Schema.String
 }) {}
 
-/** The turn was cancelled (the `interrupt` busy policy, or shutdown). */
+/**
+ * The turn was cancelled: by the `interrupt` busy policy or a caller (`reason` absent or `cancelled`), or because
+ * the host shut down before it finished (`shutdown`: send it again once the host is back; 503 on HTTP).
+ */
 export class TurnCancelled extends Schema.TaggedError<TurnCancelled>()("TurnCancelled", {
   key: Schema.String,
-  message: Schema.String
+  message: Schema.String,
+  reason: Schema.optional(Schema.Literal("cancelled", "shutdown"))
 }) {}
+
+/** True when the turn was ended by the host's shutdown (its grace period ran out). */
+export const isShutdown = (error: TurnError): boolean => error._tag === "TurnCancelled" && error.reason === "shutdown"
 
 /** The target failed; `message` is safe to show to the caller. */
 export class AgentError extends Schema.TaggedError<AgentError>()("AgentError", {
@@ -125,7 +132,7 @@ export const turnErrorStatus = (error: TurnError): number => {
     case "PushQueueFull":
       return 503
     case "TurnCancelled":
-      return 409
+      return error.reason === "shutdown" ? 503 : 409
     case "AgentError":
       return 500
   }
@@ -135,4 +142,7 @@ export const turnErrorStatus = (error: TurnError): number => {
 export const turnErrorHeaders = (error: TurnError): Record<string, string> | undefined =>
   error._tag === "MailboxFull" || error._tag === "PushQueueFull" ?
     { "retry-after": String(Math.max(1, Math.ceil(Duration.toSeconds(error.retryAfter)))) } :
+    isShutdown(error) ?
+    // The host is going away: retry on the next process, on a new connection.
+    { "retry-after": "5", connection: "close" } :
     undefined

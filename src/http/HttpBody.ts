@@ -226,6 +226,12 @@ export const json = (
     headers: headers === undefined ? jsonHeaders : { ...jsonHeaders, ...headers }
   })
 
+/**
+ * Headers of a 503 answered because the host is shutting down: retry after a few seconds (on the restarted
+ * process), and do not reuse this connection.
+ */
+export const shuttingDownHeaders: Readonly<Record<string, string>> = { "retry-after": "5", connection: "close" }
+
 /** The host's plain error envelope: `{ "error": { "message", "type" } }`. */
 export const errorJson = (
   status: number,

@@ -5,6 +5,9 @@
  *
  * Every turn's rendering runs detached in the channel's scope, not in the request: a client that goes away
  * (or never waits, `background: true`) loses nothing; the response is completed and stored all the same.
+ * A turn the host stops at shutdown (its grace period over) ends the run as `incomplete` (reason
+ * `server_shutdown`) with the output so far: streams get `response.incomplete`, the stored response says so,
+ * and a blocking request gets a 503 with `retry-after`.
  * Streams follow a `LiveRun` (the rendered events so far plus a wake-up signal); background runs also
  * persist their events so a later `GET ...?stream=true` replays exactly what a live client saw.
  *
@@ -20,7 +23,7 @@ import type { Channel, ChannelContext, ChannelHooks, RouteInput, TurnStream } fr
 import * as ChannelModule from "../../Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { TurnError } from "../../domain/Errors.js"
-import { turnErrorHeaders, turnErrorStatus } from "../../domain/Errors.js"
+import { isShutdown, turnErrorHeaders, turnErrorStatus } from "../../domain/Errors.js"
 import { type IsolationKey, issueId } from "../../domain/Ids.js"
 import * as Time from "../../domain/Time.js"
 import { makeChecker } from "../../http/ApiKeys.js"
@@ -99,7 +102,9 @@ const turnErrorResponse = (error: TurnError) => {
     case "PushQueueFull":
       return errorResponse(status, "push_queue_full", error.message, null, turnErrorHeaders(error))
     case "TurnCancelled":
-      return errorResponse(status, "turn_cancelled", error.message)
+      return isShutdown(error) ?
+        errorResponse(status, "server_shutting_down", error.message, null, turnErrorHeaders(error)) :
+        errorResponse(status, "turn_cancelled", error.message)
     case "AccessDenied":
       return errorResponse(status, error.reasonCode.length > 0 ? error.reasonCode : "access_denied", error.message)
     case "LinkRequiredError":
@@ -115,6 +120,9 @@ const turnErrorResponse = (error: TurnError) => {
 
 /** The failure a response records: `server_error` is the code every client knows. */
 const failureOf = (error: TurnError) => ({ code: "server_error", message: error.message })
+
+/** `incomplete_details.reason` of a response whose turn the host stopped at shutdown. */
+export const SHUTDOWN_REASON = "server_shutdown"
 
 // Response ids double as handles for GET/DELETE, so they come from the CSPRNG, not a seedable generator.
 const newResponseId = issueId("resp_")
@@ -314,7 +322,12 @@ export const make = (options: Options = {}): Channel => {
           const completedAt = yield* Time.now
           if (outcome._tag === "Left") {
             const error = outcome.left
-            if (error._tag === "AgentError" || error._tag === "TurnCancelled") {
+            if (isShutdown(error)) {
+              yield* store(
+                prepared,
+                resource(prepared.skeleton, { status: "incomplete", output: [], incompleteReason: SHUTDOWN_REASON })
+              )
+            } else if (error._tag === "AgentError" || error._tag === "TurnCancelled") {
               yield* store(
                 prepared,
                 resource(prepared.skeleton, { status: "failed", output: [], error: failureOf(error) })
@@ -353,65 +366,82 @@ export const make = (options: Options = {}): Channel => {
         [OUT_OF_BAND_KEY]: "out_of_band"
       })
 
-      /** Renders a started streaming turn into `run`, persisting events for background runs, then stores it. */
+      /**
+       * Renders a started streaming turn into `run`, persisting events for background runs, then stores it. Only
+       * the wait for the turn is interruptible: ending the run and storing it always happen, also when the
+       * channel's scope closes under it (shutdown), which ends the run as stopped by shutdown.
+       */
       const drive = (prepared: Prepared, turn: TurnStream, run: LiveRun, renderer: StreamRenderer) =>
-        Effect.gen(function*() {
-          const background = prepared.body.background === true
-          const publish = (events: Array<RenderedEvent>) =>
-            Effect.suspend(() => {
-              if (events.length === 0) return Effect.void
-              run.append(events)
-              return background ?
-                ctx.state.appendResponseEvents(
-                  prepared.id,
-                  events.map((e) => ({ sequence: e.sequence, event: { type: e.type, data: e.json } }))
-                ) :
-                Effect.void
+        Effect.uninterruptibleMask((restore) =>
+          Effect.gen(function*() {
+            const background = prepared.body.background === true
+            const publish = (events: Array<RenderedEvent>) =>
+              Effect.suspend(() => {
+                if (events.length === 0) return Effect.void
+                run.append(events)
+                return background ?
+                  ctx.state.appendResponseEvents(
+                    prepared.id,
+                    events.map((e) => ({ sequence: e.sequence, event: { type: e.type, data: e.json } }))
+                  ) :
+                  Effect.void
+              })
+            const target = prepared.request.responseTarget
+            // A reply that may go elsewhere is not shown live: what the caller gets is decided after the turn.
+            const liveText = target === undefined || target.kind === "originating"
+            const consume = Effect.gen(function*() {
+              if (liveText) {
+                yield* Stream.runForEachChunk(turn.updates, (chunk) =>
+                  Effect.suspend(() => {
+                    const out: Array<RenderedEvent> = []
+                    for (const update of chunk) renderer.update(update, out)
+                    return publish(out)
+                  }))
+              } else {
+                yield* Stream.runDrain(turn.updates)
+              }
+              return yield* turn.result
             })
-          const target = prepared.request.responseTarget
-          // A reply that may go elsewhere is not shown live: what the caller gets is decided after the turn.
-          const liveText = target === undefined || target.kind === "originating"
-          const consume = Effect.gen(function*() {
-            if (liveText) {
-              yield* Stream.runForEachChunk(turn.updates, (chunk) =>
-                Effect.suspend(() => {
-                  const out: Array<RenderedEvent> = []
-                  for (const update of chunk) renderer.update(update, out)
-                  return publish(out)
-                }))
+            // Interruptible explicitly: forked from an uninterruptible region, and cancel must be able to stop it.
+            const consuming = yield* Effect.fork(Effect.interruptible(Effect.either(consume)))
+            run.consuming = consuming
+            // The caller went away (on_disconnect: cancel) before the consumer existed.
+            if (run.abandoned) yield* Fiber.interruptFork(consuming)
+            // The drive is interrupted only when the channel's scope closes (shutdown): stop consuming, end the run.
+            const awaited = yield* Effect.exit(restore(Fiber.await(consuming)))
+            if (Exit.isFailure(awaited)) yield* Fiber.interrupt(consuming)
+            // An interrupted consumer means cancel (the cancel route interrupts it).
+            const outcome = Exit.isFailure(awaited) ?
+              "shutdown" as const :
+              Exit.isSuccess(awaited.value) ?
+              awaited.value.value :
+              "cancelled" as const
+            const out: Array<RenderedEvent> = []
+            let final: Obj
+            if (
+              outcome === "shutdown" || (outcome !== "cancelled" && Either.isLeft(outcome) && isShutdown(outcome.left))
+            ) {
+              final = renderer.end(out, { completedAt: yield* Time.now, incomplete: SHUTDOWN_REASON })
+            } else if (outcome === "cancelled") {
+              final = renderer.end(out, { completedAt: yield* Time.now, cancelled: true })
+            } else if (outcome._tag === "Left") {
+              final = renderer.end(out, { completedAt: yield* Time.now, error: failureOf(outcome.left) })
             } else {
-              yield* Stream.runDrain(turn.updates)
+              const result = outcome.right
+              const shaped = yield* ctx.deliverResponse(prepared.request, result)
+              const completedAt = yield* Time.now
+              if (Option.isNone(shaped)) {
+                final = renderer.end(out, { completedAt, usage: result.response.usage, metadata: outOfBand(prepared) })
+              } else {
+                if (!liveText) renderer.items(outputItems(prepared.id, shaped.value.response, "completed"), out)
+                const usage = shaped.value.response.usage ?? result.response.usage
+                final = renderer.end(out, usage === undefined ? { completedAt } : { completedAt, usage })
+              }
             }
-            const result = yield* turn.result
-            const shaped = yield* ctx.deliverResponse(prepared.request, result)
-            return { result, shaped }
+            yield* publish(out)
+            if (!run.deleted) yield* store(prepared, final)
           })
-          const consuming = yield* Effect.fork(Effect.either(consume))
-          run.consuming = consuming
-          // The caller went away (on_disconnect: cancel) before the consumer existed.
-          if (run.abandoned) yield* Fiber.interruptFork(consuming)
-          const exit = yield* Fiber.await(consuming)
-          const outcome = Exit.isSuccess(exit) ? exit.value : "cancelled" as const
-          const completedAt = yield* Time.now
-          const out: Array<RenderedEvent> = []
-          let final: Obj
-          if (outcome === "cancelled") {
-            final = renderer.end(out, { completedAt, cancelled: true })
-          } else if (outcome._tag === "Left") {
-            final = renderer.end(out, { completedAt, error: failureOf(outcome.left) })
-          } else {
-            const { result, shaped } = outcome.right
-            if (Option.isNone(shaped)) {
-              final = renderer.end(out, { completedAt, usage: result.response.usage, metadata: outOfBand(prepared) })
-            } else {
-              if (!liveText) renderer.items(outputItems(prepared.id, shaped.value.response, "completed"), out)
-              const usage = shaped.value.response.usage ?? result.response.usage
-              final = renderer.end(out, usage === undefined ? { completedAt } : { completedAt, usage })
-            }
-          }
-          yield* publish(out)
-          if (!run.deleted) yield* store(prepared, final)
-        }).pipe(
+        ).pipe(
           Effect.ensuring(Effect.sync(() => {
             run.finish()
             live.delete(prepared.id)

@@ -463,6 +463,8 @@ export class StreamRenderer {
       readonly completedAt: EpochMillis
       readonly error?: { readonly code: string; readonly message: string }
       readonly cancelled?: boolean
+      /** Ended before the turn finished (`server_shutdown`): `incomplete`, with the output so far. */
+      readonly incomplete?: string
       readonly usage?: Usage | undefined
       readonly metadata?: Record<string, string>
     }
@@ -471,6 +473,8 @@ export class StreamRenderer {
       { status: "failed" as Status, incompleteReason: undefined } :
       terminal.cancelled === true ?
       { status: "cancelled" as Status, incompleteReason: undefined } :
+      terminal.incomplete !== undefined ?
+      { status: "incomplete" as Status, incompleteReason: terminal.incomplete } :
       statusOf(this.finish)
     this.closeOpen(out, status === "completed" ? "completed" : "incomplete")
     const final = resource(this.skeleton, {

@@ -84,7 +84,9 @@ export const turnErrorText = (error: TurnError): string => {
     case "PushQueueFull":
       return "I can't deliver replies to your other chats right now. Please try again in a minute."
     case "TurnCancelled":
-      return "That request was cancelled."
+      return error.reason === "shutdown" ?
+        "I'm restarting and could not finish that. Please send it again in a moment." :
+        "That request was cancelled."
     case "InvalidRequest":
     case "InvalidIsolationKey":
       return "Sorry, I can't handle that message."

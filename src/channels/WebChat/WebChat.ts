@@ -1,7 +1,8 @@
 /**
  * The web chat channel: a page at its path (`/` by default) where a person talks to the agent, and the JSON
  * and SSE endpoints the page uses under `<path>/<name>/`:
- * - `POST messages` `{ user, session?, message }` streams the reply as SSE (`start`, `delta`, `done`, `error`);
+ * - `POST messages` `{ user, session?, message }` streams the reply as SSE (`start`, `delta`, `done`, `error`;
+ *   `error` also when the host's shutdown stops the turn, the user's message is kept in the history);
  * - `GET history?user=&session=` the conversation so far; `POST reset` `{ user, session }` starts a new one;
  * - `GET events?user=` the live pushes for this browser (resumable with `Last-Event-ID`).
  * A browser is the identity `webchat:<user>`; each conversation is the isolation key
@@ -252,8 +253,10 @@ export const make = (options: Options = {}): Channel => {
           if (problem !== undefined) return errorJson(400, "invalid_user", problem)
           const lastEventId = input.request.headers["last-event-id"] ?? input.query.get("last_event_id") ??
             undefined
-          // `: connected` is written once the subscription is registered.
+          // `: connected` is written once the subscription is registered. The stream ends when the host starts
+          // shutting down; the page reconnects (with Last-Event-ID) to the next process.
           const pushes = hub.subscribe(user!, lastEventId).pipe(
+            Stream.interruptWhen(ctx.draining),
             Stream.map((item) =>
               item._tag === "Subscribed"
                 ? `retry: 3000\n\n${Sse.comment("connected")}`
