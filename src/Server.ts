@@ -17,6 +17,7 @@ import * as HostConfig from "./HostConfig.js"
 import * as LogLine from "./internal/LogLine.js"
 import * as OpenAiAgent from "./OpenAiAgent.js"
 import * as Persistence from "./Persistence.js"
+import type { Target } from "./Target.js"
 import * as TaskRunner from "./TaskRunner.js"
 
 const levels: Record<string, LogLevel.LogLevel> = {
@@ -86,34 +87,38 @@ const sqlClientPassthrough = Layer.effect(SqlClient.SqlClient, SqlClient.SqlClie
  * durable pushes on the same database (in-memory runner in memory mode), the target, the channels the
  * environment enables and the admin routes for tasks.
  */
-export const layerFromEnv = Layer.unwrapEffect(
-  Effect.gen(function*() {
-    const channels = yield* channelsFromEnv
-    const settings = yield* Persistence.config
-    // Finished tasks are pruned after AGENT_HOST_TASK_RETENTION, like stored Responses.
-    const host = AgentHost.layer({ channels: [...channels, AdminRoutes.make()] }).pipe(
-      Layer.merge(TaskRunner.layerRetention)
-    )
-    const config = HostConfig.layerConfig()
-    if (settings.mode === "memory") {
+export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
+  Layer.unwrapEffect(
+    Effect.gen(function*() {
+      const channels = yield* channelsFromEnv
+      const settings = yield* Persistence.config
+      // Finished tasks are pruned after AGENT_HOST_TASK_RETENTION, like stored Responses.
+      const host = AgentHost.layer({ channels: [...channels, AdminRoutes.make()] }).pipe(
+        Layer.merge(TaskRunner.layerRetention)
+      )
+      const config = HostConfig.layerConfig()
+      if (settings.mode === "memory") {
+        return host.pipe(
+          Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),
+          Layer.provide(target),
+          Layer.provide(config),
+          Layer.provide(Persistence.layer(settings))
+        )
+      }
       return host.pipe(
-        Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),
-        Layer.provide(targetFromEnv),
+        Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerSqlite })),
+        Layer.provide(target),
         Layer.provide(config),
-        Layer.provide(Persistence.layer(settings))
+        Layer.provide(
+          Persistence.layerWith(settings, {
+            sqlite: sqlClientPassthrough,
+            // Not reached: this branch is for SQLite mode only.
+            memory: Layer.die("memory mode is composed above") as never
+          })
+        )
       )
-    }
-    return host.pipe(
-      Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerSqlite })),
-      Layer.provide(targetFromEnv),
-      Layer.provide(config),
-      Layer.provide(
-        Persistence.layerWith(settings, {
-          sqlite: sqlClientPassthrough,
-          // Not reached: this branch is for SQLite mode only.
-          memory: Layer.die("memory mode is composed above") as never
-        })
-      )
-    )
-  })
-)
+    })
+  )
+
+/** Everything `npm start` runs: `layerFromEnvWith` the target the environment picks. */
+export const layerFromEnv = layerFromEnvWith(targetFromEnv)
