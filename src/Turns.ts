@@ -110,6 +110,14 @@ const wallClockSleep = (duration: Duration.Duration): Effect.Effect<void> =>
     return Effect.sync(() => clearTimeout(timer))
   })
 
+/**
+ * Runs a wait of shutdown in a fiber of its own. Shutdown runs in finalizers, often of the fiber being
+ * interrupted (SIGTERM interrupts the main fiber): an interruptible wait there would end at once, and an
+ * uninterruptible race could not stop its loser. The own fiber is interruptible and not interrupted.
+ */
+const detached = <A>(wait: Effect.Effect<A>): Effect.Effect<A> =>
+  Effect.flatMap(Effect.forkDaemon(Effect.interruptible(wait)), Fiber.join)
+
 export const make = Effect.gen(function*() {
   const target = yield* Target
   const sessions = yield* Sessions
@@ -346,9 +354,7 @@ export const make = Effect.gen(function*() {
   const drain = Effect.fn("Turns.drain")(function*(grace: Duration.Duration) {
     yield* Deferred.succeed(draining, undefined)
     if (stopped) return
-    // Called from finalizers, which are uninterruptible: the race must be interruptible, or its loser could not
-    // be stopped and the grace could not end the wait.
-    const inTime = yield* Effect.interruptible(Effect.raceFirst(
+    const inTime = yield* detached(Effect.raceFirst(
       Effect.as(awaitIdle, true),
       Effect.as(Effect.race(Effect.sleep(grace), wallClockSleep(grace)), false)
     ))
@@ -360,7 +366,7 @@ export const make = Effect.gen(function*() {
     )
     // Each stopped turn fails with TurnCancelled (shutdown) in its waiters and streams. Waiting for them is
     // bounded: a target that ignores interruption must not hold shutdown open.
-    yield* Effect.interruptible(Effect.raceFirst(
+    yield* detached(Effect.raceFirst(
       Fiber.interruptAllAs(left, FiberId.none),
       wallClockSleep(Duration.seconds(1))
     ))
