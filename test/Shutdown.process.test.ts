@@ -70,12 +70,7 @@ describe("SIGTERM (the real server as a process)", () => {
     () =>
       Effect.gen(function*() {
         const dir = tempDir()
-        // A long retention keeps this test about shutdown only, whatever the retention sweep does at startup.
-        const env = {
-          AGENT_HOST_STATE_DIR: dir,
-          AGENT_HOST_SHUTDOWN_GRACE: "1 second",
-          AGENT_HOST_RESPONSE_RETENTION: "36500 days"
-        }
+        const env = { AGENT_HOST_STATE_DIR: dir, AGENT_HOST_SHUTDOWN_GRACE: "1 second" }
         const server = yield* ServerProcess.start(env, undefined, entry)
         const slow = "words:200 delay:100"
 
