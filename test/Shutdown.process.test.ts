@@ -165,7 +165,7 @@ describe("SIGTERM (the real server as a process)", () => {
         )
         assert.deepStrictEqual(history.messages[0], { role: "user", text: slow })
       }),
-    60_000
+    120_000
   )
 
   it.scopedLive(
@@ -190,6 +190,6 @@ describe("SIGTERM (the real server as a process)", () => {
         // Well before the 30 s grace: shutdown goes on as soon as no turn is left.
         assert.isBelow(performance.now() - signalledAt, 10_000)
       }),
-    60_000
+    120_000
   )
 })
