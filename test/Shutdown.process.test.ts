@@ -10,42 +10,9 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as ServerProcess from "./utils/ServerProcess.js"
+import { collect } from "./utils/SseFrames.js"
 
 const entry = "test/fixtures/shutdownHost.ts"
-
-interface Frame {
-  readonly event: string | undefined
-  readonly data: string
-}
-
-/** Reads an SSE response in the background; `ended` resolves when the server closes the stream. */
-const collect = (response: Response) => {
-  const frames: Array<Frame> = []
-  const ended = (async () => {
-    const decoder = new TextDecoder()
-    let buffer = ""
-    try {
-      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-        buffer += decoder.decode(chunk, { stream: true })
-        const parts = buffer.split("\n\n")
-        buffer = parts.pop()!
-        for (const part of parts) {
-          let event: string | undefined
-          const data: Array<string> = []
-          for (const line of part.split("\n")) {
-            if (line.startsWith("event: ")) event = line.slice(7)
-            else if (line.startsWith("data: ")) data.push(line.slice(6))
-          }
-          if (data.length > 0) frames.push({ event, data: data.join("\n") })
-        }
-      }
-      return "closed" as const
-    } catch (error) {
-      return `failed: ${String(error)}` as const
-    }
-  })()
-  return { frames, ended }
-}
 
 const waitFor = (what: string, done: () => boolean, limitMillis = 15_000) =>
   Effect.promise(async () => {

@@ -16,6 +16,7 @@ import type { AgentResponseUpdate, Message } from "../src/domain/Message.js"
 import * as HostConfig from "../src/HostConfig.js"
 import * as StateStore from "../src/StateStore.js"
 import type { Turn } from "../src/Target.js"
+import * as SseFrames from "./utils/SseFrames.js"
 
 const grace = Duration.seconds(30)
 
@@ -37,37 +38,14 @@ const gatedAgent = (gate: Deferred.Deferred<void>, seen: Array<Turn>) =>
     }
   })
 
-interface Frame {
-  readonly event: string | undefined
-  readonly data: string
-}
-
+// The shared reader, with `ended` as a flag the polling waits can read.
 const collect = (response: Response) => {
-  const frames: Array<Frame> = []
+  const stream = SseFrames.collect(response)
   let ended = false
-  void (async () => {
-    const decoder = new TextDecoder()
-    let buffer = ""
-    try {
-      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-        buffer += decoder.decode(chunk, { stream: true })
-        const parts = buffer.split("\n\n")
-        buffer = parts.pop()!
-        for (const part of parts) {
-          let event: string | undefined
-          const data: Array<string> = []
-          for (const line of part.split("\n")) {
-            if (line.startsWith("event: ")) event = line.slice(7)
-            else if (line.startsWith("data: ")) data.push(line.slice(6))
-          }
-          if (data.length > 0) frames.push({ event, data: data.join("\n") })
-        }
-      }
-    } finally {
-      ended = true
-    }
-  })()
-  return { frames, ended: () => ended }
+  void stream.ended.finally(() => {
+    ended = true
+  })
+  return { frames: stream.frames, ended: () => ended }
 }
 
 // Real I/O is awaited on the wall clock: the TestClock only drives the host's grace.
