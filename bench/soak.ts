@@ -12,10 +12,10 @@ import { ConfigProvider, Console, Context, Effect, Exit, Layer, Logger, LogLevel
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { AgentHost } from "../src/AgentHost.js"
+import { AgentHost } from "../src/core/AgentHost.js"
+import { Sessions } from "../src/core/Sessions.js"
+import { Turns } from "../src/core/Turns.js"
 import * as Server from "../src/Server.js"
-import { Sessions } from "../src/Sessions.js"
-import { Turns } from "../src/Turns.js"
 
 const arg = (name: string, fallback: number) => {
   const at = process.argv.indexOf(`--${name}`)

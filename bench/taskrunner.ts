@@ -1,5 +1,5 @@
 /**
- * TaskRunner throughput on the host's real state database (`src/sqlite/StateDb.ts`: WAL, synchronous=NORMAL,
+ * TaskRunner throughput on the host's real state database (`src/state/sqlite/StateDb.ts`: WAL, synchronous=NORMAL,
  * single-owner lock): schedules N no-op tasks and waits until all succeeded. `npx tsx bench/taskrunner.ts [N]`.
  * The pieces are exported for `bench/probes/Runner.ts` (the `runner-tasks` / `runner-resume` scenarios).
  */
@@ -8,8 +8,8 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Url from "node:url"
-import * as StateDb from "../src/sqlite/StateDb.js"
-import * as TaskRunner from "../src/TaskRunner.js"
+import * as TaskRunner from "../src/delivery/TaskRunner.js"
+import * as StateDb from "../src/state/sqlite/StateDb.js"
 
 /** The durable runner on `<dir>/state.db`, opened exactly as `npm start` opens it. */
 export const sqliteRunner = (dir: string, options: TaskRunner.Options = {}) =>

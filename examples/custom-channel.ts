@@ -8,15 +8,15 @@
 import { HttpServerResponse } from "@effect/platform"
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer, Option } from "effect"
-import * as AgentHost from "../src/AgentHost.js"
-import * as Channel from "../src/Channel.js"
-import * as DefaultAgent from "../src/DefaultAgent.js"
+import * as AgentHost from "../src/core/AgentHost.js"
+import * as Channel from "../src/core/Channel.js"
+import * as DefaultAgent from "../src/core/DefaultAgent.js"
+import * as HostConfig from "../src/core/HostConfig.js"
 import type { ChannelRequest } from "../src/domain/ChannelRequest.js"
 import type { ChannelName, IsolationKey } from "../src/domain/Ids.js"
 import { responseText, userMessage } from "../src/domain/Message.js"
-import * as HostConfig from "../src/HostConfig.js"
 import { readText } from "../src/http/HttpBody.js"
-import * as StateStore from "../src/StateStore.js"
+import * as StateStore from "../src/state/StateStore.js"
 
 export const plainText = Channel.make("plain", (ctx) =>
   Effect.succeed({

@@ -4,10 +4,10 @@
  */
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import * as Agent from "../src/Agent.js"
-import { AgentHost } from "../src/AgentHost.js"
 import * as Invocations from "../src/channels/Invocations.js"
-import * as HostConfig from "../src/HostConfig.js"
+import * as Agent from "../src/core/Agent.js"
+import { AgentHost } from "../src/core/AgentHost.js"
+import * as HostConfig from "../src/core/HostConfig.js"
 import * as ServerProcess from "../test/utils/ServerProcess.js"
 import * as TestHost from "../test/utils/TestHost.js"
 import { plainText } from "./custom-channel.js"

@@ -6,12 +6,12 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
-import * as Agent from "../src/Agent.js"
-import * as AgentHost from "../src/AgentHost.js"
 import * as Invocations from "../src/channels/Invocations.js"
+import * as Agent from "../src/core/Agent.js"
+import * as AgentHost from "../src/core/AgentHost.js"
+import * as HostConfig from "../src/core/HostConfig.js"
 import { textOf } from "../src/domain/Content.js"
-import * as HostConfig from "../src/HostConfig.js"
-import * as StateStore from "../src/StateStore.js"
+import * as StateStore from "../src/state/StateStore.js"
 
 /** A tiny agent: answers in upper case, and knows how many turns the session has had. */
 export const shoutingAgent = Agent.make({

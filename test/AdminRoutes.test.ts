@@ -1,11 +1,11 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import * as AdminRoutes from "../src/AdminRoutes.js"
-import * as AgentHost from "../src/AgentHost.js"
-import * as DefaultAgent from "../src/DefaultAgent.js"
-import * as DurablePush from "../src/DurablePush.js"
-import * as HostConfig from "../src/HostConfig.js"
-import * as StateStore from "../src/StateStore.js"
+import * as AgentHost from "../src/core/AgentHost.js"
+import * as DefaultAgent from "../src/core/DefaultAgent.js"
+import * as HostConfig from "../src/core/HostConfig.js"
+import * as AdminRoutes from "../src/delivery/AdminRoutes.js"
+import * as DurablePush from "../src/delivery/DurablePush.js"
+import * as StateStore from "../src/state/StateStore.js"
 import * as PushChannels from "./utils/PushChannels.js"
 
 const log: Array<PushChannels.Delivery> = []

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, FastCheck } from "effect"
-import type { Allowlist, AllowlistDecision, AuthorizationContext, VerifiedClaims } from "../src/Allowlist.js"
-import * as Allowlists from "../src/Allowlist.js"
+import type { Allowlist, AllowlistDecision, AuthorizationContext, VerifiedClaims } from "../src/auth/Allowlist.js"
+import * as Allowlists from "../src/auth/Allowlist.js"
 import type { ChannelIdentity } from "../src/domain/Identity.js"
 
 const identity = (channel: string, nativeId: string) => ({ channel, nativeId }) as ChannelIdentity

@@ -6,11 +6,11 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Logger, TestClock } from "effect"
-import * as Agent from "../src/Agent.js"
-import { AgentHost } from "../src/AgentHost.js"
 import * as Invocations from "../src/channels/Invocations.js"
 import * as Responses from "../src/channels/Responses/index.js"
 import * as Telegram from "../src/channels/Telegram/Telegram.js"
+import * as Agent from "../src/core/Agent.js"
+import { AgentHost } from "../src/core/AgentHost.js"
 import * as Fake from "./fake/FakeTelegram.js"
 import { echoAgent, message, sentTexts } from "./fake/TelegramHarness.js"
 import * as TestHost from "./utils/TestHost.js"

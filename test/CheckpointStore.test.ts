@@ -6,9 +6,9 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Either, Layer, Logger, Option, TestClock } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as Time from "../src/domain/Time.js"
-import * as SqliteCheckpointStore from "../src/sqlite/SqliteCheckpointStore.js"
+import * as CheckpointStore from "../src/state/CheckpointStore.js"
+import * as SqliteCheckpointStore from "../src/state/sqlite/SqliteCheckpointStore.js"
 import * as TempDir from "./utils/TempDir.js"
 
 const bytes = (...values: ReadonlyArray<number>) => new Uint8Array(values)

@@ -1,10 +1,10 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Either } from "effect"
-import { AgentHost } from "../src/AgentHost.js"
 import * as Invocations from "../src/channels/Invocations.js"
+import { AgentHost } from "../src/core/AgentHost.js"
+import { Turns } from "../src/core/Turns.js"
 import * as Size from "../src/domain/Size.js"
 import { BoundedCache } from "../src/internal/BoundedCache.js"
-import { Turns } from "../src/Turns.js"
 import * as TestHost from "./utils/TestHost.js"
 
 const post = (url: string, body: unknown) =>

@@ -1,12 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Random, Schema } from "effect"
-import { AgentHost } from "../src/AgentHost.js"
 import * as Invocations from "../src/channels/Invocations.js"
 import * as Responses from "../src/channels/Responses/index.js"
 import * as WebChat from "../src/channels/WebChat/WebChat.js"
+import { AgentHost } from "../src/core/AgentHost.js"
+import * as Turns from "../src/core/Turns.js"
+import * as TaskRunner from "../src/delivery/TaskRunner.js"
 import { issueId } from "../src/domain/Ids.js"
-import * as TaskRunner from "../src/TaskRunner.js"
-import * as Turns from "../src/Turns.js"
 import * as TestHost from "./utils/TestHost.js"
 
 const post = (url: string, body: unknown) =>

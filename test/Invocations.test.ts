@@ -1,8 +1,8 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
-import * as Agent from "../src/Agent.js"
-import { AgentHost } from "../src/AgentHost.js"
 import * as Invocations from "../src/channels/Invocations.js"
+import * as Agent from "../src/core/Agent.js"
+import { AgentHost } from "../src/core/AgentHost.js"
 import * as TestHost from "./utils/TestHost.js"
 
 const post = (url: string, body: string) =>

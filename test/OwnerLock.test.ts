@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Either, Exit, Scope } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import * as OwnerLock from "../src/sqlite/OwnerLock.js"
+import * as OwnerLock from "../src/state/sqlite/OwnerLock.js"
 import * as TempDir from "./utils/TempDir.js"
 
 describe("OwnerLock", () => {

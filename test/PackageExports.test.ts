@@ -14,6 +14,7 @@ import * as Index from "../src/index.js"
 import * as TempDir from "./utils/TempDir.js"
 
 const root = Path.resolve(import.meta.dirname, "..")
+const subsystems = new Set(["core", "delivery", "auth", "state", "workflow"])
 
 /**
  * The subpath of each module the package index re-exports: `./channels/Responses/index.js` is
@@ -22,7 +23,9 @@ const root = Path.resolve(import.meta.dirname, "..")
 const documentedSubpaths = (): ReadonlyArray<readonly [name: string, subpath: string]> => {
   const source = Fs.readFileSync(Path.join(root, "src/index.ts"), "utf8")
   return [...source.matchAll(/^export \* as (\w+) from "\.\/(.+)\.js"$/gm)].map(([, name, path]) => {
-    const parts = path!.split("/")
+    // Core subsystems (core/, delivery/, auth/, state/, workflow/) are internal layout: the public subpath is the
+    // module's name (`effect-agent-host/AgentHost`); channels and the domain keep their folder.
+    const parts = path!.split("/").filter((part, i, all) => !(i === 0 && all.length === 2 && subsystems.has(part)))
     if (parts.at(-1) === "index" || (parts.length > 1 && parts.at(-1) === parts.at(-2))) parts.pop()
     return [name!, parts.join("/")] as const
   })

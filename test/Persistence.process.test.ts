@@ -7,7 +7,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Path from "node:path"
-import * as NativeSqlite from "../src/sqlite/NativeSqlite.js"
+import * as NativeSqlite from "../src/state/sqlite/NativeSqlite.js"
 import * as ServerProcess from "./utils/ServerProcess.js"
 import * as TempDir from "./utils/TempDir.js"
 

@@ -7,10 +7,10 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Duration, Effect, Layer, Option, TestClock } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as Time from "../src/domain/Time.js"
-import * as Persistence from "../src/Persistence.js"
-import * as StateStore from "../src/StateStore.js"
+import * as CheckpointStore from "../src/state/CheckpointStore.js"
+import * as Persistence from "../src/state/Persistence.js"
+import * as StateStore from "../src/state/StateStore.js"
 import * as TempDir from "./utils/TempDir.js"
 
 const put = (id: string, createdAt: number) =>

@@ -6,14 +6,14 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Context, Deferred, Effect, FiberId, Layer } from "effect"
-import * as Agent from "../src/Agent.js"
-import { AgentHost } from "../src/AgentHost.js"
 import * as Invocations from "../src/channels/Invocations.js"
 import * as Responses from "../src/channels/Responses/index.js"
+import * as Agent from "../src/core/Agent.js"
+import { AgentHost } from "../src/core/AgentHost.js"
+import { Sessions } from "../src/core/Sessions.js"
 import { assistantMessage } from "../src/domain/Message.js"
-import { Sessions } from "../src/Sessions.js"
-import { StateStore } from "../src/StateStore.js"
-import * as StateStoreModule from "../src/StateStore.js"
+import { StateStore } from "../src/state/StateStore.js"
+import * as StateStoreModule from "../src/state/StateStore.js"
 import * as TestHost from "./utils/TestHost.js"
 
 /** What the fake target did, and the gates its `hold:*` turns wait on. */

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Fiber, Scope, TestClock } from "effect"
-import * as Sessions from "../src/Sessions.js"
+import * as Sessions from "../src/core/Sessions.js"
 
 describe("Sessions", () => {
   it.scoped("runs turns for one key one at a time, in arrival order", () =>

@@ -7,8 +7,8 @@ import { SqliteClient } from "@effect/sql-sqlite-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Duration, Effect, Layer, Option, Schema, TestClock } from "effect"
 import * as Path from "node:path"
-import * as Persistence from "../src/Persistence.js"
-import * as TaskRunner from "../src/TaskRunner.js"
+import * as TaskRunner from "../src/delivery/TaskRunner.js"
+import * as Persistence from "../src/state/Persistence.js"
 import * as TempDir from "./utils/TempDir.js"
 
 const Job = TaskRunner.define("test.retention", Schema.Struct({ kind: Schema.String }))

@@ -5,9 +5,9 @@ import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schema
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import type { TaskContext, TaskFailure, TaskRunnerShape } from "../src/delivery/TaskRunner.js"
+import * as TaskRunner from "../src/delivery/TaskRunner.js"
 import * as Time from "../src/domain/Time.js"
-import type { TaskContext, TaskFailure, TaskRunnerShape } from "../src/TaskRunner.js"
-import * as TaskRunner from "../src/TaskRunner.js"
 
 const Job = TaskRunner.define("test.job", Schema.Struct({ n: Schema.Number }))
 

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Layer, Option, Scope, TestClock } from "effect"
-import * as StateStore from "../src/StateStore.js"
+import * as StateStore from "../src/state/StateStore.js"
 import * as Fake from "./fake/FakeTelegram.js"
 import * as Harness from "./fake/TelegramHarness.js"
 import { message, post, sentTexts } from "./fake/TelegramHarness.js"

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect } from "effect"
-import * as Agent from "../src/Agent.js"
+import * as Agent from "../src/core/Agent.js"
 import { textOf } from "../src/domain/Content.js"
 import { AccessDenied, AgentError, LinkRequiredError } from "../src/domain/Errors.js"
 import { assistantMessage } from "../src/domain/Message.js"

@@ -6,10 +6,10 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import * as AgentHost from "../src/AgentHost.js"
 import * as Invocations from "../src/channels/Invocations.js"
 import * as Responses from "../src/channels/Responses/index.js"
-import * as SqliteStateStore from "../src/sqlite/SqliteStateStore.js"
+import * as AgentHost from "../src/core/AgentHost.js"
+import * as SqliteStateStore from "../src/state/sqlite/SqliteStateStore.js"
 import * as ResponsesAgent from "./utils/ResponsesAgent.js"
 import * as TempDir from "./utils/TempDir.js"
 import * as TestHost from "./utils/TestHost.js"

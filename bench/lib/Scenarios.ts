@@ -401,7 +401,7 @@ const telegramRound: Scenario["round"] = async (ctx) => {
 
 // In-process probes --------------------------------------------------------------------------------------------
 
-const runnerModule = Path.join(root, "src/TaskRunner.ts")
+const runnerModule = Path.join(root, "src/delivery/TaskRunner.ts")
 
 const runProbe = async (script: string, args: ReadonlyArray<string>, nodeFlags: ReadonlyArray<string> = []) => {
   const cmd = pinned(pinning.server, process.execPath, [
@@ -418,7 +418,9 @@ const runProbe = async (script: string, args: ReadonlyArray<string>, nodeFlags: 
 }
 
 const runnerTasks: Scenario["round"] = async (ctx) => {
-  if (!Fs.existsSync(runnerModule)) return skip("not available: src/TaskRunner.ts does not exist on this branch")
+  if (!Fs.existsSync(runnerModule)) {
+    return skip("not available: src/delivery/TaskRunner.ts does not exist on this branch")
+  }
   const tasks = ctx.args.smoke ? 2_000 : 50_000
   const dir = tempDir("bench-runner")
   try {
@@ -431,7 +433,9 @@ const runnerTasks: Scenario["round"] = async (ctx) => {
 }
 
 const runnerResume: Scenario["round"] = async (ctx) => {
-  if (!Fs.existsSync(runnerModule)) return skip("not available: src/TaskRunner.ts does not exist on this branch")
+  if (!Fs.existsSync(runnerModule)) {
+    return skip("not available: src/delivery/TaskRunner.ts does not exist on this branch")
+  }
   const tasks = ctx.args.smoke ? 1_000 : 10_000
   const dir = tempDir("bench-runner")
   try {

@@ -6,7 +6,7 @@
  * Prints one JSON line: the figures, or `{ "skip": why }`.
  */
 import { Deferred, Duration, Effect, Layer, Logger, LogLevel } from "effect"
-import * as TaskRunner from "../../src/TaskRunner.js"
+import * as TaskRunner from "../../src/delivery/TaskRunner.js"
 import { countingHandler, drained, Noop, sqliteRunner, throughput } from "../taskrunner.js"
 
 const [mode = "throughput", countArg = "10000", dir = ""] = process.argv.slice(2)

@@ -6,7 +6,7 @@
  * Prints one JSON line.
  */
 import { Effect, Layer, TestClock, TestContext } from "effect"
-import * as Sessions from "../../src/Sessions.js"
+import * as Sessions from "../../src/core/Sessions.js"
 
 const keys = Number(process.argv[2] ?? 10_000)
 const gc = (globalThis as { gc?: () => void }).gc

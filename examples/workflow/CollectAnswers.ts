@@ -12,8 +12,8 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { Activity } from "@effect/workflow"
 import { Config, Effect, Layer, Option, Schema } from "effect"
-import * as WorkflowOutput from "../../src/WorkflowOutput.js"
-import * as WorkflowTarget from "../../src/WorkflowTarget.js"
+import * as WorkflowOutput from "../../src/workflow/WorkflowOutput.js"
+import * as WorkflowTarget from "../../src/workflow/WorkflowTarget.js"
 
 export const Summary = Schema.Struct({
   answers: Schema.Array(Schema.String),

@@ -4,12 +4,12 @@
  */
 import { FetchHttpClient } from "@effect/platform"
 import { Effect, Layer } from "effect"
-import * as AgentHost from "../../src/AgentHost.js"
-import * as HostConfig from "../../src/HostConfig.js"
-import * as Persistence from "../../src/Persistence.js"
+import * as AgentHost from "../../src/core/AgentHost.js"
+import * as HostConfig from "../../src/core/HostConfig.js"
 import * as Server from "../../src/Server.js"
-import * as WorkflowRecovery from "../../src/WorkflowRecovery.js"
-import * as WorkflowTarget from "../../src/WorkflowTarget.js"
+import * as Persistence from "../../src/state/Persistence.js"
+import * as WorkflowRecovery from "../../src/workflow/WorkflowRecovery.js"
+import * as WorkflowTarget from "../../src/workflow/WorkflowTarget.js"
 import * as CollectAnswers from "./CollectAnswers.js"
 
 /**

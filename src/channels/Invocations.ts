@@ -7,8 +7,9 @@
  */
 import type { ParseResult } from "effect"
 import { Effect, Option, Schema, Stream } from "effect"
-import type { Channel, ChannelContext, ChannelHooks } from "../Channel.js"
-import * as ChannelModule from "../Channel.js"
+import type { Channel, ChannelContext, ChannelHooks } from "../core/Channel.js"
+import * as ChannelModule from "../core/Channel.js"
+import type { OnDisconnect } from "../core/Sessions.js"
 import type { ChannelRequest } from "../domain/ChannelRequest.js"
 import type { TurnError } from "../domain/Errors.js"
 import { turnErrorHeaders, turnErrorStatus } from "../domain/Errors.js"
@@ -19,7 +20,6 @@ import { describeBodyError, errorJson, json, readJson } from "../http/HttpBody.j
 import { onDisconnectOf } from "../http/OnDisconnect.js"
 import * as Sse from "../http/Sse.js"
 import { userScopedKey } from "../http/UserScope.js"
-import type { OnDisconnect } from "../Sessions.js"
 
 export const InvocationBody = Schema.Struct({
   message: Schema.String.pipe(Schema.minLength(1, { message: () => "message must be a non-empty string" })),

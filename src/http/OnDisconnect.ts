@@ -3,7 +3,7 @@
  * `x-agent-on-disconnect` header, else the channel's default. See `OnDisconnect` in Sessions.
  */
 import type { HttpServerRequest } from "@effect/platform"
-import type { OnDisconnect } from "../Sessions.js"
+import type { OnDisconnect } from "../core/Sessions.js"
 
 export const ON_DISCONNECT_HEADER = "x-agent-on-disconnect"
 

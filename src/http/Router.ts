@@ -2,7 +2,7 @@
  * A small exact-match router: static paths in a map, parameterised paths checked segment by segment. One
  * app for all channels (no per-request router context), as the hot-path measurements recommend.
  */
-import type { Route, RouteInput } from "../Channel.js"
+import type { Route, RouteInput } from "../core/Channel.js"
 
 export interface CompiledRoute {
   readonly route: Route

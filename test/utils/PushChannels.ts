@@ -4,8 +4,8 @@
  * `push` records every delivery.
  */
 import { Effect, Option, Stream } from "effect"
-import type { Channel, ChannelHooks, PushFailure } from "../../src/Channel.js"
-import * as ChannelModule from "../../src/Channel.js"
+import type { Channel, ChannelHooks, PushFailure } from "../../src/core/Channel.js"
+import * as ChannelModule from "../../src/core/Channel.js"
 import type { ChannelRequest, HostedRunResult } from "../../src/domain/ChannelRequest.js"
 import type { TurnError } from "../../src/domain/Errors.js"
 import { turnErrorStatus } from "../../src/domain/Errors.js"

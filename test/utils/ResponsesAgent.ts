@@ -4,8 +4,8 @@
  * reasoning first.
  */
 import { Deferred, Effect, Exit, FiberId, Stream } from "effect"
-import * as Agent from "../../src/Agent.js"
-import * as DefaultAgent from "../../src/DefaultAgent.js"
+import * as Agent from "../../src/core/Agent.js"
+import * as DefaultAgent from "../../src/core/DefaultAgent.js"
 import { AgentError } from "../../src/domain/Errors.js"
 import type { AgentResponseUpdate, Message } from "../../src/domain/Message.js"
 

@@ -4,8 +4,8 @@
  * (`denied` / `link` say which), other turn errors are the host's JSON error envelope.
  */
 import { Effect, Option } from "effect"
-import type { Channel } from "../../src/Channel.js"
-import * as ChannelModule from "../../src/Channel.js"
+import type { Channel } from "../../src/core/Channel.js"
+import * as ChannelModule from "../../src/core/Channel.js"
 import type { ChannelRequest } from "../../src/domain/ChannelRequest.js"
 import { turnErrorStatus } from "../../src/domain/Errors.js"
 import type { ChannelIdentity } from "../../src/domain/Identity.js"

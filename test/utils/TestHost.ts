@@ -2,11 +2,11 @@
  * Starts the real host on 127.0.0.1 with an ephemeral port, for tests (see `AgentHost.layerTest`).
  */
 import type { Layer } from "effect"
-import * as AgentHost from "../../src/AgentHost.js"
-import type { Channel } from "../../src/Channel.js"
-import type { HostConfigShape } from "../../src/HostConfig.js"
-import type * as StateStore from "../../src/StateStore.js"
-import type { Target } from "../../src/Target.js"
+import * as AgentHost from "../../src/core/AgentHost.js"
+import type { Channel } from "../../src/core/Channel.js"
+import type { HostConfigShape } from "../../src/core/HostConfig.js"
+import type { Target } from "../../src/core/Target.js"
+import type * as StateStore from "../../src/state/StateStore.js"
 
 export interface Options<E, R, TE = never, TR = never> {
   readonly channels: ReadonlyArray<Channel<E, R>>

@@ -31,8 +31,8 @@ import type {
   CommandContext,
   PushFailure,
   Route
-} from "../../Channel.js"
-import * as ChannelModule from "../../Channel.js"
+} from "../../core/Channel.js"
+import * as ChannelModule from "../../core/Channel.js"
 import type { ChannelRequest, HostedRunResult } from "../../domain/ChannelRequest.js"
 import type { Content, DataContent, UriContent } from "../../domain/Content.js"
 import { ChannelStartupError } from "../../domain/Errors.js"

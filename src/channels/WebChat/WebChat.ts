@@ -9,8 +9,8 @@
  * `webchat:<user>:<session>` (or the trusted chat isolation header, when the host trusts one).
  */
 import { Config, Deferred, Effect, Option, Schedule, Stream } from "effect"
-import type { Channel, ChannelContext, ChannelHooks, RouteInput } from "../../Channel.js"
-import * as ChannelModule from "../../Channel.js"
+import type { Channel, ChannelContext, ChannelHooks, RouteInput } from "../../core/Channel.js"
+import * as ChannelModule from "../../core/Channel.js"
 import type { ChannelRequest, HostedRunResult } from "../../domain/ChannelRequest.js"
 import type { TurnError } from "../../domain/Errors.js"
 import { turnErrorHeaders, turnErrorStatus } from "../../domain/Errors.js"

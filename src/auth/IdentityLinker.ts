@@ -4,8 +4,8 @@
  * (OAuth, one-time codes) come later; `layerNone` says no linker is configured.
  */
 import { Context, Effect, Layer } from "effect"
+import type { ChannelIdentity } from "../domain/Identity.js"
 import type { ClaimSource, VerifiedClaims } from "./Allowlist.js"
-import type { ChannelIdentity } from "./domain/Identity.js"
 
 /** What the caller must do before they are let in. */
 export interface LinkChallenge {

@@ -3,9 +3,9 @@
  */
 import type { ConfigError } from "effect"
 import { Config, Context, Duration, Effect, Layer, Redacted } from "effect"
+import type { Bytes } from "../domain/Size.js"
+import * as Size from "../domain/Size.js"
 import type { HostSettings } from "./Channel.js"
-import type { Bytes } from "./domain/Size.js"
-import * as Size from "./domain/Size.js"
 
 export interface HostConfigShape extends HostSettings {
   readonly port: number

@@ -4,7 +4,7 @@
  * requests. Detected from the platform's environment; `AGENT_HOST_RUNTIME_MODE` wins.
  */
 import { Config, Effect, Option } from "effect"
-import { HostConfigurationError } from "./domain/Errors.js"
+import { HostConfigurationError } from "../domain/Errors.js"
 
 export type RuntimeMode = "long_running" | "ephemeral"
 

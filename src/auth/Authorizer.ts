@@ -3,9 +3,9 @@
  * `Authorization` (allowlists, identity linking) provides the real decision.
  */
 import { Context, Effect, Layer } from "effect"
-import type { ChannelRequest } from "./domain/ChannelRequest.js"
-import type { HostConfigurationError } from "./domain/Errors.js"
-import type { AccessDenied, LinkRequiredError } from "./domain/Errors.js"
+import type { ChannelRequest } from "../domain/ChannelRequest.js"
+import type { HostConfigurationError } from "../domain/Errors.js"
+import type { AccessDenied, LinkRequiredError } from "../domain/Errors.js"
 
 export interface AuthorizerShape {
   /**

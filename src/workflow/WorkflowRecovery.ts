@@ -8,12 +8,12 @@
  * the workflow target itself never calls delivery. See docs/WORKFLOWS.md.
  */
 import { Duration, Effect, Layer } from "effect"
-import { Channels } from "./Channels.js"
-import { PushScheduler } from "./Delivery.js"
-import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
-import type { IsolationKey } from "./domain/Ids.js"
-import { StateStore } from "./StateStore.js"
-import { Target } from "./Target.js"
+import { Channels } from "../core/Channels.js"
+import { Target } from "../core/Target.js"
+import { PushScheduler } from "../delivery/Delivery.js"
+import type { ChannelRequest, HostedRunResult } from "../domain/ChannelRequest.js"
+import type { IsolationKey } from "../domain/Ids.js"
+import { StateStore } from "../state/StateStore.js"
 import { WorkflowStore } from "./WorkflowStore.js"
 import type { Ending } from "./WorkflowTarget.js"
 import { isWorkflowTarget } from "./WorkflowTarget.js"

@@ -2,13 +2,13 @@
  * Everything the host remembers: session aliases, the identity registry (identities seen per key, the active
  * channel), chat history, stored responses, identity links, channel cursors, and quarantined records.
  *
- * `layerMemory` keeps it in process; `SqliteStateStore.layer` (src/sqlite) persists it in the state dir, and
+ * `layerMemory` keeps it in process; `SqliteStateStore.layer` (src/state/sqlite) persists it in the state dir, and
  * `Persistence.layerConfig` picks one from config.
  */
 import { Context, Effect, Layer, Option, Schema } from "effect"
-import type { ChannelIdentity } from "./domain/Identity.js"
-import { Message } from "./domain/Message.js"
-import type { EpochMillis } from "./domain/Time.js"
+import type { ChannelIdentity } from "../domain/Identity.js"
+import { Message } from "../domain/Message.js"
+import type { EpochMillis } from "../domain/Time.js"
 
 /** A stored Responses API object: the response JSON, its input items, and its stream events (background). */
 export interface StoredResponse {

@@ -7,9 +7,9 @@
  */
 import type { Layer } from "effect"
 import { Effect, Stream } from "effect"
+import type { Content } from "../domain/Content.js"
+import type { AgentResponse, AgentResponseUpdate, Message } from "../domain/Message.js"
 import * as Agent from "./Agent.js"
-import type { Content } from "./domain/Content.js"
-import type { AgentResponse, AgentResponseUpdate, Message } from "./domain/Message.js"
 import type { Target } from "./Target.js"
 import type { Turn } from "./Target.js"
 

@@ -4,7 +4,7 @@
  */
 import type { Option } from "effect"
 import { Context, Effect } from "effect"
-import type { ChannelIdentity } from "./domain/Identity.js"
+import type { ChannelIdentity } from "../domain/Identity.js"
 
 export interface IsolationKeys {
   /** `x-agent-user-isolation-key`, only when the host trusts isolation headers. */

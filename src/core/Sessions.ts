@@ -16,7 +16,7 @@
 import type { ConfigError } from "effect"
 import type { Fiber } from "effect"
 import { Clock, Config, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Schedule, Scope } from "effect"
-import { MailboxFull, SessionBusy, SessionCapacityExceeded, TurnCancelled } from "./domain/Errors.js"
+import { MailboxFull, SessionBusy, SessionCapacityExceeded, TurnCancelled } from "../domain/Errors.js"
 
 /** What happens when a turn arrives while the session is running one. */
 export type BusyPolicy = "queue" | "reject" | "interrupt"

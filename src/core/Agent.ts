@@ -2,9 +2,9 @@
  * Agents: the common target. `Agent.make` builds one from plain functions; `Agent.layer` hosts it.
  */
 import { Effect, Layer, Stream } from "effect"
-import type { AgentError } from "./domain/Errors.js"
-import type { AgentResponse, AgentResponseUpdate } from "./domain/Message.js"
-import { ResponseAccumulator } from "./domain/Message.js"
+import type { AgentError } from "../domain/Errors.js"
+import type { AgentResponse, AgentResponseUpdate } from "../domain/Message.js"
+import { ResponseAccumulator } from "../domain/Message.js"
 import type { Turn } from "./Target.js"
 import { Target } from "./Target.js"
 

@@ -4,9 +4,9 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Effect, Layer, Option } from "effect"
+import * as Time from "../../domain/Time.js"
 import type { Checkpoint, CheckpointInfo } from "../CheckpointStore.js"
 import { CheckpointStore } from "../CheckpointStore.js"
-import * as Time from "../domain/Time.js"
 import * as StateDb from "./StateDb.js"
 
 interface Row {

@@ -4,20 +4,20 @@
  * and the identity registry. See docs/AUTHORIZATION.md for the profiles and the isolation-key rule.
  */
 import { Config, ConfigError, Effect, Either, Layer, Metric, MetricLabel, Option } from "effect"
+import type { ChannelKind } from "../core/Channel.js"
+import { Channels } from "../core/Channels.js"
+import type { ChannelRequest } from "../domain/ChannelRequest.js"
+import { AccessDenied, HostConfigurationError, LinkRequiredError } from "../domain/Errors.js"
+import type { ChannelIdentity } from "../domain/Identity.js"
+import type { IsolationKey } from "../domain/Ids.js"
+import { isolationKeyProblem } from "../domain/Ids.js"
+import { StateStore } from "../state/StateStore.js"
 import type { Allowlist, AuthorizationContext, AuthorizationPhase, ClaimSource, VerifiedClaims } from "./Allowlist.js"
 import * as Allowlists from "./Allowlist.js"
 import type { AuthorizerShape } from "./Authorizer.js"
 import { Authorizer } from "./Authorizer.js"
-import type { ChannelKind } from "./Channel.js"
-import { Channels } from "./Channels.js"
-import type { ChannelRequest } from "./domain/ChannelRequest.js"
-import { AccessDenied, HostConfigurationError, LinkRequiredError } from "./domain/Errors.js"
-import type { ChannelIdentity } from "./domain/Identity.js"
-import type { IsolationKey } from "./domain/Ids.js"
-import { isolationKeyProblem } from "./domain/Ids.js"
 import type { LinkChallenge } from "./IdentityLinker.js"
 import * as IdentityLinker from "./IdentityLinker.js"
-import { StateStore } from "./StateStore.js"
 
 export type { AllowlistDecision, AuthorizationContext } from "./Allowlist.js"
 

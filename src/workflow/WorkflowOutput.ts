@@ -10,8 +10,8 @@
 import type { WorkflowEngine } from "@effect/workflow"
 import { Activity, DurableDeferred } from "@effect/workflow"
 import { Context, Effect, Schema } from "effect"
-import type { AgentResponseUpdate } from "./domain/Message.js"
-import { Message } from "./domain/Message.js"
+import type { AgentResponseUpdate } from "../domain/Message.js"
+import { Message } from "../domain/Message.js"
 import type { WorkflowStoreShape } from "./WorkflowStore.js"
 
 /** What `awaitInput` resumes with: the user's next message in the session. */

@@ -4,19 +4,19 @@
  * caller's identity once delivery is resolved (so `active` can reach another channel).
  */
 import { Context, Data, Effect, Layer, Option, Schedule } from "effect"
-import type { ResponseHookContext } from "./Channel.js"
-import type { RegisteredChannel } from "./Channels.js"
-import { Channels } from "./Channels.js"
-import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
-import type { PushQueueFull } from "./domain/Errors.js"
-import { InvalidRequest } from "./domain/Errors.js"
-import type { ChannelIdentity, ResponseTarget } from "./domain/Identity.js"
-import { identityToken } from "./domain/Identity.js"
-import { issueId } from "./domain/Ids.js"
-import type { AgentResponse, Message } from "./domain/Message.js"
-import * as Time from "./domain/Time.js"
-import { HostConfig } from "./HostConfig.js"
-import { StateStore } from "./StateStore.js"
+import type { ResponseHookContext } from "../core/Channel.js"
+import type { RegisteredChannel } from "../core/Channels.js"
+import { Channels } from "../core/Channels.js"
+import { HostConfig } from "../core/HostConfig.js"
+import type { ChannelRequest, HostedRunResult } from "../domain/ChannelRequest.js"
+import type { PushQueueFull } from "../domain/Errors.js"
+import { InvalidRequest } from "../domain/Errors.js"
+import type { ChannelIdentity, ResponseTarget } from "../domain/Identity.js"
+import { identityToken } from "../domain/Identity.js"
+import { issueId } from "../domain/Ids.js"
+import type { AgentResponse, Message } from "../domain/Message.js"
+import * as Time from "../domain/Time.js"
+import { StateStore } from "../state/StateStore.js"
 
 export interface Destination {
   readonly channel: string

@@ -29,9 +29,9 @@ import {
   Schema
 } from "effect"
 import { createHash } from "node:crypto"
-import { issueId } from "./domain/Ids.js"
-import * as Time from "./domain/Time.js"
-import * as Persistence from "./Persistence.js"
+import { issueId } from "../domain/Ids.js"
+import * as Time from "../domain/Time.js"
+import * as Persistence from "../state/Persistence.js"
 
 export const TaskStatus = Schema.Literal("pending", "running", "succeeded", "failed", "cancelled")
 export type TaskStatus = typeof TaskStatus.Type

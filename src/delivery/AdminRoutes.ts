@@ -8,10 +8,10 @@
  * neither, the routes are not mounted at all (404).
  */
 import { Effect, Option, Schema } from "effect"
-import type { Channel } from "./Channel.js"
-import * as ChannelModule from "./Channel.js"
-import { makeMatcher } from "./http/ApiKeys.js"
-import { errorJson, json } from "./http/HttpBody.js"
+import type { Channel } from "../core/Channel.js"
+import * as ChannelModule from "../core/Channel.js"
+import { makeMatcher } from "../http/ApiKeys.js"
+import { errorJson, json } from "../http/HttpBody.js"
 import type { TaskRecord } from "./TaskRunner.js"
 import { TaskRunner, TaskStatus } from "./TaskRunner.js"
 

@@ -9,7 +9,7 @@
 import { SqlClient } from "@effect/sql"
 import type { Queue, Scope } from "effect"
 import { Context, Effect, Layer, Option, PubSub, Schema } from "effect"
-import { AgentResponseUpdate } from "./domain/Message.js"
+import { AgentResponseUpdate } from "../domain/Message.js"
 
 export interface WorkflowSession {
   readonly sessionId: string

@@ -3,9 +3,9 @@
  */
 import type { Effect, Stream } from "effect"
 import { Context } from "effect"
-import type { RunOptions } from "./domain/ChannelRequest.js"
-import type { AgentError } from "./domain/Errors.js"
-import type { AgentResponse, AgentResponseUpdate, Message } from "./domain/Message.js"
+import type { RunOptions } from "../domain/ChannelRequest.js"
+import type { AgentError } from "../domain/Errors.js"
+import type { AgentResponse, AgentResponseUpdate, Message } from "../domain/Message.js"
 import type { RequestContextValue } from "./RequestContext.js"
 
 /** One turn as a target sees it. */

@@ -6,7 +6,7 @@
  * `anyOf` / `allOf` are Kleene's three-valued or / and: allow and deny are true and false, abstain is unknown.
  */
 import { Deferred, Effect, FiberId } from "effect"
-import type { ChannelIdentity } from "./domain/Identity.js"
+import type { ChannelIdentity } from "../domain/Identity.js"
 
 export type AllowlistDecision = "allow" | "deny" | "abstain"
 

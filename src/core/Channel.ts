@@ -4,13 +4,13 @@
  */
 import type { HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { Effect, Option, Scope, Stream } from "effect"
-import type { ChannelRequest, HostedRunResult } from "./domain/ChannelRequest.js"
-import type { ChannelStartupError, TurnError } from "./domain/Errors.js"
-import type { ChannelIdentity } from "./domain/Identity.js"
-import type { AgentResponseUpdate } from "./domain/Message.js"
+import type { ChannelRequest, HostedRunResult } from "../domain/ChannelRequest.js"
+import type { ChannelStartupError, TurnError } from "../domain/Errors.js"
+import type { ChannelIdentity } from "../domain/Identity.js"
+import type { AgentResponseUpdate } from "../domain/Message.js"
+import type { StateStoreShape } from "../state/StateStore.js"
 import type { IsolationKeys } from "./RequestContext.js"
 import type { BusyPolicy } from "./Sessions.js"
-import type { StateStoreShape } from "./StateStore.js"
 
 /**
  * The part of the host's state a channel may use directly: stored responses (Responses API), cursors and

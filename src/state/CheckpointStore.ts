@@ -11,7 +11,7 @@ import { Context, Effect, Layer, Option, Schema } from "effect"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs/promises"
 import * as Path from "node:path"
-import * as Time from "./domain/Time.js"
+import * as Time from "../domain/Time.js"
 
 export interface Checkpoint {
   readonly id: string
