@@ -38,10 +38,9 @@ export const plainText = Channel.make("plain", (ctx) =>
             stream: false
           }
           return yield* ctx.run(turn).pipe(
-            Effect.flatMap((result) => ctx.deliverResponse(turn, result)),
-            Effect.map((reply) =>
+            Effect.map(({ originating }) =>
               HttpServerResponse.text(
-                Option.match(reply, { onNone: () => "", onSome: (r) => responseText(r.response) })
+                Option.match(originating, { onNone: () => "", onSome: (r) => responseText(r.response) })
               )
             ),
             Effect.catchAll((error) => Effect.succeed(HttpServerResponse.text(`${error.message}\n`, { status: 500 })))

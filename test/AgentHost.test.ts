@@ -13,6 +13,7 @@ import { responseText, userMessage } from "../src/domain/Message.js"
 import { json, readJson } from "../src/http/HttpBody.js"
 import * as Sse from "../src/http/Sse.js"
 import * as StateStore from "../src/state/StateStore.js"
+import * as PushChannels from "./utils/PushChannels.js"
 import * as TestHost from "./utils/TestHost.js"
 
 /** A channel for tests: POST /probe/run {text, key?, stream?} runs a turn and answers its text. */
@@ -53,7 +54,7 @@ const probe = (extra: Partial<ChannelContribution> & { readonly hooks?: ChannelH
               const failure = Cause.failureOption(exit.cause)
               return json({ error: Option.isSome(failure) ? failure.value._tag : "defect" }, 500)
             }
-            const shaped = yield* ctx.deliverResponse(request, exit.value)
+            const shaped = exit.value.originating
             return json({ text: Option.isSome(shaped) ? responseText(shaped.value.response) : null })
           })
       }],
@@ -317,6 +318,76 @@ describe("AgentHost", () => {
               Effect.timeout("10 seconds")
             )
             assert.strictEqual(responseText({ messages: history.slice(1) }), "first second")
+          })
+      )
+    }))
+
+  it.scopedLive("a streaming caller that goes away changes nothing: the turn still pushes and is recorded", () =>
+    Effect.gen(function*() {
+      const release = yield* Deferred.make<void>()
+      const slow = Agent.make({
+        name: "slow",
+        stream: () =>
+          Stream.concat(
+            Stream.make({
+              messageId: "m",
+              role: "assistant" as const,
+              contents: [{ _tag: "text" as const, text: "a " }]
+            }),
+            Stream.fromEffect(
+              Effect.as(Deferred.await(release), {
+                messageId: "m",
+                role: "assistant" as const,
+                contents: [{ _tag: "text" as const, text: "b" }]
+              })
+            )
+          )
+      })
+      const pushed: Array<PushChannels.Delivery> = []
+      // Trusted code (a run hook) sends every Invocations reply to beta:friend as well.
+      const invocations = Invocations.make({
+        hooks: {
+          run: (request) =>
+            Effect.succeed({
+              ...request,
+              responseTarget: { kind: "channels", targets: ["originating", "beta:friend"] }
+            })
+        }
+      })
+      const store = yield* StateStore.makeMemory
+      yield* withHost(
+        {
+          channels: [invocations, PushChannels.make("beta", pushed)],
+          target: Agent.layer(slow),
+          store: Layer.succeed(StateStore.StateStore, store)
+        },
+        (host) =>
+          Effect.gen(function*() {
+            const controller = new AbortController()
+            const res = yield* Effect.promise(() =>
+              fetch(`${host.url}/invocations`, {
+                method: "POST",
+                headers: { "content-type": "application/json" },
+                body: JSON.stringify({ message: "go", session_id: "gone", stream: true }),
+                signal: controller.signal
+              })
+            )
+            const reader = res.body!.getReader()
+            const first = yield* Effect.promise(() => reader.read())
+            assert.include(new TextDecoder().decode(first.value), "a")
+            controller.abort()
+            yield* Effect.promise(() => reader.cancel().catch(() => undefined))
+            yield* Deferred.succeed(release, void 0)
+            // Delivery belongs to the turn, not to the caller's response stream: the push lands anyway.
+            yield* Effect.sync(() => pushed.length).pipe(
+              Effect.delay("5 millis"),
+              Effect.repeat({ until: (n) => n >= 1 }),
+              Effect.timeout("10 seconds")
+            )
+            assert.strictEqual(pushed[0]!.nativeId, "friend")
+            assert.strictEqual(pushed[0]!.text, "a b")
+            const history = yield* store.loadHistory("invocations:gone")
+            assert.strictEqual(responseText({ messages: history.slice(1) }), "a b")
           })
       )
     }))

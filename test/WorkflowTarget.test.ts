@@ -67,12 +67,12 @@ const probe = Channel.make("probe", (ctx) =>
             stream: body.stream === true
           }
           if (!turn.stream) {
-            const result = yield* ctx.run(turn)
+            const { result } = yield* ctx.run(turn)
             return json({ result: result.result, value: result.response.value, text: responseText(result.response) })
           }
           const started = yield* ctx.runStream(turn)
           const updates = yield* Stream.runCollect(started.updates)
-          const result = yield* started.result
+          const { result } = yield* started.result
           return json({
             updates: [...updates],
             result: result.result,

@@ -112,10 +112,9 @@ export const make = (options: Options = {}): Channel => {
           const sessionOut = sessionId ?? null
           if (!request.stream) {
             return yield* ctx.run(request, body).pipe(
-              Effect.flatMap((result) => ctx.deliverResponse(request, result)),
-              Effect.map((shaped) =>
+              Effect.map(({ originating }) =>
                 json({
-                  response: Option.isSome(shaped) ? responseText(shaped.value.response) : "",
+                  response: Option.isSome(originating) ? responseText(originating.value.response) : "",
                   session_id: sessionOut
                 })
               ),
@@ -132,12 +131,7 @@ export const make = (options: Options = {}): Channel => {
               return text.length === 0 ? [] : [Sse.frame(text)]
             }),
             Stream.concat(
-              Stream.fromEffect(
-                Effect.as(
-                  Effect.flatMap(turn.result, (result) => ctx.deliverResponse(request, result)),
-                  "data: [DONE]\n\n"
-                )
-              )
+              Stream.fromEffect(Effect.as(turn.result, "data: [DONE]\n\n"))
             ),
             Stream.catchAll((error) => Stream.make(Sse.frame(error.message, "error")))
           )

@@ -128,31 +128,38 @@ export interface ChannelContribution {
   readonly describe?: string
 }
 
-/** A running turn's stream: updates as they come, then the final result. */
+/**
+ * What a finished turn hands back to the channel that started it. By then the turn is recorded (history, the
+ * caller's identity) and its pushes to other destinations are scheduled: nothing is left for the channel to do
+ * but render `originating`, so a caller that goes away changes nothing about what is stored and pushed.
+ */
+export interface TurnOutcome {
+  /** The result as the host recorded it: the reply annotated with its delivery decision. */
+  readonly result: HostedRunResult
+  /** The originating reply, shaped by this channel's response hook; none when the reply goes elsewhere only. */
+  readonly originating: Option.Option<HostedRunResult>
+}
+
+/** A running turn's stream: updates as they come, then the outcome. */
 export interface TurnStream {
   readonly updates: Stream.Stream<AgentResponseUpdate, TurnError>
-  /** Completes when the turn does, whether or not `updates` was consumed. */
-  readonly result: Effect.Effect<HostedRunResult, TurnError>
+  /** Completes when the turn (with its delivery) does, whether or not `updates` was consumed. */
+  readonly result: Effect.Effect<TurnOutcome, TurnError>
 }
 
 /** The host as a channel sees it. */
 export interface ChannelContext {
   readonly channel: string
-  /** Runs a turn in the request's session and waits for the result. `raw` reaches the run hook. */
-  readonly run: (request: ChannelRequest, raw?: unknown) => Effect.Effect<HostedRunResult, TurnError>
+  /**
+   * Runs a turn in the request's session: authorize, run the target, record, deliver (schedule pushes, shape the
+   * originating reply). `raw` reaches the run hook.
+   */
+  readonly run: (request: ChannelRequest, raw?: unknown) => Effect.Effect<TurnOutcome, TurnError>
   /**
    * Starts a streaming turn. Fails at once when the turn cannot start (validation, busy, denied); the turn
-   * belongs to the session, so abandoning `updates` does not cancel it.
+   * belongs to the session, so abandoning `updates` does not cancel it (unless `onDisconnect` is `cancel`).
    */
   readonly runStream: (request: ChannelRequest, raw?: unknown) => Effect.Effect<TurnStream, TurnError>
-  /**
-   * Delivers a finished turn: schedules pushes to other destinations and returns the originating reply,
-   * shaped by this channel's response hook, or none when the reply goes elsewhere only.
-   */
-  readonly deliverResponse: (
-    request: ChannelRequest,
-    result: HostedRunResult
-  ) => Effect.Effect<Option.Option<HostedRunResult>>
   /** Starts a fresh conversation for `isolationKey` (rotates its session alias); returns the new session id. */
   readonly resetSession: (isolationKey: string) => Effect.Effect<string>
   /** Host settings a channel may read. */

@@ -25,7 +25,6 @@ import {
 } from "effect"
 import { deniedCounterFor } from "../auth/Authorization.js"
 import { Authorizer } from "../auth/Authorizer.js"
-import type { DeliveryPlan } from "../delivery/Delivery.js"
 import { annotate, Delivery, refusedTargets, TargetGrant } from "../delivery/Delivery.js"
 import type { ChannelRequest, HostedRunResult } from "../domain/ChannelRequest.js"
 import type { TurnError } from "../domain/Errors.js"
@@ -37,7 +36,7 @@ import type { Bytes } from "../domain/Size.js"
 import * as Size from "../domain/Size.js"
 import { BoundedCache } from "../internal/BoundedCache.js"
 import { StateStore } from "../state/StateStore.js"
-import type { ChannelContext, TurnStream } from "./Channel.js"
+import type { ChannelContext, TurnOutcome, TurnStream } from "./Channel.js"
 import { Channels } from "./Channels.js"
 import { HostConfig } from "./HostConfig.js"
 import type { IsolationKeys, RequestContextValue } from "./RequestContext.js"
@@ -127,7 +126,6 @@ export const make = Effect.gen(function*() {
   const authorizer = yield* Authorizer
   const settings = yield* HostConfig
   const hostScope = yield* Effect.scope
-  const plans = new WeakMap<HostedRunResult, DeliveryPlan>()
   // Shutdown state: `draining` once the host stops accepting, `stopped` once the grace is over; `running` holds
   // the fibers of turns whose work is under way, so the grace can end early and the rest can be interrupted.
   const draining = yield* Deferred.make<void>()
@@ -177,9 +175,6 @@ export const make = Effect.gen(function*() {
       if (cached !== undefined) return Effect.succeed(cached)
       return Effect.tap(store.loadHistory(sessionId, historyLimit), (history) => histories.set(sessionId, history))
     })
-  // The request as authorized (its isolation key may differ from the channel's), so delivery records the
-  // identity under the key the turn really ran in.
-  const ran = new WeakMap<HostedRunResult, ChannelRequest>()
 
   /**
    * The caller's response target (as the channel handed it in, before the run hook) may name only identities
@@ -278,9 +273,11 @@ export const make = Effect.gen(function*() {
       session: request.session,
       sessionId: turn.sessionId
     }
-    plans.set(hosted, plan)
-    ran.set(hosted, request)
-    return hosted
+    // Delivered here, in the turn: pushes are scheduled and the identity recorded whether or not the caller is
+    // still there to render the originating copy.
+    const originating = yield* delivery.deliver(request, hosted, plan)
+    const outcome: TurnOutcome = { result: hosted, originating }
+    return outcome
   })
 
   const runTurn = (request: ChannelRequest, isolation: IsolationKeys) =>
@@ -373,7 +370,7 @@ export const make = Effect.gen(function*() {
   })
 
   const contextFor = (channel: string): ChannelContext => {
-    const run = (request: ChannelRequest, raw?: unknown): Effect.Effect<HostedRunResult, TurnError> =>
+    const run = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnOutcome, TurnError> =>
       Effect.flatMap(
         prepare(channel, request, raw),
         ({ isolation, request }) =>
@@ -449,15 +446,6 @@ export const make = Effect.gen(function*() {
         return { updates, result: cached }
       })
 
-    const deliverResponse = (request: ChannelRequest, result: HostedRunResult) =>
-      Effect.flatMap(
-        Effect.suspend(() => {
-          const plan = plans.get(result)
-          return plan === undefined ? delivery.resolve(request) : Effect.succeed(plan)
-        }),
-        (plan) => delivery.deliver(ran.get(result) ?? request, result, plan)
-      )
-
     const resetSession = (isolationKey: string) =>
       Effect.gen(function*() {
         const alias = yield* issueId(`${isolationKey}#`)
@@ -473,7 +461,6 @@ export const make = Effect.gen(function*() {
       channel,
       run,
       runStream,
-      deliverResponse,
       resetSession,
       settings,
       state: store,

@@ -63,14 +63,12 @@ export const make = (name: string, log: Array<Delivery>, options: Options = {}):
             if (started._tag === "Left") return refused(started.left)
             const turn = started.right
             yield* Stream.runDrain(turn.updates).pipe(Effect.orDie)
-            const result = yield* Effect.orDie(turn.result)
-            const shaped = yield* ctx.deliverResponse(request, result)
+            const shaped = (yield* Effect.orDie(turn.result)).originating
             return json({ reply: Option.isSome(shaped) ? responseText(shaped.value.response) : null })
           }
           const ran = yield* Effect.either(ctx.run(request))
           if (ran._tag === "Left") return refused(ran.left)
-          const result = ran.right
-          const shaped = yield* ctx.deliverResponse(request, result)
+          const shaped = ran.right.originating
           return json({ reply: Option.isSome(shaped) ? responseText(shaped.value.response) : null })
         })
       )

@@ -40,8 +40,9 @@ export const make = (name = "testchat"): Channel =>
               ...(body.key === undefined ? {} : { session: { isolationKey: body.key as IsolationKey } })
             }
             return yield* ctx.run(request).pipe(
-              Effect.flatMap((result) => ctx.deliverResponse(request, result)),
-              Effect.map((shaped) => json({ reply: Option.isSome(shaped) ? responseText(shaped.value.response) : "" })),
+              Effect.map(({ originating: shaped }) =>
+                json({ reply: Option.isSome(shaped) ? responseText(shaped.value.response) : "" })
+              ),
               Effect.catchTags({
                 AccessDenied: (error) => Effect.succeed(json({ reply: error.message, denied: error.reasonCode })),
                 LinkRequiredError: (error) => Effect.succeed(json({ reply: error.message, link: error.url ?? null }))

@@ -52,7 +52,7 @@ export const relay: Channel = ChannelModule.make("relay", (ctx) => {
           }
           const result = yield* ctx.run(turn, body).pipe(Effect.either)
           if (result._tag === "Left") return errorJson(500, "relay_failed", result.left.message)
-          const shaped = yield* ctx.deliverResponse(turn, result.right)
+          const shaped = result.right.originating
           return json({ originating: Option.isSome(shaped) })
         })
     }],
@@ -69,7 +69,7 @@ export const relay: Channel = ChannelModule.make("relay", (ctx) => {
   })
 })
 
-/** Runs each push inline, echo first, so it has landed when `deliverResponse` returns. */
+/** Runs each push inline, echo first, so it has landed when the turn returns. */
 export const layerPushInline: Layer.Layer<Delivery.PushScheduler, never, Channels.Channels> = Layer.effect(
   Delivery.PushScheduler,
   Effect.map(Channels.Channels, (channels) =>

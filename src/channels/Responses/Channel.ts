@@ -335,8 +335,7 @@ export const make = (options: Options = {}): Channel => {
             }
             return Either.left(error)
           }
-          const result = outcome.right
-          const shaped = yield* ctx.deliverResponse(prepared.request, result)
+          const { originating: shaped, result } = outcome.right
           let final: Obj
           if (Option.isSome(shaped)) {
             const response = shaped.value.response
@@ -427,8 +426,7 @@ export const make = (options: Options = {}): Channel => {
             } else if (outcome._tag === "Left") {
               final = renderer.end(out, { completedAt: yield* Time.now, error: failureOf(outcome.left) })
             } else {
-              const result = outcome.right
-              const shaped = yield* ctx.deliverResponse(prepared.request, result)
+              const { originating: shaped, result } = outcome.right
               const completedAt = yield* Time.now
               if (Option.isNone(shaped)) {
                 final = renderer.end(out, { completedAt, usage: result.response.usage, metadata: outOfBand(prepared) })

@@ -339,13 +339,12 @@ export const make = (options: Options): Channel => {
       const runOnce = (request: ChannelRequest, raw: unknown, target: ChatTarget) =>
         ctx.run(request, raw).pipe(
           withTyping(target),
-          Effect.flatMap((result) => ctx.deliverResponse(request, result)),
           Effect.matchEffect({
             onFailure: (error) => replyError(target, error),
-            onSuccess: (shaped) =>
-              Option.isNone(shaped) ?
+            onSuccess: ({ originating }) =>
+              Option.isNone(originating) ?
                 Effect.void :
-                sendReply(target, replyOf(shaped.value.response)).pipe(Effect.catchAll(logSendFailure))
+                sendReply(target, replyOf(originating.value.response)).pipe(Effect.catchAll(logSendFailure))
           })
         )
 
@@ -387,7 +386,7 @@ export const make = (options: Options): Channel => {
           yield* Fiber.interrupt(editor)
           const outcome = streamed._tag === "Left" ? streamed : yield* Effect.either(turn.result)
           if (outcome._tag === "Left") return yield* replyError(target, outcome.left)
-          const shaped = yield* ctx.deliverResponse(request, outcome.right)
+          const shaped = outcome.right.originating
           if (Option.isNone(shaped)) return
           const reply = replyOf(shaped.value.response)
           const messageId = state.messageId

@@ -8,10 +8,10 @@
  * A browser is the identity `webchat:<user>`; each conversation is the isolation key
  * `webchat:<user>:<session>` (or the trusted chat isolation header, when the host trusts one).
  */
-import { Config, Deferred, Effect, Option, Schedule, Stream } from "effect"
+import { Config, Effect, Option, Schedule, Stream } from "effect"
 import type { Channel, ChannelContext, ChannelHooks, RouteInput } from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
-import type { ChannelRequest, HostedRunResult } from "../../domain/ChannelRequest.js"
+import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { TurnError } from "../../domain/Errors.js"
 import { turnErrorHeaders, turnErrorStatus } from "../../domain/Errors.js"
 import type { ChannelIdentity } from "../../domain/Identity.js"
@@ -111,7 +111,6 @@ export const make = (options: Options = {}): Channel => {
       const apiBase = joinPath(pagePath, name)
       const assets = yield* Assets.load({ apiBase, title: options.title ?? "Agent" })
       const hub = yield* PushHub.make(options.pushQueue)
-      const scope = yield* Effect.scope
       yield* Effect.forkScoped(Effect.repeat(hub.sweep, Schedule.spaced("1 minute")))
 
       // Comments every 25 s keep proxies from closing a quiet stream (a long turn, an idle page).
@@ -184,12 +183,6 @@ export const make = (options: Options = {}): Channel => {
           const started = yield* ctx.runStream(request, read.body).pipe(Effect.either)
           if (started._tag === "Left") return turnErrorResponse(started.left)
           const turn = started.right
-          // Delivery runs in the channel's scope: a page that goes away mid-reply loses nothing.
-          const delivered = yield* Deferred.make<Option.Option<HostedRunResult>, TurnError>()
-          yield* Effect.forkIn(
-            Deferred.complete(delivered, Effect.flatMap(turn.result, (result) => ctx.deliverResponse(request, result))),
-            scope
-          )
           const deltas = turn.updates.pipe(
             Stream.mapConcat((update) => {
               if (update.role !== undefined && update.role !== "assistant") return []
@@ -199,7 +192,7 @@ export const make = (options: Options = {}): Channel => {
             })
           )
           const done = Stream.fromEffect(
-            Effect.map(Deferred.await(delivered), (shaped) =>
+            Effect.map(turn.result, ({ originating: shaped }) =>
               Sse.frame(
                 JSON.stringify(
                   Option.isSome(shaped) ?
