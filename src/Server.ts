@@ -12,7 +12,6 @@ import * as AgentHost from "./core/AgentHost.js"
 import type { Channel } from "./core/Channel.js"
 import * as DefaultAgent from "./core/DefaultAgent.js"
 import * as HostConfig from "./core/HostConfig.js"
-import * as OpenAiAgent from "./core/OpenAiAgent.js"
 import type { Target } from "./core/Target.js"
 import * as AdminRoutes from "./delivery/AdminRoutes.js"
 import * as DurablePush from "./delivery/DurablePush.js"
@@ -71,11 +70,19 @@ export const channelsFromEnv: Effect.Effect<ReadonlyArray<Channel>, ConfigError.
     return channels
   })
 
-/** The target: OpenAI when OPENAI_API_KEY is set, the embedded default agent otherwise. */
+/**
+ * The target: OpenAI when OPENAI_API_KEY is set, the embedded default agent otherwise. The OpenAI agent is
+ * imported only then: @effect/ai-openai (its schemas and tokenizer) is most of the bundle's startup cost.
+ */
 export const targetFromEnv = Layer.unwrapEffect(
-  Effect.map(
+  Effect.flatMap(
     Config.option(Config.redacted("OPENAI_API_KEY")),
-    (key) => Option.isSome(key) ? OpenAiAgent.layerConfig : DefaultAgent.layer
+    (key) =>
+      Option.isSome(key) ?
+        Effect.promise(() => import("./core/OpenAiAgent.js")).pipe(
+          Effect.map((OpenAiAgent) => OpenAiAgent.layerConfig)
+        ) :
+        Effect.succeed(DefaultAgent.layer)
   )
 )
 

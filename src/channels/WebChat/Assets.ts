@@ -1,6 +1,6 @@
 /**
- * The web chat's static files, read once from `assets/` next to this module and served from memory with
- * content types, validators and caching headers. The page is tiny, so it is rendered per base path at boot.
+ * The web chat's static files, read once from `src/channels/WebChat/assets/` in this package and served from
+ * memory with content types, validators and caching headers. The page is tiny, so it is rendered per base path at boot.
  *
  * The page renders agent Markdown with markdown-it (MIT), a dependency of this package: its browser build is
  * resolved from `node_modules` at startup and served by the host under the page's API path (no CDN), with the
@@ -10,9 +10,11 @@ import type { HttpServerRequest } from "@effect/platform"
 import { HttpServerResponse } from "@effect/platform"
 import { Effect } from "effect"
 import { createHash } from "node:crypto"
+import { existsSync } from "node:fs"
 import { readFile } from "node:fs/promises"
 import { createRequire } from "node:module"
-import { pathToFileURL } from "node:url"
+import { dirname, join } from "node:path"
+import { fileURLToPath, pathToFileURL } from "node:url"
 import { ChannelStartupError } from "../../domain/Errors.js"
 
 export interface Asset {
@@ -58,7 +60,20 @@ const contentSecurityPolicy = [
   "frame-ancestors 'none'"
 ].join("; ")
 
-const assetsDir = new URL("./assets/", import.meta.url)
+/** Where the files are, relative to the package root. */
+export const assetsPath = "src/channels/WebChat/assets"
+
+/**
+ * The package root: the nearest directory above this module with a `package.json`. This module runs from
+ * `src/channels/WebChat/` (tsx, tests) or bundled into `dist/main.mjs` (`npm start`), so `import.meta.url`
+ * alone does not say where `assets/` is; the package root does in both cases.
+ */
+const packageRoot = (from: string): string | undefined => {
+  for (let dir = dirname(fileURLToPath(from));; dir = dirname(dir)) {
+    if (existsSync(join(dir, "package.json"))) return dir
+    if (dirname(dir) === dir) return undefined
+  }
+}
 
 /** The package file of the Markdown renderer's browser build. */
 export const markdownModule = "markdown-it/dist/markdown-it.min.js"
@@ -76,6 +91,21 @@ export const load = (options: { readonly apiBase: string; readonly title: string
             cause
           })
       }).pipe(Effect.orDie)
+    const assetsDir = yield* Effect.sync(() => {
+      const root = packageRoot(import.meta.url)
+      return root !== undefined && existsSync(join(root, assetsPath)) ?
+        pathToFileURL(join(root, assetsPath, "/")) :
+        undefined
+    })
+    if (assetsDir === undefined) {
+      return yield* Effect.die(
+        new ChannelStartupError({
+          channel: "webchat",
+          message: `the web chat's files (${assetsPath}) are not in the package above ${import.meta.url}: ` +
+            "run the host from this package's checkout or installed copy"
+        })
+      )
+    }
     const local = (name: string) => read(new URL(name, assetsDir))
     const markdownPath = yield* Effect.try({
       try: () => createRequire(import.meta.url).resolve(markdownModule),

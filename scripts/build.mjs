@@ -1,0 +1,135 @@
+// Builds dist/main.cjs: src/main.ts bundled by esbuild into one file for `npm start` (loading ~80 modules
+// through tsx took seconds). Run by `npm install` (`prepare`) and by scripts/start.mjs when the bundle is
+// missing or stale; `node scripts/build.mjs` builds by hand.
+//
+// CommonJS, not ESM: scripts/start.mjs compiles it with a V8 code cache (`vm.Script` `cachedData`), which
+// halves its compile and warm-up time; Node 20 has no code cache for ES modules.
+import { build as esbuild } from "esbuild"
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
+import { dirname, join } from "node:path"
+import { bundleFile, cacheFilePattern, inputsHash, outDir, root, stampFile } from "./bundle.mjs"
+
+/**
+ * Not bundled: native addons (better-sqlite3, loaded with `require` at runtime) and the optional native
+ * speed-ups `ws` tries to `require` inside a try/catch (bufferutil, utf-8-validate); they resolve from
+ * node_modules as usual.
+ */
+const external = ["better-sqlite3", "bufferutil", "utf-8-validate"]
+
+// The Effect packages whose index only re-exports modules: `export * as Effect from "./Effect.js"`.
+const barrels = ["effect", "@effect/platform", "@effect/platform-node", "@effect/sql", "@effect/ai"]
+
+/** Per barrel, what each name it exports is: a module namespace, or a named export of one module. */
+const barrelExports = (pkg) => {
+  const index = join(root, "node_modules", pkg, "dist/esm/index.js")
+  const source = readFileSync(index, "utf8")
+  const names = new Map()
+  for (const [, name, file] of source.matchAll(/^export \* as (\w+) from "(\.\/[\w/]+\.js)";$/gm)) {
+    names.set(name, { file: join(dirname(index), file), namespace: true })
+  }
+  for (const [, list, file] of source.matchAll(/^export \{([^}]*)\} from "(\.\/[\w/]+\.js)";$/gm)) {
+    for (const name of list.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+      names.set(name, { file: join(dirname(index), file), namespace: false })
+    }
+  }
+  return names
+}
+
+/**
+ * `import { Effect, Layer } from "effect"` in src/ becomes `import * as Effect from ".../effect/dist/esm/Effect.js"`
+ * (the very module the index re-exports). Same bindings, but the bundle then holds only the modules the host
+ * uses: through an index, esbuild keeps every module it re-exports once any of them is loaded lazily (the
+ * OpenAI agent is), and @effect/platform-node's index drags in all of undici.
+ */
+const deepImports = () => {
+  const known = new Map(barrels.map((pkg) => [pkg, barrelExports(pkg)]))
+  const pattern = /^import \{([^}]*)\} from "(effect|@effect\/[\w-]+)"/gm
+  return {
+    name: "deep-imports",
+    setup(build) {
+      build.onLoad({ filter: /[\\/]src[\\/].*\.ts$/ }, (args) => {
+        const source = readFileSync(args.path, "utf8")
+        const contents = source.replace(pattern, (statement, list, pkg) => {
+          const exports = known.get(pkg)
+          if (exports === undefined) return statement
+          const kept = []
+          const deep = []
+          for (const specifier of list.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+            if (specifier.startsWith("type ")) continue
+            const [name, local = name] = specifier.split(/\s+as\s+/)
+            const target = exports.get(name)
+            if (target === undefined) kept.push(specifier)
+            else if (target.namespace) deep.push(`import * as ${local} from ${JSON.stringify(target.file)}`)
+            else deep.push(`import { ${name} as ${local} } from ${JSON.stringify(target.file)}`)
+          }
+          if (kept.length > 0) deep.push(`import { ${kept.join(", ")} } from "${pkg}"`)
+          // As many lines as before, so the lines after it keep their numbers (stack traces, source map).
+          return deep.join("; ") + "\n".repeat(statement.split("\n").length - 1)
+        })
+        return { contents, loader: "ts" }
+      })
+    }
+  }
+}
+
+/** Writes dist/main.cjs, its source map and the inputs' hash; resolves with the bundle's size in bytes. */
+export const build = async () => {
+  // Hash before building: an edit made while esbuild runs then leaves the stamp stale, so the next start rebuilds.
+  const hash = inputsHash()
+  const result = await esbuild({
+    absWorkingDir: root,
+    entryPoints: [join(root, "src/main.ts")],
+    outfile: bundleFile,
+    bundle: true,
+    format: "cjs",
+    platform: "node",
+    target: "node20",
+    external,
+    // import.meta does not exist in CommonJS: the modules that resolve files next to themselves get the bundle's
+    // own location (they walk up to the package root from there); any other use of import.meta fails the build.
+    banner: {
+      js: "const __bundleUrl = require(\"node:url\").pathToFileURL(__filename).href;"
+    },
+    define: {
+      "import.meta.url": "__bundleUrl",
+      "import.meta.filename": "__filename",
+      "import.meta.dirname": "__dirname"
+    },
+    logOverride: { "empty-import-meta": "error" },
+    // Names and lines stay as written so stack traces are readable without the map; the map (for
+    // `node --enable-source-maps`) points at the files in src/ rather than carrying copies of them.
+    sourcemap: "linked",
+    sourcesContent: false,
+    minify: false,
+    legalComments: "inline",
+    logLevel: "warning",
+    plugins: [deepImports()],
+    write: false
+  })
+  mkdirSync(outDir, { recursive: true })
+  // Each file is written beside its target and renamed over it, so a host starting meanwhile (or a second
+  // build) never reads half a file; the stamp goes last, so it only ever describes a complete bundle.
+  let size = 0
+  for (const file of result.outputFiles) {
+    const temp = `${file.path}.${process.pid}.tmp`
+    writeFileSync(temp, file.contents)
+    renameSync(temp, file.path)
+    if (file.path === bundleFile) size = file.contents.length
+  }
+  // Code caches of earlier bundles (named by their inputs' hash) are never valid again.
+  for (const name of readdirSync(outDir)) {
+    if (cacheFilePattern.test(name)) rmSync(join(outDir, name), { force: true })
+  }
+  const temp = `${stampFile}.${process.pid}.tmp`
+  writeFileSync(temp, `${hash}\n`)
+  renameSync(temp, stampFile)
+  return size
+}
+
+if (import.meta.filename === process.argv[1]) {
+  const started = performance.now()
+  const size = await build()
+  process.stdout.write(
+    `built dist/main.cjs (${(size / 1e6).toFixed(1)} MB) in ${Math.round(performance.now() - started)} ms\n`
+  )
+}
