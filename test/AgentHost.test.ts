@@ -1,11 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, Option, Scope, Stream, TestClock } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, Metric, Option, Scope, Stream, TestClock } from "effect"
 import * as Invocations from "../src/channels/Invocations.js"
 import * as Agent from "../src/core/Agent.js"
 import { AgentHost } from "../src/core/AgentHost.js"
 import type { ChannelContribution, ChannelHooks } from "../src/core/Channel.js"
 import * as Channel from "../src/core/Channel.js"
 import { RequestContext } from "../src/core/RequestContext.js"
+import * as Turns from "../src/core/Turns.js"
 import type { ChannelRequest } from "../src/domain/ChannelRequest.js"
 import { ChannelStartupError } from "../src/domain/Errors.js"
 import type { IsolationKey } from "../src/domain/Ids.js"
@@ -391,4 +392,31 @@ describe("AgentHost", () => {
           })
       )
     }))
+
+  it.scoped("turns are counted per channel by agent_host_turns_total (no log line per turn at info)", () =>
+    withHost({ channels: [Invocations.make()] }, (host) =>
+      Effect.gen(function*() {
+        const counter = Metric.tagged(Turns.turnsTotal, "channel", "invocations")
+        const before = (yield* Metric.value(counter)).count
+        for (let i = 0; i < 2; i++) {
+          const res = yield* Effect.promise(() =>
+            fetch(`${host.url}/invocations`, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({ message: "count me" })
+            })
+          )
+          assert.strictEqual(res.status, 200)
+        }
+        // A refused request is not a turn.
+        const bad = yield* Effect.promise(() =>
+          fetch(`${host.url}/invocations`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ nothing: true })
+          })
+        )
+        assert.isAtLeast(bad.status, 400)
+        assert.strictEqual((yield* Metric.value(counter)).count - before, 2)
+      })))
 })

@@ -9,7 +9,8 @@ describe("npm start (the real server as a process)", () => {
   it.scopedLive("answers the README's curl, logs a banner and one line per request, and exits on SIGTERM", () =>
     Effect.gen(function*() {
       const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "agent-host-e2e-"))
-      const server = yield* ServerProcess.start({ AGENT_HOST_STATE_DIR: dir })
+      // The per-turn "channel request" line is at debug (at info, turns are counted by agent_host_turns_total).
+      const server = yield* ServerProcess.start({ AGENT_HOST_STATE_DIR: dir, LOG_LEVEL: "debug" })
       const res = yield* Effect.promise(() =>
         fetch(`${server.url}/invocations`, {
           method: "POST",

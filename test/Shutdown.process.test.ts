@@ -37,7 +37,7 @@ describe("SIGTERM (the real server as a process)", () => {
     () =>
       Effect.gen(function*() {
         const dir = tempDir()
-        const env = { AGENT_HOST_STATE_DIR: dir, AGENT_HOST_SHUTDOWN_GRACE: "1 second" }
+        const env = { AGENT_HOST_STATE_DIR: dir, AGENT_HOST_SHUTDOWN_GRACE: "1 second", LOG_LEVEL: "debug" }
         const server = yield* ServerProcess.start(env, undefined, entry)
         const slow = "words:200 delay:100"
 

@@ -3,7 +3,7 @@
  * it; the decision (allowed, sign-in required, denied) comes from the channel's allowlist, the identity linker
  * and the identity registry. See docs/AUTHORIZATION.md for the profiles and the isolation-key rule.
  */
-import { Config, ConfigError, Effect, Either, Layer, Metric, MetricLabel, Option } from "effect"
+import { Config, ConfigError, Effect, Either, Layer, LogLevel, Metric, MetricLabel, Option } from "effect"
 import type { ChannelKind } from "../core/Channel.js"
 import { Channels } from "../core/Channels.js"
 import type { ChannelRequest } from "../domain/ChannelRequest.js"
@@ -411,13 +411,29 @@ export const make = (config: AuthorizationConfig) =>
           denied("authorization_unavailable", messages.unavailable, "pre_link")
         )), Effect.map(checkKey))
 
-    const authorize = Effect.fnUntraced(function*(request: ChannelRequest) {
+    // Nothing to check (an API-key channel, or an open channel and no identity): the request runs as it is, with
+    // no decision record and no log line; this is most turns of a programmatic channel, so it stays allocation-free.
+    const authorize = (request: ChannelRequest): Effect.Effect<ChannelRequest, AccessDenied | LinkRequiredError> => {
+      const policy = policyOf(request.channel)
+      const open = isOpen(policy)
+      const noIdentity = request.identity === undefined
+      // The same as `decide`'s first two answers (allowed as is, the request's own key, already validated).
+      if ((policy.kind === "programmatic" && (noIdentity || open)) || (noIdentity && open)) {
+        return Effect.succeed(request)
+      }
+      return authorizeChecked(request)
+    }
+
+    const authorizeChecked = Effect.fnUntraced(function*(request: ChannelRequest) {
       const outcome = yield* decide(request)
       const annotations = { channel: request.channel, phase: outcome.phase }
       switch (outcome._tag) {
         case "Allowed": {
-          yield* Effect.logDebug("authorization allowed").pipe(
-            Effect.annotateLogs({ ...annotations, reason: outcome.reasonCode, claimSource: outcome.claimSource })
+          yield* Effect.whenLogLevel(
+            Effect.logDebug("authorization allowed").pipe(
+              Effect.annotateLogs({ ...annotations, reason: outcome.reasonCode, claimSource: outcome.claimSource })
+            ),
+            LogLevel.Debug
           )
           const key = outcome.isolationKey
           if (key === undefined || key === request.session?.isolationKey) return request

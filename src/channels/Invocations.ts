@@ -104,7 +104,9 @@ export const make = (options: Options = {}): Channel => {
             channel: name,
             operation: "invoke",
             input: [userMessage(body.message)],
-            session: { isolationKey: key as IsolationKey },
+            session: body.session_id === undefined && sessionId !== undefined ?
+              { isolationKey: key as IsolationKey, fresh: true } :
+              { isolationKey: key as IsolationKey },
             attributes: sessionId === undefined ? {} : { session_id: sessionId },
             stream: body.stream === true,
             onDisconnect

@@ -14,8 +14,20 @@
  * `MailboxFull` (HTTP 429 with `retry-after`), so a flood of requests on one session cannot pile up.
  */
 import type { ConfigError } from "effect"
-import type { Fiber } from "effect"
-import { Clock, Config, Context, Deferred, Duration, Effect, Exit, FiberId, Layer, Schedule, Scope } from "effect"
+import {
+  Clock,
+  Config,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  FiberId,
+  Layer,
+  Schedule,
+  Scope
+} from "effect"
 import { MailboxFull, SessionBusy, SessionCapacityExceeded, TurnCancelled } from "../domain/Errors.js"
 
 /** What happens when a turn arrives while the session is running one. */
@@ -117,7 +129,18 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
     const retryAfter = Duration.decode(options.retryAfter ?? Duration.seconds(1))
     const maxIdle = Math.max(0, options.maxIdle ?? defaultMaxIdle)
     const layerScope = yield* Effect.scope
+    // Read synchronously on the hot path (a TestClock in tests); taken once here.
+    const clock = yield* Effect.clock
     const actors = new Map<string, Actor>()
+    // Turns run as daemon fibers (forking into the layer scope registers a finalizer per turn); the layer's
+    // finalizer interrupts the ones still running, which is all that scope would have done.
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        const fibers: Array<Fiber.RuntimeFiber<void>> = []
+        for (const actor of actors.values()) if (actor.running?.fiber !== undefined) fibers.push(actor.running.fiber)
+        return fibers.length === 0 ? Effect.void : Fiber.interruptAll(fibers)
+      })
+    )
 
     const closeScope = (actor: Actor): Effect.Effect<void> => {
       const scope = actor.scope
@@ -159,14 +182,12 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
         const job = actor.queue.shift()
         actor.running = job
         if (job === undefined) {
-          return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-            actor.lastActive = now
-            return trimIdle()
-          })
+          actor.lastActive = clock.unsafeCurrentTimeMillis()
+          return trimIdle()
         }
         const body = Effect.suspend(() => job.cancelRequested ? job.cancel : job.run)
         return Effect.map(
-          Effect.forkIn(Effect.interruptible(body).pipe(Effect.ensuring(startNext(actor))), layerScope),
+          Effect.forkDaemon(Effect.interruptible(body).pipe(Effect.ensuring(startNext(actor)))),
           (fiber) => {
             job.fiber = fiber
           }
@@ -237,70 +258,70 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
       work: (actor: ActorHandle) => Effect.Effect<A, E>,
       submitOptions?: SubmitOptions
     ): Effect.Effect<Effect.Effect<A, E | TurnCancelled>, SessionBusy | SessionCapacityExceeded | MailboxFull> =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        Effect.suspend((): Effect.Effect<
-          Effect.Effect<A, E | TurnCancelled>,
-          SessionBusy | SessionCapacityExceeded | MailboxFull
-        > => {
-          const evicted: Array<Actor> = []
-          const actor = acquire(key, now, evicted)
-          if (actor instanceof SessionCapacityExceeded) return Effect.fail(actor)
-          const busy = actor.running !== undefined || actor.queue.length > 0
-          if (busy && policy === "reject") {
-            return Effect.fail(
-              new SessionBusy({
-                key,
-                message: `session ${key} is answering another message; send again when it has finished`
-              })
-            )
+      Effect.suspend((): Effect.Effect<
+        Effect.Effect<A, E | TurnCancelled>,
+        SessionBusy | SessionCapacityExceeded | MailboxFull
+      > => {
+        const now = clock.unsafeCurrentTimeMillis()
+        const evicted: Array<Actor> = []
+        const actor = acquire(key, now, evicted)
+        if (actor instanceof SessionCapacityExceeded) return Effect.fail(actor)
+        const busy = actor.running !== undefined || actor.queue.length > 0
+        if (busy && policy === "reject") {
+          return Effect.fail(
+            new SessionBusy({
+              key,
+              message: `session ${key} is answering another message; send again when it has finished`
+            })
+          )
+        }
+        // Turns waiting behind the running one (a first job not yet started counts as running).
+        const waiting = actor.running === undefined ? Math.max(0, actor.queue.length - 1) : actor.queue.length
+        if (busy && policy !== "interrupt" && waiting >= maxQueued) {
+          return Effect.fail(
+            new MailboxFull({
+              key,
+              limit: maxQueued,
+              retryAfter,
+              message: `session ${key} already has ${waiting} message(s) waiting (the limit is ${maxQueued}); ` +
+                `send again when it has caught up`
+            })
+          )
+        }
+        const deferred = Deferred.unsafeMake<A, E | TurnCancelled>(FiberId.none)
+        // Built only when needed: an error captures a stack trace, too costly for every turn.
+        const cancelled = () => new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
+        const job: Job = {
+          run: work(actor.handle).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Deferred.done(deferred, exit)),
+            Effect.onInterrupt(() => Deferred.fail(deferred, cancelled())),
+            Effect.asVoid
+          ),
+          cancel: Effect.suspend(() => Effect.asVoid(Deferred.fail(deferred, cancelled()))),
+          fiber: undefined,
+          cancelRequested: false
+        }
+        let before: Effect.Effect<void> = evicted.length === 0 ?
+          Effect.void :
+          Effect.forEach(evicted, closeScope, { discard: true })
+        if (busy && policy === "interrupt") {
+          const dropped = actor.queue.splice(0, actor.queue.length)
+          const running = actor.running
+          let stop: Effect.Effect<void> = Effect.void
+          if (running !== undefined) {
+            running.cancelRequested = true
+            if (running.fiber !== undefined) stop = running.fiber.interruptAsFork(FiberId.none)
           }
-          // Turns waiting behind the running one (a first job not yet started counts as running).
-          const waiting = actor.running === undefined ? Math.max(0, actor.queue.length - 1) : actor.queue.length
-          if (busy && policy !== "interrupt" && waiting >= maxQueued) {
-            return Effect.fail(
-              new MailboxFull({
-                key,
-                limit: maxQueued,
-                retryAfter,
-                message: `session ${key} already has ${waiting} message(s) waiting (the limit is ${maxQueued}); ` +
-                  `send again when it has caught up`
-              })
-            )
-          }
-          const deferred = Deferred.unsafeMake<A, E | TurnCancelled>(FiberId.none)
-          // Built only when needed: an error captures a stack trace, too costly for every turn.
-          const cancelled = () => new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
-          const job: Job = {
-            run: work(actor.handle).pipe(
-              Effect.exit,
-              Effect.flatMap((exit) => Deferred.done(deferred, exit)),
-              Effect.onInterrupt(() => Deferred.fail(deferred, cancelled())),
-              Effect.asVoid
-            ),
-            cancel: Effect.suspend(() => Effect.asVoid(Deferred.fail(deferred, cancelled()))),
-            fiber: undefined,
-            cancelRequested: false
-          }
-          let before: Effect.Effect<void> = evicted.length === 0 ?
-            Effect.void :
-            Effect.forEach(evicted, closeScope, { discard: true })
-          if (busy && policy === "interrupt") {
-            const dropped = actor.queue.splice(0, actor.queue.length)
-            const running = actor.running
-            let stop: Effect.Effect<void> = Effect.void
-            if (running !== undefined) {
-              running.cancelRequested = true
-              if (running.fiber !== undefined) stop = running.fiber.interruptAsFork(FiberId.none)
-            }
-            before = Effect.zipRight(before, Effect.zipRight(Effect.forEach(dropped, (j) => j.cancel), stop))
-          }
-          actor.queue.push(job)
-          const start = actor.running === undefined && actor.queue.length === 1 ? startNext(actor) : Effect.void
-          const wait = submitOptions?.onDisconnect === "cancel" ?
-            Effect.onInterrupt(Deferred.await(deferred), () => abandon(actor, job)) :
-            Deferred.await(deferred)
-          return Effect.as(Effect.zipRight(before, start), wait)
-        }))
+          before = Effect.zipRight(before, Effect.zipRight(Effect.forEach(dropped, (j) => j.cancel), stop))
+        }
+        actor.queue.push(job)
+        const start = actor.running === undefined && actor.queue.length === 1 ? startNext(actor) : Effect.void
+        const wait = submitOptions?.onDisconnect === "cancel" ?
+          Effect.onInterrupt(Deferred.await(deferred), () => abandon(actor, job)) :
+          Deferred.await(deferred)
+        return Effect.as(Effect.zipRight(before, start), wait)
+      })
 
     const sweep = Effect.flatMap(Clock.currentTimeMillis, (now) =>
       Effect.suspend(() => {

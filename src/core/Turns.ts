@@ -18,11 +18,14 @@ import {
   Fiber,
   FiberId,
   Layer,
+  LogLevel,
   Mailbox,
   Metric,
+  MetricKey,
   Option,
   Stream
 } from "effect"
+import type { MetricHook } from "effect"
 import { deniedCounterFor } from "../auth/Authorization.js"
 import { Authorizer } from "../auth/Authorizer.js"
 import { annotate, Delivery, refusedTargets, TargetGrant } from "../delivery/Delivery.js"
@@ -36,11 +39,12 @@ import type { Bytes } from "../domain/Size.js"
 import * as Size from "../domain/Size.js"
 import { BoundedCache } from "../internal/BoundedCache.js"
 import { StateStore } from "../state/StateStore.js"
-import type { ChannelContext, TurnOutcome, TurnStream } from "./Channel.js"
+import type { ChannelContext, ChannelHooks, TurnOutcome, TurnStream } from "./Channel.js"
 import { Channels } from "./Channels.js"
 import { HostConfig } from "./HostConfig.js"
 import type { IsolationKeys, RequestContextValue } from "./RequestContext.js"
 import { noIsolationKeys, RequestContext } from "./RequestContext.js"
+import type { BusyPolicy } from "./Sessions.js"
 import { Sessions } from "./Sessions.js"
 import type { Turn } from "./Target.js"
 import { Target } from "./Target.js"
@@ -69,6 +73,25 @@ export interface HistoryCacheStats {
 }
 
 export class Turns extends Context.Tag("effect-agent-host/Turns")<Turns, TurnsShape>() {}
+
+const turnsTotalName = "agent_host_turns_total"
+const turnsTotalOptions = { description: "turns accepted to run, by channel", incremental: true } as const
+
+/** Turns started, by channel (at `info` level there is no log line per turn; this counts them). */
+export const turnsTotal = Metric.counter(turnsTotalName, turnsTotalOptions)
+
+interface ChannelInfo {
+  readonly run: ChannelHooks["run"]
+  readonly streamTransform: ChannelHooks["streamTransform"]
+  readonly busyPolicy: BusyPolicy
+  /** The registry's hook of `turnsTotal` tagged with the channel: updating it is a plain call, no key hashing. */
+  readonly turns: MetricHook.MetricHook.Counter<number>
+}
+
+interface Prepared {
+  readonly request: ChannelRequest
+  readonly isolation: IsolationKeys
+}
 
 // The trusted isolation headers of the HTTP request being served, if any.
 class CurrentIsolation extends Context.Tag("effect-agent-host/Turns/CurrentIsolation")<
@@ -204,81 +227,147 @@ export const make = Effect.gen(function*() {
     })
   })
 
-  const prepare = Effect.fnUntraced(function*(channel: string, request: ChannelRequest, raw: unknown) {
-    const hook = channels.unsafeGet(channel)?.contribution.hooks?.run
-    let prepared = hook === undefined ? request : yield* hook(request, raw)
+  // What the hot path needs of a channel, looked up once: the registry is filled after the contexts are made.
+  const channelInfo = new Map<string, ChannelInfo>()
+  const infoOf = (channel: string): ChannelInfo => {
+    const known = channelInfo.get(channel)
+    if (known !== undefined) return known
+    const contribution = channels.unsafeGet(channel)?.contribution
+    const info: ChannelInfo = {
+      run: contribution?.hooks?.run,
+      streamTransform: contribution?.hooks?.streamTransform,
+      busyPolicy: contribution?.busyPolicy ?? "queue",
+      turns: Metric.globalMetricRegistry.get(
+        MetricKey.tagged(MetricKey.counter(turnsTotalName, turnsTotalOptions), "channel", channel)
+      )
+    }
+    if (contribution !== undefined) channelInfo.set(channel, info)
+    return info
+  }
+
+  // The checks a request passes once its run hook has run; synchronous failures cost no fiber work.
+  const check = (prepared: ChannelRequest): TurnError | undefined => {
     const key = prepared.session?.isolationKey
     if (key !== undefined) {
       const problem = isolationKeyProblem(key)
       if (problem !== undefined) {
-        return yield* new InvalidIsolationKey({ key: key.slice(0, 300), message: `isolation key ${problem}` })
+        return new InvalidIsolationKey({ key: key.slice(0, 300), message: `isolation key ${problem}` })
       }
     }
-    if (prepared.input.length === 0) {
-      return yield* new InvalidRequest({ message: "the request has no input messages" })
-    }
-    yield* delivery.admit(prepared)
-    prepared = yield* authorizer.authorize(prepared)
-    yield* checkTarget(request, prepared)
-    const isolation = Option.getOrElse(yield* Effect.serviceOption(CurrentIsolation), () => noIsolationKeys)
-    yield* Effect.logInfo("channel request").pipe(
-      Effect.annotateLogs({
-        channel: prepared.channel,
-        operation: prepared.operation,
-        stream: prepared.stream,
-        session: prepared.session?.isolationKey ?? "none"
-      })
-    )
-    return { request: prepared, isolation }
-  })
+    if (prepared.input.length === 0) return new InvalidRequest({ message: "the request has no input messages" })
+    return undefined
+  }
 
-  const beginTurn = Effect.fnUntraced(function*(request: ChannelRequest, isolation: IsolationKeys) {
-    const key = request.session?.isolationKey
-    const sessionId = key === undefined ? undefined : yield* sessionIdOf(key)
-    const history = sessionId === undefined ? [] : yield* historyOf(sessionId)
+  // At debug only: at info it would be a line per turn on the hot path; `agent_host_turns_total` counts them.
+  const logRequest = (request: ChannelRequest) =>
+    Effect.whenLogLevel(
+      Effect.logDebug("channel request").pipe(
+        Effect.annotateLogs({
+          channel: request.channel,
+          operation: request.operation,
+          stream: request.stream,
+          session: request.session?.isolationKey ?? "none"
+        })
+      ),
+      LogLevel.Debug
+    )
+
+  const prepare = (
+    info: ChannelInfo,
+    request: ChannelRequest,
+    raw: unknown
+  ): Effect.Effect<Prepared, TurnError> => {
+    const afterHook = (hooked: ChannelRequest): Effect.Effect<Prepared, TurnError> => {
+      const invalid = check(hooked)
+      if (invalid !== undefined) return Effect.fail(invalid)
+      return delivery.admit(hooked).pipe(
+        Effect.zipRight(authorizer.authorize(hooked)),
+        Effect.flatMap((prepared) => {
+          const finish = Effect.zipWith(
+            Effect.serviceOption(CurrentIsolation),
+            logRequest(prepared),
+            (isolation): Prepared => {
+              info.turns.update(1)
+              return { request: prepared, isolation: Option.getOrElse(isolation, () => noIsolationKeys) }
+            }
+          )
+          return request.responseTarget === undefined ? finish : Effect.zipRight(checkTarget(request, prepared), finish)
+        })
+      )
+    }
+    return info.run === undefined ? afterHook(request) : Effect.flatMap(info.run(request, raw), afterHook)
+  }
+
+  const noHistory: ReadonlyArray<Message> = []
+
+  // Records the input before the target runs, so a turn cut short (shutdown, crash) keeps it. The turn sees the
+  // history from before its input: its input reaches it once, as `input`.
+  const startTurn = (
+    request: ChannelRequest,
+    isolation: IsolationKeys,
+    sessionId: string | undefined,
+    history: ReadonlyArray<Message>
+  ): Effect.Effect<Turn> => {
     const context: RequestContextValue = {
       channel: request.channel,
       operation: request.operation,
-      sessionKey: key,
+      sessionKey: request.session?.isolationKey,
       isolation,
       responseId: request.attributes?.responseId,
       previousResponseId: request.attributes?.previousResponseId,
       identity: request.identity
     }
     const turn: Turn = { input: stamp(request), history, sessionId, options: request.options ?? {}, context }
-    // The user's input is stored before the target runs, so a turn cut short (shutdown, crash) keeps it. The
-    // turn sees the history from before its input: its input reaches it once, as `input`.
-    if (sessionId !== undefined && turn.input.length > 0) {
-      yield* store.appendHistory(sessionId, turn.input)
-      histories.set(sessionId, recent([...history, ...turn.input]))
-    }
-    return turn
-  })
+    if (sessionId === undefined || turn.input.length === 0) return Effect.succeed(turn)
+    histories.set(sessionId, recent(history.length === 0 ? turn.input : [...history, ...turn.input]))
+    return Effect.as(store.appendHistory(sessionId, turn.input), turn)
+  }
 
-  const finishTurn = Effect.fnUntraced(function*(
+  // Session id and recent history come from the caches when they can (no store read, no extra fiber step); a key
+  // the channel has just minted (`fresh`) has nothing stored, so it is not looked up at all.
+  const beginTurn = (request: ChannelRequest, isolation: IsolationKeys): Effect.Effect<Turn> => {
+    const session = request.session
+    if (session === undefined) return startTurn(request, isolation, undefined, noHistory)
+    const key = session.isolationKey
+    if (session.fresh === true) return startTurn(request, isolation, key, noHistory)
+    const sessionId = aliases.get(key)
+    if (sessionId === undefined) {
+      return Effect.flatMap(
+        sessionIdOf(key),
+        (id) => Effect.flatMap(historyOf(id), (history) => startTurn(request, isolation, id, history))
+      )
+    }
+    const history = histories.get(sessionId)
+    return history === undefined ?
+      Effect.flatMap(historyOf(sessionId), (loaded) => startTurn(request, isolation, sessionId, loaded)) :
+      startTurn(request, isolation, sessionId, history)
+  }
+
+  // Resolve, annotate, record, deliver: all inside the turn, so what is stored and pushed does not depend on the
+  // caller still being there.
+  const finishTurn = (
     request: ChannelRequest,
     turn: Turn,
     response: HostedRunResult["response"],
     result: unknown
-  ) {
-    const plan = yield* delivery.resolve(request)
-    const annotated = annotate(response, request, plan)
-    if (turn.sessionId !== undefined) {
-      yield* store.appendHistory(turn.sessionId, annotated.messages)
-      histories.set(turn.sessionId, recent([...turn.history, ...turn.input, ...annotated.messages]))
-    }
-    const hosted: HostedRunResult = {
-      result: result === response ? annotated : result,
-      response: annotated,
-      session: request.session,
-      sessionId: turn.sessionId
-    }
-    // Delivered here, in the turn: pushes are scheduled and the identity recorded whether or not the caller is
-    // still there to render the originating copy.
-    const originating = yield* delivery.deliver(request, hosted, plan)
-    const outcome: TurnOutcome = { result: hosted, originating }
-    return outcome
-  })
+  ): Effect.Effect<TurnOutcome> =>
+    Effect.flatMap(delivery.resolve(request), (plan) => {
+      const annotated = annotate(response, request, plan)
+      const hosted: HostedRunResult = {
+        result: result === response ? annotated : result,
+        response: annotated,
+        session: request.session,
+        sessionId: turn.sessionId
+      }
+      const deliver = Effect.map(
+        delivery.deliver(request, hosted, plan),
+        (originating): TurnOutcome => ({ result: hosted, originating })
+      )
+      const sessionId = turn.sessionId
+      if (sessionId === undefined) return deliver
+      histories.set(sessionId, recent([...turn.history, ...turn.input, ...annotated.messages]))
+      return Effect.zipRight(store.appendHistory(sessionId, annotated.messages), deliver)
+    })
 
   const runTurn = (request: ChannelRequest, isolation: IsolationKeys) =>
     Effect.gen(function*() {
@@ -313,7 +402,7 @@ export const make = Effect.gen(function*() {
   // waits for it. Under `onDisconnect: "cancel"` the wait is interruptible (route handlers run uninterruptibly,
   // a client disconnect interrupts them) and interrupting it cancels the turn; under `continue` it is not.
   const submit = <A>(
-    channel: string,
+    info: ChannelInfo,
     request: ChannelRequest,
     work: Effect.Effect<A, TurnError>
   ): Effect.Effect<Effect.Effect<A, TurnError>, TurnError> => {
@@ -329,7 +418,7 @@ export const make = Effect.gen(function*() {
             Effect.flatten(fiber.await)).pipe(explain(key))
       )
     }
-    const policy = channels.unsafeGet(channel)?.contribution.busyPolicy ?? "queue"
+    const policy = info.busyPolicy
     return Effect.map(
       cancel ?
         Effect.map(sessions.submit(key, policy, () => work, { onDisconnect: "cancel" }), Effect.interruptible) :
@@ -372,17 +461,18 @@ export const make = Effect.gen(function*() {
   const contextFor = (channel: string): ChannelContext => {
     const run = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnOutcome, TurnError> =>
       Effect.flatMap(
-        prepare(channel, request, raw),
+        prepare(infoOf(channel), request, raw),
         ({ isolation, request }) =>
           Effect.flatten(
-            submit(channel, request, tracked(request.session?.isolationKey, runTurn(request, isolation)))
+            submit(infoOf(channel), request, tracked(request.session?.isolationKey, runTurn(request, isolation)))
           )
       )
 
     const runStream = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnStream, TurnError> =>
       Effect.gen(function*() {
-        const prepared = yield* prepare(channel, request, raw)
-        const transform = channels.unsafeGet(channel)?.contribution.hooks?.streamTransform
+        const info = infoOf(channel)
+        const prepared = yield* prepare(info, request, raw)
+        const transform = info.streamTransform
         const mailbox = yield* Mailbox.make<AgentResponseUpdate, TurnError>()
         const sessionKey = prepared.request.session?.isolationKey
         // Set before the mailbox ends, so a consumer that saw the end never cancels a turn that is finishing.
@@ -422,7 +512,7 @@ export const make = Effect.gen(function*() {
             return mailbox.failCause(exit.cause)
           })
         )
-        const result = yield* submit(channel, prepared.request, work)
+        const result = yield* submit(info, prepared.request, work)
         if (prepared.request.onDisconnect !== "cancel") {
           // The turn's outcome is memoised so `updates` and `result` may both be consumed.
           const cached = yield* Effect.cached(result)

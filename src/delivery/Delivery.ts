@@ -240,12 +240,17 @@ export const make = Effect.gen(function*() {
       return mayPush && scheduler.admit !== undefined ? scheduler.admit : Effect.void
     })
 
-  const resolve = Effect.fnUntraced(function*(request: ChannelRequest) {
+  const resolve = (request: ChannelRequest): Effect.Effect<DeliveryPlan> => {
     const target = request.responseTarget
-    if (target === undefined || target.kind === "originating") return { ...originatingOnly, request }
+    // The default: no registry read, no fiber step.
+    if (target === undefined || target.kind === "originating") return Effect.succeed({ ...originatingOnly, request })
     if (target.kind === "none") {
-      return { includesOriginating: false, destinations: [], skipped: [], annotate: true, request }
+      return Effect.succeed({ includesOriginating: false, destinations: [], skipped: [], annotate: true, request })
     }
+    return resolveTarget(request, target)
+  }
+
+  const resolveTarget = Effect.fnUntraced(function*(request: ChannelRequest, target: ResponseTarget) {
     const key = request.session?.isolationKey
     const from = request.channel
     const candidates: Array<Destination> = []
@@ -341,7 +346,33 @@ export const make = Effect.gen(function*() {
   const shape = (channelName: string, result: HostedRunResult, context: ResponseHookContext) =>
     shapeFor(channels.unsafeGet(channelName), result, context)
 
-  const deliver = Effect.fnUntraced(function*(
+  const deliver = (
+    channelRequest: ChannelRequest,
+    result: HostedRunResult,
+    plan: DeliveryPlan
+  ): Effect.Effect<Option.Option<HostedRunResult>> => {
+    if (plan.destinations.length > 0) return deliverAll(channelRequest, result, plan)
+    // The common case, nothing to push: record the caller, shape the originating copy.
+    const request = plan.request ?? channelRequest
+    const key = request.session?.isolationKey
+    const shaped = plan.includesOriginating ?
+      Effect.map(
+        shape(request.channel, result, {
+          request,
+          channel: request.channel,
+          destination: undefined,
+          originating: true,
+          isEcho: false
+        }),
+        Option.some
+      ) :
+      Effect.succeed(Option.none())
+    if (request.identity === undefined || key === undefined) return shaped
+    const identity = request.identity
+    return Effect.zipRight(Effect.flatMap(Time.now, (at) => store.recordIdentity(key, identity, at)), shaped)
+  }
+
+  const deliverAll = Effect.fnUntraced(function*(
     channelRequest: ChannelRequest,
     result: HostedRunResult,
     plan: DeliveryPlan

@@ -16,7 +16,12 @@ export const identityToken = (identity: ChannelIdentity): string => `${identity.
 
 /** The session a request belongs to. */
 export const ChannelSession = Schema.Struct({
-  isolationKey: IsolationKey
+  isolationKey: IsolationKey,
+  /**
+   * The channel has just minted this key from the CSPRNG (a sessionless Invocations call, a fresh Responses
+   * request): nothing can be stored under it, so the host skips looking its alias and history up.
+   */
+  fresh: Schema.optional(Schema.Boolean)
 })
 export type ChannelSession = typeof ChannelSession.Type
 
