@@ -11,8 +11,6 @@
  * `retryable: false` (a misconfiguration that cannot succeed) is logged as an error and not retried: the channel
  * stays unready until the configuration is fixed and the host restarted.
  */
-import { HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
 import type { ConfigError } from "effect"
 import { Cause } from "effect"
 import { Context, Duration, Effect, Exit, Layer, Option, Schedule, Scope } from "effect"
@@ -25,6 +23,8 @@ import { HostConfigurationError } from "../domain/Errors.js"
 import { isolationKeyProblem } from "../domain/Ids.js"
 import { makeMatcher } from "../http/ApiKeys.js"
 import { errorJson, json, shuttingDownHeaders } from "../http/HttpBody.js"
+import type { IncomingRequest } from "../http/IncomingRequest.js"
+import * as NodeHandler from "../http/NodeHandler.js"
 import { hostCheck, isJsonContentType } from "../http/RequestGuards.js"
 import { joinPath, Router } from "../http/Router.js"
 import type { StateStore } from "../state/StateStore.js"
@@ -105,7 +105,7 @@ const unsupportedMediaType = errorJson(
   "this route takes a JSON body: send it with content-type: application/json"
 )
 
-const misdirected = (request: HttpServerRequest.HttpServerRequest) =>
+const misdirected = (request: IncomingRequest) =>
   errorJson(
     421,
     "misdirected_request",
@@ -114,7 +114,7 @@ const misdirected = (request: HttpServerRequest.HttpServerRequest) =>
     }: use localhost or 127.0.0.1, or add the name to AGENT_HOST_ALLOWED_HOSTS`
   )
 
-const lift = (request: HttpServerRequest.HttpServerRequest, trust: boolean): IsolationKeys | string => {
+const lift = (request: IncomingRequest, trust: boolean): IsolationKeys | string => {
   if (!trust) return noIsolationKeys
   const user = request.headers[ISOLATION_HEADER_USER]
   const chat = request.headers[ISOLATION_HEADER_CHAT]
@@ -293,60 +293,50 @@ export const make = <E, R>(options: Options<E, R>) =>
     // and every response written from then on closes its connection.
     let draining = false
 
-    const app: Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest> = Effect
-      .flatMap(HttpServerRequest.HttpServerRequest, (request) => {
-        if (hostServed !== undefined && !hostServed(request.headers.host)) return Effect.succeed(misdirected(request))
-        const url = request.url
-        if (draining) {
-          return Effect.succeed(url === "/readiness" || url.startsWith("/readiness?") ? drainingReadiness : refused)
-        }
-        const q = url.indexOf("?")
-        const path = q === -1 ? url : url.slice(0, q)
-        const found = router.find(request.method, path)
-        if (found._tag === "NotFound") {
-          return Effect.succeed(errorJson(404, "not_found", `no route for ${request.method} ${path}`))
-        }
-        if (found._tag === "MethodNotAllowed") {
-          return Effect.succeed(
-            json(
-              { error: { message: `${request.method} is not allowed on ${path}`, type: "method_not_allowed" } },
-              405,
-              { allow: found.allowed.join(", ") }
-            )
-          )
-        }
-        if (found.match.route.route.body === "json" && !isJsonContentType(request.headers["content-type"])) {
-          return Effect.succeed(unsupportedMediaType)
-        }
-        const isolation = lift(request, settings.trustIsolationHeaders)
-        if (typeof isolation === "string") {
-          return Effect.succeed(errorJson(400, "invalid_isolation_key", isolation))
-        }
-        const input: RouteInput = {
-          request,
-          params: found.match.params,
-          isolation,
-          query: new URLSearchParams(q === -1 ? "" : url.slice(q + 1))
-        }
-        const routed = found.match.route.route.handler(input)
-        // A push key lets this request's response target name any identity (see Delivery.TargetGrant).
-        const handled = hasPushKey(request) ? Effect.provideService(routed, Delivery.TargetGrant, pushGrant) : routed
-        return (isolation === noIsolationKeys ? handled : turns.withIsolation(isolation)(handled)).pipe(
-          Effect.catchAllDefect((defect) =>
-            Effect.as(
-              Effect.logError("request failed", defect).pipe(
-                Effect.annotateLogs({ channel: found.match.route.channel, path })
-              ),
-              errorJson(500, "server_error", "the server failed to handle the request")
-            )
-          ),
-          Effect.map((response) => draining ? HttpServerResponse.setHeader(response, "connection", "close") : response)
+    // Routing and the host's checks, synchronously: every answer that needs no handler is written without a fiber.
+    const route = (request: IncomingRequest): NodeHandler.Routed => {
+      if (hostServed !== undefined && !hostServed(request.headers.host)) return misdirected(request)
+      const url = request.url
+      if (draining) return url === "/readiness" || url.startsWith("/readiness?") ? drainingReadiness : refused
+      const q = url.indexOf("?")
+      const path = q === -1 ? url : url.slice(0, q)
+      const found = router.find(request.method, path)
+      if (found._tag === "NotFound") return errorJson(404, "not_found", `no route for ${request.method} ${path}`)
+      if (found._tag === "MethodNotAllowed") {
+        return json(
+          { error: { message: `${request.method} is not allowed on ${path}`, type: "method_not_allowed" } },
+          405,
+          { allow: found.allowed.join(", ") }
         )
-      })
+      }
+      const compiled = found.match.route
+      if (compiled.route.body === "json" && !isJsonContentType(request.headers["content-type"])) {
+        return unsupportedMediaType
+      }
+      const isolation = lift(request, settings.trustIsolationHeaders)
+      if (typeof isolation === "string") return errorJson(400, "invalid_isolation_key", isolation)
+      const input: RouteInput = {
+        request,
+        params: found.match.params,
+        isolation,
+        query: new URLSearchParams(q === -1 ? "" : url.slice(q + 1))
+      }
+      const routed = compiled.route.handler(input)
+      // A push key lets this request's response target name any identity (see Delivery.TargetGrant).
+      const handled = hasPushKey(request) ? Effect.provideService(routed, Delivery.TargetGrant, pushGrant) : routed
+      return {
+        route: compiled.fullPath,
+        channel: compiled.channel,
+        handler: isolation === noIsolationKeys ? handled : turns.withIsolation(isolation)(handled)
+      }
+    }
 
-    const handler = yield* NodeHttpServer.makeHandler(app).pipe(
-      HttpMiddleware.withTracerDisabledWhenEffect(() => true)
-    )
+    const handler = NodeHandler.make({
+      runtime: yield* Effect.runtime<never>(),
+      route,
+      closing: () => draining,
+      tracing: settings.tracing
+    })
 
     let address = { host: settings.host, port: settings.port }
     if (options.listen !== false) {

@@ -2,12 +2,13 @@
  * Channels: what a channel contributes to the host, and the only view of the host a channel gets
  * (`ChannelContext`). A channel module imports this file and the domain, nothing else of the core.
  */
-import type { HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import type { HttpServerResponse } from "@effect/platform"
 import type { Effect, Option, Scope, Stream } from "effect"
 import type { ChannelRequest, HostedRunResult } from "../domain/ChannelRequest.js"
 import type { ChannelStartupError, TurnError } from "../domain/Errors.js"
 import type { ChannelIdentity } from "../domain/Identity.js"
 import type { AgentResponseUpdate } from "../domain/Message.js"
+import type { IncomingRequest } from "../http/IncomingRequest.js"
 import type { StateStoreShape } from "../state/StateStore.js"
 import type { IsolationKeys } from "./RequestContext.js"
 import type { BusyPolicy } from "./Sessions.js"
@@ -31,9 +32,12 @@ export type ChannelState = Pick<
   | "getAlias"
 >
 
-/** What a route handler receives besides the request. */
+export type { IncomingRequest } from "../http/IncomingRequest.js"
+
+/** What a route handler receives: the request, and what the host made of it. */
 export interface RouteInput {
-  readonly request: HttpServerRequest.HttpServerRequest
+  /** The Node request as a plain view (method, url, headers); read its body with `readJson(request, ...)`. */
+  readonly request: IncomingRequest
   /** Path parameters (`/responses/:id` → `{ id }`). */
   readonly params: Readonly<Record<string, string>>
   /** Isolation keys from trusted headers; both undefined unless the host trusts them. */

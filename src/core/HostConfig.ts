@@ -26,6 +26,11 @@ export interface HostConfigShape extends HostSettings {
    * their terminal event, blocking requests get a 503, stored responses are kept as `incomplete`.
    */
   readonly shutdownGrace: Duration.Duration
+  /**
+   * A span per routed request (`http.server <METHOD>`) and per turn (`agent_host.turn`), exported by whatever
+   * tracer the app provides (`AGENT_HOST_TRACING`). Off (the default): no span and no tracer work per request.
+   */
+  readonly tracing: boolean
 }
 
 export class HostConfig extends Context.Tag("effect-agent-host/HostConfig")<HostConfig, HostConfigShape>() {}
@@ -44,7 +49,8 @@ export const defaults: HostConfigShape = {
   maxJsonDepth: 64,
   maxJsonItems: 1_000,
   allowedHosts: [],
-  shutdownGrace: Duration.seconds(10)
+  shutdownGrace: Duration.seconds(10),
+  tracing: false
 }
 
 /** A comma-separated list of secret keys (blank entries dropped); empty when unset. */
@@ -91,6 +97,7 @@ export const config: Config.Config<HostConfigShape> = Config.all({
     Config.withDefault([] as ReadonlyArray<string>)
   ),
   shutdownGrace: Config.duration("AGENT_HOST_SHUTDOWN_GRACE").pipe(Config.withDefault(defaults.shutdownGrace)),
+  tracing: Config.boolean("AGENT_HOST_TRACING").pipe(Config.withDefault(defaults.tracing)),
   apiKeys: keyList("AGENT_HOST_API_KEYS"),
   adminKeys: keyList("AGENT_HOST_ADMIN_KEYS"),
   pushKeys: keyList("AGENT_HOST_PUSH_KEYS")

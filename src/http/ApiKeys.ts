@@ -1,8 +1,8 @@
 /**
  * Bearer API keys for programmatic channels, compared in constant time.
  */
-import type { HttpServerRequest } from "@effect/platform"
 import { createHash, timingSafeEqual } from "node:crypto"
+import type { IncomingRequest } from "./IncomingRequest.js"
 
 const digest = (s: string) => createHash("sha256").update(s).digest()
 
@@ -12,7 +12,7 @@ const digest = (s: string) => createHash("sha256").update(s).digest()
  */
 export const makeMatcher = (keys: ReadonlyArray<string>) => {
   const digests = keys.map(digest)
-  return (request: HttpServerRequest.HttpServerRequest): boolean => {
+  return (request: IncomingRequest): boolean => {
     if (digests.length === 0) return false
     const header = request.headers["authorization"]
     if (header === undefined || !header.toLowerCase().startsWith("bearer ")) return false
@@ -28,5 +28,5 @@ export const makeMatcher = (keys: ReadonlyArray<string>) => {
 /** A checker for `Authorization: Bearer <key>`; with no keys configured every request passes. */
 export const makeChecker = (keys: ReadonlyArray<string>) => {
   const matches = makeMatcher(keys)
-  return (request: HttpServerRequest.HttpServerRequest): boolean => keys.length === 0 || matches(request)
+  return (request: IncomingRequest): boolean => keys.length === 0 || matches(request)
 }

@@ -4,10 +4,9 @@
  * UTF-8; JSON is scanned for its nesting depth, its largest array/object and lone surrogate escapes before it
  * is parsed, so a hostile body is a 4xx, never a stack overflow or a 500 further in.
  */
-import type { HttpServerRequest } from "@effect/platform"
 import { HttpServerResponse } from "@effect/platform"
 import { Data, Effect } from "effect"
-import type { IncomingMessage } from "node:http"
+import type { IncomingRequest } from "./IncomingRequest.js"
 
 export class BodyTooLarge extends Data.TaggedError("BodyTooLarge")<{ readonly limit: number }> {}
 export class BodyReadFailed extends Data.TaggedError("BodyReadFailed")<{ readonly message: string }> {}
@@ -133,31 +132,14 @@ const loneSurrogate = (code: number) =>
     message: `the request body escapes half a surrogate pair (\\u${code.toString(16)}): it is not valid Unicode`
   })
 
-const nodeSource = (request: HttpServerRequest.HttpServerRequest): IncomingMessage | undefined => {
-  const source = (request as unknown as { readonly source?: unknown }).source
-  return source !== null && typeof source === "object" && typeof (source as IncomingMessage).on === "function" &&
-      typeof (source as IncomingMessage).headers === "object" ?
-    source as IncomingMessage :
-    undefined
-}
-
 /** The request body as UTF-8 text, failing with BodyTooLarge past `limit` bytes, InvalidEncoding when not UTF-8. */
 export const readText = (
-  request: HttpServerRequest.HttpServerRequest,
+  request: IncomingRequest,
   limit: number
 ): Effect.Effect<string, BodyTooLarge | BodyReadFailed | InvalidEncoding> => {
   const declared = Number(request.headers["content-length"])
   if (Number.isFinite(declared) && declared > limit) return Effect.fail(new BodyTooLarge({ limit }))
-  const source = nodeSource(request)
-  if (source === undefined) {
-    return Effect.flatMap(
-      Effect.mapError(request.arrayBuffer, (e) => new BodyReadFailed({ message: String(e) })),
-      (buffer): Effect.Effect<string, BodyTooLarge | InvalidEncoding> =>
-        buffer.byteLength > limit ?
-          Effect.fail(new BodyTooLarge({ limit })) :
-          decodeUtf8(new Uint8Array(buffer))
-    )
-  }
+  const source = request.source
   if (source.readableEnded) return Effect.succeed("")
   return Effect.async<string, BodyTooLarge | BodyReadFailed | InvalidEncoding>((resume) => {
     const chunks: Array<Buffer> = []
@@ -197,7 +179,7 @@ export const readText = (
  * and item limits; channels pass `ctx.settings`).
  */
 export const readJson = (
-  request: HttpServerRequest.HttpServerRequest,
+  request: IncomingRequest,
   limits: number | JsonLimits
 ): Effect.Effect<unknown, BodyError> => {
   const { maxBodyBytes, maxJsonDepth = defaultMaxJsonDepth, maxJsonItems = defaultMaxJsonItems } =

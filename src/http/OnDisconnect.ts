@@ -2,8 +2,8 @@
  * The caller's choice of what its disconnect does to its turn: a request body field (`on_disconnect`) or the
  * `x-agent-on-disconnect` header, else the channel's default. See `OnDisconnect` in Sessions.
  */
-import type { HttpServerRequest } from "@effect/platform"
 import type { OnDisconnect } from "../core/Sessions.js"
+import type { IncomingRequest } from "./IncomingRequest.js"
 
 export const ON_DISCONNECT_HEADER = "x-agent-on-disconnect"
 
@@ -14,7 +14,7 @@ const isOnDisconnect = (value: unknown): value is OnDisconnect => value === "con
  * `cancel` is a problem naming where it came from.
  */
 export const onDisconnectOf = (
-  request: HttpServerRequest.HttpServerRequest,
+  request: IncomingRequest,
   field: unknown,
   fallback: OnDisconnect
 ): OnDisconnect | { readonly message: string; readonly param: string } => {

@@ -6,7 +6,6 @@
  * resolved from `node_modules` at startup and served by the host under the page's API path (no CDN), with the
  * license header it carries.
  */
-import type { HttpServerRequest } from "@effect/platform"
 import { HttpServerResponse } from "@effect/platform"
 import { Effect } from "effect"
 import { createHash } from "node:crypto"
@@ -16,6 +15,7 @@ import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { ChannelStartupError } from "../../domain/Errors.js"
+import type { IncomingRequest } from "../../http/IncomingRequest.js"
 
 export interface Asset {
   readonly body: Uint8Array
@@ -147,7 +147,7 @@ export const load = (options: { readonly apiBase: string; readonly title: string
  * else must be revalidated.
  */
 export const serve = (
-  request: HttpServerRequest.HttpServerRequest,
+  request: IncomingRequest,
   query: URLSearchParams,
   asset: Asset,
   version: string | undefined
