@@ -130,6 +130,20 @@ const lift = (request: IncomingRequest, trust: boolean): IsolationKeys | string 
   }
 }
 
+/** A route's input; the query string is parsed on first use (most routes never read it). */
+class Input implements RouteInput {
+  #query: URLSearchParams | undefined
+  constructor(
+    readonly request: IncomingRequest,
+    readonly params: RouteInput["params"],
+    readonly isolation: IsolationKeys,
+    private readonly search: string
+  ) {}
+  get query(): URLSearchParams {
+    return this.#query ??= new URLSearchParams(this.search)
+  }
+}
+
 interface BuiltChannel {
   readonly name: string
   readonly scope: Scope.CloseableScope
@@ -315,12 +329,7 @@ export const make = <E, R>(options: Options<E, R>) =>
       }
       const isolation = lift(request, settings.trustIsolationHeaders)
       if (typeof isolation === "string") return errorJson(400, "invalid_isolation_key", isolation)
-      const input: RouteInput = {
-        request,
-        params: found.match.params,
-        isolation,
-        query: new URLSearchParams(q === -1 ? "" : url.slice(q + 1))
-      }
+      const input = new Input(request, found.match.params, isolation, q === -1 ? "" : url.slice(q + 1))
       const routed = compiled.route.handler(input)
       // A push key lets this request's response target name any identity (see Delivery.TargetGrant).
       const handled = hasPushKey(request) ? Effect.provideService(routed, Delivery.TargetGrant, pushGrant) : routed

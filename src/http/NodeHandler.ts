@@ -10,7 +10,7 @@
  */
 import { Cookies, HttpServerError, HttpServerResponse, HttpTraceContext } from "@effect/platform"
 import type { Fiber } from "effect"
-import { Cause, Chunk, Effect, Option, Runtime, Stream } from "effect"
+import { Cause, Chunk, Effect, Option, Runtime, RuntimeFlags, Stream } from "effect"
 import type * as Http from "node:http"
 import type { IncomingRequest } from "./IncomingRequest.js"
 import { fromNode } from "./IncomingRequest.js"
@@ -163,7 +163,15 @@ const rescue = (nodeResponse: Http.ServerResponse): void => {
 
 /** The request listener. */
 export const make = (options: Options): Listener => {
-  const runFork = Runtime.runFork(options.runtime)
+  // Handlers run uninterruptibly: a client disconnect is observed only in regions a handler makes interruptible
+  // (the stream writer, a turn's `onDisconnect: "cancel"` wait). The flag is off from each fiber's start, which
+  // costs nothing per request (an `Effect.uninterruptible` wrapper costs two steps of the fiber).
+  const runtime = Runtime.make({
+    context: options.runtime.context,
+    fiberRefs: options.runtime.fiberRefs,
+    runtimeFlags: RuntimeFlags.disable(options.runtime.runtimeFlags, RuntimeFlags.Interruption)
+  })
+  const runFork = Runtime.runFork(runtime)
   const { closing, route, tracing } = options
 
   const logDetached = (message: string, error: unknown, annotations: Record<string, string>) =>
@@ -238,9 +246,9 @@ export const make = (options: Options): Listener => {
         logDetached("response write failed", error, { url: request.url.slice(0, 200) })
       }
       if (streaming === undefined) return
-      fiber = runFork(Effect.uninterruptible(streaming))
+      fiber = runFork(streaming)
     } else {
-      fiber = runFork(Effect.uninterruptible(run(request, nodeResponse, routed)))
+      fiber = runFork(run(request, nodeResponse, routed))
     }
     // Most handlers answer before runFork returns; only a response still open needs to hear of a disconnect.
     if (!nodeResponse.writableEnded) {

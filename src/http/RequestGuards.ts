@@ -46,5 +46,16 @@ export const hostCheck = (options: {
   const loopback = options.listening && isLoopback(options.bind)
   if (!loopback && options.allowed.length === 0) return undefined
   const names = new Set([...(loopback ? loopbackNames : []), ...options.allowed.map((h) => h.trim().toLowerCase())])
-  return (header) => header === undefined || names.has(hostName(header)) || names.has(header.trim().toLowerCase())
+  const check = (header: string) => names.has(hostName(header)) || names.has(header.trim().toLowerCase())
+  // Clients send the same Host on every request: the last answer is remembered (one entry, so nothing grows).
+  let last: string | undefined
+  let lastServed = false
+  return (header) => {
+    if (header === undefined) return true
+    if (header !== last) {
+      lastServed = check(header)
+      last = header
+    }
+    return lastServed
+  }
 }
