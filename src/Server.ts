@@ -2,6 +2,8 @@
  * The composition `npm start` runs, as a layer: config, logging, state, target, core services and the
  * channels the environment enables. Tests and benchmarks start exactly this.
  */
+import type { HttpClient } from "@effect/platform"
+import { FetchHttpClient } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Config, ConfigError, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
 import * as Invocations from "./channels/Invocations.js"
@@ -53,12 +55,15 @@ export const layerLogging = Layer.merge(
   Layer.unwrapEffect(Effect.map(logLevel, (level) => Logger.minimumLogLevel(level)))
 )
 
-/** The channels enabled by the environment. */
-export const channelsFromEnv: Effect.Effect<ReadonlyArray<Channel>, ConfigError.ConfigError> = Effect
+/** The channels enabled by the environment; they may need an `HttpClient` (Telegram's Bot API calls). */
+export const channelsFromEnv: Effect.Effect<
+  ReadonlyArray<Channel<never, HttpClient.HttpClient>>,
+  ConfigError.ConfigError
+> = Effect
   .gen(function*() {
     const invocations = yield* Config.boolean("AGENT_HOST_INVOCATIONS").pipe(Config.withDefault(true))
     const responses = yield* Config.boolean("AGENT_HOST_RESPONSES").pipe(Config.withDefault(true))
-    const channels: Array<Channel> = []
+    const channels: Array<Channel<never, HttpClient.HttpClient>> = []
     if (responses) channels.push(Responses.make())
     if (invocations) channels.push(Invocations.make())
     // Web chat: the page at AGENT_HOST_WEBCHAT_PATH (default "/"); AGENT_HOST_WEBCHAT=false turns it off.
@@ -100,7 +105,11 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
       const channels = yield* channelsFromEnv
       const settings = yield* Persistence.config
       // Finished tasks are pruned after AGENT_HOST_TASK_RETENTION, like stored Responses.
-      const host = AgentHost.layer({ channels: [...channels, AdminRoutes.make()] }).pipe(
+      // Outgoing HTTP (the Bot API) goes through the global fetch, as the OpenAI agent's does.
+      const host = AgentHost.layer<never, HttpClient.HttpClient | TaskRunner.TaskRunner>({
+        channels: [...channels, AdminRoutes.make()]
+      }).pipe(
+        Layer.provide(FetchHttpClient.layer),
         Layer.merge(TaskRunner.layerRetention)
       )
       const config = HostConfig.layerConfig()

@@ -4,6 +4,7 @@
  * answers 503 naming it, and it becomes ready once an attempt succeeds. A failure that cannot succeed as
  * configured (401 for the token) is logged and not retried.
  */
+import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Logger, TestClock } from "effect"
 import * as Invocations from "../src/channels/Invocations.js"
@@ -37,7 +38,7 @@ const start = (fake: Fake.FakeTelegram, lines: Array<string>) =>
         Responses.make()
       ],
       target: Agent.layer(echoAgent([]))
-    })
+    }).pipe(Layer.provide(FetchHttpClient.layer))
     const context = yield* Layer.build(layer).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
     return Context.get(context, AgentHost)
   })

@@ -4,6 +4,7 @@
  * UTF-8, lone surrogates, a session id that cannot be a header) is a 4xx with the error envelope on every JSON
  * channel, with the server still serving afterwards.
  */
+import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import * as Http from "node:http"
@@ -79,10 +80,12 @@ const withHost = <A>(
       webhookUrl: "https://bot.example.test/telegram/webhook",
       secretToken: SECRET
     })
-    const ctx = yield* Layer.build(TestHost.layer({
-      channels: [Responses.make(), Invocations.make(), WebChat.make(), telegram],
-      settings
-    })).pipe(Effect.orDie)
+    const ctx = yield* Layer.build(
+      TestHost.layer({
+        channels: [Responses.make(), Invocations.make(), WebChat.make(), telegram],
+        settings
+      }).pipe(Layer.provide(FetchHttpClient.layer))
+    ).pipe(Effect.orDie)
     return yield* f(Context.get(ctx, AgentHost).url)
   })
 

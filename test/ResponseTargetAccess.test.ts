@@ -4,6 +4,7 @@
  * channel pointed at a fake Bot API on loopback. Identities linked to the caller's own key, and bearers of a push
  * key, still reach them.
  */
+import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, layer } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import * as Responses from "../src/channels/Responses/index.js"
@@ -51,7 +52,7 @@ const fixture = Layer.unwrapScoped(Effect.gen(function*() {
     target: Agent.layer(agent),
     store: Layer.succeed(StateStore.StateStore, store),
     settings: { pushKeys: [PUSH_KEY], trustIsolationHeaders: true }
-  })
+  }).pipe(Layer.provide(FetchHttpClient.layer))
   return Layer.merge(host, Layer.succeed(Fixture, { fake, store, turns }))
 }))
 

@@ -1,3 +1,4 @@
+import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Option, Stream, TestClock } from "effect"
 import * as Telegram from "../src/channels/Telegram/Telegram.js"
@@ -238,7 +239,7 @@ describe("Telegram push", () => {
     Effect.gen(function*() {
       const channel = Telegram.make({ token: fake.token, apiBase: fake.url })
       const ctx = { channel: "telegram" } as unknown as ChannelContext
-      const contribution = yield* channel.make(ctx)
+      const contribution = yield* channel.make(ctx).pipe(Effect.provide(FetchHttpClient.layer))
       return contribution.push!.push
     })
 
@@ -290,7 +291,9 @@ describe("Telegram push", () => {
       assert.isTrue(Exit.isSuccess(ok))
       // Network failure: nothing listens there.
       const dead = Telegram.make({ token: fake.token, apiBase: "http://127.0.0.1:9" })
-      const deadPush = (yield* dead.make({ channel: "telegram" } as unknown as ChannelContext)).push!.push
+      const deadPush = (yield* dead.make({ channel: "telegram" } as unknown as ChannelContext).pipe(
+        Effect.provide(FetchHttpClient.layer)
+      )).push!.push
       const network = failure(
         yield* Effect.exit(deadPush(identity("36"), result("hi"), { isEcho: false, idempotencyKey: "n" }))
       )

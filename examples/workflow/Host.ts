@@ -32,6 +32,7 @@ export const layerFromEnv = Layer.unwrapEffect(
     // Recovery sits above the host: it pushes endings whose turn is gone to channels that can push.
     WorkflowRecovery.layer().pipe(
       Layer.provideMerge(AgentHost.layerWithCore({ channels })),
+      Layer.provide(FetchHttpClient.layer),
       Layer.provideMerge(layerTarget),
       Layer.provideMerge(layerStores),
       Layer.provide(HostConfig.layerConfig())

@@ -50,13 +50,23 @@ export interface FakeTelegram {
   readonly fail: (method: string, error: ScriptedError) => void
   /** Queues updates for getUpdates; `update_id`s are assigned when missing. */
   readonly enqueueUpdate: (update: Record<string, unknown>) => number
-  readonly addFile: (fileId: string, bytes: Uint8Array, filePath?: string) => void
+  /** Serves a file; `declareLength: false` sends it chunked, without content-length. */
+  readonly addFile: (
+    fileId: string,
+    bytes: Uint8Array,
+    filePath?: string,
+    options?: { readonly declareLength?: boolean }
+  ) => void
   /** Requests for files, by path (to check what was downloaded). */
   readonly downloads: ReadonlyArray<string>
   /** Every URL the fake was asked for (to check where the token went). */
   readonly urls: ReadonlyArray<string>
   /** How many getUpdates calls were answered 409 Conflict because another poll was in progress. */
   readonly conflicts: () => number
+  /** Whether a getUpdates call is being held open now. */
+  readonly polling: () => boolean
+  /** Waits (real time, at most `timeoutMillis`) until `condition` holds; checked on every call and poll change. */
+  readonly waitUntil: (condition: () => boolean, timeoutMillis?: number) => Effect.Effect<void>
 }
 
 interface Held {
@@ -106,7 +116,7 @@ export const make = (options: Options = {}): Effect.Effect<FakeTelegram, never, 
     const scripted = new Map<string, Array<ScriptedError & { remaining: number }>>()
     const listeners = new Set<() => void>()
     const updates: Array<Record<string, unknown>> = []
-    const files = new Map<string, { bytes: Uint8Array; path: string }>()
+    const files = new Map<string, { bytes: Uint8Array; path: string; declareLength: boolean }>()
     let held: Held | undefined
     let nextUpdateId = 1000
     let nextMessageId = 1
@@ -189,6 +199,7 @@ export const make = (options: Options = {}): Effect.Effect<FakeTelegram, never, 
           response.on("close", () => {
             clearTimeout(timer)
             if (held === entry) held = undefined
+            notify()
           })
           return
         }
@@ -213,7 +224,10 @@ export const make = (options: Options = {}): Effect.Effect<FakeTelegram, never, 
         downloads.push(fileMatch[2]!)
         const file = [...files.values()].find((f) => f.path === fileMatch[2])
         if (file === undefined) return error(response, 404, "Not Found")
-        response.writeHead(200, { "content-type": "application/octet-stream", "content-length": file.bytes.byteLength })
+        response.writeHead(200, {
+          "content-type": "application/octet-stream",
+          ...(file.declareLength ? { "content-length": file.bytes.byteLength } : {})
+        })
         response.end(Buffer.from(file.bytes))
         return
       }
@@ -247,6 +261,31 @@ export const make = (options: Options = {}): Effect.Effect<FakeTelegram, never, 
 
     const callsOf = (method: string) => calls.filter((c) => c.method === method)
 
+    const waitUntil = (
+      condition: () => boolean,
+      timeoutMillis = 5000,
+      describe: () => string = () => "timed out waiting for a condition on the fake Bot API"
+    ) =>
+      Effect.async<void>((resume) => {
+        const check = () => {
+          if (condition()) {
+            cleanup()
+            resume(Effect.void)
+          }
+        }
+        const timer = setTimeout(() => {
+          cleanup()
+          resume(Effect.dieMessage(describe()))
+        }, timeoutMillis)
+        const cleanup = () => {
+          clearTimeout(timer)
+          listeners.delete(check)
+        }
+        listeners.add(check)
+        check()
+        return Effect.sync(cleanup)
+      })
+
     const fake: FakeTelegram = {
       url: `http://127.0.0.1:${address.port}`,
       token,
@@ -257,26 +296,17 @@ export const make = (options: Options = {}): Effect.Effect<FakeTelegram, never, 
       downloads,
       urls,
       conflicts: () => conflicts,
+      polling: () => held !== undefined,
+      waitUntil,
       waitFor: (method, count = 1, timeoutMillis = 5000) =>
-        Effect.async<ReadonlyArray<Call>>((resume) => {
-          const check = () => {
-            if (callsOf(method).length >= count) {
-              cleanup()
-              resume(Effect.succeed(callsOf(method)))
-            }
-          }
-          const timer = setTimeout(() => {
-            cleanup()
-            resume(Effect.dieMessage(`timed out waiting for ${count} ${method} call(s); saw ${callsOf(method).length}`))
-          }, timeoutMillis)
-          const cleanup = () => {
-            clearTimeout(timer)
-            listeners.delete(check)
-          }
-          listeners.add(check)
-          check()
-          return Effect.sync(cleanup)
-        }),
+        Effect.map(
+          waitUntil(
+            () => callsOf(method).length >= count,
+            timeoutMillis,
+            () => `timed out waiting for ${count} ${method} call(s); saw ${callsOf(method).length}`
+          ),
+          () => callsOf(method)
+        ),
       fail: (method, scripted_) => {
         const list = scripted.get(method) ?? []
         list.push({ ...scripted_, remaining: scripted_.times ?? 1 })
@@ -291,8 +321,12 @@ export const make = (options: Options = {}): Effect.Effect<FakeTelegram, never, 
         }
         return id
       },
-      addFile: (fileId, bytes, filePath) => {
-        files.set(fileId, { bytes, path: filePath ?? `documents/${fileId}.bin` })
+      addFile: (fileId, bytes, filePath, fileOptions) => {
+        files.set(fileId, {
+          bytes,
+          path: filePath ?? `documents/${fileId}.bin`,
+          declareLength: fileOptions?.declareLength ?? true
+        })
       }
     }
     return fake

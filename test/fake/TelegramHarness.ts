@@ -1,6 +1,7 @@
 /**
  * A real host with the Telegram channel pointed at a FakeTelegram, for the Telegram tests.
  */
+import { FetchHttpClient } from "@effect/platform"
 import { Context, Effect, Layer } from "effect"
 import type { AuthorizerShape } from "../../src/auth/Authorizer.js"
 import { Authorizer } from "../../src/auth/Authorizer.js"
@@ -106,7 +107,8 @@ export const start = (startOptions: StartOptions = {}) =>
         Layer.provide(startOptions.store ?? StateStoreModule.layerMemory),
         Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" }))
       )
-    const context = yield* Layer.build(hostLayer).pipe(Effect.orDie)
+    // The real HTTP client: the channel talks to the fake over loopback as it would to Telegram.
+    const context = yield* Layer.build(Layer.provide(hostLayer, FetchHttpClient.layer)).pipe(Effect.orDie)
     const host = Context.get(context, AgentHost)
     const harness: Harness = {
       fake,

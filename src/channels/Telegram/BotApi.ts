@@ -1,11 +1,14 @@
 /**
- * A small Bot API client: `POST {apiBase}/bot<token>/<method>` with a JSON body (or multipart for uploads),
- * answering `{ ok: true, result }` or `{ ok: false, error_code, description, parameters }`. Failures are typed
- * (`TelegramApiError` for what Telegram said, `TelegramTransportError` for everything between) and the token is
- * redacted from every message, since fetch errors and file paths can carry the URL.
+ * A small Bot API client over `HttpClient`: `POST {apiBase}/bot<token>/<method>` with a JSON body (or multipart
+ * for uploads), answering `{ ok: true, result }` or `{ ok: false, error_code, description, parameters }`.
+ * Failures are typed (`TelegramApiError` for what Telegram said, `TelegramTransportError` for everything between)
+ * and the token is redacted from every message. The URL carries the token, so the HttpClient's own span (which
+ * records `url.full`) is turned off; each call gets a span of its own naming only the method.
  */
+import type { HttpClientError } from "@effect/platform"
+import { HttpClient, HttpClientRequest } from "@effect/platform"
 import type { Duration } from "effect"
-import { Effect, Redacted, Schedule, Schema } from "effect"
+import { Chunk, Effect, Redacted, Schedule, Schema, Stream } from "effect"
 
 /** Telegram answered `ok: false` (or an HTTP error status). */
 export class TelegramApiError extends Schema.TaggedError<TelegramApiError>()("TelegramApiError", {
@@ -93,123 +96,160 @@ const ApiReply = Schema.Struct({
 })
 const decodeReply = Schema.decodeUnknownEither(ApiReply)
 
-export const make = (options: Options): BotApi => {
-  const token = Redacted.value(options.token)
-  const apiBase = (options.apiBase ?? "https://api.telegram.org").replace(/\/+$/, "")
-  const defaultTimeout = options.timeout ?? "30 seconds"
-  const botId = token.split(":")[0] ?? ""
-  const redact = (text: string) => token.length === 0 ? text : text.split(token).join("<token>")
+/** An error's message with its causes (`fetch failed: connect ECONNREFUSED ...`), for transport errors. */
+const describe = (error: unknown): string => {
+  const parts: Array<string> = []
+  let current: unknown = error
+  for (let depth = 0; depth < 4 && current !== undefined && current !== null; depth++) {
+    const isHttpError = typeof current === "object" && "_tag" in current &&
+      (current._tag === "RequestError" || current._tag === "ResponseError")
+    if (isHttpError) {
+      // Not `message`: it names the URL, which carries the token.
+      const e = current as HttpClientError.HttpClientError
+      parts.push(e.description ?? `${e.reason} error`)
+    } else {
+      parts.push(current instanceof Error ? current.message : String(current))
+    }
+    current = typeof current === "object" && "cause" in current ? current.cause : undefined
+  }
+  return parts.join(": ")
+}
 
-  const transport = (method: string, error: unknown) =>
-    new TelegramTransportError({
-      method,
-      message: redact(`Telegram ${method} failed: ${error instanceof Error ? error.message : String(error)}`)
-    })
+const parseJson = (body: string): unknown => {
+  try {
+    return JSON.parse(body)
+  } catch {
+    return undefined
+  }
+}
 
-  const send = (method: string, init: RequestInit, timeout: Duration.DurationInput) =>
-    Effect.tryPromise({
-      try: async (signal) => {
-        const response = await fetch(`${apiBase}/bot${token}/${method}`, { ...init, signal })
-        return { status: response.status, body: await response.text() }
-      },
-      catch: (error) => transport(method, error)
-    }).pipe(
-      Effect.timeoutFail({ duration: timeout, onTimeout: () => transport(method, "timed out") }),
-      Effect.flatMap(({ body, status }): Effect.Effect<unknown, BotApiError> => {
-        let parsed: unknown = undefined
-        try {
-          parsed = JSON.parse(body)
-        } catch {
-          parsed = undefined
-        }
-        const reply = decodeReply(parsed)
-        if (reply._tag === "Left") {
-          if (status >= 400) {
+/** Builds a client for one bot on the given `HttpClient` (production: `FetchHttpClient.layer`). */
+export const make = (options: Options): Effect.Effect<BotApi, never, HttpClient.HttpClient> =>
+  Effect.map(HttpClient.HttpClient, (httpClient) => {
+    const token = Redacted.value(options.token)
+    const apiBase = (options.apiBase ?? "https://api.telegram.org").replace(/\/+$/, "")
+    const defaultTimeout = options.timeout ?? "30 seconds"
+    const botId = token.split(":")[0] ?? ""
+    const redact = (text: string) => token.length === 0 ? text : text.split(token).join("<token>")
+    const client = httpClient.pipe(HttpClient.withTracerDisabledWhen(() => true))
+
+    const transport = (method: string, error: unknown) =>
+      new TelegramTransportError({ method, message: redact(`Telegram ${method} failed: ${describe(error)}`) })
+
+    const span = (method: string) =>
+      Effect.withSpan(`Telegram.BotApi.${method === "download" ? "download" : "call"}`, {
+        kind: "client",
+        captureStackTrace: false,
+        attributes: { "telegram.method": method }
+      })
+
+    /** Sends a request and reads its body as text, both under the timeout. */
+    const exchange = (method: string, request: HttpClientRequest.HttpClientRequest, timeout: Duration.DurationInput) =>
+      client.execute(request).pipe(
+        Effect.flatMap((response) => Effect.map(response.text, (body) => ({ status: response.status, body }))),
+        Effect.mapError((error) => transport(method, error)),
+        Effect.timeoutFail({ duration: timeout, onTimeout: () => transport(method, "timed out") })
+      )
+
+    const send = (method: string, request: HttpClientRequest.HttpClientRequest, timeout: Duration.DurationInput) =>
+      exchange(method, request, timeout).pipe(
+        Effect.flatMap(({ body, status }): Effect.Effect<unknown, BotApiError> => {
+          const reply = decodeReply(parseJson(body))
+          if (reply._tag === "Left") {
+            if (status >= 400) {
+              return Effect.fail(
+                new TelegramApiError({
+                  method,
+                  errorCode: status,
+                  description: `HTTP ${status}`,
+                  message: `Telegram ${method} failed: HTTP ${status}`
+                })
+              )
+            }
+            return Effect.fail(transport(method, `unexpected response (HTTP ${status})`))
+          }
+          const r = reply.right
+          if (r.ok) return Effect.succeed(r.result)
+          const description = redact(r.description ?? `HTTP ${status}`)
+          const retryAfter = r.parameters?.retry_after
+          return Effect.fail(
+            new TelegramApiError({
+              method,
+              errorCode: r.error_code ?? status,
+              description,
+              ...(retryAfter === undefined ? {} : { retryAfterSeconds: retryAfter }),
+              message: `Telegram ${method} failed: ${r.error_code ?? status} ${description}`
+            })
+          )
+        })
+      )
+
+    const methodUrl = (method: string) => `${apiBase}/bot${token}/${method}`
+
+    const call = <A, I>(
+      method: string,
+      params: Record<string, unknown>,
+      result: Schema.Schema<A, I>,
+      callOptions?: CallOptions
+    ): Effect.Effect<A, BotApiError> =>
+      send(
+        method,
+        HttpClientRequest.post(methodUrl(method)).pipe(HttpClientRequest.bodyUnsafeJson(params)),
+        callOptions?.timeout ?? defaultTimeout
+      ).pipe(
+        Effect.flatMap((raw) =>
+          Effect.mapError(
+            Schema.decodeUnknown(result)(raw),
+            () => transport(method, "the result has an unexpected shape")
+          )
+        ),
+        span(method)
+      )
+
+    const callMultipart = (method: string, form: FormData) =>
+      send(method, HttpClientRequest.post(methodUrl(method)).pipe(HttpClientRequest.bodyFormData(form)), defaultTimeout)
+        .pipe(span(method))
+
+    const tooLarge = (maxBytes: number) =>
+      new TelegramFileTooLarge({ limit: maxBytes, message: `the file is larger than ${maxBytes} bytes` })
+
+    // The body is read as a stream and abandoned past `maxBytes`, so a lying or missing content-length cannot
+    // make the channel buffer more than the limit.
+    const download = (filePath: string, maxBytes: number) =>
+      client.get(`${apiBase}/file/bot${token}/${filePath}`).pipe(
+        Effect.mapError((error) => transport("download", error)),
+        Effect.flatMap((response): Effect.Effect<Uint8Array, BotApiError | TelegramFileTooLarge> => {
+          if (response.status < 200 || response.status >= 300) {
             return Effect.fail(
               new TelegramApiError({
-                method,
-                errorCode: status,
-                description: `HTTP ${status}`,
-                message: `Telegram ${method} failed: HTTP ${status}`
+                method: "download",
+                errorCode: response.status,
+                description: `HTTP ${response.status}`,
+                message: `Telegram file download failed: HTTP ${response.status}`
               })
             )
           }
-          return Effect.fail(transport(method, `unexpected response (HTTP ${status})`))
-        }
-        const r = reply.right
-        if (r.ok) return Effect.succeed(r.result)
-        const description = redact(r.description ?? `HTTP ${status}`)
-        const retryAfter = r.parameters?.retry_after
-        return Effect.fail(
-          new TelegramApiError({
-            method,
-            errorCode: r.error_code ?? status,
-            description,
-            ...(retryAfter === undefined ? {} : { retryAfterSeconds: retryAfter }),
-            message: `Telegram ${method} failed: ${r.error_code ?? status} ${description}`
-          })
-        )
-      })
-    )
-
-  const call = <A, I>(
-    method: string,
-    params: Record<string, unknown>,
-    result: Schema.Schema<A, I>,
-    callOptions?: CallOptions
-  ): Effect.Effect<A, BotApiError> =>
-    send(
-      method,
-      { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(params) },
-      callOptions?.timeout ?? defaultTimeout
-    ).pipe(
-      Effect.flatMap((raw) =>
-        Effect.mapError(
-          Schema.decodeUnknown(result)(raw),
-          () => transport(method, "the result has an unexpected shape")
-        )
+          const declared = Number(response.headers["content-length"])
+          if (Number.isFinite(declared) && declared > maxBytes) return Effect.fail(tooLarge(maxBytes))
+          return response.stream.pipe(
+            Stream.mapError((error) => transport("download", error)),
+            Stream.mapAccumEffect(
+              0,
+              (total, chunk): Effect.Effect<readonly [number, Uint8Array], TelegramFileTooLarge> => {
+                const next = total + chunk.byteLength
+                return next > maxBytes ? Effect.fail(tooLarge(maxBytes)) : Effect.succeed([next, chunk] as const)
+              }
+            ),
+            Stream.runCollect,
+            Effect.map((chunks) => Buffer.concat(Chunk.toReadonlyArray(chunks)))
+          )
+        }),
+        Effect.timeoutFail({ duration: defaultTimeout, onTimeout: () => transport("download", "timed out") }),
+        span("download")
       )
-    )
 
-  const callMultipart = (method: string, form: FormData) => send(method, { method: "POST", body: form }, defaultTimeout)
-
-  const download = (filePath: string, maxBytes: number) =>
-    Effect.tryPromise({
-      try: async (signal) => {
-        const response = await fetch(`${apiBase}/file/bot${token}/${filePath}`, { signal })
-        const declared = Number(response.headers.get("content-length"))
-        if (!response.ok || (Number.isFinite(declared) && declared > maxBytes)) {
-          await response.body?.cancel()
-          return { status: response.status, bytes: undefined, tooLarge: response.ok }
-        }
-        const bytes = new Uint8Array(await response.arrayBuffer())
-        return { status: response.status, bytes, tooLarge: bytes.byteLength > maxBytes }
-      },
-      catch: (error) => transport("download", error)
-    }).pipe(
-      Effect.timeoutFail({ duration: defaultTimeout, onTimeout: () => transport("download", "timed out") }),
-      Effect.flatMap(({ bytes, status, tooLarge }): Effect.Effect<Uint8Array, BotApiError | TelegramFileTooLarge> => {
-        if (tooLarge) {
-          return Effect.fail(
-            new TelegramFileTooLarge({ limit: maxBytes, message: `the file is larger than ${maxBytes} bytes` })
-          )
-        }
-        if (bytes === undefined) {
-          return Effect.fail(
-            new TelegramApiError({
-              method: "download",
-              errorCode: status,
-              description: `HTTP ${status}`,
-              message: `Telegram file download failed: HTTP ${status}`
-            })
-          )
-        }
-        return Effect.succeed(bytes)
-      })
-    )
-
-  return { botId, call, callMultipart, download, redact }
-}
+    return { botId, call, callMultipart, download, redact }
+  })
 
 /**
  * Retries what is worth retrying, a few times: 429 waits what Telegram asked for (capped at a minute), other

@@ -10,6 +10,7 @@
  * This module composes the parts: `Inbound` (update to turn or command), `Replies` (sending and streaming),
  * `Webhook` and `Polling` (transports), `Push` (replies from other channels), `ChatQueue` (per-chat order).
  */
+import type { HttpClient } from "@effect/platform"
 import type { ConfigError } from "effect"
 import { Config, Duration, Effect, Option, Redacted, Ref, Schedule, Schema } from "effect"
 import type { Channel, ChannelCommand, ChannelContext, ChannelHooks, Route } from "../../core/Channel.js"
@@ -74,7 +75,11 @@ export interface Options {
   readonly busyPolicy?: "queue" | "reject" | "interrupt"
 }
 
-export const make = (options: Options): Channel => {
+/**
+ * The channel. It calls the Bot API through the `HttpClient` its composition provides (`FetchHttpClient.layer`
+ * in `Server.ts`).
+ */
+export const make = (options: Options): Channel<never, HttpClient.HttpClient> => {
   const name = options.name ?? "telegram"
   const token = typeof options.token === "string" ? Redacted.make(options.token) : options.token
   const secret = options.secretToken === undefined ?
@@ -87,9 +92,9 @@ export const make = (options: Options): Channel => {
   const pollingBackoff = options.pollingBackoff ??
     Schedule.exponential("1 second", 2).pipe(Schedule.union(Schedule.spaced("30 seconds")))
 
-  return ChannelModule.make<never, never>(name, (ctx: ChannelContext) =>
+  return ChannelModule.make<never, HttpClient.HttpClient>(name, (ctx: ChannelContext) =>
     Effect.gen(function*() {
-      const api = BotApi.make({ token, ...(options.apiBase === undefined ? {} : { apiBase: options.apiBase }) })
+      const api = yield* BotApi.make({ token, ...(options.apiBase === undefined ? {} : { apiBase: options.apiBase }) })
       const bot = yield* Ref.make<BotInfo>({ id: Number(api.botId), username: "" })
       const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.annotateLogs(effect, { channel: name })
 
@@ -186,7 +191,10 @@ export const make = (options: Options): Channel => {
  * TELEGRAM_API_BASE, TELEGRAM_WEBHOOK_URL, TELEGRAM_SECRET_TOKEN, TELEGRAM_DELETE_WEBHOOK_ON_SHUTDOWN,
  * TELEGRAM_PARSE_MODE, TELEGRAM_STREAM.
  */
-export const fromConfig: Effect.Effect<Option.Option<Channel>, ConfigError.ConfigError> = Effect.gen(function*() {
+export const fromConfig: Effect.Effect<
+  Option.Option<Channel<never, HttpClient.HttpClient>>,
+  ConfigError.ConfigError
+> = Effect.gen(function*() {
   const token = yield* Config.option(Config.redacted("TELEGRAM_BOT_TOKEN"))
   if (Option.isNone(token) || Redacted.value(token.value).trim().length === 0) return Option.none()
   const apiBase = yield* Config.string("TELEGRAM_API_BASE").pipe(Config.withDefault("https://api.telegram.org"))
