@@ -28,8 +28,8 @@ export interface HostConfigShape extends HostSettings {
   readonly shutdownGrace: Duration.Duration
   /**
    * A span per routed request (`http.server <METHOD>`, kind server, with `http.method`, `http.route` and
-   * `http.status_code`), exported by whatever tracer the app provides (`AGENT_HOST_TRACING`). Off (the
-   * default): no span and no tracer work per request.
+   * `http.status_code`) and per turn (`agent_host.turn`, under it), exported by whatever tracer the app
+   * provides (`AGENT_HOST_TRACING`). Off (the default): no span and no tracer work per request.
    */
   readonly tracing: boolean
 }

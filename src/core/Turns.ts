@@ -547,10 +547,14 @@ export const make = Effect.gen(function*() {
 
     const sessionIdFor = (isolationKey: string) => sessionIdOf(isolationKey)
 
+    // AGENT_HOST_TRACING: each turn (for a stream: its start) is a span, under the request's span.
+    const span = { captureStackTrace: false, attributes: { "agent_host.channel": channel } } as const
     return {
       channel,
-      run,
-      runStream,
+      run: settings.tracing ? (request, raw) => Effect.withSpan(run(request, raw), "agent_host.turn", span) : run,
+      runStream: settings.tracing ?
+        (request, raw) => Effect.withSpan(runStream(request, raw), "agent_host.turn", span) :
+        runStream,
       resetSession,
       settings,
       state: store,
