@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Option, Scope, TestClock } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer, Option, Scope, TestClock } from "effect"
+import * as Agent from "../src/core/Agent.js"
+import { assistantMessage } from "../src/domain/Message.js"
 import * as StateStore from "../src/state/StateStore.js"
 import * as Fake from "./fake/FakeTelegram.js"
 import * as Harness from "./fake/TelegramHarness.js"
@@ -48,6 +50,55 @@ describe("Telegram polling", () => {
       yield* fake2.waitFor("sendMessage", 1)
       yield* settle
       assert.deepStrictEqual(sentTexts(fake2), ["echo: three (history 0)"])
+    }))
+
+  it.scoped("takes no new updates once shutdown starts; the stored offset keeps them for the next start", () =>
+    Effect.gen(function*() {
+      const store = yield* StateStore.makeMemory
+      const storeLayer = Layer.succeed(StateStore.StateStore, store)
+      const gate = yield* Deferred.make<void>()
+      const started = yield* Deferred.make<void>()
+      const fake = yield* Fake.make()
+      const scope = yield* Scope.make()
+      yield* Harness.start({
+        fake,
+        webhook: false,
+        store: storeLayer,
+        options: { pollingTimeoutSeconds: 5 },
+        agent: (turns) =>
+          Agent.make({
+            name: "slow",
+            run: (turn) =>
+              Effect.gen(function*() {
+                turns.push(turn)
+                yield* Effect.zipRight(Deferred.succeed(started, undefined), Deferred.await(gate))
+                return { messages: [assistantMessage("done")] }
+              })
+          })
+      }).pipe(Scope.extend(scope))
+      const taken = fake.enqueueUpdate(message(51, "before"))
+      yield* Deferred.await(started)
+      // The running turn holds shutdown in its grace; the poll held open meanwhile is abandoned at once.
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* fake.waitUntil(() => !fake.polling())
+      const polls = fake.callsOf("getUpdates").length
+      const late = fake.enqueueUpdate(message(52, "during the grace"))
+      yield* settle
+      assert.strictEqual(fake.callsOf("getUpdates").length, polls)
+      // The turn taken before shutdown finishes in the grace and is answered.
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(closing)
+      assert.deepStrictEqual(sentTexts(fake, 51), ["done"])
+      assert.deepStrictEqual(sentTexts(fake, 52), [])
+      assert.deepStrictEqual(yield* store.getCursor(`telegram:${fake.botId}:offset`), Option.some(String(taken + 1)))
+
+      // The next start asks for what comes after the last update taken, and answers the late one.
+      const next = yield* Harness.start({ fake, webhook: false, store: storeLayer, options: polling })
+      yield* fake.waitFor("sendMessage", 2)
+      assert.strictEqual(fake.callsOf("getUpdates")[polls]!.params.offset, taken + 1)
+      assert.isAbove(late, taken)
+      assert.deepStrictEqual(sentTexts(fake, 52), ["echo: during the grace (history 0)"])
+      assert.strictEqual(next.turns.length, 1)
     }))
 
   it.scoped("backs off exponentially on getUpdates errors", () =>

@@ -4,12 +4,13 @@
  * (`ChannelRequest`) whose reply `Replies` renders.
  */
 import type { Ref } from "effect"
-import { Effect, Schema } from "effect"
+import { Effect, Either, Schema } from "effect"
 import type { ChannelCommand, ChannelContext, CommandContext } from "../../core/Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { Content } from "../../domain/Content.js"
 import type { ChannelIdentity } from "../../domain/Identity.js"
-import type { ChannelName, IsolationKey } from "../../domain/Ids.js"
+import type { ChannelName } from "../../domain/Ids.js"
+import { IsolationKey } from "../../domain/Ids.js"
 import { userMessage } from "../../domain/Message.js"
 import type * as BotApi from "./BotApi.js"
 import { parseCommand } from "./Commands.js"
@@ -45,19 +46,33 @@ const stripMention = (text: string, bot: BotInfo): string => {
   return text.replace(pattern, "").replace(/\s{2,}/g, " ").trim()
 }
 
+/** The chat (or forum topic) an update belongs to: its session key and where replies go. */
+export interface Chat {
+  readonly key: IsolationKey
+  readonly target: ChatTarget
+}
+
+const decodeKey = Schema.decodeEither(IsolationKey)
+
 export interface Options {
-  /** Channel name and session key prefix. */
-  readonly name: string
+  /** Channel name (decoded) and session key prefix. */
+  readonly name: ChannelName
   /** Whether turns stream (edits of one message). */
   readonly streaming: boolean
   readonly maxMediaBytes: number
 }
 
 export interface Inbound {
-  /** Handles one update: a command, a turn, or nothing (not addressed to the bot, not a kind it handles). */
-  readonly handleUpdate: (update: Update, raw: unknown) => Effect.Effect<void>
-  /** The session key the update belongs to; undefined when it has no chat. */
-  readonly chatKeyOf: (update: Update) => string | undefined
+  /**
+   * The chat the update belongs to; none when it has no chat (a callback query on an inaccessible message, an
+   * update kind the channel does not handle), and a failure when its key is not a valid isolation key.
+   */
+  readonly chatOf: (update: Update) => Either.Either<Chat | undefined, string>
+  /**
+   * Handles one update of `chat` (from `chatOf`): a command, a turn, or nothing (not addressed to the bot, not a
+   * kind it handles).
+   */
+  readonly handleUpdate: (update: Update, raw: unknown, chat: Chat | undefined) => Effect.Effect<void>
 }
 
 export const make = (deps: {
@@ -71,7 +86,7 @@ export const make = (deps: {
   const name = options.name
 
   const identityOf = (chatId: number, threadId: number | undefined, from: User | undefined): ChannelIdentity => ({
-    channel: name as ChannelName,
+    channel: name,
     nativeId: String(chatId),
     attributes: {
       ...(from === undefined ? {} : { user_id: from.id }),
@@ -80,15 +95,13 @@ export const make = (deps: {
     }
   })
 
-  const handleMessage = (message: Message, raw: unknown) =>
+  const handleMessage = (message: Message, raw: unknown, { key, target }: Chat) =>
     Effect.gen(function*() {
       const chat = message.chat
       if (chat.type === "channel") return
       const bot = yield* deps.bot
       const isGroup = chat.type === "group" || chat.type === "supergroup"
-      const threadId = message.is_topic_message === true ? message.message_thread_id : undefined
-      const key = isolationKey(chat.id, threadId, name) as IsolationKey
-      const target: ChatTarget = { chatId: chat.id, threadId }
+      const threadId = target.threadId
       const rawText = message.text !== undefined && message.text.length > 0 ? message.text : message.caption ?? ""
       const entities = message.entities ?? message.caption_entities ?? []
       const identity = identityOf(chat.id, threadId, message.from)
@@ -144,19 +157,19 @@ export const make = (deps: {
       yield* replies.answer(request, raw, target)
     })
 
-  const handleCallback = (query: CallbackQuery, raw: unknown) =>
+  const handleCallback = (query: CallbackQuery, raw: unknown, chat: Chat | undefined) =>
     Effect.gen(function*() {
       yield* api.call("answerCallbackQuery", { callback_query_id: query.id }, Schema.Unknown).pipe(
         Effect.catchAll((error) => Effect.logWarning("answerCallbackQuery failed", error.message))
       )
       const message = query.message
-      if (message === undefined || query.data === undefined || query.data.length === 0) return
-      const threadId = message.is_topic_message === true ? message.message_thread_id : undefined
+      if (chat === undefined || message === undefined || query.data === undefined || query.data.length === 0) return
+      const threadId = chat.target.threadId
       const request: ChannelRequest = {
         channel: name,
         operation: "message.create",
         input: [userMessage(query.data)],
-        session: { isolationKey: isolationKey(message.chat.id, threadId, name) as IsolationKey },
+        session: { isolationKey: chat.key },
         identity: identityOf(message.chat.id, threadId, query.from),
         attributes: {
           chat_id: message.chat.id,
@@ -166,22 +179,25 @@ export const make = (deps: {
         },
         stream: options.streaming
       }
-      yield* replies.answer(request, raw, { chatId: message.chat.id, threadId })
+      yield* replies.answer(request, raw, chat.target)
     })
 
-  const handleUpdate = (update: Update, raw: unknown): Effect.Effect<void> => {
-    if (update.callback_query !== undefined) return handleCallback(update.callback_query, raw)
+  const handleUpdate = (update: Update, raw: unknown, chat: Chat | undefined): Effect.Effect<void> => {
+    if (update.callback_query !== undefined) return handleCallback(update.callback_query, raw, chat)
     const message = update.message ?? update.edited_message
-    if (message !== undefined) return handleMessage(message, raw)
+    if (message !== undefined && chat !== undefined) return handleMessage(message, raw, chat)
     return Effect.void
   }
 
-  const chatKeyOf = (update: Update): string | undefined => {
+  const chatOf = (update: Update): Either.Either<Chat | undefined, string> => {
     const message = update.message ?? update.edited_message ?? update.callback_query?.message
-    if (message === undefined) return undefined
+    if (message === undefined) return Either.right(undefined)
     const threadId = message.is_topic_message === true ? message.message_thread_id : undefined
-    return isolationKey(message.chat.id, threadId, name)
+    return decodeKey(isolationKey(message.chat.id, threadId, name)).pipe(
+      Either.map((key): Chat => ({ key, target: { chatId: message.chat.id, threadId } })),
+      Either.mapLeft((error) => error.message)
+    )
   }
 
-  return { handleUpdate, chatKeyOf }
+  return { chatOf, handleUpdate }
 }

@@ -20,7 +20,10 @@ export interface Options {
   readonly backoff: Schedule.Schedule<unknown, unknown>
 }
 
-/** The poll loop; it runs until interrupted, or ends (logged) when another consumer owns the updates. */
+/**
+ * The poll loop; it runs until shutdown starts (`ctx.draining`: updates taken by then are handled in the grace,
+ * later ones stay with Telegram for the next start), or ends (logged) when another consumer owns the updates.
+ */
 export const run = (
   api: BotApi.BotApi,
   ctx: ChannelContext,
@@ -30,6 +33,8 @@ export const run = (
   Effect.gen(function*() {
     const stored = yield* ctx.state.getCursor(options.cursor)
     let offset = Option.match(stored, { onNone: () => undefined, onSome: (v) => Number(v) })
+    // Stopping during the call loses nothing: Telegram forgets updates only when a later call sends an offset past
+    // them. A batch once received is taken whole, with its offset stored, before the loop can stop.
     const once = Effect.gen(function*() {
       const items = yield* api.call(
         "getUpdates",
@@ -41,14 +46,16 @@ export const run = (
         Schema.Array(Schema.Unknown),
         { timeout: Duration.seconds(options.timeoutSeconds + 15) }
       )
-      for (const item of items) {
-        const id = (item as { readonly update_id?: unknown } | null)?.update_id
-        const update = decodeUpdate(item)
-        if (update._tag === "Right") yield* accept(update.right, item)
-        else yield* Effect.logWarning("malformed update skipped", update.left.message)
-        if (typeof id === "number" && (offset === undefined || id + 1 > offset)) offset = id + 1
-      }
-      if (items.length > 0 && offset !== undefined) yield* ctx.state.setCursor(options.cursor, String(offset))
+      yield* Effect.uninterruptible(Effect.gen(function*() {
+        for (const item of items) {
+          const id = (item as { readonly update_id?: unknown } | null)?.update_id
+          const update = decodeUpdate(item)
+          if (update._tag === "Right") yield* accept(update.right, item)
+          else yield* Effect.logWarning("malformed update skipped", update.left.message)
+          if (typeof id === "number" && (offset === undefined || id + 1 > offset)) offset = id + 1
+        }
+        if (items.length > 0 && offset !== undefined) yield* ctx.state.setCursor(options.cursor, String(offset))
+      }))
     })
     const backoff = ScheduleModule.intersect(
       options.backoff,
@@ -61,7 +68,8 @@ export const run = (
       Effect.retry({ schedule: backoff, while: (error) => !BotApi.isConflict(error) }),
       Effect.forever
     )
-    return yield* loop
+    const stopped = Effect.zipRight(ctx.draining, Effect.logInfo("shutting down: polling stopped"))
+    return yield* Effect.raceFirst(loop, stopped)
   }).pipe(
     Effect.catchAll((error) =>
       Effect.logWarning(

@@ -8,14 +8,16 @@
  * never as a file URL carrying the bot token.
  *
  * This module composes the parts: `Inbound` (update to turn or command), `Replies` (sending and streaming),
- * `Webhook` and `Polling` (transports), `Push` (replies from other channels), `ChatQueue` (per-chat order).
+ * `Webhook` and `Polling` (transports), `Push` (replies from other channels), `ChatQueue` (per-chat order, and
+ * why the session actor's order is not enough).
  */
 import type { HttpClient } from "@effect/platform"
 import type { ConfigError } from "effect"
-import { Config, Duration, Effect, Option, Redacted, Ref, Schedule, Schema } from "effect"
+import { Config, Duration, Effect, Either, Option, Redacted, Ref, Schedule, Schema } from "effect"
 import type { Channel, ChannelCommand, ChannelContext, ChannelHooks, Route } from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
-import { ChannelStartupError } from "../../domain/Errors.js"
+import { ChannelStartupError, MailboxFull } from "../../domain/Errors.js"
+import { ChannelName } from "../../domain/Ids.js"
 import * as BotApi from "./BotApi.js"
 import * as ChatQueue from "./ChatQueue.js"
 import * as Commands from "./Commands.js"
@@ -94,6 +96,7 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
 
   return ChannelModule.make<never, HttpClient.HttpClient>(name, (ctx: ChannelContext) =>
     Effect.gen(function*() {
+      const channelName = yield* Schema.decode(ChannelName)(name).pipe(Effect.orDie)
       const api = yield* BotApi.make({ token, ...(options.apiBase === undefined ? {} : { apiBase: options.apiBase }) })
       const bot = yield* Ref.make<BotInfo>({ id: Number(api.botId), username: "" })
       const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.annotateLogs(effect, { channel: name })
@@ -106,12 +109,24 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
       })
       const commands = Commands.make(ctx, options)
       const inbound = Inbound.make({ api, ctx, replies, commands, bot }, {
-        name,
+        name: channelName,
         streaming: options.stream ?? true,
         maxMediaBytes: options.maxMediaBytes ?? 10 * 1024 * 1024
       })
-      const chats = yield* ChatQueue.make
+      const chats = yield* ChatQueue.make()
       const seenNamespace = `telegram:${api.botId}`
+
+      // A chat with too many updates waiting hears what a full session mailbox would say.
+      const busy = (chat: Inbound.Chat) =>
+        replies.replyError(
+          chat.target,
+          new MailboxFull({
+            key: chat.key,
+            limit: ChatQueue.defaultMaxWaiting,
+            retryAfter: Duration.seconds(1),
+            message: `chat ${chat.key} already has ${ChatQueue.defaultMaxWaiting} update(s) waiting`
+          })
+        ).pipe(annotate)
 
       /** Accepts an update once (duplicates are dropped) and queues it behind its chat's earlier updates. */
       const accept = (update: Update, raw: unknown) =>
@@ -121,13 +136,17 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
             yield* Effect.logDebug("duplicate update dropped", update.update_id)
             return
           }
-          // Interruptible explicitly: the HTTP handler calling this may be running uninterruptibly, and a forked
-          // fiber inherits that, which would make shutdown (and stopping the typing and edit loops) hang.
-          const work = annotate(inbound.handleUpdate(update, raw)).pipe(
-            Effect.catchAllCause((cause) => Effect.logError("update handling failed", cause)),
-            Effect.interruptible
+          const chat = inbound.chatOf(update)
+          if (Either.isLeft(chat)) {
+            return yield* Effect.logWarning("update skipped: its chat has no valid session key", chat.left).pipe(
+              annotate
+            )
+          }
+          const work = annotate(inbound.handleUpdate(update, raw, chat.right)).pipe(
+            Effect.catchAllCause((cause) => Effect.logError("update handling failed", cause))
           )
-          yield* chats.run(inbound.chatKeyOf(update), work)
+          const onFull = chat.right === undefined ? Effect.void : busy(chat.right)
+          yield* chats.run(chat.right?.key, work, onFull)
         })
 
       // Missing configuration and answers like 401 (bad token) can never succeed: the host stops retrying those.
