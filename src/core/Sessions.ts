@@ -15,6 +15,7 @@
  */
 import type { ConfigError } from "effect"
 import {
+  Cause,
   Clock,
   Config,
   Context,
@@ -44,6 +45,13 @@ export const onDisconnectValues: ReadonlyArray<OnDisconnect> = ["continue", "can
 export interface SubmitOptions {
   /** Default `continue`. */
   readonly onDisconnect?: OnDisconnect
+  /**
+   * Run the turn in the caller's fiber when the actor is idle, instead of forking one for it (a fiber fork and a
+   * wakeup are a large part of a short turn). Only for a caller whose fiber nothing but the host interrupts
+   * (shutdown, the `interrupt` policy): a caller that goes away must not be able to stop it. Ignored under the
+   * `interrupt` policy and `onDisconnect: "cancel"`, which need the turn in a fiber of its own.
+   */
+  readonly inline?: boolean
 }
 
 export interface ActorHandle {
@@ -252,6 +260,30 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
         return job.fiber === undefined ? Effect.void : Effect.asVoid(job.fiber.interruptAsFork(FiberId.none))
       })
 
+    // The idle actor's turn, in the caller's fiber: the actor is busy from now on (later turns queue behind it), the
+    // turn is interruptible only in its own region (by shutdown or the `interrupt` policy, which find this fiber as
+    // the job's), and the next queued turn starts when it ends, however it ends.
+    const runInline = <A, E>(
+      actor: Actor,
+      work: (actor: ActorHandle) => Effect.Effect<A, E>,
+      cancelled: () => TurnCancelled
+    ): Effect.Effect<A, E | TurnCancelled> => {
+      const job: Job = { run: Effect.void, cancel: Effect.void, fiber: undefined, cancelRequested: false }
+      actor.running = job
+      return Effect.uninterruptible(Effect.withFiberRuntime<A, E | TurnCancelled>((fiber) => {
+        job.fiber = fiber as unknown as Fiber.RuntimeFiber<void>
+        return Effect.matchCauseEffect(Effect.interruptible(work(actor.handle)), {
+          onFailure: (cause): Effect.Effect<A, E | TurnCancelled> =>
+            Effect.flatMap(
+              startNext(actor),
+              (): Effect.Effect<A, E | TurnCancelled> =>
+                Cause.isInterruptedOnly(cause) ? Effect.fail(cancelled()) : Effect.failCause(cause)
+            ),
+          onSuccess: (value) => Effect.as(startNext(actor), value)
+        })
+      }))
+    }
+
     const submit = <A, E>(
       key: string,
       policy: BusyPolicy,
@@ -288,9 +320,19 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
             })
           )
         }
-        const deferred = Deferred.unsafeMake<A, E | TurnCancelled>(FiberId.none)
         // Built only when needed: an error captures a stack trace, too costly for every turn.
         const cancelled = () => new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
+        if (
+          !busy && submitOptions?.inline === true && policy !== "interrupt" && submitOptions.onDisconnect !== "cancel"
+        ) {
+          const inline = runInline(actor, work, cancelled)
+          return Effect.succeed(
+            evicted.length === 0
+              ? inline
+              : Effect.zipRight(Effect.forEach(evicted, closeScope, { discard: true }), inline)
+          )
+        }
+        const deferred = Deferred.unsafeMake<A, E | TurnCancelled>(FiberId.none)
         const job: Job = {
           run: work(actor.handle).pipe(
             Effect.exit,

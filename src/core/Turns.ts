@@ -91,7 +91,16 @@ interface ChannelInfo {
 interface Prepared {
   readonly request: ChannelRequest
   readonly isolation: IsolationKeys
+  /** The caller's fiber may run the turn itself (see `InlineTurns`). */
+  readonly inline: boolean
 }
+
+/**
+ * Provided around a caller whose fiber nothing but the host interrupts (the HTTP handler, which does not interrupt
+ * a request's fiber when its client goes away): a blocking turn on an idle session then runs in that fiber instead
+ * of one forked for it. Shutdown and the `interrupt` busy policy still stop it; a client that goes away does not.
+ */
+export class InlineTurns extends Context.Tag("effect-agent-host/Turns/InlineTurns")<InlineTurns, true>() {}
 
 // The trusted isolation headers of the HTTP request being served, if any.
 class CurrentIsolation extends Context.Tag("effect-agent-host/Turns/CurrentIsolation")<
@@ -284,11 +293,15 @@ export const make = Effect.gen(function*() {
         Effect.zipRight(authorizer.authorize(hooked)),
         Effect.flatMap((prepared) => {
           const finish = Effect.zipWith(
-            Effect.serviceOption(CurrentIsolation),
+            Effect.context<never>(),
             logRequest(prepared),
-            (isolation): Prepared => {
+            (context): Prepared => {
               info.turns.update(1)
-              return { request: prepared, isolation: Option.getOrElse(isolation, () => noIsolationKeys) }
+              return {
+                request: prepared,
+                isolation: Option.getOrElse(Context.getOption(context, CurrentIsolation), () => noIsolationKeys),
+                inline: Context.getOption(context, InlineTurns)._tag === "Some"
+              }
             }
           )
           return request.responseTarget === undefined ? finish : Effect.zipRight(checkTarget(request, prepared), finish)
@@ -404,10 +417,25 @@ export const make = Effect.gen(function*() {
   const submit = <A>(
     info: ChannelInfo,
     request: ChannelRequest,
-    work: Effect.Effect<A, TurnError>
+    work: Effect.Effect<A, TurnError>,
+    inline = false
   ): Effect.Effect<Effect.Effect<A, TurnError>, TurnError> => {
     const key = request.session?.isolationKey
     const cancel = request.onDisconnect === "cancel"
+    if (inline && !cancel) {
+      if (key === undefined) {
+        // No actor to order it: in the caller's fiber, interruptible only in its own region (by shutdown).
+        return Effect.succeed(
+          Effect.uninterruptible(
+            Effect.catchAllCause(Effect.interruptible(work), (cause) =>
+              Cause.isInterruptedOnly(cause) ?
+                Effect.fail(new TurnCancelled({ key: "", message: "the turn was cancelled" })) :
+                Effect.failCause(cause))
+          ).pipe(explain(key))
+        )
+      }
+      return Effect.map(sessions.submit(key, info.busyPolicy, () => work, { inline: true }), explain(key))
+    }
     if (key === undefined) {
       // Route handlers run uninterruptibly; the detached turn must stay interruptible for shutdown.
       return Effect.map(
@@ -462,9 +490,14 @@ export const make = Effect.gen(function*() {
     const run = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnOutcome, TurnError> =>
       Effect.flatMap(
         prepare(infoOf(channel), request, raw),
-        ({ isolation, request }) =>
+        ({ inline, isolation, request }) =>
           Effect.flatten(
-            submit(infoOf(channel), request, tracked(request.session?.isolationKey, runTurn(request, isolation)))
+            submit(
+              infoOf(channel),
+              request,
+              tracked(request.session?.isolationKey, runTurn(request, isolation)),
+              inline
+            )
           )
       )
 
