@@ -419,4 +419,45 @@ describe("AgentHost", () => {
         assert.isAtLeast(bad.status, 400)
         assert.strictEqual((yield* Metric.value(counter)).count - before, 2)
       })))
+
+  it.scopedLive("a blocking caller that goes away changes nothing: the turn, run in its fiber, completes and is recorded", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const slow = Agent.make({
+        name: "slow",
+        run: () =>
+          Effect.zipRight(
+            Effect.zipRight(Deferred.succeed(started, void 0), Deferred.await(release)),
+            Effect.succeed({
+              messages: [{ role: "assistant" as const, contents: [{ _tag: "text" as const, text: "done" }] }]
+            })
+          )
+      })
+      const store = yield* StateStore.makeMemory
+      yield* withHost(
+        { channels: [probe()], target: Agent.layer(slow), store: Layer.succeed(StateStore.StateStore, store) },
+        (host) =>
+          Effect.gen(function*() {
+            const controller = new AbortController()
+            const pending = fetch(`${host.url}/probe/run`, {
+              method: "POST",
+              body: JSON.stringify({ text: "go", key: "blocking-gone" }),
+              signal: controller.signal
+            }).catch(() => "aborted")
+            yield* Deferred.await(started)
+            controller.abort()
+            assert.strictEqual(yield* Effect.promise(() => pending), "aborted")
+            // Let the server see the closed connection before the turn may finish.
+            yield* Effect.sleep("100 millis")
+            yield* Deferred.succeed(release, void 0)
+            const history = yield* store.loadHistory("blocking-gone").pipe(
+              Effect.delay("5 millis"),
+              Effect.repeat({ until: (h) => h.length >= 2 }),
+              Effect.timeout("10 seconds")
+            )
+            assert.strictEqual(responseText({ messages: history.slice(1) }), "done")
+          })
+      )
+    }))
 })

@@ -37,6 +37,7 @@ import type { AgentResponseUpdate, Message } from "../domain/Message.js"
 import { ResponseAccumulator } from "../domain/Message.js"
 import type { Bytes } from "../domain/Size.js"
 import * as Size from "../domain/Size.js"
+import { currentClientShield } from "../http/ClientShield.js"
 import { BoundedCache } from "../internal/BoundedCache.js"
 import { StateStore } from "../state/StateStore.js"
 import type { ChannelContext, ChannelHooks, TurnOutcome, TurnStream } from "./Channel.js"
@@ -293,15 +294,20 @@ export const make = Effect.gen(function*() {
         Effect.zipRight(authorizer.authorize(hooked)),
         Effect.flatMap((prepared) => {
           const finish = Effect.zipWith(
-            Effect.context<never>(),
-            logRequest(prepared),
-            (context): Prepared => {
-              info.turns.update(1)
-              return {
+            Effect.withFiberRuntime<Prepared>((fiber) => {
+              const context = fiber.currentContext
+              return Effect.succeed({
                 request: prepared,
                 isolation: Option.getOrElse(Context.getOption(context, CurrentIsolation), () => noIsolationKeys),
-                inline: Context.getOption(context, InlineTurns)._tag === "Some"
-              }
+                // An HTTP request's fiber (a disconnect can be shielded from it), or a caller that says it is safe.
+                inline: fiber.getFiberRef(currentClientShield) === "interrupts" ||
+                  Option.isSome(Context.getOption(context, InlineTurns))
+              })
+            }),
+            logRequest(prepared),
+            (prepared): Prepared => {
+              info.turns.update(1)
+              return prepared
             }
           )
           return request.responseTarget === undefined ? finish : Effect.zipRight(checkTarget(request, prepared), finish)
@@ -414,6 +420,10 @@ export const make = Effect.gen(function*() {
   // Runs work in the session's actor, or detached in the host scope for sessionless turns; the caller only
   // waits for it. Under `onDisconnect: "cancel"` the wait is interruptible (route handlers run uninterruptibly,
   // a client disconnect interrupts them) and interrupting it cancels the turn; under `continue` it is not.
+  // While a turn runs in an HTTP request's fiber, the client leaving does not interrupt it (ClientShield).
+  const shielded = <A, E>(work: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+    Effect.locally(work, currentClientShield, "shielded")
+
   const submit = <A>(
     info: ChannelInfo,
     request: ChannelRequest,
@@ -427,14 +437,14 @@ export const make = Effect.gen(function*() {
         // No actor to order it: in the caller's fiber, interruptible only in its own region (by shutdown).
         return Effect.succeed(
           Effect.uninterruptible(
-            Effect.catchAllCause(Effect.interruptible(work), (cause) =>
+            Effect.catchAllCause(Effect.interruptible(shielded(work)), (cause) =>
               Cause.isInterruptedOnly(cause) ?
                 Effect.fail(new TurnCancelled({ key: "", message: "the turn was cancelled" })) :
                 Effect.failCause(cause))
           ).pipe(explain(key))
         )
       }
-      return Effect.map(sessions.submit(key, info.busyPolicy, () => work, { inline: true }), explain(key))
+      return Effect.map(sessions.submit(key, info.busyPolicy, () => shielded(work), { inline: true }), explain(key))
     }
     if (key === undefined) {
       // Route handlers run uninterruptibly; the detached turn must stay interruptible for shutdown.

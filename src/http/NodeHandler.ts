@@ -10,8 +10,10 @@
  */
 import { Cookies, HttpServerError, HttpServerResponse, HttpTraceContext } from "@effect/platform"
 import type { Fiber } from "effect"
-import { Cause, Chunk, Effect, Option, Runtime, RuntimeFlags, Stream } from "effect"
+import { Cause, Chunk, Effect, FiberId, FiberRefs, Option, Runtime, RuntimeFlags, Stream } from "effect"
 import type * as Http from "node:http"
+import type { ClientShield } from "./ClientShield.js"
+import { currentClientShield } from "./ClientShield.js"
 import type { IncomingRequest } from "./IncomingRequest.js"
 import { fromNode } from "./IncomingRequest.js"
 
@@ -168,7 +170,11 @@ export const make = (options: Options): Listener => {
   // costs nothing per request (an `Effect.uninterruptible` wrapper costs two steps of the fiber).
   const runtime = Runtime.make({
     context: options.runtime.context,
-    fiberRefs: options.runtime.fiberRefs,
+    fiberRefs: FiberRefs.updateAs(options.runtime.fiberRefs, {
+      fiberId: FiberId.none,
+      fiberRef: currentClientShield,
+      value: "interrupts" as ClientShield
+    }),
     runtimeFlags: RuntimeFlags.disable(options.runtime.runtimeFlags, RuntimeFlags.Interruption)
   })
   const runFork = Runtime.runFork(runtime)
@@ -253,7 +259,10 @@ export const make = (options: Options): Listener => {
     // Most handlers answer before runFork returns; only a response still open needs to hear of a disconnect.
     if (!nodeResponse.writableEnded) {
       nodeResponse.on("close", () => {
-        if (!nodeResponse.writableEnded) fiber.unsafeInterruptAsFork(HttpServerError.clientAbortFiberId)
+        // A turn running in this fiber is shielded: its caller leaving must not stop it (see ClientShield).
+        if (!nodeResponse.writableEnded && fiber.getFiberRef(currentClientShield) !== "shielded") {
+          fiber.unsafeInterruptAsFork(HttpServerError.clientAbortFiberId)
+        }
       })
     }
   }
