@@ -9,4 +9,10 @@ import { FiberRef } from "effect"
 /** `none`: not an HTTP request's fiber; `interrupts`: a disconnect interrupts it; `shielded`: it does not. */
 export type ClientShield = "none" | "interrupts" | "shielded"
 
-export const currentClientShield: FiberRef.FiberRef<ClientShield> = FiberRef.unsafeMake<ClientShield>("none")
+/**
+ * Not inherited: a fiber the handler forks is not the request's fiber (something else may interrupt it, e.g. the
+ * scope it was forked in), so a turn must not run inline there.
+ */
+export const currentClientShield: FiberRef.FiberRef<ClientShield> = FiberRef.unsafeMake<ClientShield>("none", {
+  fork: () => "none"
+})
