@@ -1,5 +1,5 @@
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Effect, Fiber, Layer, Stream, TestClock } from "effect"
+import { Effect, Fiber, Layer, Stream } from "effect"
 import OpenAI from "openai"
 import { Authorizer } from "../src/auth/Authorizer.js"
 import * as Responses from "../src/channels/Responses/index.js"
@@ -230,31 +230,28 @@ describe("Responses errors", () => {
       }))
   })
 
-  it.effect("a follower gets heartbeat comments while the run is silent, and all events in order", () =>
+  it.effect("a live run: a follower replays from any sequence, then follows live events until the run ends", () =>
     Effect.gen(function*() {
-      const run = new Responses.LiveRun()
+      const event = (sequence: number) => ({ sequence, type: "t", json: `{"n":${sequence}}` })
+      const frame = (n: number) => `event: t\ndata: {"n":${n}}\n\n`
+      const run = yield* Responses.LiveRun.make([event(1), event(2)])
       const seen: Array<string> = []
-      const fiber = yield* run.follow(0, "10 seconds").pipe(
-        Stream.runForEach((frame) => Effect.sync(() => seen.push(frame))),
+      const fromStart = yield* Responses.LiveRun.follow(run, 0).pipe(
+        Stream.runForEach((text) => Effect.sync(() => seen.push(text))),
         Effect.fork
       )
-      const event = (sequence: number) => ({ sequence, type: "t", json: `{"n":${sequence}}` })
-      assert.deepStrictEqual(seen, [])
-      yield* TestClock.adjust("10 seconds")
-      assert.deepStrictEqual(seen, [Responses.HEARTBEAT])
-      run.append([event(1), event(2)])
-      yield* TestClock.adjust("10 seconds")
-      // Something arrived in that interval: no heartbeat.
-      assert.deepStrictEqual(seen, [Responses.HEARTBEAT, "event: t\ndata: {\"n\":1}\n\nevent: t\ndata: {\"n\":2}\n\n"])
-      yield* TestClock.adjust("10 seconds")
-      assert.strictEqual(seen.length, 3)
-      assert.strictEqual(seen[2], Responses.HEARTBEAT)
-      run.append([event(3)])
-      run.finish()
-      yield* Fiber.join(fiber)
-      assert.strictEqual(seen[3], "event: t\ndata: {\"n\":3}\n\n")
-      // A late follower replays from any point and ends at once.
-      const late = yield* Stream.runCollect(run.follow(2, "10 seconds"))
-      assert.deepStrictEqual([...late], ["event: t\ndata: {\"n\":3}\n\n"])
+      const fromTwo = yield* Effect.fork(Stream.runCollect(Responses.LiveRun.follow(run, 2)))
+      // The events so far arrive as one write.
+      while (seen.length === 0) yield* Effect.yieldNow()
+      assert.deepStrictEqual(seen, [frame(1) + frame(2)])
+      yield* Responses.LiveRun.append(run, [event(3)])
+      yield* Responses.LiveRun.append(run, [event(4)])
+      yield* Responses.LiveRun.finish(run)
+      yield* Fiber.join(fromStart)
+      assert.strictEqual(seen.join(""), [1, 2, 3, 4].map(frame).join(""))
+      assert.strictEqual([...yield* Fiber.join(fromTwo)].join(""), frame(3) + frame(4))
+      // A follower that comes after the end replays from where it asks, and ends at once.
+      assert.deepStrictEqual([...yield* Stream.runCollect(Responses.LiveRun.follow(run, 3))], [frame(4)])
+      assert.deepStrictEqual([...yield* Stream.runCollect(Responses.LiveRun.follow(run, 4))], [])
     }))
 })

@@ -5,30 +5,32 @@
  * `"on_disconnect": "cancel"` (or the `x-agent-on-disconnect` header) cancels the turn when the caller goes away.
  * Also when the host's shutdown stops the turn: an `event: error` frame, or a 503 with `retry-after`.
  */
-import type { ParseResult } from "effect"
-import { Effect, Option, Schema, Stream } from "effect"
+import { Effect, Either, Option, Schema, Stream } from "effect"
 import type { Channel, ChannelContext, ChannelHooks } from "../core/Channel.js"
 import * as ChannelModule from "../core/Channel.js"
 import type { OnDisconnect } from "../core/Sessions.js"
 import type { ChannelRequest } from "../domain/ChannelRequest.js"
-import type { TurnError } from "../domain/Errors.js"
-import { turnErrorHeaders, turnErrorStatus } from "../domain/Errors.js"
-import { type IsolationKey, issueId } from "../domain/Ids.js"
+import { isolationKey, issueId } from "../domain/Ids.js"
 import { responseText, userMessage } from "../domain/Message.js"
 import { makeChecker } from "../http/ApiKeys.js"
-import { describeBodyError, errorJson, json, readJson } from "../http/HttpBody.js"
+import { errorJson, json } from "../http/HttpBody.js"
+import { readJsonObject } from "../http/JsonObject.js"
 import { onDisconnectOf } from "../http/OnDisconnect.js"
 import * as Sse from "../http/Sse.js"
+import { turnErrorJson } from "../http/TurnErrors.js"
 import { userScopedKey } from "../http/UserScope.js"
 
+// It comes back in the `x-session-id` header of a stream: printable ASCII, no edge spaces.
+const sessionIdPattern = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/
+
+/** The request body, as documentation and for clients; the handler checks it with `bodyProblem` (same rules). */
 export const InvocationBody = Schema.Struct({
   message: Schema.String.pipe(Schema.minLength(1, { message: () => "message must be a non-empty string" })),
   session_id: Schema.optional(
     Schema.String.pipe(
       Schema.minLength(1, { message: () => "session_id must be a non-empty string" }),
       Schema.maxLength(200, { message: () => "session_id must be at most 200 characters" }),
-      // It comes back in the `x-session-id` header of a stream: printable ASCII, no edge spaces.
-      Schema.pattern(/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/, {
+      Schema.pattern(sessionIdPattern, {
         message: () => "session_id must be printable ASCII (letters, digits, punctuation; spaces only inside)"
       })
     )
@@ -39,7 +41,21 @@ export const InvocationBody = Schema.Struct({
 })
 export type InvocationBody = typeof InvocationBody.Type
 
-const decodeBody = Schema.decodeUnknownEither(InvocationBody, { errors: "first", onExcessProperty: "ignore" })
+/** Why `body` is not an `InvocationBody` (the schema's rules as plain checks: no decode per request). */
+export const bodyProblem = (body: Record<string, unknown>): string | undefined => {
+  const { message, session_id, stream } = body
+  if (message === undefined) return "message is required"
+  if (typeof message !== "string" || message.length === 0) return "message must be a non-empty string"
+  if (session_id !== undefined) {
+    if (typeof session_id !== "string" || session_id.length === 0) return "session_id must be a non-empty string"
+    if (session_id.length > 200) return "session_id must be at most 200 characters"
+    if (!sessionIdPattern.test(session_id)) {
+      return "session_id must be printable ASCII (letters, digits, punctuation; spaces only inside)"
+    }
+  }
+  if (stream !== undefined && typeof stream !== "boolean") return "stream must be a boolean"
+  return undefined
+}
 
 export interface Options {
   readonly name?: string
@@ -49,25 +65,6 @@ export interface Options {
   /** What a caller's disconnect does to its turn when the request does not say (default `continue`). */
   readonly onDisconnect?: OnDisconnect
 }
-
-const turnErrorResponse = (error: TurnError) =>
-  errorJson(
-    turnErrorStatus(error),
-    error._tag === "AgentError" ? "agent_error" : error._tag,
-    error.message,
-    error._tag === "AgentError" && error.requestId !== undefined ? { request_id: error.requestId } : undefined,
-    turnErrorHeaders(error)
-  )
-
-const describeParseError = (error: ParseResult.ParseError): string => {
-  const message = error.message
-  if (message.includes("is missing") && message.includes("message")) return "message is required"
-  const firstLine = message.split("\n").pop()?.trim() ?? message
-  return firstLine.replace(/^└─ /, "")
-}
-
-// A session id is a bearer handle on the conversation: it comes from the CSPRNG.
-const newSessionId = issueId("inv_")
 
 export const make = (options: Options = {}): Channel => {
   const name = options.name ?? "invocations"
@@ -79,34 +76,37 @@ export const make = (options: Options = {}): Channel => {
           if (!authorized(input.request)) {
             return errorJson(401, "unauthorized", "a valid API key is required: send Authorization: Bearer <key>")
           }
-          const raw = yield* readJson(input.request, ctx.settings).pipe(Effect.either)
-          if (raw._tag === "Left") {
-            const problem = describeBodyError(raw.left)
-            return errorJson(problem.status, problem.type, problem.message)
+          const read = yield* Effect.either(readJsonObject(input.request, ctx.settings))
+          if (Either.isLeft(read)) {
+            const problem = read.left
+            // Valid JSON of the wrong shape is this wire's 422, like any other shape problem.
+            return errorJson(problem.reason === "NotAnObject" ? 422 : problem.status, problem.type, problem.message)
           }
-          if (raw.right === null || typeof raw.right !== "object" || Array.isArray(raw.right)) {
-            return errorJson(422, "invalid_request", "the request body must be a JSON object")
-          }
-          const decoded = decodeBody(raw.right)
-          if (decoded._tag === "Left") {
-            return errorJson(422, "invalid_request", describeParseError(decoded.left))
-          }
-          const body = decoded.right
+          const raw = read.right
+          const problem = bodyProblem(raw)
+          if (problem !== undefined) return errorJson(422, "invalid_request", problem)
+          const body = raw as InvocationBody
           const onDisconnect = onDisconnectOf(input.request, body.on_disconnect, options.onDisconnect ?? "continue")
           if (typeof onDisconnect !== "string") return errorJson(422, "invalid_request", onDisconnect.message)
-          const sessionId = body.session_id ?? (input.isolation.chat === undefined ? yield* newSessionId : undefined)
+          // A session id is a bearer handle on the conversation: it comes from the CSPRNG.
+          const sessionId = body.session_id ??
+            (input.isolation.chat === undefined ? yield* issueId("inv_") : undefined)
           // A session id is a name the caller picks: with a trusted user key, each user has their own session of
           // that name (another user's session_id starts a separate session, never theirs).
-          const key = sessionId === undefined ?
-            input.isolation.chat! :
-            userScopedKey(input.isolation.user, `${name}:${sessionId}`)
+          const key = isolationKey(
+            sessionId === undefined ?
+              input.isolation.chat! :
+              userScopedKey(input.isolation.user, `${name}:${sessionId}`)
+          )
+          if (Either.isLeft(key)) return turnErrorJson(key.left)
           const request: ChannelRequest = {
             channel: name,
             operation: "invoke",
             input: [userMessage(body.message)],
+            // A session id minted here names a session nothing is stored under yet.
             session: body.session_id === undefined && sessionId !== undefined ?
-              { isolationKey: key as IsolationKey, fresh: true } :
-              { isolationKey: key as IsolationKey },
+              { isolationKey: key.right, fresh: true } :
+              { isolationKey: key.right },
             attributes: sessionId === undefined ? {} : { session_id: sessionId },
             stream: body.stream === true,
             onDisconnect
@@ -120,11 +120,11 @@ export const make = (options: Options = {}): Channel => {
                   session_id: sessionOut
                 })
               ),
-              Effect.catchAll((error) => Effect.succeed(turnErrorResponse(error)))
+              Effect.catchAll((error) => Effect.succeed(turnErrorJson(error)))
             )
           }
           const started = yield* ctx.runStream(request, body).pipe(Effect.either)
-          if (started._tag === "Left") return turnErrorResponse(started.left)
+          if (started._tag === "Left") return turnErrorJson(started.left)
           const turn = started.right
           const frames = turn.updates.pipe(
             Stream.mapConcat((update) => {

@@ -1,8 +1,9 @@
 /**
  * Branded identifiers shared by the host and every channel.
  */
-import { Effect, Schema } from "effect"
+import { Effect, Either, Schema } from "effect"
 import { randomBytes } from "node:crypto"
+import { InvalidIsolationKey } from "./Errors.js"
 
 /** A channel's name: lower-case, stable, used in routes, isolation keys and response targets. */
 export const ChannelName = Schema.String.pipe(
@@ -32,6 +33,17 @@ export const IsolationKey = Schema.String.pipe(
   Schema.brand("IsolationKey")
 )
 export type IsolationKey = typeof IsolationKey.Type
+
+/**
+ * `key` as an `IsolationKey`, checked as the schema checks it (a plain check: no decode on the hot path), or the
+ * `InvalidIsolationKey` a channel answers with (400).
+ */
+export const isolationKey = (key: string): Either.Either<IsolationKey, InvalidIsolationKey> => {
+  const problem = isolationKeyProblem(key)
+  return problem === undefined ?
+    Either.right(key as IsolationKey) :
+    Either.left(new InvalidIsolationKey({ key: key.slice(0, 300), message: `isolation key ${problem}` }))
+}
 
 /** A response id (`resp_...`). */
 export const ResponseId = Schema.String.pipe(Schema.minLength(1), Schema.brand("ResponseId"))

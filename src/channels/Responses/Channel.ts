@@ -3,13 +3,17 @@
  * `?stream=true&starting_after=N` for background responses), `DELETE`, `GET .../input_items` and
  * `POST .../cancel`, so the official `openai` client works against the host unchanged.
  *
- * Every turn's rendering runs detached in the channel's scope, not in the request: a client that goes away
- * (or never waits, `background: true`) loses nothing; the response is completed and stored all the same.
- * A turn the host stops at shutdown (its grace period over) ends the run as `incomplete` (reason
+ * The turn records itself and delivers its reply whether or not anyone waits; what the channel adds is the
+ * stored response, and that is written also when the caller goes away:
+ * - a blocking request waits for the turn uninterruptibly (unless `on_disconnect: cancel`), then stores;
+ * - a foreground stream renders in the response itself; a caller that leaves early leaves a fiber that waits
+ *   for the turn's outcome and stores it;
+ * - a background response renders in one fiber of the channel's scope into a `LiveRun` that any number of
+ *   streams follow (`GET ...?stream=true`, replaying from `starting_after`), persisting its events so a later
+ *   replay sees exactly what a live client saw; `cancel` interrupts that fiber.
+ * A turn the host stops at shutdown (its grace period over) ends the response as `incomplete` (reason
  * `server_shutdown`) with the output so far: streams get `response.incomplete`, the stored response says so,
  * and a blocking request gets a 503 with `retry-after`.
- * Streams follow a `LiveRun` (the rendered events so far plus a wake-up signal); background runs also
- * persist their events so a later `GET ...?stream=true` replays exactly what a live client saw.
  *
  * At startup (before anything is served) the channel ends the background responses a dead process left `queued`
  * or `in_progress` (kill -9, a crash): each becomes `incomplete` with `incomplete_details.reason` =
@@ -17,22 +21,25 @@
  * `response.incomplete`, so neither polling nor a `?stream=true` replay waits forever. The state dir has a single
  * owner, so whatever is unfinished at startup belongs to a process that is gone.
  */
+import type { HttpServerResponse } from "@effect/platform"
 import type { Scope } from "effect"
-import { Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
-import type { Channel, ChannelContext, ChannelHooks, RouteInput, TurnStream } from "../../core/Channel.js"
+import { Cause, Chunk, Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
+import type { Channel, ChannelContext, ChannelHooks, RouteInput, TurnOutcome, TurnStream } from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
 import type { OnDisconnect } from "../../core/Sessions.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { TurnError } from "../../domain/Errors.js"
-import { isShutdown, turnErrorHeaders, turnErrorStatus } from "../../domain/Errors.js"
-import { type IsolationKey, issueId } from "../../domain/Ids.js"
+import { isShutdown } from "../../domain/Errors.js"
+import { isolationKey, issueId } from "../../domain/Ids.js"
 import * as Time from "../../domain/Time.js"
 import { makeChecker } from "../../http/ApiKeys.js"
-import { describeBodyError, json, readJson } from "../../http/HttpBody.js"
+import { json } from "../../http/HttpBody.js"
+import { readJsonObject } from "../../http/JsonObject.js"
 import { ON_DISCONNECT_HEADER, onDisconnectOf } from "../../http/OnDisconnect.js"
 import * as Sse from "../../http/Sse.js"
+import { describeTurnError } from "../../http/TurnErrors.js"
 import { sameUser, userScopedKey } from "../../http/UserScope.js"
-import { LiveRun } from "./LiveRun.js"
+import * as LiveRun from "./LiveRun.js"
 import type { RenderedEvent, Skeleton } from "./Render.js"
 import {
   endInterrupted,
@@ -71,7 +78,7 @@ export const OUT_OF_BAND_KEY = "agent_host_delivery"
 
 type Obj = Record<string, unknown>
 
-/** A stored stream event: its type and its JSON text, as `drive` persists it. */
+/** A stored stream event: its type and its JSON text, as `persist` stores it. */
 const decodeStoredEvent = (stored: { readonly sequence: number; readonly event: unknown }) => {
   const event = stored.event as { readonly type?: unknown; readonly data?: unknown } | null
   if (event === null || typeof event !== "object" || typeof event.type !== "string") return []
@@ -86,46 +93,43 @@ const decodeStoredEvent = (stored: { readonly sequence: number; readonly event: 
   }
 }
 
+/** A failed turn in OpenAI's envelope; the error's `code`, and `url` (link required) in the message. */
 const turnErrorResponse = (error: TurnError) => {
-  const status = turnErrorStatus(error)
-  switch (error._tag) {
-    case "InvalidRequest":
-      return errorResponse(status, "invalid_request", error.message, error.param ?? null)
-    case "InvalidIsolationKey":
-      return errorResponse(status, "invalid_isolation_key", error.message)
-    case "SessionBusy":
-      return errorResponse(status, "session_busy", error.message)
-    case "SessionCapacityExceeded":
-      return errorResponse(status, "capacity_exceeded", error.message)
-    case "MailboxFull":
-      return errorResponse(status, "session_queue_full", error.message, null, turnErrorHeaders(error))
-    case "PushQueueFull":
-      return errorResponse(status, "push_queue_full", error.message, null, turnErrorHeaders(error))
-    case "TurnCancelled":
-      return isShutdown(error) ?
-        errorResponse(status, "server_shutting_down", error.message, null, turnErrorHeaders(error)) :
-        errorResponse(status, "turn_cancelled", error.message)
-    case "AccessDenied":
-      return errorResponse(status, error.reasonCode.length > 0 ? error.reasonCode : "access_denied", error.message)
-    case "LinkRequiredError":
-      return errorResponse(
-        status,
-        "link_required",
-        error.url === undefined ? error.message : `${error.message} (${error.url})`
-      )
-    case "AgentError":
-      return errorResponse(status, "server_error", error.message)
-  }
+  const parts = describeTurnError(error)
+  return errorResponse(
+    parts.status,
+    parts.code,
+    parts.url === undefined ? parts.message : `${parts.message} (${parts.url})`,
+    parts.param ?? null,
+    parts.headers
+  )
 }
 
 /** The failure a response records: `server_error` is the code every client knows. */
-const failureOf = (error: TurnError) => ({ code: "server_error", message: error.message })
+const failureOf = (error: { readonly message: string }) => ({ code: "server_error", message: error.message })
 
 /** `incomplete_details.reason` of a response whose turn the host stopped at shutdown. */
 export const SHUTDOWN_REASON = "server_shutdown"
 
-// Response ids double as handles for GET/DELETE, so they come from the CSPRNG, not a seedable generator.
-const newResponseId = issueId("resp_")
+/** SSE frames of rendered events, as one string (one write). */
+const framesOf = (events: ReadonlyArray<RenderedEvent>): string => {
+  let text = ""
+  for (const event of events) text += eventFrame(event.type, event.json)
+  return text
+}
+
+const storedEvents = (events: ReadonlyArray<RenderedEvent>) =>
+  events.map((e) => ({ sequence: e.sequence, event: { type: e.type, data: e.json } }))
+
+/**
+ * How a streamed turn ended: its outcome or error, or stopped before it finished: `cancelled` (the cancel
+ * route), `shutdown` (the channel's scope closed), or a defect.
+ */
+type Ending =
+  | Either.Either<TurnOutcome, TurnError>
+  | "cancelled"
+  | "shutdown"
+  | { readonly defect: unknown }
 
 interface Prepared {
   readonly id: string
@@ -138,6 +142,18 @@ interface Prepared {
   readonly userKey: string | undefined
   readonly store: boolean
   readonly createdAt: Time.EpochMillis
+  /** The reply is shown as it streams: it goes to the caller (a reply that may go elsewhere is decided after). */
+  readonly liveText: boolean
+}
+
+/** A background response still rendering. */
+interface Background {
+  readonly run: LiveRun.LiveRun
+  /** The fiber rendering it; interrupting it ends the response (`cancelled` when `cancelled` is set). */
+  fiber: Fiber.RuntimeFiber<void> | undefined
+  cancelled: boolean
+  /** Deleted while it ran: nothing is stored when it ends. */
+  deleted: boolean
 }
 
 export const make = (options: Options = {}): Channel => {
@@ -148,7 +164,7 @@ export const make = (options: Options = {}): Channel => {
     Effect.gen(function*() {
       const scope: Scope.Scope = yield* Effect.scope
       const authorized = makeChecker(ctx.settings.apiKeys)
-      const live = new Map<string, LiveRun>()
+      const live = new Map<string, Background>()
 
       /** Ends what a dead process left running (see the module comment); runs before any route is served. */
       const endInterruptedRuns = Effect.gen(function*() {
@@ -158,10 +174,7 @@ export const make = (options: Options = {}): Channel => {
           const events = (yield* ctx.state.responseEvents(stored.id, 0)).flatMap(decodeStoredEvent)
           const { final, out } = endInterrupted(response, events)
           // Events first: if this is cut short too, the next startup finds the terminal event and only stores.
-          yield* ctx.state.appendResponseEvents(
-            stored.id,
-            out.map((e) => ({ sequence: e.sequence, event: { type: e.type, data: e.json } }))
-          )
+          yield* ctx.state.appendResponseEvents(stored.id, storedEvents(out))
           yield* ctx.state.putResponse({ ...stored, response: final })
         }
         if (unfinished.length > 0) {
@@ -200,53 +213,35 @@ export const make = (options: Options = {}): Channel => {
           Option.filter((stored) => sameUser(stored.userKey, input.isolation.user))
         )
 
+      const invalid = (message: string, param: string | null = null) =>
+        Either.left(errorResponse(400, "invalid_request", message, param))
+
       /** Reads, validates and maps a create request; a Left is the HTTP error to answer with. */
-      const prepare = (input: RouteInput) =>
+      const prepare = (
+        input: RouteInput
+      ): Effect.Effect<Either.Either<Prepared, HttpServerResponse.HttpServerResponse>> =>
         Effect.gen(function*() {
-          const raw = yield* readJson(input.request, ctx.settings).pipe(Effect.either)
-          if (raw._tag === "Left") {
-            const problem = describeBodyError(raw.left)
-            return Either.left(errorResponse(problem.status, problem.type, problem.message))
-          }
-          if (raw.right === null || typeof raw.right !== "object" || Array.isArray(raw.right)) {
-            return Either.left(errorResponse(400, "invalid_request", "the request body must be a JSON object"))
-          }
+          const raw = yield* Effect.either(readJsonObject(input.request, ctx.settings))
+          if (Either.isLeft(raw)) return Either.left(errorResponse(raw.left.status, raw.left.type, raw.left.message))
           const decoded = decodeCreateBody(raw.right)
-          if (!("body" in decoded)) {
-            return Either.left(errorResponse(400, "invalid_request", decoded.message, decoded.param))
-          }
+          if (!("body" in decoded)) return invalid(decoded.message, decoded.param)
           const body = decoded.body
           if (body.input == null) {
             return Either.left(errorResponse(400, "missing_required_parameter", "input is required", "input"))
           }
           if (body.previous_response_id != null && body.conversation != null) {
-            return Either.left(
-              errorResponse(
-                400,
-                "invalid_request",
-                "send previous_response_id or conversation, not both",
-                "conversation"
-              )
-            )
+            return invalid("send previous_response_id or conversation, not both", "conversation")
           }
           if (body.background === true && body.store === false) {
-            return Either.left(
-              errorResponse(400, "invalid_request", "background responses must be stored (store: true)", "store")
-            )
+            return invalid("background responses must be stored (store: true)", "store")
           }
           const explicit = onDisconnectOf(input.request, body.on_disconnect, "continue")
-          if (typeof explicit !== "string") {
-            return Either.left(errorResponse(400, "invalid_request", explicit.message, explicit.param))
-          }
+          if (typeof explicit !== "string") return invalid(explicit.message, explicit.param)
           const asked = body.on_disconnect != null || (input.request.headers[ON_DISCONNECT_HEADER] ?? "") !== ""
           if (body.background === true && asked && explicit === "cancel") {
-            return Either.left(
-              errorResponse(
-                400,
-                "invalid_request",
-                "a background response has no caller to wait for it: on_disconnect cancel needs a foreground request",
-                "on_disconnect"
-              )
+            return invalid(
+              "a background response has no caller to wait for it: on_disconnect cancel needs a foreground request",
+              "on_disconnect"
             )
           }
           const onDisconnect: OnDisconnect = body.background === true ?
@@ -255,15 +250,12 @@ export const make = (options: Options = {}): Channel => {
             explicit :
             options.onDisconnect ?? "continue"
           const target = parseResponseTarget(body.response_target)
-          if (target !== undefined && "message" in target) {
-            return Either.left(errorResponse(400, "invalid_request", target.message, target.param))
-          }
-          const id = yield* newResponseId
+          if (target !== undefined && "message" in target) return invalid(target.message, target.param)
+          // Response ids double as handles for GET/DELETE, so they come from the CSPRNG.
+          const id = yield* issueId("resp_")
           const base = id.slice(5)
           const parsed = parseInput(body.input, (kind, n) => `${kind}_${base}_in${n}`)
-          if ("message" in parsed) {
-            return Either.left(errorResponse(400, "invalid_request", parsed.message, parsed.param))
-          }
+          if ("message" in parsed) return invalid(parsed.message, parsed.param)
 
           let sessionKey: string
           if (body.previous_response_id != null) {
@@ -286,18 +278,20 @@ export const make = (options: Options = {}): Channel => {
           } else {
             sessionKey = input.isolation.chat ?? `${name}:${id}`
           }
+          const key = isolationKey(sessionKey)
+          if (Either.isLeft(key)) return Either.left(turnErrorResponse(key.left))
           const identity = identityOf(name, body)
-          const attributes: Record<string, unknown> = { responseId: id }
-          if (body.previous_response_id != null) attributes["previousResponseId"] = body.previous_response_id
           const request: ChannelRequest = {
             channel: name,
             operation: "message.create",
             input: parsed.messages,
-            session: { isolationKey: sessionKey as IsolationKey },
+            session: { isolationKey: key.right },
             ...(identity === undefined ? {} : { identity }),
             ...(target === undefined ? {} : { responseTarget: target }),
             options: runOptions(body),
-            attributes,
+            attributes: body.previous_response_id != null ?
+              { responseId: id, previousResponseId: body.previous_response_id } :
+              { responseId: id },
             stream: body.stream === true,
             onDisconnect
           }
@@ -311,16 +305,93 @@ export const make = (options: Options = {}): Channel => {
             sessionKey,
             userKey: input.isolation.user,
             store: body.store !== false,
-            createdAt
+            createdAt,
+            liveText: target === undefined || target.kind === "originating"
           })
         })
 
-      /** A blocking turn, run detached: the final resource, or the turn's error. */
+      const outOfBand = (prepared: Prepared): Record<string, string> => ({
+        ...prepared.body.metadata,
+        [OUT_OF_BAND_KEY]: "out_of_band"
+      })
+
+      /** The resource of a finished turn rendered whole (blocking requests, streams whose caller left). */
+      const finishedResource = (prepared: Prepared, outcome: TurnOutcome, completedAt: Time.EpochMillis): Obj => {
+        const { originating: shaped, result } = outcome
+        if (Option.isNone(shaped)) {
+          return resource(prepared.skeleton, {
+            status: "completed",
+            output: [],
+            usage: usageJson(result.response.usage),
+            completedAt,
+            metadata: outOfBand(prepared)
+          })
+        }
+        const response = shaped.value.response
+        const { incompleteReason, status } = statusOf(response.finishReason)
+        return resource(prepared.skeleton, {
+          status,
+          output: outputItems(prepared.id, response, status === "completed" ? "completed" : "incomplete"),
+          usage: usageJson(response.usage),
+          ...(incompleteReason === undefined ? {} : { incompleteReason }),
+          completedAt: status === "completed" ? completedAt : null
+        })
+      }
+
+      /**
+       * Closes a streamed rendering: the last events (into `out`) and the final resource. `whole` is set when the
+       * rendering missed updates (its caller left): a finished turn is then rendered from its result.
+       */
+      const endRendering = (
+        prepared: Prepared,
+        renderer: StreamRenderer,
+        ending: Ending,
+        out: Array<RenderedEvent>,
+        whole: boolean
+      ) =>
+        Effect.map(Time.now, (completedAt): Obj => {
+          if (ending === "shutdown") return renderer.end(out, { completedAt, incomplete: SHUTDOWN_REASON })
+          if (ending === "cancelled") return renderer.end(out, { completedAt, cancelled: true })
+          if ("defect" in ending) {
+            return renderer.end(out, {
+              completedAt,
+              error: failureOf({ message: "the response could not be rendered" })
+            })
+          }
+          if (Either.isLeft(ending)) {
+            const error = ending.left
+            if (isShutdown(error)) return renderer.end(out, { completedAt, incomplete: SHUTDOWN_REASON })
+            // A stream whose caller left with `on_disconnect: cancel` is cancelled by that, not failed.
+            if (whole && error._tag === "TurnCancelled") return renderer.end(out, { completedAt, cancelled: true })
+            return renderer.end(out, { completedAt, error: failureOf(error) })
+          }
+          if (whole) return finishedResource(prepared, ending.right, completedAt)
+          const { originating: shaped, result } = ending.right
+          if (Option.isNone(shaped)) {
+            return renderer.end(out, { completedAt, usage: result.response.usage, metadata: outOfBand(prepared) })
+          }
+          if (!prepared.liveText) renderer.items(outputItems(prepared.id, shaped.value.response, "completed"), out)
+          const usage = shaped.value.response.usage ?? result.response.usage
+          return renderer.end(out, usage === undefined ? { completedAt } : { completedAt, usage })
+        })
+
+      /** How awaiting a turn (or rendering it) ended, when interruption means `interrupted`. */
+      const endingOf = (
+        exit: Exit.Exit<TurnOutcome, TurnError>,
+        interrupted: () => "cancelled" | "shutdown"
+      ): Ending => {
+        if (Exit.isSuccess(exit)) return Either.right(exit.value)
+        const failure = Cause.failureOption(exit.cause)
+        if (Option.isSome(failure)) return Either.left(failure.value)
+        return Cause.isInterruptedOnly(exit.cause) ? interrupted() : { defect: Cause.squash(exit.cause) }
+      }
+
+      /** A blocking turn: the final resource, or the turn's error. */
       const runBlocking = (prepared: Prepared) =>
         Effect.gen(function*() {
-          const outcome = yield* ctx.run(prepared.request, prepared.body).pipe(Effect.either)
+          const outcome = yield* Effect.either(ctx.run(prepared.request, prepared.body))
           const completedAt = yield* Time.now
-          if (outcome._tag === "Left") {
+          if (Either.isLeft(outcome)) {
             const error = outcome.left
             if (isShutdown(error)) {
               yield* store(
@@ -333,162 +404,140 @@ export const make = (options: Options = {}): Channel => {
                 resource(prepared.skeleton, { status: "failed", output: [], error: failureOf(error) })
               )
             }
-            return Either.left(error)
+            return turnErrorResponse(error)
           }
-          const { originating: shaped, result } = outcome.right
-          let final: Obj
-          if (Option.isSome(shaped)) {
-            const response = shaped.value.response
-            const { incompleteReason, status } = statusOf(response.finishReason)
-            final = resource(prepared.skeleton, {
-              status,
-              output: outputItems(prepared.id, response, status === "completed" ? "completed" : "incomplete"),
-              usage: usageJson(response.usage),
-              ...(incompleteReason === undefined ? {} : { incompleteReason }),
-              completedAt: status === "completed" ? completedAt : null
-            })
-          } else {
-            final = resource(prepared.skeleton, {
-              status: "completed",
-              output: [],
-              usage: usageJson(result.response.usage),
-              completedAt,
-              metadata: outOfBand(prepared)
-            })
-          }
+          const final = finishedResource(prepared, outcome.right, completedAt)
           yield* store(prepared, final)
-          return Either.right(final)
+          return json(final)
         })
 
-      const outOfBand = (prepared: Prepared): Record<string, string> => ({
-        ...prepared.body.metadata,
-        [OUT_OF_BAND_KEY]: "out_of_band"
-      })
+      /** The rendered updates of a turn, as SSE text per chunk; nothing when the reply is not shown live. */
+      const renderedUpdates = (prepared: Prepared, turn: TurnStream, renderer: StreamRenderer) =>
+        prepared.liveText ?
+          Stream.mapChunks(turn.updates, (chunk) => {
+            const out: Array<RenderedEvent> = []
+            for (const update of chunk) renderer.update(update, out)
+            return out.length === 0 ? Chunk.empty<string>() : Chunk.of(framesOf(out))
+          }) :
+          Stream.drain(turn.updates)
 
       /**
-       * Renders a started streaming turn into `run`, persisting events for background runs, then stores it. Only
-       * the wait for the turn is interruptible: ending the run and storing it always happen, also when the
-       * channel's scope closes under it (shutdown), which ends the run as stopped by shutdown.
+       * A foreground stream, rendered in the response. Once its terminal event is rendered the response is stored;
+       * a caller that leaves before that leaves a fiber in the channel's scope that awaits the turn and stores its
+       * end (with `on_disconnect: cancel`, leaving cancels the turn, so that end is `cancelled`).
        */
-      const drive = (prepared: Prepared, turn: TurnStream, run: LiveRun, renderer: StreamRenderer) =>
+      const streamForeground = (prepared: Prepared, turn: TurnStream): Stream.Stream<string> =>
+        Stream.suspend(() => {
+          const renderer = new StreamRenderer(prepared.skeleton)
+          let settled = false
+          const settle = (ending: Ending, whole: boolean) =>
+            Effect.suspend(() => {
+              settled = true
+              const out: Array<RenderedEvent> = []
+              return Effect.flatMap(
+                endRendering(prepared, renderer, ending, out, whole),
+                (final) => Effect.as(store(prepared, final), framesOf(out))
+              )
+            })
+          const end = (ending: Ending) => Stream.fromEffect(Effect.uninterruptible(settle(ending, false)))
+          const left = Effect.uninterruptibleMask((restore) =>
+            Effect.flatMap(
+              Effect.exit(restore(turn.result)),
+              (exit) => settle(endingOf(exit, () => "shutdown"), true)
+            )
+          )
+          return Stream.make(framesOf(renderer.start("in_progress"))).pipe(
+            Stream.concat(renderedUpdates(prepared, turn, renderer)),
+            Stream.concat(Stream.unwrap(Effect.map(Effect.either(turn.result), end))),
+            Stream.catchAll((error) => end(Either.left(error))),
+            Stream.ensuring(
+              Effect.suspend(() =>
+                settled ? Effect.void : Effect.asVoid(Effect.forkIn(Effect.interruptible(left), scope))
+              )
+            )
+          )
+        })
+
+      /**
+       * Renders a background turn into its `LiveRun`, persisting every event, then stores it. Only the wait for
+       * the turn is interruptible: interrupted by the cancel route, the response ends `cancelled`; by the channel's
+       * scope closing under it (shutdown), `incomplete`.
+       */
+      const drive = (prepared: Prepared, turn: TurnStream, background: Background, renderer: StreamRenderer) =>
         Effect.uninterruptibleMask((restore) =>
           Effect.gen(function*() {
-            const background = prepared.body.background === true
-            const publish = (events: Array<RenderedEvent>) =>
-              Effect.suspend(() => {
-                if (events.length === 0) return Effect.void
-                run.append(events)
-                return background ?
-                  ctx.state.appendResponseEvents(
-                    prepared.id,
-                    events.map((e) => ({ sequence: e.sequence, event: { type: e.type, data: e.json } }))
-                  ) :
-                  Effect.void
-              })
-            const target = prepared.request.responseTarget
-            // A reply that may go elsewhere is not shown live: what the caller gets is decided after the turn.
-            const liveText = target === undefined || target.kind === "originating"
-            const consume = Effect.gen(function*() {
-              if (liveText) {
-                yield* Stream.runForEachChunk(turn.updates, (chunk) =>
-                  Effect.suspend(() => {
-                    const out: Array<RenderedEvent> = []
-                    for (const update of chunk) renderer.update(update, out)
-                    return publish(out)
-                  }))
-              } else {
-                yield* Stream.runDrain(turn.updates)
-              }
-              return yield* turn.result
-            })
-            // Interruptible explicitly: forked from an uninterruptible region, and cancel must be able to stop it.
-            const consuming = yield* Effect.fork(Effect.interruptible(Effect.either(consume)))
-            run.consuming = consuming
-            // The caller went away (on_disconnect: cancel) before the consumer existed.
-            if (run.abandoned) yield* Fiber.interruptFork(consuming)
-            // The drive is interrupted only when the channel's scope closes (shutdown): stop consuming, end the run.
-            const awaited = yield* Effect.exit(restore(Fiber.await(consuming)))
-            if (Exit.isFailure(awaited)) yield* Fiber.interrupt(consuming)
-            // An interrupted consumer means cancel (the cancel route interrupts it).
-            const outcome = Exit.isFailure(awaited) ?
-              "shutdown" as const :
-              Exit.isSuccess(awaited.value) ?
-              awaited.value.value :
-              "cancelled" as const
+            const publish = (events: ReadonlyArray<RenderedEvent>) =>
+              events.length === 0 ?
+                Effect.void :
+                Effect.zipRight(
+                  LiveRun.append(background.run, events),
+                  ctx.state.appendResponseEvents(prepared.id, storedEvents(events))
+                )
+            const consume = prepared.liveText ?
+              Stream.runForEachChunk(turn.updates, (chunk) =>
+                Effect.suspend(() => {
+                  const out: Array<RenderedEvent> = []
+                  for (const update of chunk) renderer.update(update, out)
+                  return publish(out)
+                })) :
+              Stream.runDrain(turn.updates)
+            const exit = yield* Effect.exit(restore(Effect.zipRight(consume, turn.result)))
+            const ending = endingOf(exit, () => background.cancelled ? "cancelled" : "shutdown")
             const out: Array<RenderedEvent> = []
-            let final: Obj
-            if (
-              outcome === "shutdown" || (outcome !== "cancelled" && Either.isLeft(outcome) && isShutdown(outcome.left))
-            ) {
-              final = renderer.end(out, { completedAt: yield* Time.now, incomplete: SHUTDOWN_REASON })
-            } else if (outcome === "cancelled") {
-              final = renderer.end(out, { completedAt: yield* Time.now, cancelled: true })
-            } else if (outcome._tag === "Left") {
-              final = renderer.end(out, { completedAt: yield* Time.now, error: failureOf(outcome.left) })
-            } else {
-              const { originating: shaped, result } = outcome.right
-              const completedAt = yield* Time.now
-              if (Option.isNone(shaped)) {
-                final = renderer.end(out, { completedAt, usage: result.response.usage, metadata: outOfBand(prepared) })
-              } else {
-                if (!liveText) renderer.items(outputItems(prepared.id, shaped.value.response, "completed"), out)
-                const usage = shaped.value.response.usage ?? result.response.usage
-                final = renderer.end(out, usage === undefined ? { completedAt } : { completedAt, usage })
-              }
-            }
+            const final = yield* endRendering(prepared, renderer, ending, out, false)
             yield* publish(out)
-            if (!run.deleted) yield* store(prepared, final)
+            if (!background.deleted) yield* store(prepared, final)
           })
         ).pipe(
-          Effect.ensuring(Effect.sync(() => {
-            run.finish()
+          Effect.ensuring(Effect.suspend(() => {
             live.delete(prepared.id)
+            return LiveRun.finish(background.run)
           }))
         )
 
-      const startStreaming = (prepared: Prepared) =>
+      const startBackground = (prepared: Prepared, turn: TurnStream) =>
         Effect.gen(function*() {
-          const background = prepared.body.background === true
-          const started = yield* ctx.runStream(prepared.request, prepared.body).pipe(Effect.either)
-          if (started._tag === "Left") return Either.left(turnErrorResponse(started.left))
-          const run = new LiveRun()
           const renderer = new StreamRenderer(prepared.skeleton)
-          const initial = renderer.start(background ? "queued" : "in_progress")
-          run.append(initial)
-          if (background) {
-            live.set(prepared.id, run)
-            yield* ctx.state.appendResponseEvents(
-              prepared.id,
-              initial.map((e) => ({ sequence: e.sequence, event: { type: e.type, data: e.json } }))
-            )
-            yield* store(prepared, resource(prepared.skeleton, { status: "in_progress", output: [] }))
+          const initial = renderer.start("queued")
+          const background: Background = {
+            run: yield* LiveRun.make(initial),
+            fiber: undefined,
+            cancelled: false,
+            deleted: false
           }
+          live.set(prepared.id, background)
+          yield* ctx.state.appendResponseEvents(prepared.id, storedEvents(initial))
+          yield* store(prepared, resource(prepared.skeleton, { status: "in_progress", output: [] }))
           // Interruptible explicitly: a fork inherits the handler's flags, and cancel must be able to interrupt.
-          yield* Effect.forkIn(Effect.interruptible(drive(prepared, started.right, run, renderer)), scope)
-          return Either.right(run)
+          background.fiber = yield* Effect.forkIn(
+            Effect.interruptible(drive(prepared, turn, background, renderer)),
+            scope
+          )
+          return background
         })
 
+      const follow = (background: Background, after: number) =>
+        Sse.response(Sse.withHeartbeat(LiveRun.follow(background.run, after), heartbeat))
+
+      // Uninterruptible: a caller that goes away does not stop the stored response from being written; only the
+      // wait for a turn under `on_disconnect: cancel` is interruptible (the turn makes it so), and cancels it.
       const create = ChannelModule.handler((input) =>
-        Effect.gen(function*() {
+        Effect.uninterruptible(Effect.gen(function*() {
           if (!authorized(input.request)) return unauthorized
           const prepared = yield* prepare(input)
-          if (prepared._tag === "Left") return prepared.left
+          if (Either.isLeft(prepared)) return prepared.left
           const p = prepared.right
-          if (p.body.stream === true || p.body.background === true) {
-            const started = yield* startStreaming(p)
-            if (started._tag === "Left") return started.left
-            const run = started.right
-            if (p.body.stream !== true) return json(resource(p.skeleton, { status: "queued", output: [] }))
-            if (p.request.onDisconnect !== "cancel") return Sse.response(run.follow(0, heartbeat))
-            // A follower that stops before the run ends is the caller going away: cancel the turn.
-            return Sse.response(run.follow(0, heartbeat).pipe(Stream.ensuring(Effect.suspend(() => run.abandon()))))
+          if (p.body.stream !== true && p.body.background !== true) return yield* runBlocking(p)
+          const started = yield* Effect.either(ctx.runStream(p.request, p.body))
+          if (Either.isLeft(started)) return turnErrorResponse(started.left)
+          if (p.body.background !== true) {
+            return Sse.response(Sse.withHeartbeat(streamForeground(p, started.right), heartbeat))
           }
-          const fiber = yield* Effect.forkIn(Effect.interruptible(runBlocking(p)), scope)
-          const outcome = yield* (p.request.onDisconnect === "cancel" ?
-            Effect.onInterrupt(Effect.interruptible(fiber.await), () => Fiber.interruptFork(fiber)) :
-            fiber.await).pipe(Effect.flatten)
-          return outcome._tag === "Left" ? turnErrorResponse(outcome.left) : json(outcome.right)
-        })
+          const background = yield* startBackground(p, started.right)
+          return p.body.stream === true ?
+            follow(background, 0) :
+            json(resource(p.skeleton, { status: "queued", output: [] }))
+        }))
       )
 
       const notFound = (id: string) => errorResponse(404, "response_not_found", `No response found with id '${id}'.`)
@@ -519,8 +568,8 @@ export const make = (options: Options = {}): Channel => {
               "stream"
             )
           }
-          const run = live.get(id)
-          if (run !== undefined) return Sse.response(run.follow(after, heartbeat))
+          const background = live.get(id)
+          if (background !== undefined) return follow(background, after)
           const events = yield* ctx.state.responseEvents(id, after)
           return Sse.response(
             Stream.fromIterable(events.map((e) => {
@@ -536,8 +585,8 @@ export const make = (options: Options = {}): Channel => {
           if (!authorized(input.request)) return unauthorized
           const id = input.params["id"] ?? ""
           if (Option.isNone(yield* getOwn(id, input))) return notFound(id)
-          const run = live.get(id)
-          if (run !== undefined) run.deleted = true
+          const background = live.get(id)
+          if (background !== undefined) background.deleted = true
           const deleted = yield* ctx.state.deleteResponse(id)
           if (!deleted) return notFound(id)
           return json({ id, object: "response", deleted: true })
@@ -554,12 +603,11 @@ export const make = (options: Options = {}): Channel => {
           if (response["background"] !== true) {
             return errorResponse(400, "invalid_request", "only background responses can be cancelled")
           }
-          const run = live.get(id)
-          if (run === undefined) return json(response)
-          if (run.consuming !== undefined) yield* Fiber.interrupt(run.consuming)
-          // Wait for the run to record the cancellation, so the answer is the final state.
-          const final = run.follow(run.events.length, heartbeat)
-          yield* Stream.runDrain(final)
+          const background = live.get(id)
+          if (background?.fiber === undefined) return json(response)
+          background.cancelled = true
+          // Returns once the run has ended and stored its final state (a run that already finished keeps it).
+          yield* Fiber.interrupt(background.fiber)
           const after = yield* ctx.state.getResponse(id)
           return json(Option.isSome(after) ? after.value.response : response)
         })

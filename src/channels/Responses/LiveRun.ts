@@ -1,90 +1,59 @@
 /**
- * A rendering run others can follow: the events rendered so far, whether the run ended, and a wake-up signal.
- * Followers read from the shared event list (a chunk per wake-up, so ready events are written together) and
- * get an SSE comment when the run has been silent for a heartbeat interval.
+ * A background response being rendered, for whoever follows it (the creating request with `stream: true`,
+ * `GET /responses/{id}?stream=true`): the events rendered so far, and a `SubscriptionRef` announcing how many
+ * there are and whether the run has ended. A follower replays from any sequence number, then follows live
+ * until the run ends; a chunk of announcements becomes one write of every event they cover.
  */
-import { Chunk, Deferred, Duration, Effect, Exit, Fiber, FiberId, Option, Schedule, Stream } from "effect"
-import * as Sse from "../../http/Sse.js"
+import { Chunk, Effect, Stream, SubscriptionRef } from "effect"
 import type { RenderedEvent } from "./Render.js"
 import { eventFrame } from "./Render.js"
 
-export const HEARTBEAT = Sse.comment("keep-alive")
-
-export class LiveRun {
-  readonly events: Array<RenderedEvent> = []
-  done = false
-  deleted = false
-  /** The fiber consuming the turn; interrupting it cancels the run. */
-  consuming: Fiber.RuntimeFiber<unknown> | undefined = undefined
-  /** The caller went away and asked for its turn to be cancelled then (`on_disconnect: cancel`). */
-  abandoned = false
-  private signal = Deferred.unsafeMake<void>(FiberId.none)
-
-  append(events: ReadonlyArray<RenderedEvent>): void {
-    if (events.length === 0) return
-    for (const event of events) this.events.push(event)
-    this.wake()
-  }
-
-  /** Cancels an unfinished run whose caller went away; nothing once the run is done. */
-  abandon(): Effect.Effect<void> {
-    if (this.done) return Effect.void
-    this.abandoned = true
-    return this.consuming === undefined ? Effect.void : Fiber.interruptFork(this.consuming)
-  }
-
-  finish(): void {
-    this.done = true
-    this.wake()
-  }
-
-  private wake(): void {
-    const old = this.signal
-    this.signal = Deferred.unsafeMake<void>(FiberId.none)
-    Deferred.unsafeDone(old, Exit.void)
-  }
-
-  /**
-   * Frames after sequence `after` until the run ends. A per-follower ticker checks every `heartbeat`
-   * whether anything arrived since its last look; if not, the follower emits a comment. The ticker does
-   * nothing per event, so busy streams pay nothing for it.
-   */
-  follow(after: number, heartbeat: Duration.DurationInput): Stream.Stream<string> {
-    const state = { beat: false, seen: -1 }
-    const pull = (cursor: number): Effect.Effect<Option.Option<readonly [Chunk.Chunk<string>, number]>> =>
-      Effect.suspend(() => {
-        const signal = this.signal
-        // Sequences start at 1 and are contiguous, so event n sits at index n - 1.
-        const length = this.events.length
-        if (length > cursor) {
-          let text = ""
-          for (let i = cursor; i < length; i++) {
-            const event = this.events[i]!
-            text += eventFrame(event.type, event.json)
-          }
-          return Effect.succeed(Option.some([Chunk.of(text), length] as const))
-        }
-        if (this.done) return Effect.succeed(Option.none())
-        if (state.beat) {
-          state.beat = false
-          return Effect.succeed(Option.some([Chunk.of(HEARTBEAT), cursor] as const))
-        }
-        return Effect.zipRight(Deferred.await(signal), pull(cursor))
-      })
-    const tick = Effect.sync(() => {
-      if (this.done) return
-      if (this.events.length === state.seen) {
-        state.beat = true
-        this.wake()
-      }
-      state.seen = this.events.length
-    })
-    return Stream.unwrapScoped(
-      Effect.as(
-        // Interruptible explicitly: a fork inherits its parent's flags, and the ticker must stop with the stream.
-        Effect.forkScoped(Effect.interruptible(Effect.repeat(tick, Schedule.spaced(Duration.decode(heartbeat))))),
-        Stream.unfoldChunkEffect(Math.max(0, after), pull)
-      )
-    )
-  }
+export interface Progress {
+  /** Events rendered so far. */
+  readonly count: number
+  /** The run ended: no event follows. */
+  readonly done: boolean
 }
+
+export interface LiveRun {
+  /** Rendered events in sequence order (sequences start at 1 and are contiguous: event n sits at n - 1). */
+  readonly events: Array<RenderedEvent>
+  readonly progress: SubscriptionRef.SubscriptionRef<Progress>
+}
+
+export const make = (initial: ReadonlyArray<RenderedEvent>): Effect.Effect<LiveRun> =>
+  Effect.map(
+    SubscriptionRef.make<Progress>({ count: initial.length, done: false }),
+    (progress) => ({ events: [...initial], progress })
+  )
+
+/** Adds events and tells the followers. */
+export const append = (run: LiveRun, events: ReadonlyArray<RenderedEvent>): Effect.Effect<void> =>
+  events.length === 0 ? Effect.void : Effect.suspend(() => {
+    for (const event of events) run.events.push(event)
+    return SubscriptionRef.set(run.progress, { count: run.events.length, done: false })
+  })
+
+/** Ends the run: followers write what they have not yet written, then end. */
+export const finish = (run: LiveRun): Effect.Effect<void> =>
+  Effect.suspend(() => SubscriptionRef.set(run.progress, { count: run.events.length, done: true }))
+
+/** SSE frames of the events after sequence `after`, then of every new one, until the run ends. */
+export const follow = (run: LiveRun, after: number): Stream.Stream<string> =>
+  Stream.suspend(() => {
+    let cursor = Math.max(0, after)
+    return run.progress.changes.pipe(
+      Stream.takeUntil((progress) => progress.done),
+      Stream.mapChunks((announced) => {
+        const count = Chunk.unsafeLast(announced).count
+        if (count <= cursor) return Chunk.empty<string>()
+        let text = ""
+        for (let i = cursor; i < count; i++) {
+          const event = run.events[i]!
+          text += eventFrame(event.type, event.json)
+        }
+        cursor = count
+        return Chunk.of(text)
+      })
+    )
+  })

@@ -8,19 +8,20 @@
  * A browser is the identity `webchat:<user>`; each conversation is the isolation key
  * `webchat:<user>:<session>` (or the trusted chat isolation header, when the host trusts one).
  */
-import { Config, Effect, Option, Schedule, Stream } from "effect"
+import { Config, Duration, Effect, Either, Option, Schedule, Stream } from "effect"
 import type { Channel, ChannelContext, ChannelHooks, RouteInput } from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { TurnError } from "../../domain/Errors.js"
-import { turnErrorHeaders, turnErrorStatus } from "../../domain/Errors.js"
 import type { ChannelIdentity } from "../../domain/Identity.js"
-import { type IsolationKey, issueId } from "../../domain/Ids.js"
+import { isolationKey, issueId } from "../../domain/Ids.js"
 import type { Message } from "../../domain/Message.js"
 import { responseText, userMessage } from "../../domain/Message.js"
-import { describeBodyError, errorJson, json, readJson } from "../../http/HttpBody.js"
+import { errorJson, json } from "../../http/HttpBody.js"
+import { readJsonObject } from "../../http/JsonObject.js"
 import { joinPath } from "../../http/Router.js"
 import * as Sse from "../../http/Sse.js"
+import { describeTurnError, extraFields, turnErrorJson } from "../../http/TurnErrors.js"
 import * as Assets from "./Assets.js"
 import * as PushHub from "./PushHub.js"
 
@@ -36,6 +37,8 @@ export interface Options {
   readonly pushQueue?: Partial<PushHub.Limits>
   readonly hooks?: ChannelHooks
   readonly busyPolicy?: "queue" | "reject" | "interrupt"
+  /** SSE comment sent on a stream silent this long, so proxies keep it open (default 25 seconds). */
+  readonly heartbeatInterval?: Duration.DurationInput
 }
 
 export const defaultMaxMessageChars = 8_000
@@ -59,31 +62,13 @@ const idProblem = (what: string, value: unknown): string | undefined => {
   return undefined
 }
 
-const turnErrorResponse = (error: TurnError) =>
-  errorJson(
-    turnErrorStatus(error),
-    error._tag === "AgentError" ? "agent_error" : error._tag,
-    error.message,
-    error._tag === "LinkRequiredError" && error.url !== undefined ?
-      { url: error.url } :
-      error._tag === "AgentError" && error.requestId !== undefined ?
-      { request_id: error.requestId } :
-      undefined,
-    turnErrorHeaders(error)
-  )
-
-const turnErrorFrame = (error: TurnError) =>
-  Sse.frame(
-    JSON.stringify({
-      error: {
-        type: error._tag === "AgentError" ? "agent_error" : error._tag,
-        message: error.message,
-        ...(error._tag === "LinkRequiredError" && error.url !== undefined ? { url: error.url } : {}),
-        ...(error._tag === "AgentError" && error.requestId !== undefined ? { request_id: error.requestId } : {})
-      }
-    }),
+const turnErrorFrame = (error: TurnError) => {
+  const parts = describeTurnError(error)
+  return Sse.frame(
+    JSON.stringify({ error: { type: parts.type, message: parts.message, ...extraFields(parts) } }),
     "error"
   )
+}
 
 /** Messages as the page shows them: role and text, user and assistant only. */
 export const viewMessages = (messages: ReadonlyArray<Message>) => {
@@ -99,12 +84,10 @@ export const viewMessages = (messages: ReadonlyArray<Message>) => {
 
 const historyLimit = 500
 
-// A session id is a handle on the conversation: it comes from the CSPRNG.
-const newId = issueId("c")
-
 export const make = (options: Options = {}): Channel => {
   const name = options.name ?? "webchat"
   const maxMessageChars = options.maxMessageChars ?? defaultMaxMessageChars
+  const heartbeat = options.heartbeatInterval ?? Duration.seconds(25)
   return ChannelModule.make<never, never>(name, (ctx: ChannelContext) =>
     Effect.gen(function*() {
       const pagePath = joinPath(options.path ?? "/", "")
@@ -113,27 +96,17 @@ export const make = (options: Options = {}): Channel => {
       const hub = yield* PushHub.make(options.pushQueue)
       yield* Effect.forkScoped(Effect.repeat(hub.sweep, Schedule.spaced("1 minute")))
 
-      // Comments every 25 s keep proxies from closing a quiet stream (a long turn, an idle page).
-      const heartbeat = Stream.repeatEffect(Effect.succeed(Sse.comment("keep-alive"))).pipe(
-        Stream.schedule(Schedule.spaced("25 seconds"))
-      )
-
       const keyFor = (input: RouteInput, user: string, session: string) =>
         input.isolation.chat ?? `${name}:${user}:${session}`
 
       const identityOf = (user: string) => ({ channel: name, nativeId: user }) as ChannelIdentity
 
       const readBody = (input: RouteInput) =>
-        readJson(input.request, ctx.settings).pipe(
-          Effect.map((raw): { readonly body: Record<string, unknown> } | { readonly error: ReturnType<typeof json> } =>
-            raw !== null && typeof raw === "object" && !Array.isArray(raw) ?
-              { body: raw as Record<string, unknown> } :
-              { error: errorJson(400, "invalid_request", "the request body must be a JSON object") }
-          ),
-          Effect.catchAll((e) => {
-            const problem = describeBodyError(e)
-            return Effect.succeed({ error: errorJson(problem.status, problem.type, problem.message) })
-          })
+        readJsonObject(input.request, ctx.settings).pipe(
+          Effect.map((body) => ({ body })),
+          Effect.catchAll((problem) =>
+            Effect.succeed({ error: errorJson(problem.status, problem.type, problem.message) })
+          )
         )
 
       const page = ChannelModule.handler(({ query, request }) =>
@@ -170,18 +143,21 @@ export const make = (options: Options = {}): Channel => {
               `the message is ${message.length} characters long; the limit is ${maxMessageChars}`
             )
           }
-          const session = typeof sessionIn === "string" ? sessionIn : yield* newId
+          // A session id is a handle on the conversation: it comes from the CSPRNG.
+          const session = typeof sessionIn === "string" ? sessionIn : yield* issueId("c")
+          const key = isolationKey(keyFor(input, user as string, session))
+          if (Either.isLeft(key)) return turnErrorJson(key.left)
           const request: ChannelRequest = {
             channel: name,
             operation: "message.create",
             input: [userMessage(message)],
-            session: { isolationKey: keyFor(input, user as string, session) as IsolationKey },
+            session: { isolationKey: key.right },
             identity: identityOf(user as string),
             attributes: { session_id: session },
             stream: true
           }
           const started = yield* ctx.runStream(request, read.body).pipe(Effect.either)
-          if (started._tag === "Left") return turnErrorResponse(started.left)
+          if (started._tag === "Left") return turnErrorJson(started.left)
           const turn = started.right
           const deltas = turn.updates.pipe(
             Stream.mapConcat((update) => {
@@ -207,7 +183,7 @@ export const make = (options: Options = {}): Channel => {
             Stream.concat(done),
             Stream.catchAll((error) => Stream.make(turnErrorFrame(error)))
           )
-          return Sse.response(Stream.merge(frames, heartbeat, { haltStrategy: "left" }))
+          return Sse.response(Sse.withHeartbeat(frames, heartbeat))
         })
       )
 
@@ -256,7 +232,7 @@ export const make = (options: Options = {}): Channel => {
                 : Sse.frame(item.data, undefined, item.id)
             )
           )
-          return Sse.response(Stream.merge(pushes, heartbeat, { haltStrategy: "left" }))
+          return Sse.response(Sse.withHeartbeat(pushes, heartbeat))
         })
       )
 
