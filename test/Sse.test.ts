@@ -36,17 +36,18 @@ describe("Sse.withHeartbeat", () => {
       assert.deepStrictEqual(seen, [])
       yield* TestClock.adjust("1 second")
       assert.deepStrictEqual(seen, [Sse.HEARTBEAT])
+      // Frames ready together are emitted together.
       yield* source.offerAll(["a", "b"])
-      yield* until(() => seen.length === 3)
+      yield* until(() => seen.length === 2)
       yield* TestClock.adjust("10 seconds")
       // Something was sent in that interval: no comment.
-      assert.deepStrictEqual(seen, [Sse.HEARTBEAT, "a", "b"])
+      assert.deepStrictEqual(seen, [Sse.HEARTBEAT, "ab"])
       yield* TestClock.adjust("10 seconds")
-      assert.deepStrictEqual(seen, [Sse.HEARTBEAT, "a", "b", Sse.HEARTBEAT])
+      assert.deepStrictEqual(seen, [Sse.HEARTBEAT, "ab", Sse.HEARTBEAT])
       yield* source.offer("c")
       yield* source.end
       yield* Fiber.join(fiber)
-      assert.deepStrictEqual(seen, [Sse.HEARTBEAT, "a", "b", Sse.HEARTBEAT, "c"])
+      assert.deepStrictEqual(seen, [Sse.HEARTBEAT, "ab", Sse.HEARTBEAT, "c"])
     }))
 
   it.effect("a failing source fails the stream; an abandoned one is stopped", () =>
@@ -58,7 +59,7 @@ describe("Sse.withHeartbeat", () => {
       let stopped = false
       const endless = Stream.repeatValue("x").pipe(Stream.ensuring(Effect.sync(() => (stopped = true))))
       const taken = yield* leavesNoFiber(Stream.runCollect(Stream.take(Sse.withHeartbeat(endless, "10 seconds"), 3)))
-      assert.deepStrictEqual([...taken], ["x", "x", "x"])
+      assert.strictEqual(taken.length, 3)
       assert.isTrue(stopped)
     }))
 })

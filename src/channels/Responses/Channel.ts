@@ -23,7 +23,7 @@
  */
 import type { HttpServerResponse } from "@effect/platform"
 import type { Scope } from "effect"
-import { Cause, Chunk, Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
+import { Cause, Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
 import type { Channel, ChannelContext, ChannelHooks, RouteInput, TurnOutcome, TurnStream } from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
 import type { OnDisconnect } from "../../core/Sessions.js"
@@ -411,51 +411,63 @@ export const make = (options: Options = {}): Channel => {
           return json(final)
         })
 
-      /** The rendered updates of a turn, as SSE text per chunk; nothing when the reply is not shown live. */
-      const renderedUpdates = (prepared: Prepared, turn: TurnStream, renderer: StreamRenderer) =>
+      /** Consumes a turn's updates, rendering each chunk into `publish` (nothing when not shown live). */
+      const render = (
+        prepared: Prepared,
+        turn: TurnStream,
+        renderer: StreamRenderer,
+        publish: (events: ReadonlyArray<RenderedEvent>) => Effect.Effect<void>
+      ) =>
         prepared.liveText ?
-          Stream.mapChunks(turn.updates, (chunk) => {
-            const out: Array<RenderedEvent> = []
-            for (const update of chunk) renderer.update(update, out)
-            return out.length === 0 ? Chunk.empty<string>() : Chunk.of(framesOf(out))
-          }) :
-          Stream.drain(turn.updates)
+          Stream.runForEachChunk(turn.updates, (chunk) =>
+            Effect.suspend(() => {
+              const out: Array<RenderedEvent> = []
+              for (const update of chunk) renderer.update(update, out)
+              return out.length === 0 ? Effect.void : publish(out)
+            })) :
+          Stream.runDrain(turn.updates)
 
       /**
-       * A foreground stream, rendered in the response. Once its terminal event is rendered the response is stored;
-       * a caller that leaves before that leaves a fiber in the channel's scope that awaits the turn and stores its
-       * end (with `on_disconnect: cancel`, leaving cancels the turn, so that end is `cancelled`).
+       * A foreground stream, rendered as the response is written, then stored, then its terminal event sent (so a
+       * stream that ended means a stored response). A caller that leaves before the end interrupts the rendering,
+       * which leaves a fiber in the channel's scope that awaits the turn and stores how it ended (leaving under
+       * `on_disconnect: cancel` cancels the turn: `cancelled`).
        */
       const streamForeground = (prepared: Prepared, turn: TurnStream): Stream.Stream<string> =>
-        Stream.suspend(() => {
-          const renderer = new StreamRenderer(prepared.skeleton)
-          let settled = false
-          const settle = (ending: Ending, whole: boolean) =>
-            Effect.suspend(() => {
-              settled = true
-              const out: Array<RenderedEvent> = []
-              return Effect.flatMap(
-                endRendering(prepared, renderer, ending, out, whole),
-                (final) => Effect.as(store(prepared, final), framesOf(out))
-              )
+        Sse.produce(heartbeat, (emit) =>
+          Effect.uninterruptibleMask((restore) =>
+            Effect.gen(function*() {
+              const renderer = new StreamRenderer(prepared.skeleton)
+              const publish = (events: ReadonlyArray<RenderedEvent>) => emit(framesOf(events))
+              const exit = yield* Effect.exit(restore(
+                Effect.zipRight(
+                  Effect.zipRight(publish(renderer.start("in_progress")), render(prepared, turn, renderer, publish)),
+                  turn.result
+                )
+              ))
+              // Interrupted: the reader stopped (the caller went away).
+              if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
+                const left = Effect.uninterruptibleMask((restoreLeft) =>
+                  Effect.flatMap(
+                    Effect.exit(restoreLeft(turn.result)),
+                    (awaited) => settle(prepared, renderer, endingOf(awaited, () => "shutdown"), true)
+                  )
+                )
+                yield* Effect.forkIn(Effect.interruptible(left), scope)
+                return
+              }
+              const out = yield* settle(prepared, renderer, endingOf(exit, () => "shutdown"), false)
+              yield* restore(publish(out))
             })
-          const end = (ending: Ending) => Stream.fromEffect(Effect.uninterruptible(settle(ending, false)))
-          const left = Effect.uninterruptibleMask((restore) =>
-            Effect.flatMap(
-              Effect.exit(restore(turn.result)),
-              (exit) => settle(endingOf(exit, () => "shutdown"), true)
-            )
-          )
-          return Stream.make(framesOf(renderer.start("in_progress"))).pipe(
-            Stream.concat(renderedUpdates(prepared, turn, renderer)),
-            Stream.concat(Stream.unwrap(Effect.map(Effect.either(turn.result), end))),
-            Stream.catchAll((error) => end(Either.left(error))),
-            Stream.ensuring(
-              Effect.suspend(() =>
-                settled ? Effect.void : Effect.asVoid(Effect.forkIn(Effect.interruptible(left), scope))
-              )
-            )
-          )
+          ))
+
+      /** Ends a rendering and stores the final resource; returns the last events. */
+      const settle = (prepared: Prepared, renderer: StreamRenderer, ending: Ending, whole: boolean) =>
+        Effect.gen(function*() {
+          const out: Array<RenderedEvent> = []
+          const final = yield* endRendering(prepared, renderer, ending, out, whole)
+          yield* store(prepared, final)
+          return out
         })
 
       /**
@@ -473,15 +485,9 @@ export const make = (options: Options = {}): Channel => {
                   LiveRun.append(background.run, events),
                   ctx.state.appendResponseEvents(prepared.id, storedEvents(events))
                 )
-            const consume = prepared.liveText ?
-              Stream.runForEachChunk(turn.updates, (chunk) =>
-                Effect.suspend(() => {
-                  const out: Array<RenderedEvent> = []
-                  for (const update of chunk) renderer.update(update, out)
-                  return publish(out)
-                })) :
-              Stream.runDrain(turn.updates)
-            const exit = yield* Effect.exit(restore(Effect.zipRight(consume, turn.result)))
+            const exit = yield* Effect.exit(
+              restore(Effect.zipRight(render(prepared, turn, renderer, publish), turn.result))
+            )
             const ending = endingOf(exit, () => background.cancelled ? "cancelled" : "shutdown")
             const out: Array<RenderedEvent> = []
             const final = yield* endRendering(prepared, renderer, ending, out, false)
@@ -531,7 +537,7 @@ export const make = (options: Options = {}): Channel => {
           const started = yield* Effect.either(ctx.runStream(p.request, p.body))
           if (Either.isLeft(started)) return turnErrorResponse(started.left)
           if (p.body.background !== true) {
-            return Sse.response(Sse.withHeartbeat(streamForeground(p, started.right), heartbeat))
+            return Sse.response(streamForeground(p, started.right))
           }
           const background = yield* startBackground(p, started.right)
           return p.body.stream === true ?
