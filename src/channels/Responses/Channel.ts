@@ -258,6 +258,8 @@ export const make = (options: Options = {}): Channel => {
           if ("message" in parsed) return invalid(parsed.message, parsed.param)
 
           let sessionKey: string
+          // A key made from the new response id names a session nothing is stored under yet.
+          let fresh = false
           if (body.previous_response_id != null) {
             const previous = yield* getOwn(body.previous_response_id, input)
             if (Option.isNone(previous)) {
@@ -275,8 +277,11 @@ export const make = (options: Options = {}): Channel => {
               input.isolation.user,
               `${name}:conv:${typeof body.conversation === "string" ? body.conversation : body.conversation.id}`
             )
+          } else if (input.isolation.chat !== undefined) {
+            sessionKey = input.isolation.chat
           } else {
-            sessionKey = input.isolation.chat ?? `${name}:${id}`
+            sessionKey = `${name}:${id}`
+            fresh = true
           }
           const key = isolationKey(sessionKey)
           if (Either.isLeft(key)) return Either.left(turnErrorResponse(key.left))
@@ -285,7 +290,7 @@ export const make = (options: Options = {}): Channel => {
             channel: name,
             operation: "message.create",
             input: parsed.messages,
-            session: { isolationKey: key.right },
+            session: fresh ? { isolationKey: key.right, fresh } : { isolationKey: key.right },
             ...(identity === undefined ? {} : { identity }),
             ...(target === undefined ? {} : { responseTarget: target }),
             options: runOptions(body),
@@ -525,10 +530,10 @@ export const make = (options: Options = {}): Channel => {
       const follow = (background: Background, after: number) =>
         Sse.response(Sse.withHeartbeat(LiveRun.follow(background.run, after), heartbeat))
 
-      // Uninterruptible: a caller that goes away does not stop the stored response from being written; only the
-      // wait for a turn under `on_disconnect: cancel` is interruptible (the turn makes it so), and cancels it.
+      // Handlers run uninterruptibly: a caller that goes away does not stop the stored response from being
+      // written; only the wait for a turn under `on_disconnect: cancel` is interruptible (the turn makes it so).
       const create = ChannelModule.handler((input) =>
-        Effect.uninterruptible(Effect.gen(function*() {
+        Effect.gen(function*() {
           if (!authorized(input.request)) return unauthorized
           const prepared = yield* prepare(input)
           if (Either.isLeft(prepared)) return prepared.left
@@ -543,7 +548,7 @@ export const make = (options: Options = {}): Channel => {
           return p.body.stream === true ?
             follow(background, 0) :
             json(resource(p.skeleton, { status: "queued", output: [] }))
-        }))
+        })
       )
 
       const notFound = (id: string) => errorResponse(404, "response_not_found", `No response found with id '${id}'.`)

@@ -147,11 +147,13 @@ export const make = (options: Options = {}): Channel => {
           const session = typeof sessionIn === "string" ? sessionIn : yield* issueId("c")
           const key = isolationKey(keyFor(input, user as string, session))
           if (Either.isLeft(key)) return turnErrorJson(key.left)
+          // A session minted here (and not named by a trusted header) has nothing stored yet.
+          const fresh = sessionIn == null && input.isolation.chat === undefined
           const request: ChannelRequest = {
             channel: name,
             operation: "message.create",
             input: [userMessage(message)],
-            session: { isolationKey: key.right },
+            session: fresh ? { isolationKey: key.right, fresh } : { isolationKey: key.right },
             identity: identityOf(user as string),
             attributes: { session_id: session },
             stream: true
