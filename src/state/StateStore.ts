@@ -51,6 +51,11 @@ export interface QuarantineRecord {
   readonly at: EpochMillis
 }
 
+export interface AppendOptions {
+  /** False: complete once the write is queued, not once it is stored (default true). */
+  readonly wait?: boolean
+}
+
 export interface StateStoreShape {
   readonly getAlias: (key: string) => Effect.Effect<Option.Option<string>>
   readonly setAlias: (key: string, alias: string) => Effect.Effect<void>
@@ -65,7 +70,16 @@ export interface StateStoreShape {
 
   /** The session's messages, oldest first; with `limit`, only the most recent `limit` of them. */
   readonly loadHistory: (sessionId: string, limit?: number) => Effect.Effect<ReadonlyArray<Message>>
-  readonly appendHistory: (sessionId: string, messages: ReadonlyArray<Message>) => Effect.Effect<void>
+  /**
+   * Appends to the session's history. Completes once stored (durable on disk for a persistent store); with
+   * `wait: false`, once queued: still stored before any later write, for a turn's input that the turn does not
+   * need to wait for (its reply's append, which it does wait for, is stored after it).
+   */
+  readonly appendHistory: (
+    sessionId: string,
+    messages: ReadonlyArray<Message>,
+    options?: AppendOptions
+  ) => Effect.Effect<void>
 
   readonly putResponse: (response: StoredResponse) => Effect.Effect<void>
   readonly getResponse: (id: string) => Effect.Effect<Option.Option<StoredResponse>>

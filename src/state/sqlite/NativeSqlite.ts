@@ -15,7 +15,17 @@ export interface Database {
   readonly exec: (sql: string) => void
   readonly pragma: (pragma: string) => unknown
   readonly close: () => void
+  /** True while a transaction is open on this connection. */
+  readonly inTransaction: boolean
 }
+
+/** What better-sqlite3 throws: `code` names SQLite's extended result code (`SQLITE_BUSY`, `SQLITE_CONSTRAINT_…`). */
+export interface SqliteError extends Error {
+  readonly code: string
+}
+
+export const isSqliteError = (error: unknown): error is SqliteError =>
+  error instanceof Error && typeof (error as { readonly code?: unknown }).code === "string"
 
 export interface Options {
   readonly readonly?: boolean

@@ -3,6 +3,10 @@
  * decodes (corrupt JSON, schema drift) is moved to the `quarantine` table with the reason and logged, and the
  * read goes on with the rest, so a bad row never crashes startup or a request.
  *
+ * Writes on a turn's path (history, identities, responses and their events, aliases, cursors, seen ids) go through
+ * `StateWriter`, group-committed with other turns' writes; each completes once committed, so a read after it (on
+ * either connection) sees it. Rare writes (deletes, quarantine, links) stay on the @effect/sql client.
+ *
  * SQL failures are infrastructure failures the caller cannot act on: they become defects here.
  */
 import { SqlClient } from "@effect/sql"
@@ -14,6 +18,8 @@ import * as Time from "../../domain/Time.js"
 import type { IdentityLink, QuarantineRecord, StoredEvent, StoredResponse } from "../StateStore.js"
 import { StateStore } from "../StateStore.js"
 import * as StateDb from "./StateDb.js"
+import type { Step } from "./StateWriter.js"
+import { StateWriter } from "./StateWriter.js"
 
 const MessageJson = Schema.parseJson(Message)
 const IdentityJson = Schema.parseJson(ChannelIdentity)
@@ -22,15 +28,34 @@ const ItemsJson = Schema.parseJson(Schema.Array(Schema.Unknown))
 const ClaimsJson = Schema.parseJson(Schema.Record({ key: Schema.String, value: Schema.Unknown }))
 
 const decodeMessage = Schema.decodeUnknownEither(MessageJson)
-const encodeMessage = Schema.encodeSync(MessageJson)
 const decodeIdentity = Schema.decodeUnknownEither(IdentityJson)
-const encodeIdentity = Schema.encodeSync(IdentityJson)
 const decodeJson = Schema.decodeUnknownEither(UnknownJson)
 const decodeItems = Schema.decodeUnknownEither(ItemsJson)
 const decodeClaims = Schema.decodeUnknownEither(ClaimsJson)
 
 /** JSON for values the host produced itself (wire JSON); `null` stands in for `undefined`. */
 const toJson = (value: unknown): string => JSON.stringify(value) ?? "null"
+
+/**
+ * `Message` and `ChannelIdentity` are plain structs with no transformations (their encoded form is their type), so
+ * `JSON.stringify` writes what `Schema.encode` would, without a Schema pass per message (test/StateStore.test.ts
+ * round-trips every content kind through the decoder).
+ */
+const encodeMessage = (message: Message): string => JSON.stringify(message)
+const encodeIdentity = (identity: ChannelIdentity): string => JSON.stringify(identity)
+
+const insertHistory = "INSERT INTO chat_history (session_id, message) VALUES (?, ?)"
+// REPLACE (not UPSERT) so the row gets a fresh rowid: rowid order is activity order.
+const replaceIdentity =
+  "INSERT OR REPLACE INTO identities (key, channel, native_id, identity, seen_at) VALUES (?, ?, ?, ?, ?)"
+const replaceResponse = "INSERT OR REPLACE INTO responses (id, session_key, user_key, response, input_items, " +
+  "created_at) VALUES (?, ?, ?, ?, ?, ?)"
+const replaceEvent = "INSERT OR REPLACE INTO response_events (response_id, sequence, event) VALUES (?, ?, ?)"
+const upsertAlias = "INSERT INTO session_aliases (key, alias) VALUES (?, ?) " +
+  "ON CONFLICT (key) DO UPDATE SET alias = excluded.alias"
+const upsertCursor = "INSERT INTO cursors (name, value) VALUES (?, ?) " +
+  "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+const insertSeen = "INSERT INTO seen_ids (namespace, id) VALUES (?, ?) ON CONFLICT DO NOTHING"
 
 const reasonOf = (error: ParseResult.ParseError) => ParseResult.TreeFormatter.formatErrorSync(error)
 
@@ -72,6 +97,7 @@ interface QuarantineRow {
 
 export const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
+  const writer = yield* StateWriter
 
   const insertQuarantine = (record: QuarantineRecord) =>
     sql`INSERT INTO quarantine (source_table, key, reason, raw, at)
@@ -180,16 +206,11 @@ export const make = Effect.gen(function*() {
         Effect.map((rows) => Option.fromNullable(rows[0]?.alias)),
         Effect.orDie
       ),
-    setAlias: (key, alias) =>
-      sql`INSERT INTO session_aliases (key, alias) VALUES (${key}, ${alias})
-          ON CONFLICT (key) DO UPDATE SET alias = excluded.alias`.pipe(Effect.asVoid, Effect.orDie),
+    setAlias: (key, alias) => writer.write((statement) => void statement(upsertAlias).run(key, alias)),
 
     recordIdentity: (key, identity, at) =>
-      // REPLACE (not UPSERT) so the row gets a fresh rowid: rowid order is activity order.
-      sql`INSERT OR REPLACE INTO identities (key, channel, native_id, identity, seen_at)
-          VALUES (${key}, ${identity.channel}, ${identity.nativeId}, ${encodeIdentity(identity)}, ${at})`.pipe(
-        Effect.asVoid,
-        Effect.orDie
+      writer.write((statement) =>
+        void statement(replaceIdentity).run(key, identity.channel, identity.nativeId, encodeIdentity(identity), at)
       ),
     identities: (key) => Effect.orDie(identityRows(key)),
     activeChannel: (key) =>
@@ -222,19 +243,26 @@ export const make = Effect.gen(function*() {
       }
       return messages
     }),
-    appendHistory: (sessionId, messages) =>
-      messages.length === 0 ?
-        Effect.void :
-        sql`INSERT INTO chat_history ${
-          sql.insert(messages.map((message) => ({ session_id: sessionId, message: encodeMessage(message) })))
-        }`.pipe(Effect.asVoid, Effect.orDie),
+    appendHistory: (sessionId, messages, options) => {
+      if (messages.length === 0) return Effect.void
+      const step: Step<void> = (statement) => {
+        const insert = statement(insertHistory)
+        for (const message of messages) insert.run(sessionId, encodeMessage(message))
+      }
+      return options?.wait === false ? writer.writeNoWait(step) : writer.write(step)
+    },
 
     putResponse: (response) =>
-      sql`INSERT OR REPLACE INTO responses (id, session_key, user_key, response, input_items, created_at)
-          VALUES (${response.id}, ${response.sessionKey ?? null}, ${response.userKey ?? null}, ${
-        toJson(response.response)
-      },
-                  ${toJson(response.inputItems)}, ${response.createdAt})`.pipe(Effect.asVoid, Effect.orDie),
+      writer.write((statement) =>
+        void statement(replaceResponse).run(
+          response.id,
+          response.sessionKey ?? null,
+          response.userKey ?? null,
+          toJson(response.response),
+          toJson(response.inputItems),
+          response.createdAt
+        )
+      ),
     getResponse: (id) =>
       sql<ResponseRow>`SELECT ${responseColumns} FROM responses WHERE id = ${id}`.pipe(
         Effect.orDie,
@@ -244,9 +272,10 @@ export const make = Effect.gen(function*() {
     appendResponseEvents: (id, events) =>
       events.length === 0 ?
         Effect.void :
-        sql`INSERT OR REPLACE INTO response_events ${
-          sql.insert(events.map((e) => ({ response_id: id, sequence: e.sequence, event: toJson(e.event) })))
-        }`.pipe(Effect.asVoid, Effect.orDie),
+        writer.write((statement) => {
+          const insert = statement(replaceEvent)
+          for (const event of events) insert.run(id, event.sequence, toJson(event.event))
+        }),
     responseEvents: (id, after) =>
       sql<EventRow>`SELECT sequence, event FROM response_events WHERE response_id = ${id} AND sequence > ${after}
         ORDER BY sequence`.pipe(
@@ -308,12 +337,8 @@ export const make = Effect.gen(function*() {
         Effect.map((rows) => Option.fromNullable(rows[0]?.value)),
         Effect.orDie
       ),
-    setCursor: (name, value) =>
-      sql`INSERT INTO cursors (name, value) VALUES (${name}, ${value})
-          ON CONFLICT (name) DO UPDATE SET value = excluded.value`.pipe(Effect.asVoid, Effect.orDie),
-    markSeen: (namespace, id) =>
-      sql<{ readonly id: string }>`INSERT INTO seen_ids (namespace, id) VALUES (${namespace}, ${id})
-        ON CONFLICT DO NOTHING RETURNING id`.pipe(Effect.map((rows) => rows.length > 0), Effect.orDie),
+    setCursor: (name, value) => writer.write((statement) => void statement(upsertCursor).run(name, value)),
+    markSeen: (namespace, id) => writer.write((statement) => statement(insertSeen).run(namespace, id).changes > 0),
 
     quarantine: (record) => insertQuarantine(record).pipe(Effect.asVoid, Effect.orDie),
     quarantined: sql<QuarantineRow>`SELECT source_table AS "sourceTable", key, reason, raw, at FROM quarantine
@@ -333,7 +358,10 @@ export const make = Effect.gen(function*() {
 })
 
 /** The store on an already open database (shared with other services). */
-export const layerWithoutDb: Layer.Layer<StateStore, never, SqlClient.SqlClient> = Layer.effect(StateStore, make)
+export const layerWithoutDb: Layer.Layer<StateStore, never, SqlClient.SqlClient | StateWriter> = Layer.effect(
+  StateStore,
+  make
+)
 
 /** The store with its own database in `directory` (lock, WAL, migrations). */
 export const layer = (

@@ -2,16 +2,18 @@
  * The host's SQLite database, `<stateDir>/state.db`: takes the single-owner lock on the state dir, opens the
  * database in WAL mode on one connection (the client serialises every statement through it), runs the host's
  * migrations, and provides `SqlClient`/`SqliteClient` so other services (task runner, workflow engine) share the
- * same database with their own migrations tables.
+ * same database with their own migrations tables, and `StateWriter` (a second, native connection) for writes on hot
+ * paths, group-committed. The writer closes first: what it has queued is committed before the client closes.
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
 import { Migrator, SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import type { Scope } from "effect"
-import { Context, Effect, Layer } from "effect"
+import { Context, Duration, Effect, Layer } from "effect"
 import * as Path from "node:path"
 import * as Migrations from "./migrations/index.js"
 import * as OwnerLock from "./OwnerLock.js"
+import * as StateWriter from "./StateWriter.js"
 
 export { StateDirLocked, StateDirUnavailable } from "./OwnerLock.js"
 
@@ -30,7 +32,7 @@ const runMigrations = Migrator.make({})
 export const make = (
   options: Options
 ): Effect.Effect<
-  Context.Context<StateDir | SqlClient.SqlClient | SqliteClient.SqliteClient>,
+  Context.Context<StateDir | SqlClient.SqlClient | SqliteClient.SqliteClient | StateWriter.StateWriter>,
   OwnerLock.StateDirLocked | OwnerLock.StateDirUnavailable,
   Scope.Scope
 > =>
@@ -42,24 +44,29 @@ export const make = (
         directory,
         reason: `${reason}: ${cause instanceof Error ? cause.message : String(cause)}`
       })
-    const client = yield* SqliteClient.make({ filename: Path.join(directory, databaseFile) }).pipe(
+    const filename = Path.join(directory, databaseFile)
+    const client = yield* SqliteClient.make({ filename }).pipe(
       Effect.provide(Reactivity.layer)
     )
     yield* Effect.all([
       // WAL + NORMAL is durable against process crashes (kill -9); only an OS crash can lose the last commits.
       client`PRAGMA synchronous = NORMAL`,
-      client`PRAGMA busy_timeout = 5000`
+      client.unsafe(`PRAGMA busy_timeout = ${Duration.toMillis(StateWriter.busyTimeout)}`)
     ]).pipe(Effect.mapError(unavailable("cannot configure the database")))
     yield* runMigrations({ loader: Migrations.loader, table: Migrations.table }).pipe(
       Effect.provideService(SqlClient.SqlClient, client),
       Effect.mapError(unavailable("cannot migrate the database"))
     )
+    const writer = yield* StateWriter.make({ filename, sql: client }).pipe(
+      Effect.mapError((error) => new OwnerLock.StateDirUnavailable({ directory, reason: error.message }))
+    )
     yield* Effect.logInfo("state database open").pipe(
-      Effect.annotateLogs({ database: Path.join(directory, databaseFile), pid: process.pid })
+      Effect.annotateLogs({ database: filename, pid: process.pid })
     )
     return Context.make(StateDir, { path: directory }).pipe(
       Context.add(SqlClient.SqlClient, client),
-      Context.add(SqliteClient.SqliteClient, client)
+      Context.add(SqliteClient.SqliteClient, client),
+      Context.add(StateWriter.StateWriter, writer)
     )
   }).pipe(Effect.withSpan("StateDb.make"))
 
@@ -67,6 +74,6 @@ export const make = (
 export const layer = (
   options: Options
 ): Layer.Layer<
-  StateDir | SqlClient.SqlClient | SqliteClient.SqliteClient,
+  StateDir | SqlClient.SqlClient | SqliteClient.SqliteClient | StateWriter.StateWriter,
   OwnerLock.StateDirLocked | OwnerLock.StateDirUnavailable
 > => Layer.scopedContext(make(options))
