@@ -4,12 +4,11 @@
  * rows that no longer decode.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Logger, Option } from "effect"
+import { Effect, Layer, Logger, Option, Schema } from "effect"
 import * as Path from "node:path"
 import type { ChannelIdentity } from "../src/domain/Identity.js"
 import { ChannelName } from "../src/domain/Ids.js"
-import type { Message } from "../src/domain/Message.js"
-import { assistantMessage, userMessage } from "../src/domain/Message.js"
+import { assistantMessage, Message, userMessage } from "../src/domain/Message.js"
 import * as Time from "../src/domain/Time.js"
 import * as NativeSqlite from "../src/state/sqlite/NativeSqlite.js"
 import * as SqliteStateStore from "../src/state/sqlite/SqliteStateStore.js"
@@ -90,6 +89,16 @@ const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.StateSto
         assert.deepStrictEqual(yield* store.loadHistory("s", 1), [userMessage("again")])
         assert.deepStrictEqual(yield* store.loadHistory("s", 100), yield* store.loadHistory("s"))
         assert.deepStrictEqual(yield* store.loadHistory("s", 0), [])
+      })
+    )
+
+    test(
+      "an append that does not wait is still stored before every later write",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        yield* store.appendHistory("s", [userMessage("input")], { wait: false })
+        yield* store.appendHistory("s", [assistantMessage("reply")])
+        assert.deepStrictEqual(yield* store.loadHistory("s"), [userMessage("input"), assistantMessage("reply")])
       })
     )
 
@@ -241,6 +250,66 @@ contract("memory", () => StateStore.layerMemory)
 contract("sqlite", () => layerSqliteTemp)
 
 const openRaw = (directory: string) => NativeSqlite.open(Path.join(directory, StateDb.databaseFile))
+
+/** Every content kind, and every optional field of a message, its hosting metadata and its identities. */
+const everyKind: ReadonlyArray<Message> = [
+  userMessage("plain"),
+  {
+    id: "m1",
+    role: "assistant",
+    authorName: "bot",
+    contents: [
+      { _tag: "text", text: "hi \u2028 \"quoted\" ü 😀", annotations: [{ type: "url", url: "https://x" }, 1, null] },
+      { _tag: "data", mediaType: "image/png", data: "aGk=", name: "a.png" },
+      { _tag: "data", mediaType: "text/plain", data: "" },
+      { _tag: "uri", uri: "https://example.com/a", mediaType: "text/html", name: "a" },
+      { _tag: "uri", uri: "https://example.com/b", mediaType: "text/html" },
+      { _tag: "function_call", callId: "c1", name: "f", arguments: "{\"a\":1}" },
+      { _tag: "function_result", callId: "c1", result: "42" },
+      { _tag: "reasoning", text: "because" },
+      { _tag: "error", message: "bad", code: "E1" },
+      { _tag: "error", message: "bad" },
+      { _tag: "usage", usage: { inputTokens: 1, outputTokens: 2.5, totalTokens: 3.5 } }
+    ],
+    hosting: {
+      channel: "telegram",
+      identity: ident("telegram", "1", { name: "Ann", nested: { list: [1, "two", null, true] } }),
+      responseTarget: {
+        kind: "identities",
+        targets: ["webchat", "telegram:1", "originating"],
+        identities: [ident("webchat", "w"), ident("telegram", "2", {})],
+        echoInput: true
+      },
+      intendedTargets: ["telegram:1"],
+      skippedTargets: [{ target: "webchat:w", reason: "offline" }],
+      includesOriginating: false,
+      originatingChannel: "telegram"
+    }
+  },
+  { role: "system", contents: [] },
+  { role: "developer", contents: [{ _tag: "text", text: "" }] },
+  { role: "tool", contents: [{ _tag: "function_result", callId: "c", result: "" }], hosting: {} }
+]
+
+describe("message encoding", () => {
+  const encode = Schema.encodeSync(Schema.parseJson(Message))
+  const decode = Schema.decodeUnknownSync(Schema.parseJson(Message))
+
+  it("JSON.stringify writes what the Schema encoder writes, for every content kind, and decodes back", () => {
+    for (const message of everyKind) {
+      assert.deepStrictEqual(JSON.parse(JSON.stringify(message)), JSON.parse(encode(message)))
+      assert.deepStrictEqual(decode(JSON.stringify(message)), message)
+    }
+  })
+
+  it.effect("every content kind survives the SQLite store", () =>
+    Effect.gen(function*() {
+      const store = yield* StateStore.StateStore
+      yield* store.appendHistory("s", everyKind)
+      assert.deepStrictEqual(yield* store.loadHistory("s"), everyKind)
+      assert.deepStrictEqual(yield* store.quarantined, [])
+    }).pipe(Effect.provide(layerSqliteTemp), Effect.scoped))
+})
 
 describe("SqliteStateStore", () => {
   it.scoped("keeps everything across a close and reopen", () =>
