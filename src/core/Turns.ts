@@ -339,7 +339,8 @@ export const make = Effect.gen(function*() {
     const turn: Turn = { input: stamp(request), history, sessionId, options: request.options ?? {}, context }
     if (sessionId === undefined || turn.input.length === 0) return Effect.succeed(turn)
     histories.set(sessionId, recent(history.length === 0 ? turn.input : [...history, ...turn.input]))
-    return Effect.as(store.appendHistory(sessionId, turn.input), turn)
+    // Not waited for: the reply's append commits after it (batches commit in order), and the reply waits for that.
+    return Effect.as(store.appendHistory(sessionId, turn.input, { wait: false }), turn)
   }
 
   // Session id and recent history come from the caches when they can (no store read, no extra fiber step); a key
