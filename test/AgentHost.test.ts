@@ -87,6 +87,23 @@ const withHost = <A, E>(
     (ctx) => f(ctx.unsafeMap.get(AgentHost.key) as AgentHost["Type"])
   )
 
+/** Streams `first`, then `second` once `release` completes: a turn a test can hold open mid-stream. */
+const twoPartAgent = (first: string, second: string, release: Deferred.Deferred<void>) =>
+  Agent.make({
+    name: "slow",
+    stream: () =>
+      Stream.concat(
+        Stream.make({ messageId: "m", role: "assistant" as const, contents: [{ _tag: "text" as const, text: first }] }),
+        Stream.fromEffect(
+          Effect.as(Deferred.await(release), {
+            messageId: "m",
+            role: "assistant" as const,
+            contents: [{ _tag: "text" as const, text: second }]
+          })
+        )
+      )
+  })
+
 describe("AgentHost", () => {
   it.scoped("serves GET /readiness, 404 and 405 as JSON", () =>
     withHost({ channels: [Invocations.make()] }, (host) =>
@@ -275,24 +292,7 @@ describe("AgentHost", () => {
   it.scopedLive("a client that disconnects mid-stream does not cancel the turn; its result is recorded", () =>
     Effect.gen(function*() {
       const release = yield* Deferred.make<void>()
-      const slow = Agent.make({
-        name: "slow",
-        stream: () =>
-          Stream.concat(
-            Stream.make({
-              messageId: "m",
-              role: "assistant" as const,
-              contents: [{ _tag: "text" as const, text: "first " }]
-            }),
-            Stream.fromEffect(
-              Effect.as(Deferred.await(release), {
-                messageId: "m",
-                role: "assistant" as const,
-                contents: [{ _tag: "text" as const, text: "second" }]
-              })
-            )
-          )
-      })
+      const slow = twoPartAgent("first ", "second", release)
       const store = yield* StateStore.makeMemory
       yield* withHost(
         { channels: [probe()], target: Agent.layer(slow), store: Layer.succeed(StateStore.StateStore, store) },
@@ -326,24 +326,7 @@ describe("AgentHost", () => {
   it.scopedLive("a streaming caller that goes away changes nothing: the turn still pushes and is recorded", () =>
     Effect.gen(function*() {
       const release = yield* Deferred.make<void>()
-      const slow = Agent.make({
-        name: "slow",
-        stream: () =>
-          Stream.concat(
-            Stream.make({
-              messageId: "m",
-              role: "assistant" as const,
-              contents: [{ _tag: "text" as const, text: "a " }]
-            }),
-            Stream.fromEffect(
-              Effect.as(Deferred.await(release), {
-                messageId: "m",
-                role: "assistant" as const,
-                contents: [{ _tag: "text" as const, text: "b" }]
-              })
-            )
-          )
-      })
+      const slow = twoPartAgent("a ", "b", release)
       const pushed: Array<PushChannels.Delivery> = []
       // Trusted code (a run hook) sends every Invocations reply to beta:friend as well.
       const invocations = Invocations.make({
