@@ -1,53 +1,62 @@
 // Where the bundle is and whether it is current. Plain JavaScript with node built-ins only: the launcher
 // (scripts/start.mjs) imports this on every `npm start`, so it must cost a few milliseconds, not an esbuild or
-// tsx load.
-import { createHash } from "node:crypto"
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs"
+// tsx load (nor a crypto hash or a directory walk: a stat per input file, read from the stamp).
+import { readdirSync, readFileSync, statSync } from "node:fs"
 import { join, relative, resolve } from "node:path"
 
 export const root = resolve(import.meta.dirname, "..")
 export const outDir = join(root, "dist")
 export const bundleFile = join(outDir, "main.cjs")
-/** The inputs' hash the bundle was built from (see `inputsHash`). */
+/** What the bundle was built from: its build id, then each input's size, mtime and path (see `signature`). */
 export const stampFile = join(outDir, "main.inputs")
-/** V8's code cache for the bundle built from these inputs (written by scripts/start.mjs). */
-export const cacheFile = (hash) => join(outDir, `main.${hash.slice(0, 16)}.v8cache`)
+/** V8's code cache for one build of the bundle (written by scripts/start.mjs). */
+export const cacheFile = (buildId) => join(outDir, `main.${buildId}.v8cache`)
 export const cacheFilePattern = /^main\.\w+\.v8cache$/
+
+/** Besides the sources the bundle holds: dependency changes (manifest, lockfile) and the build settings. */
+const alwaysInputs = ["package.json", "package-lock.json", "scripts/build.mjs", "scripts/bundle.mjs"]
+
+const line = (path) => {
+  const stat = statSync(join(root, path), { throwIfNoEntry: false })
+  return `${stat === undefined ? "- -" : `${stat.size} ${stat.mtimeMs}`} ${path}`
+}
 
 const sources = (dir) =>
   readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
     const path = join(dir, entry.name)
     if (entry.isDirectory()) return sources(path)
-    return entry.isFile() && entry.name.endsWith(".ts") ? [path] : []
+    return entry.isFile() ? [relative(root, path)] : []
   })
 
 /**
- * A hash of what the bundle depends on: the path, size and mtime of src/**\/*.ts, the package manifest and
- * lockfile (dependency changes) and these build scripts. Stat, not read: ~80 files, a few ms on every start.
- * An edit changes the mtime; a checkout or `touch` that leaves a file as it was rebuilds once, harmlessly.
+ * Size and mtime of every file under src/ and of `alwaysInputs`, by path (relative to the package root); taken
+ * before a build, so an edit made while it runs leaves the stamp stale and the next start rebuilds.
  */
-export const inputsHash = () => {
-  const hash = createHash("sha1")
-  const files = [
-    ...sources(join(root, "src")).sort(),
-    join(root, "package.json"),
-    join(root, "package-lock.json"),
-    join(root, "scripts/build.mjs"),
-    join(root, "scripts/bundle.mjs")
-  ]
-  for (const file of files) {
-    const stat = statSync(file, { throwIfNoEntry: false })
-    hash.update(`${relative(root, file)}\0${stat === undefined ? "-" : `${stat.size}\0${stat.mtimeMs}`}\n`)
-  }
-  return hash.digest("hex")
-}
+export const snapshot = () => new Map([...sources(join(root, "src")), ...alwaysInputs].map((p) => [p, line(p)]))
 
-/** The hash recorded by the last build, or undefined when dist/ has no complete bundle. */
-export const builtHash = () => {
-  if (!existsSync(bundleFile)) return undefined
+/** The stamp text for a build of `inputs` (the bundle's sources, from esbuild's metafile). */
+export const stamp = (buildId, before, inputs) =>
+  [`build ${buildId}`, ...[...new Set([...inputs, ...alwaysInputs])].sort().map((p) => before.get(p) ?? line(p))]
+    .join("\n") + "\n"
+
+/**
+ * The id of the build in dist/ when every file it was built from still has the recorded size and mtime, else
+ * undefined (no bundle, or stale). An edit changes a file's mtime; a file the bundle did not hold only matters
+ * once a file it held imports it, which is an edit of that file.
+ */
+export const currentBuild = () => {
+  let text
   try {
-    return readFileSync(stampFile, "utf8").trim()
+    text = readFileSync(stampFile, "utf8")
   } catch {
     return undefined
   }
+  const [head, ...lines] = text.trimEnd().split("\n")
+  const id = /^build (\w+)$/.exec(head ?? "")?.[1]
+  if (id === undefined || statSync(bundleFile, { throwIfNoEntry: false }) === undefined) return undefined
+  for (const recorded of lines) {
+    const path = recorded.split(" ").slice(2).join(" ")
+    if (line(path) !== recorded) return undefined
+  }
+  return id
 }
