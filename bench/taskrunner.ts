@@ -3,7 +3,7 @@
  * single-owner lock): schedules N no-op tasks and waits until all succeeded. `npx tsx bench/taskrunner.ts [N]`.
  * The pieces are exported for `bench/probes/Runner.ts` (the `runner-tasks` / `runner-resume` scenarios).
  */
-import { Deferred, Effect, Layer, Schema } from "effect"
+import { Deferred, Effect, FiberId, Layer, Schedule, Schema } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -43,17 +43,37 @@ export interface Throughput {
   readonly tasksPerSecond: number
 }
 
-/** Schedules `n` no-op tasks (512 schedulers at once) and times until all have succeeded. */
+/**
+ * Schedules `n` no-op tasks (512 schedulers at once) and times until all have succeeded. Like `DurablePush`, a
+ * scheduler checks `accepting` first (the runner refuses tasks past twice its queue capacity); while it is false,
+ * schedulers wait on one shared poller rather than each polling.
+ */
 export const throughput = (n: number) =>
   Effect.gen(function*() {
     const runner = yield* TaskRunner.TaskRunner
     const { done } = yield* countingHandler(n)
     yield* runner.start
-    const start = performance.now()
-    yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), (i) => runner.schedule(Noop, i), {
-      concurrency: 512,
-      discard: true
+    let room: Deferred.Deferred<void> | undefined
+    const poll = (gate: Deferred.Deferred<void>) =>
+      Effect.repeat(runner.accepting, { until: (accepting) => accepting, schedule: Schedule.spaced("1 millis") }).pipe(
+        Effect.zipRight(Effect.sync(() => {
+          room = undefined
+          Deferred.unsafeDone(gate, Effect.void)
+        }))
+      )
+    const admitted = Effect.flatMap(runner.accepting, (accepting) => {
+      if (accepting) return Effect.void
+      if (room !== undefined) return Deferred.await(room)
+      const gate = Deferred.unsafeMake<void>(FiberId.none)
+      room = gate
+      return Effect.zipRight(Effect.forkDaemon(poll(gate)), Deferred.await(gate))
     })
+    const start = performance.now()
+    yield* Effect.forEach(
+      Array.from({ length: n }, (_, i) => i),
+      (i) => Effect.zipRight(admitted, runner.schedule(Noop, i)),
+      { concurrency: 512, discard: true }
+    )
     const scheduled = performance.now()
     yield* Deferred.await(done)
     yield* drained

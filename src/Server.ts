@@ -20,6 +20,7 @@ import * as DurablePush from "./delivery/DurablePush.js"
 import * as TaskRunner from "./delivery/TaskRunner.js"
 import * as LogLine from "./internal/LogLine.js"
 import * as Persistence from "./state/Persistence.js"
+import * as StateWriter from "./state/sqlite/StateWriter.js"
 
 const levels: Record<string, LogLevel.LogLevel> = {
   all: LogLevel.All,
@@ -91,8 +92,12 @@ export const targetFromEnv = Layer.unwrapEffect(
   )
 )
 
-// The state database's client, passed through so the durable task runner shares it (and its owner lock).
-const sqlClientPassthrough = Layer.effect(SqlClient.SqlClient, SqlClient.SqlClient)
+// The state database's client and writer, passed through so the durable task store shares them (and the owner
+// lock).
+const sqlClientPassthrough = Layer.merge(
+  Layer.effect(SqlClient.SqlClient, SqlClient.SqlClient),
+  Layer.effect(StateWriter.StateWriter, StateWriter.StateWriter)
+)
 
 /**
  * Everything `npm start` runs: state (SQLite in AGENT_HOST_STATE_DIR, or memory with AGENT_HOST_STATE=memory),

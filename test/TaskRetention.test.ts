@@ -3,12 +3,11 @@
  * (succeeded, dead-lettered) last updated more than `taskRetention` ago are deleted; fresh finished tasks, running
  * ones and pending ones stay. On the memory and the SQLite backend, with `TestClock` at a realistic date.
  */
-import { SqliteClient } from "@effect/sql-sqlite-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Duration, Effect, Layer, Option, Schema, TestClock } from "effect"
-import * as Path from "node:path"
 import * as TaskRunner from "../src/delivery/TaskRunner.js"
 import * as Persistence from "../src/state/Persistence.js"
+import * as StateDb from "../src/state/sqlite/StateDb.js"
 import * as TempDir from "./utils/TempDir.js"
 
 const Job = TaskRunner.define("test.retention", Schema.Struct({ kind: Schema.String }))
@@ -82,9 +81,7 @@ describe("Task retention", () => {
 
   it.scoped("sqlite backend", () =>
     Effect.gen(function*() {
-      const filename = Path.join(yield* TempDir.make(), "tasks.db")
-      yield* scenario(
-        TaskRunner.layerSqlite().pipe(Layer.provide(SqliteClient.layer({ filename })), Layer.orDie)
-      )
+      const directory = yield* TempDir.make()
+      yield* scenario(TaskRunner.layerSqlite().pipe(Layer.provide(StateDb.layer({ directory })), Layer.orDie))
     }))
 })

@@ -7,7 +7,9 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import type { TaskContext, TaskFailure, TaskRunnerShape } from "../src/delivery/TaskRunner.js"
 import * as TaskRunner from "../src/delivery/TaskRunner.js"
+import * as TaskStore from "../src/delivery/TaskStore.js"
 import * as Time from "../src/domain/Time.js"
+import * as StateDb from "../src/state/sqlite/StateDb.js"
 
 const Job = TaskRunner.define("test.job", Schema.Struct({ n: Schema.Number }))
 
@@ -351,10 +353,14 @@ describe("TaskRunner (memory)", () => {
 const tmpDb = Effect.acquireRelease(
   Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "tasks-"))),
   (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
-).pipe(Effect.map((dir) => Path.join(dir, "state.db")))
+).pipe(Effect.map((dir) => Path.join(dir, StateDb.databaseFile)))
 
+/** The durable runner on the state database `filename` (`<dir>/state.db`), opened as `npm start` opens it. */
 const sqliteRunner = (filename: string, options: TaskRunner.Options = {}) =>
-  TaskRunner.layerSqlite(options).pipe(Layer.provide(SqliteClient.layer({ filename })), Layer.orDie)
+  TaskRunner.layerSqlite(options).pipe(
+    Layer.provide(StateDb.layer({ directory: Path.dirname(filename) })),
+    Layer.orDie
+  )
 
 describe("TaskRunner (sqlite)", () => {
   it.scoped("resumes pending tasks after a restart with their attempts and next-attempt time", () =>
@@ -425,9 +431,9 @@ describe("TaskRunner (sqlite)", () => {
 
   it.scoped("shared payloads in memory are forgotten with the last task naming them", () =>
     Effect.gen(function*() {
-      const backend = TaskRunner.memoryBackend(1)
-      const shared = TaskRunner.sharedPayload("{\"a\":1}")
-      const row = (id: string, status: TaskRunner.TaskStatus): TaskRunner.TaskRecord => ({
+      const backend = TaskStore.memoryBackend(1)
+      const shared = TaskStore.sharedPayload("{\"a\":1}")
+      const row = (id: string, status: TaskStore.TaskStatus): TaskStore.TaskRecord => ({
         id,
         name: "test.job",
         idempotencyKey: id,
@@ -442,13 +448,17 @@ describe("TaskRunner (sqlite)", () => {
         createdAt: Time.fromMillis(0),
         updatedAt: Time.fromMillis(0)
       })
-      yield* backend.write([row("a", "pending"), row("b", "pending")], [shared])
-      yield* backend.write([row("a", "succeeded")], [])
-      yield* backend.write([row("b", "succeeded")], [])
+      const insert = (r: TaskStore.TaskRecord) => ({ row: r, shared, dedupe: false })
+      yield* backend.commit({ inserts: [insert(row("a", "pending")), insert(row("b", "pending"))], updates: [] })
+      yield* backend.commit({ inserts: [], updates: [row("a", "succeeded")] })
+      yield* backend.commit({ inserts: [], updates: [row("b", "succeeded")] })
       // `a` is forgotten (one finished row kept); `b` still names the payload.
       assert.isTrue(Option.isNone(yield* backend.get("a")))
       assert.deepStrictEqual(yield* backend.shared(shared.hash), Option.some("{\"a\":1}"))
-      yield* backend.write([{ ...row("c", "succeeded"), shared: null }], [])
+      yield* backend.commit({
+        inserts: [{ row: { ...row("c", "succeeded"), shared: null }, shared: undefined, dedupe: false }],
+        updates: []
+      })
       assert.isTrue(Option.isNone(yield* backend.get("b")))
       assert.isTrue(Option.isNone(yield* backend.shared(shared.hash)))
     }))

@@ -19,6 +19,7 @@ import type { HostConfigurationError } from "../domain/Errors.js"
 import { PushQueueFull } from "../domain/Errors.js"
 import { ChannelIdentity, ChannelSession } from "../domain/Identity.js"
 import { AgentResponse } from "../domain/Message.js"
+import type { StateWriter } from "../state/sqlite/StateWriter.js"
 import type { PushJob } from "./Delivery.js"
 import { PushRejected, PushScheduler, shapeFor } from "./Delivery.js"
 import type { TaskFailure } from "./TaskRunner.js"
@@ -218,11 +219,11 @@ export const layerMemory: Layer.Layer<
   ))
 )
 
-/** The durable runner on the `SqlClient` in context (the state database). */
+/** The durable runner on the state database in context (`StateDb.layer`: `SqlClient` and `StateWriter`). */
 export const layerSqlite: Layer.Layer<
   PushScheduler | TaskRunner.TaskRunner,
   TaskRunner.TaskRunnerError,
-  Channels | SqlClient
+  Channels | SqlClient | StateWriter
 > = layer.pipe(
   Layer.provideMerge(Layer.unwrapEffect(Effect.map(runnerOptions, TaskRunner.layerSqlite)))
 )

@@ -3,13 +3,16 @@
  * idempotency keys, a phase cursor per task, dead letters and replay, bounded concurrency, a capacity for waiting
  * tasks that callers check before taking on work (`accepting`), and a drain on shutdown.
  *
- * Every state change of a task is a snapshot of its row handed to one writer fiber, which commits whatever
- * has queued up in one transaction (group commit). `layerMemory` keeps the rows in process; `layerSqlite`
- * keeps them in a SQLite table, so pending tasks resume after a crash with their attempts and next-attempt
- * time.
+ * The rows live in the `TaskStore` (`TaskStore.ts`), which commits the state changes of many tasks in one
+ * transaction. What is durable when: a scheduled task is committed before `schedule` returns its handle; an
+ * attempt is committed (as `running`, its attempt counted) before its handler runs, so a task that crashes the
+ * process cannot loop; a phase is committed before `completePhase` returns. A task's outcome is handed to the
+ * store without waiting (a crash before it commits runs the task again, as any crash mid-attempt would).
+ *
+ * Attempts run on `concurrency` worker fibers that take ready tasks from one queue; each attempt's handler runs
+ * in a fiber of its own, so cancel and shutdown can interrupt it alone.
  */
-import * as Migrator from "@effect/sql/Migrator"
-import * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlClient from "@effect/sql/SqlClient"
 import type { ParseResult } from "effect"
 import {
   Config,
@@ -18,23 +21,26 @@ import {
   Deferred,
   Duration,
   Effect,
+  Either,
   Exit,
   Fiber,
+  FiberId,
   FiberSet,
   Layer,
   Option,
-  Queue,
   Schedule,
   ScheduleIntervals,
   Schema
 } from "effect"
-import { createHash } from "node:crypto"
-import { issueId } from "../domain/Ids.js"
+import { randomBytes } from "node:crypto"
 import * as Time from "../domain/Time.js"
 import * as Persistence from "../state/Persistence.js"
+import type * as StateWriter from "../state/sqlite/StateWriter.js"
+import type { SharedPayload, TaskRecord, TaskStatus } from "./TaskStore.js"
+import * as TaskStore from "./TaskStore.js"
 
-export const TaskStatus = Schema.Literal("pending", "running", "succeeded", "failed", "cancelled")
-export type TaskStatus = typeof TaskStatus.Type
+export { sharedPayload, TaskStatus } from "./TaskStore.js"
+export type { SharedPayload, TaskRecord } from "./TaskStore.js"
 
 export interface TaskHandle {
   readonly id: string
@@ -123,22 +129,6 @@ export interface TaskContext {
   readonly shared: string | undefined
 }
 
-/**
- * A document several tasks share (one reply pushed to many destinations): stored once, by content hash, in the
- * same transaction as the first task that names it, and kept while any stored task names it.
- */
-export interface SharedPayload {
-  /** `sha256:<hex>` of `json`. */
-  readonly hash: string
-  readonly json: string
-}
-
-/** A shared payload for a JSON text; build it once and pass it to every task that shares it. */
-export const sharedPayload = (json: string): SharedPayload => ({
-  hash: `sha256:${createHash("sha256").update(json).digest("hex")}`,
-  json
-})
-
 export interface ScheduleOptions {
   /** Scheduling the same key again returns the first task instead of running it twice. Default: the task id. */
   readonly idempotencyKey?: string
@@ -155,26 +145,6 @@ export interface RegisterOptions {
   readonly retry?: Schedule.Schedule<unknown, TaskFailure>
 }
 
-/** A task as stored. */
-export interface TaskRecord {
-  readonly id: string
-  readonly name: string
-  readonly idempotencyKey: string
-  readonly status: TaskStatus
-  readonly attempts: number
-  readonly phase: number
-  readonly nextAttemptAt: Time.EpochMillis
-  readonly lastError: string | null
-  /** The Schema-encoded payload, as JSON. */
-  readonly payload: string
-  /** The per-task retry policy, as JSON. */
-  readonly retry: string | null
-  /** The hash of the task's shared payload, if it has one. */
-  readonly shared: string | null
-  readonly createdAt: Time.EpochMillis
-  readonly updatedAt: Time.EpochMillis
-}
-
 export interface TaskRunnerShape {
   /** Registers a handler; fails once the runner has started. */
   readonly register: <A, I>(
@@ -185,8 +155,9 @@ export interface TaskRunnerShape {
   /** Resumes stored tasks and starts the workers; idempotent. */
   readonly start: Effect.Effect<void>
   /**
-   * Persists the task, then queues it. Never waits for room: a stored task is accepted even past `queueCapacity`
-   * (check `accepting` before taking on work that will schedule tasks).
+   * Persists the task, then queues it. Never waits for room: a task is accepted past `queueCapacity` (check
+   * `accepting` before taking on work that will schedule tasks); past twice that (at least `queueCapacity` +
+   * 1000) waiting tasks, it is refused, so a caller that ignores `accepting` cannot grow the backlog without bound.
    */
   readonly schedule: <A, I>(
     definition: TaskDefinition<A, I>,
@@ -220,7 +191,7 @@ export interface TaskRunnerShape {
 
 export class TaskRunner extends Context.Tag("effect-agent-host/TaskRunner")<TaskRunner, TaskRunnerShape>() {}
 
-export interface Options {
+export interface Options extends TaskStore.Options {
   /** Tasks running at once (default 64). */
   readonly concurrency?: number
   /** Tasks waiting (ready or to retry) before `accepting` turns false (default 10 000). */
@@ -229,69 +200,49 @@ export interface Options {
   readonly shutdownGrace?: Duration.DurationInput
   /** The retry schedule of handlers that set none (default `defaultRetry`). */
   readonly defaultRetry?: Schedule.Schedule<unknown, TaskFailure>
-  /** Rows per group commit (default 2048). */
-  readonly maxBatch?: number
 }
 
 export const defaults = {
   concurrency: 64,
   queueCapacity: 10_000,
   shutdownGrace: Duration.seconds(5),
-  maxBatch: 2048
+  maxBatch: TaskStore.defaults.maxBatch
 } as const
 
-/**
- * Where rows live. `write` commits a batch of snapshots and the shared payloads they name atomically (a shared
- * payload already stored is kept as it is). A shared payload goes when no stored task names it any more.
- */
-export interface TaskBackend {
-  readonly write: (
-    rows: ReadonlyArray<TaskRecord>,
-    shared: ReadonlyArray<SharedPayload>
-  ) => Effect.Effect<void, TaskRunnerError>
-  readonly shared: (hash: string) => Effect.Effect<Option.Option<string>, TaskRunnerError>
-  readonly unfinished: Effect.Effect<ReadonlyArray<TaskRecord>, TaskRunnerError>
-  readonly get: (id: string) => Effect.Effect<Option.Option<TaskRecord>, TaskRunnerError>
-  readonly findByKey: (key: string) => Effect.Effect<Option.Option<TaskRecord>, TaskRunnerError>
-  readonly list: (
-    status: TaskStatus | undefined,
-    limit: number
-  ) => Effect.Effect<ReadonlyArray<TaskRecord>, TaskRunnerError>
-  /** Deletes finished rows with `updatedAt < olderThan`; returns how many. */
-  readonly pruneFinished: (olderThan: Time.EpochMillis) => Effect.Effect<number, TaskRunnerError>
-}
-
 interface Handler {
-  readonly definition: TaskDefinition<any, any>
-  // Compiled once: building a codec per call dominates the hot path.
-  readonly encode: (payload: unknown) => Effect.Effect<string, ParseResult.ParseError>
-  readonly decode: (json: string) => Effect.Effect<unknown, ParseResult.ParseError>
+  // Compiled once, synchronous: an Effect per encode or decode showed in the profile.
+  readonly encode: (payload: unknown) => Either.Either<string, ParseResult.ParseError>
+  /** Fails with why the stored JSON is not a payload. */
+  readonly decode: (json: string) => Either.Either<unknown, string>
   readonly run: (payload: any, context: TaskContext) => Effect.Effect<void, TaskFailure>
   readonly retry: Schedule.Schedule<unknown, TaskFailure>
 }
 
+/** A worker fiber. `retiring` is set before anything interrupts it: it then stops after its attempt. */
+interface Worker {
+  fiber: Fiber.RuntimeFiber<void, never> | undefined
+  retiring: boolean
+}
+
+/** No payload in memory: decode the stored one. */
+const notDecoded: unique symbol = Symbol("notDecoded")
+
 // A task that has not finished, as the engine tracks it.
 interface Entry {
   row: TaskRecord
-  cancelled: boolean
-  fiber: Fiber.RuntimeFiber<void, TaskFailure> | undefined
-  timer: Fiber.RuntimeFiber<void, never> | undefined
-  /** The shared payload's JSON when this process scheduled the task (one string for every task sharing it). */
+  /** The payload as scheduled in this process (no decode needed), or `notDecoded` for a stored task. */
+  payload: unknown
+  /** The shared payload's JSON when known in process (one string for every task sharing it). */
   shared: string | undefined
+  /** False until the schedule that made the entry is committed. */
+  stored: boolean
+  /** Other schedules of the same key while the first is being committed wait for its answer here. */
+  storing: Deferred.Deferred<TaskHandle, TaskRunnerError> | undefined
+  cancelled: boolean
+  /** The worker running the task's handler, while it does. */
+  worker: Worker | undefined
+  timer: Fiber.RuntimeFiber<void, never> | undefined
 }
-
-interface Write {
-  /** Undefined for a flush marker: it completes once everything queued before it is committed. */
-  readonly row: TaskRecord | undefined
-  /** Written in the same transaction as `row`. */
-  readonly shared?: SharedPayload | undefined
-  readonly done: Deferred.Deferred<void, TaskRunnerError>
-}
-
-const isTerminal = (status: TaskStatus) => status === "succeeded" || status === "failed" || status === "cancelled"
-
-// Task ids are handles (admin routes take them): they come from the CSPRNG.
-const newId = issueId("task_")
 
 /** The delay the schedule asks for after `attempts` failed attempts; none when it is exhausted. */
 const delayAfter = (
@@ -314,48 +265,118 @@ const delayAfter = (
 
 const describeCause = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
 
-export const make = (backend: TaskBackend, options: Options = {}) =>
+/**
+ * Task ids are handles (admin routes take them): 128 bits from the CSPRNG, drawn 256 ids at a time (one
+ * `randomBytes` call per id showed in the profile).
+ */
+const idSource = () => {
+  let pool = Buffer.alloc(0)
+  let at = 0
+  return (): string => {
+    if (at + 16 > pool.length) {
+      pool = randomBytes(16 * 256)
+      at = 0
+    }
+    at += 16
+    return `task_${pool.toString("hex", at - 16, at)}`
+  }
+}
+
+/**
+ * A FIFO without the fiber machinery of `Queue`, whose `take` on an empty queue allocates a Deferred: that showed
+ * in the profile, once per task. Waiting is done by the callers (see `make`).
+ */
+class Fifo<A> {
+  private items: Array<A | undefined> = []
+  private head = 0
+  get length(): number {
+    return this.items.length - this.head
+  }
+  push(item: A): void {
+    this.items.push(item)
+  }
+  shift(): A | undefined {
+    if (this.head === this.items.length) return undefined
+    const item = this.items[this.head]
+    this.items[this.head++] = undefined
+    if (this.head === this.items.length) {
+      this.items = []
+      this.head = 0
+    } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return item
+  }
+}
+
+const compile = (definition: TaskDefinition<any, any>) => {
+  const encode = Schema.encodeEither(definition.payload)
+  const decode = Schema.decodeUnknownEither(definition.payload)
+  return {
+    encode: (payload: unknown) => Either.map(encode(payload), (encoded) => JSON.stringify(encoded)),
+    decode: (json: string): Either.Either<unknown, string> => {
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(json)
+      } catch (cause) {
+        return Either.left(describeCause(cause))
+      }
+      return Either.mapLeft(decode(parsed), (e) => e.message)
+    }
+  }
+}
+
+/** The engine, on the `TaskStore` in context. */
+export const make = (options: Options = {}) =>
   Effect.gen(function*() {
-    const concurrency = options.concurrency ?? defaults.concurrency
+    const store = yield* TaskStore.TaskStore
+    const concurrency = Math.max(1, options.concurrency ?? defaults.concurrency)
     const grace = Duration.decode(options.shutdownGrace ?? defaults.shutdownGrace)
-    const maxBatch = options.maxBatch ?? defaults.maxBatch
     const fallbackRetry = options.defaultRetry ?? defaultRetry
+    const capacity = options.queueCapacity ?? defaults.queueCapacity
+    const hardLimit = Math.max(2 * capacity, capacity + 1_000)
     const handlers = new Map<string, Handler>()
     const live = new Map<string, Entry>()
-    const byKey = new Map<string, string>()
+    const byKey = new Map<string, Entry>()
     const running = new Set<Entry>()
-    const capacity = options.queueCapacity ?? defaults.queueCapacity
-    // Unbounded (ids only; the rows are in `live` either way): scheduling never blocks a caller. `capacity` bounds
-    // the backlog through `accepting` instead.
-    const ready = yield* Queue.unbounded<string>()
-    const writes = yield* Queue.unbounded<Write>()
+    // Ready tasks, in order. Unbounded as a queue, bounded by `hardLimit` through `schedule` (live entries only).
+    const ready = new Fifo<Entry>()
+    // Claimed tasks (their attempt committed) waiting for a worker, and the workers waiting for one.
+    const claimed = new Fifo<Entry>()
+    const idle = new Fifo<(entry: Entry) => void>()
+    // Workers in an attempt; tasks the claimer is committing.
+    let busy = 0
+    let claiming = 0
+    // Set while the claimer waits for ready tasks or for room.
+    let wakeClaimer: (() => void) | undefined
+    const poke = () => wakeClaimer?.()
+    // The claimer, workers and retry timers.
     const fibers = yield* FiberSet.make<void, never>()
+    const newId = idSource()
     let started = false
     let closing = false
 
-    // Group commit: whatever queued up while the last batch was committing goes in the next one; the last
-    // snapshot of a row wins.
-    const writer = Effect.uninterruptibleMask((restore) =>
-      Effect.gen(function*() {
-        const batch = yield* restore(Queue.takeBetween(writes, 1, maxBatch))
-        const rows = new Map<string, TaskRecord>()
-        const shared = new Map<string, SharedPayload>()
-        for (const w of batch) {
-          if (w.row !== undefined) rows.set(w.row.id, w.row)
-          if (w.shared !== undefined) shared.set(w.shared.hash, w.shared)
-        }
-        const exit = rows.size === 0 ? Exit.void : yield* Effect.exit(backend.write([...rows.values()], [
-          ...shared.values()
-        ]))
-        if (Exit.isFailure(exit)) yield* Effect.logError("task bookkeeping write failed", exit.cause)
-        for (const w of batch) Deferred.unsafeDone(w.done, exit)
-      })
-    ).pipe(Effect.forever)
-    const writerFiber = yield* Effect.forkDaemon(writer)
+    const track = (row: TaskRecord, payload: unknown, shared: string | undefined): Entry => {
+      const entry: Entry = {
+        row,
+        payload,
+        shared,
+        stored: true,
+        storing: undefined,
+        cancelled: false,
+        worker: undefined,
+        timer: undefined
+      }
+      live.set(row.id, entry)
+      byKey.set(row.idempotencyKey, entry)
+      return entry
+    }
 
-    const persist = (row: TaskRecord | undefined, shared?: SharedPayload): Effect.Effect<void, TaskRunnerError> =>
-      Effect.flatMap(Deferred.make<void, TaskRunnerError>(), (done) =>
-        Effect.zipRight(writes.offer({ row, shared, done }), Deferred.await(done)))
+    const forget = (entry: Entry) => {
+      if (live.get(entry.row.id) === entry) live.delete(entry.row.id)
+      if (byKey.get(entry.row.idempotencyKey) === entry) byKey.delete(entry.row.idempotencyKey)
+    }
 
     const update = (entry: Entry, patch: Partial<TaskRecord>) =>
       Effect.map(Time.now, (now) => {
@@ -364,9 +385,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
       })
 
     const retryOf = (row: TaskRecord, handler: Handler): Schedule.Schedule<unknown, TaskFailure> => {
-      if (row.retry === null) {
-        return handler.retry
-      }
+      if (row.retry === null) return handler.retry
       try {
         return retrySchedule(Schema.decodeUnknownSync(RetryPolicy)(JSON.parse(row.retry)))
       } catch {
@@ -374,148 +393,237 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
       }
     }
 
+    // The outcome is handed to the store without waiting; the entry is forgotten once it is committed, so a
+    // lookup never sees an older stored state.
     const finish = (entry: Entry, status: TaskStatus, lastError: string | null) =>
-      Effect.gen(function*() {
-        const row = yield* update(entry, { status, lastError })
-        yield* persist(row).pipe(Effect.catchAll((e) =>
-          Effect.logError("could not record task outcome", e.message)
-        ))
-        // Forgotten only once stored, so a lookup never sees an older stored state.
-        live.delete(row.id)
-        if (byKey.get(row.idempotencyKey) === row.id) byKey.delete(row.idempotencyKey)
-      })
+      Effect.flatMap(update(entry, { status, lastError }), (row) => store.updateLater(row, () => forget(entry)))
+
+    const enqueue = (entry: Entry) => {
+      ready.push(entry)
+      poke()
+    }
 
     const enqueueAt = (entry: Entry, at: Time.EpochMillis): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        const now = yield* Time.now
-        if (at <= now) {
-          yield* ready.offer(entry.row.id)
-          return
-        }
-        // Forked from a worker's uninterruptible region: the timer itself must stay interruptible.
-        entry.timer = yield* FiberSet.run(
-          fibers,
-          Effect.interruptible(Effect.zipRight(
-            Effect.sleep(Duration.millis(at - now)),
-            Effect.suspend(() => {
-              entry.timer = undefined
-              return ready.offer(entry.row.id)
-            })
-          ))
+      Effect.flatMap(Time.now, (now) => {
+        if (at <= now) return Effect.sync(() => enqueue(entry))
+        // Forked from an uninterruptible region: the timer itself must stay interruptible.
+        return Effect.map(
+          FiberSet.run(
+            fibers,
+            Effect.interruptible(Effect.zipRight(
+              Effect.sleep(Duration.millis(at - now)),
+              Effect.sync(() => {
+                entry.timer = undefined
+                enqueue(entry)
+              })
+            ))
+          ),
+          (timer) => {
+            entry.timer = timer
+          }
         )
       })
 
-    // One attempt. Bookkeeping is uninterruptible; only the handler's own fiber is interrupted (by cancel or
-    // shutdown), and its exit is then recorded like any other.
-    const attempt = (entry: Entry, handler: Handler) =>
-      Effect.gen(function*() {
-        const row = yield* update(entry, { status: "running", attempts: entry.row.attempts + 1 })
-        // The attempt is consumed before the handler runs, so a task that crashes the process cannot loop.
-        const recorded = yield* Effect.either(persist(row))
-        if (recorded._tag === "Left") {
-          // Not durable: leave it pending in memory and try later rather than run it unrecorded.
-          yield* update(entry, { status: "pending", attempts: row.attempts - 1 })
-          return yield* enqueueAt(entry, Time.plus(row.updatedAt, Duration.seconds(1)))
-        }
-        const decoded = yield* Effect.either(handler.decode(row.payload))
-        if (decoded._tag === "Left") {
-          return yield* finish(entry, "failed", `the payload does not decode: ${decoded.left.message}`)
-        }
-        let shared = entry.shared
-        if (row.shared !== null && shared === undefined) {
-          const loaded = yield* Effect.either(backend.shared(row.shared))
-          if (loaded._tag === "Left") {
-            yield* update(entry, { status: "pending", attempts: row.attempts - 1 })
-            return yield* enqueueAt(entry, Time.plus(row.updatedAt, Duration.seconds(1)))
+    const retryLater = (entry: Entry, row: TaskRecord) =>
+      Effect.zipRight(
+        update(entry, { status: "pending", attempts: row.attempts - 1 }),
+        enqueueAt(entry, Time.plus(row.updatedAt, Duration.seconds(1)))
+      )
+
+    const runnable = (entry: Entry) =>
+      !entry.cancelled && entry.row.status === "pending" && !closing && live.get(entry.row.id) === entry
+
+    // One attempt, on `worker`'s fiber, in its uninterruptible region: only the handler runs interruptibly
+    // (`restore`), and its exit is then recorded like any other.
+    const attempt = (
+      entry: Entry,
+      handler: Handler,
+      worker: Worker,
+      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+    ) =>
+      Effect.suspend(() =>
+        Effect.gen(function*() {
+          const row = entry.row
+          let payload = entry.payload
+          if (payload === notDecoded) {
+            const decoded = handler.decode(row.payload)
+            if (decoded._tag === "Left") {
+              return yield* finish(entry, "failed", `the payload does not decode: ${decoded.left}`)
+            }
+            payload = decoded.right
           }
-          if (Option.isNone(loaded.right)) {
-            return yield* finish(entry, "failed", `the task's shared payload ${row.shared} is missing`)
+          let shared = entry.shared
+          if (row.shared !== null && shared === undefined) {
+            const loaded = yield* Effect.either(store.shared(row.shared))
+            if (loaded._tag === "Left") return yield* retryLater(entry, row)
+            if (Option.isNone(loaded.right)) {
+              return yield* finish(entry, "failed", `the task's shared payload ${row.shared} is missing`)
+            }
+            shared = entry.shared = loaded.right.value
           }
-          shared = loaded.right.value
-        }
-        const context: TaskContext = {
-          id: row.id,
-          idempotencyKey: row.idempotencyKey,
-          attempt: row.attempts,
-          phase: row.phase,
-          completePhase: (phase) =>
-            Effect.suspend(() =>
-              phase <= entry.row.phase ? Effect.void : Effect.flatMap(update(entry, { phase }), (r) => persist(r))
-            ).pipe(Effect.orDie),
-          shared
-        }
-        const fiber = yield* Effect.fork(Effect.interruptible(
-          handler.run(decoded.right, context).pipe(
-            Effect.catchAllDefect((defect) =>
-              Effect.fail<TaskFailure>({ retryable: true, message: `handler defect: ${describeCause(defect)}` })
+          const context: TaskContext = {
+            id: row.id,
+            idempotencyKey: row.idempotencyKey,
+            attempt: row.attempts,
+            phase: row.phase,
+            completePhase: (phase) =>
+              Effect.suspend(() =>
+                phase <= entry.row.phase ? Effect.void : Effect.flatMap(update(entry, { phase }), store.update)
+              ).pipe(Effect.orDie),
+            shared
+          }
+          entry.worker = worker
+          running.add(entry)
+          const exit = yield* Effect.exit(
+            restore(handler.run(payload, context)).pipe(
+              Effect.catchAllDefect((defect) =>
+                Effect.fail<TaskFailure>({ retryable: true, message: `handler defect: ${describeCause(defect)}` })
+              )
             )
           )
-        ))
-        entry.fiber = fiber
-        running.add(entry)
-        const exit = yield* Fiber.await(fiber)
-        running.delete(entry)
-        entry.fiber = undefined
-        if (Exit.isSuccess(exit)) return yield* finish(entry, "succeeded", null)
-        const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
-        if (failure === undefined) {
-          // Interrupted: by cancel, or by shutdown (the task stays pending and resumes on the next start).
-          if (entry.cancelled) return yield* finish(entry, "cancelled", "cancelled while running")
-          const pending = yield* update(entry, { status: "pending" })
-          return yield* persist(pending).pipe(Effect.ignore)
-        }
-        if (!failure.retryable) {
-          yield* Effect.logWarning("task failed terminally").pipe(
-            Effect.annotateLogs({ task: row.id, name: row.name, error: failure.message })
-          )
-          return yield* finish(entry, "failed", failure.message)
-        }
-        const now = yield* Time.now
-        const scheduled = yield* delayAfter(retryOf(row, handler), row.attempts, failure, now)
-        if (Option.isNone(scheduled)) {
-          yield* Effect.logWarning("task failed; retries exhausted").pipe(
-            Effect.annotateLogs({ task: row.id, name: row.name, attempts: row.attempts, error: failure.message })
-          )
-          return yield* finish(entry, "failed", failure.message)
-        }
-        // A server-requested wait (429 retry-after) replaces the schedule's delay; the attempt budget stays.
-        const delay = failure.retryAfterMillis !== undefined && failure.retryAfterMillis >= 0 ?
-          failure.retryAfterMillis :
-          scheduled.value
-        const next = yield* update(entry, {
-          status: "pending",
-          nextAttemptAt: Time.plus(now, Duration.millis(delay)),
-          lastError: failure.message
+          running.delete(entry)
+          entry.worker = undefined
+          if (Exit.isSuccess(exit)) return yield* finish(entry, "succeeded", null)
+          const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+          if (failure === undefined) {
+            // Interrupted: by cancel, or by shutdown (the task stays pending and resumes on the next start).
+            if (entry.cancelled) return yield* finish(entry, "cancelled", "cancelled while running")
+            return yield* Effect.flatMap(update(entry, { status: "pending" }), (pending) => store.updateLater(pending))
+          }
+          if (!failure.retryable) {
+            yield* Effect.logWarning("task failed terminally").pipe(
+              Effect.annotateLogs({ task: row.id, name: row.name, error: failure.message })
+            )
+            return yield* finish(entry, "failed", failure.message)
+          }
+          const now = yield* Time.now
+          const scheduled = yield* delayAfter(retryOf(row, handler), row.attempts, failure, now)
+          if (Option.isNone(scheduled)) {
+            yield* Effect.logWarning("task failed; retries exhausted").pipe(
+              Effect.annotateLogs({ task: row.id, name: row.name, attempts: row.attempts, error: failure.message })
+            )
+            return yield* finish(entry, "failed", failure.message)
+          }
+          // A server-requested wait (429 retry-after) replaces the schedule's delay; the attempt budget stays.
+          const delay = failure.retryAfterMillis !== undefined && failure.retryAfterMillis >= 0 ?
+            failure.retryAfterMillis :
+            scheduled.value
+          const next = yield* update(entry, {
+            status: "pending",
+            nextAttemptAt: Time.plus(now, Duration.millis(delay)),
+            lastError: failure.message
+          })
+          yield* Effect.ignore(store.update(next))
+          if (entry.cancelled) return yield* finish(entry, "cancelled", "cancelled")
+          yield* enqueueAt(entry, next.nextAttemptAt)
         })
-        yield* persist(next).pipe(Effect.ignore)
-        if (entry.cancelled) return yield* finish(entry, "cancelled", "cancelled")
-        yield* enqueueAt(entry, next.nextAttemptAt)
-      })
+      )
 
-    const worker = Effect.uninterruptibleMask((restore) =>
+    const nextClaimed: Effect.Effect<Entry> = Effect.suspend(() => {
+      const entry = claimed.shift()
+      if (entry !== undefined) return Effect.succeed(entry)
+      return Effect.async<Entry>((resume) => {
+        const waiter = (entry: Entry) => resume(Effect.succeed(entry))
+        idle.push(waiter)
+        // Interrupted (shutdown): an entry handed to it later stays `running`; the finalizer puts it back.
+        return Effect.sync(() => {
+          for (let i = idle.length; i > 0; i--) {
+            const other = idle.shift()!
+            if (other !== waiter) idle.push(other)
+          }
+        })
+      })
+    })
+
+    const handOver = (entry: Entry) => {
+      const waiter = idle.shift()
+      if (waiter === undefined) claimed.push(entry)
+      else waiter(entry)
+    }
+
+    // Attempts run on `concurrency` worker fibers rather than a fiber each: forking one per attempt was half the
+    // cost of running a task. To cancel a running task, its worker is interrupted (see `cancel`): it is marked
+    // retiring first, so it stops after that attempt and never carries the interruption into another task's
+    // handler; a new worker takes its place.
+    const step = (worker: Worker) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(nextClaimed), (entry) => {
+          // Cancelled while claimed (then already finished), or shutting down (put back by the finalizer).
+          if (entry.cancelled || entry.row.status !== "running" || closing || live.get(entry.row.id) !== entry) {
+            return Effect.void
+          }
+          const handler = handlers.get(entry.row.name)
+          if (handler === undefined) return finish(entry, "failed", `no handler named "${entry.row.name}"`)
+          busy++
+          return Effect.ensuring(
+            attempt(entry, handler, worker, restore),
+            Effect.sync(() => {
+              busy--
+              poke()
+            })
+          )
+        })
+      )
+
+    const work = (worker: Worker): Effect.Effect<void> =>
+      Effect.zipRight(step(worker), Effect.suspend(() => worker.retiring || closing ? Effect.void : work(worker)))
+
+    const startWorker = Effect.suspend(() => {
+      const worker: Worker = { fiber: undefined, retiring: false }
+      // Started from wherever `start` or `cancel` run, maybe an uninterruptible region (a layer being built):
+      // the handlers must stay interruptible.
+      return Effect.map(FiberSet.run(fibers, Effect.interruptible(work(worker))), (fiber) => {
+        worker.fiber = fiber
+      })
+    })
+
+    const claimerIdle = Effect.async<void>((resume) => {
+      wakeClaimer = () => {
+        wakeClaimer = undefined
+        resume(Effect.void)
+      }
+      return Effect.sync(() => {
+        wakeClaimer = undefined
+      })
+    })
+
+    // Claims ready tasks in batches: each is marked running, its attempt counted, in one commit for the batch,
+    // then handed to a worker. The attempt is consumed before the handler runs, so a task that crashes the
+    // process cannot loop. Up to `concurrency` claimed tasks wait for a worker: the claimer keeps one batch ahead
+    // of the workers, so a worker does not wait for a commit per task.
+    const claimer = Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
-        const id = yield* restore(ready.take)
-        const entry = live.get(id)
-        if (entry === undefined || entry.cancelled || entry.row.status !== "pending" || closing) return
-        const handler = handlers.get(entry.row.name)
-        if (handler === undefined) return yield* finish(entry, "failed", `no handler named "${entry.row.name}"`)
-        yield* attempt(entry, handler)
+        const room = 2 * concurrency - busy - claimed.length
+        if (ready.length === 0 || room <= 0 || closing) return yield* restore(claimerIdle)
+        const now = yield* Time.now
+        const batch: Array<Entry> = []
+        while (batch.length < room) {
+          const entry = ready.shift()
+          if (entry === undefined) break
+          if (!runnable(entry)) continue
+          entry.row = { ...entry.row, status: "running", attempts: entry.row.attempts + 1, updatedAt: now }
+          batch.push(entry)
+        }
+        if (batch.length === 0) return
+        claiming = batch.length
+        const recorded = yield* Effect.either(store.updateAll(batch.map((entry) => entry.row)))
+        claiming = 0
+        if (recorded._tag === "Left") {
+          // Not durable: leave them pending in memory and try later rather than run them unrecorded.
+          for (const entry of batch) yield* retryLater(entry, entry.row)
+          return
+        }
+        for (const entry of batch) handOver(entry)
       })
     ).pipe(Effect.forever)
-
-    const track = (row: TaskRecord): Entry => {
-      const entry: Entry = { row, cancelled: false, fiber: undefined, timer: undefined, shared: undefined }
-      live.set(row.id, entry)
-      byKey.set(row.idempotencyKey, row.id)
-      return entry
-    }
 
     const start = Effect.suspend(() => {
       if (started) return Effect.void
       started = true
       return Effect.gen(function*() {
-        for (let i = 0; i < concurrency; i++) yield* FiberSet.run(fibers, worker)
-        const unfinished = yield* backend.unfinished.pipe(
+        yield* FiberSet.run(fibers, Effect.interruptible(claimer))
+        for (let i = 0; i < concurrency; i++) yield* startWorker
+        const unfinished = yield* store.unfinished.pipe(
           Effect.catchAll((e) =>
             Effect.as(Effect.logError("could not load stored tasks", e.message), [] as ReadonlyArray<TaskRecord>)
           )
@@ -523,16 +631,19 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
         let resumed = 0
         for (const row of unfinished) {
           if (live.has(row.id)) continue
-          track({ ...row, status: "pending" })
+          track(row.status === "pending" ? row : { ...row, status: "pending" }, notDecoded, undefined)
           resumed++
         }
         if (resumed > 0) yield* Effect.logInfo(`resuming ${resumed} stored task(s)`)
-        // Stored tasks and those scheduled before start, in next-attempt order.
+        // Stored tasks and those scheduled before start, in next-attempt order: the due ones straight to the
+        // claimer (in one go: resuming thousands of tasks is one loop, not an effect each).
         const waiting = [...live.values()].sort((a, b) => a.row.nextAttemptAt - b.row.nextAttemptAt)
-        yield* FiberSet.run(
-          fibers,
-          Effect.forEach(waiting, (e) => enqueueAt(e, e.row.nextAttemptAt), { discard: true })
-        )
+        const now = yield* Time.now
+        for (const entry of waiting) {
+          if (entry.row.nextAttemptAt <= now) ready.push(entry)
+          else yield* enqueueAt(entry, entry.row.nextAttemptAt)
+        }
+        poke()
       })
     })
 
@@ -550,14 +661,7 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
             new TaskRunnerError({ message: `a task handler named "${definition.name}" is already registered` })
           )
         }
-        const codec = Schema.parseJson(definition.payload)
-        handlers.set(definition.name, {
-          definition,
-          encode: Schema.encode(codec) as Handler["encode"],
-          decode: Schema.decodeUnknown(codec) as Handler["decode"],
-          run,
-          retry: registerOptions?.retry ?? fallbackRetry
-        })
+        handlers.set(definition.name, { ...compile(definition), run, retry: registerOptions?.retry ?? fallbackRetry })
         return Effect.void
       })
 
@@ -568,77 +672,106 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
     })
 
     const schedule: TaskRunnerShape["schedule"] = (definition, payload, scheduleOptions) =>
-      Effect.gen(function*() {
+      Effect.suspend(() => {
         if (closing) {
-          return yield* new TaskRunnerError({ message: "the task runner is shutting down; task not accepted" })
+          return Effect.fail(new TaskRunnerError({ message: "the task runner is shutting down; task not accepted" }))
         }
         const handler = handlers.get(definition.name)
         if (handler === undefined) {
-          return yield* new TaskRunnerError({ message: `no task handler named "${definition.name}" is registered` })
+          return Effect.fail(
+            new TaskRunnerError({ message: `no task handler named "${definition.name}" is registered` })
+          )
         }
         const key = scheduleOptions?.idempotencyKey
-        if (key !== undefined) {
-          const liveId = byKey.get(key)
-          const existing = liveId !== undefined ? live.get(liveId)?.row : undefined
-          if (existing !== undefined) return handleOf(existing)
-          const stored = yield* backend.findByKey(key)
-          if (Option.isSome(stored)) return handleOf(stored.value)
-          // Checked again: another fiber may have scheduled the key while we looked it up.
-          const raced = byKey.get(key)
-          if (raced !== undefined) return { id: raced, name: definition.name, idempotencyKey: key }
+        const known = key === undefined ? undefined : byKey.get(key)
+        if (known !== undefined) {
+          if (known.stored) return Effect.succeed(handleOf(known.row))
+          // The first schedule of this key is being committed: its answer is this one's.
+          known.storing ??= Deferred.unsafeMake(FiberId.none)
+          return Deferred.await(known.storing)
         }
-        const encoded = yield* handler.encode(payload).pipe(
-          Effect.mapError((e) =>
-            new TaskRunnerError({ message: `the payload of task "${definition.name}" does not encode: ${e.message}` })
+        if (live.size - running.size >= hardLimit) {
+          return Effect.fail(
+            new TaskRunnerError({
+              message: `the task runner already holds ${live.size - running.size} waiting tasks (limit ${hardLimit}, ` +
+                `twice its queue capacity ${capacity}); check \`accepting\` before scheduling more`
+            })
           )
-        )
-        const id = yield* newId
-        const now = yield* Time.now
-        const delay = scheduleOptions?.delay ?? Duration.zero
-        const row: TaskRecord = {
-          id,
-          name: definition.name,
-          idempotencyKey: key ?? id,
-          status: "pending",
-          attempts: 0,
-          phase: 0,
-          nextAttemptAt: Time.plus(now, delay),
-          lastError: null,
-          payload: encoded,
-          retry: scheduleOptions?.retry === undefined ? null : JSON.stringify(scheduleOptions.retry),
-          shared: scheduleOptions?.shared?.hash ?? null,
-          createdAt: now,
-          updatedAt: now
         }
-        const entry = track(row)
-        entry.shared = scheduleOptions?.shared?.json
-        // The shared payload is committed with the row, in one transaction: a stored task never names a missing one.
-        yield* persist(row, scheduleOptions?.shared).pipe(Effect.tapError(() =>
-          Effect.sync(() => {
-            live.delete(id)
-            byKey.delete(row.idempotencyKey)
-          })
-        ))
-        if (started) yield* enqueueAt(entry, row.nextAttemptAt)
-        else yield* Effect.logDebug("task scheduled before start; it runs once the runner starts")
-        return handleOf(row)
+        const encoded = handler.encode(payload)
+        if (encoded._tag === "Left") {
+          return Effect.fail(
+            new TaskRunnerError({
+              message: `the payload of task "${definition.name}" does not encode: ${encoded.left.message}`
+            })
+          )
+        }
+        return Effect.flatMap(Time.now, (now) => {
+          const id = newId()
+          const shared = scheduleOptions?.shared
+          const row: TaskRecord = {
+            id,
+            name: definition.name,
+            idempotencyKey: key ?? id,
+            status: "pending",
+            attempts: 0,
+            phase: 0,
+            nextAttemptAt: scheduleOptions?.delay === undefined ? now : Time.plus(now, scheduleOptions.delay),
+            lastError: null,
+            payload: encoded.right,
+            retry: scheduleOptions?.retry === undefined ? null : JSON.stringify(scheduleOptions.retry),
+            shared: shared?.hash ?? null,
+            createdAt: now,
+            updatedAt: now
+          }
+          const entry = track(row, payload, shared?.json)
+          entry.stored = false
+          // The shared payload is committed with the row, in one transaction: a stored task never names a missing
+          // one. With a key, a stored task holding it (from before a restart, or finished) is the answer instead.
+          return store.insert(row, { shared, dedupe: key !== undefined }).pipe(
+            Effect.mapError((e) => new TaskRunnerError({ message: e.message })),
+            Effect.flatMap((stored) => {
+              if (stored.id !== id) {
+                forget(entry)
+                return Effect.succeed(handleOf(stored))
+              }
+              entry.stored = true
+              if (started) return Effect.as(enqueueAt(entry, row.nextAttemptAt), handleOf(row))
+              return Effect.as(
+                Effect.logDebug("task scheduled before start; it runs once the runner starts"),
+                handleOf(row)
+              )
+            }),
+            Effect.onExit((exit) =>
+              Effect.sync(() => {
+                if (Exit.isFailure(exit)) forget(entry)
+                if (entry.storing !== undefined) Deferred.unsafeDone(entry.storing, exit)
+              })
+            )
+          )
+        })
       })
 
     const get = (id: string) =>
       Effect.suspend(() => {
         const entry = live.get(id)
         if (entry !== undefined) return Effect.succeed(Option.some(entry.row))
-        return backend.get(id).pipe(Effect.orElseSucceed(() => Option.none<TaskRecord>()))
+        return store.get(id).pipe(Effect.orElseSucceed(() => Option.none<TaskRecord>()))
       })
 
     const cancel = (id: string) =>
       Effect.gen(function*() {
         const entry = live.get(id)
-        if (entry === undefined || entry.cancelled) return false
+        // A finished task is kept until its outcome is committed; it cannot be cancelled any more.
+        if (entry === undefined || entry.cancelled || TaskStore.isTerminal(entry.row.status)) return false
         entry.cancelled = true
         if (entry.timer !== undefined) yield* Fiber.interrupt(entry.timer)
-        if (entry.fiber !== undefined) {
-          yield* Fiber.interrupt(entry.fiber)
+        const worker = entry.worker
+        if (worker !== undefined) {
+          // Its worker records the interrupted attempt as cancelled and stops; another takes its place.
+          worker.retiring = true
+          if (worker.fiber !== undefined) yield* Fiber.interrupt(worker.fiber)
+          if (!closing) yield* startWorker
           return true
         }
         yield* finish(entry, "cancelled", "cancelled")
@@ -657,8 +790,15 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
           })
         }
         const now = yield* Time.now
-        const entry = track({ ...row, status: "pending", attempts: 0, nextAttemptAt: now, updatedAt: now })
-        yield* persist(entry.row)
+        const entry = track(
+          { ...row, status: "pending", attempts: 0, nextAttemptAt: now, updatedAt: now },
+          notDecoded,
+          undefined
+        )
+        yield* store.update(entry.row).pipe(
+          Effect.tapError(() => Effect.sync(() => forget(entry))),
+          Effect.mapError((e) => new TaskRunnerError({ message: e.message }))
+        )
         if (started) yield* enqueueAt(entry, now)
         yield* Effect.logInfo("task replayed").pipe(Effect.annotateLogs({ task: id, name: row.name }))
         return handleOf(entry.row)
@@ -666,18 +806,21 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
 
     const list: TaskRunnerShape["list"] = ({ limit, status }) =>
       // Flushed first, so the listing reflects every change made before the call.
-      persist(undefined).pipe(
-        Effect.zipRight(backend.list(status, Math.max(1, Math.min(limit ?? 100, 1000)))),
+      store.flush.pipe(
+        Effect.zipRight(store.list(status, Math.max(1, Math.min(limit ?? 100, 1000)))),
         Effect.map((rows) => rows.map((row) => live.get(row.id)?.row ?? row)),
         Effect.orElseSucceed(() => [])
       )
 
     // Shutdown: stop taking tasks, let running ones finish within the grace period, interrupt the rest
-    // (they stay pending), then flush the bookkeeping.
+    // (they stay pending), then commit the bookkeeping. The store's writer outlives this (its layer is built
+    // first, so it is released last).
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         closing = true
-        const inFlight = [...running].flatMap((e) => e.fiber === undefined ? [] : [e.fiber])
+        // Workers running a handler stop after it (`closing`); the others wait for work and are interrupted below.
+        const busyWorkers = () => [...running].flatMap((e) => e.worker?.fiber === undefined ? [] : [e.worker.fiber])
+        const inFlight = busyWorkers()
         if (inFlight.length > 0) {
           // Finalizers are uninterruptible; the wait itself must not be, or the timeout could not end it.
           const drained = yield* Effect.interruptible(Fiber.awaitAll(inFlight)).pipe(
@@ -685,15 +828,23 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
             Effect.option
           )
           if (Option.isNone(drained)) {
-            const left = [...running].flatMap((e) => e.fiber === undefined ? [] : [e.fiber])
+            const left = busyWorkers()
             yield* Effect.logWarning(`shutdown grace elapsed; interrupting ${left.length} running task(s)`)
             yield* Fiber.interruptAll(left)
           }
         }
+        // Workers finish their bookkeeping (uninterruptible) before they stop.
         yield* FiberSet.clear(fibers)
-        // Whatever is still queued for the writer is committed before the runner goes away.
-        yield* persist(undefined).pipe(Effect.ignore)
-        yield* Fiber.interrupt(writerFiber)
+        // Claimed tasks that never reached a worker get their attempt back.
+        for (const entry of live.values()) {
+          if (entry.row.status === "running" && entry.worker === undefined) {
+            yield* Effect.flatMap(
+              update(entry, { status: "pending", attempts: entry.row.attempts - 1 }),
+              (row) => store.updateLater(row)
+            )
+          }
+        }
+        yield* Effect.ignore(store.flush)
       })
     )
 
@@ -707,258 +858,39 @@ export const make = (backend: TaskBackend, options: Options = {}) =>
       list,
       replay,
       // Flushed first, so a task that just finished is judged by its committed row.
-      prune: (olderThan) => Effect.zipRight(persist(undefined), backend.pruneFinished(olderThan)),
-      stats: Effect.map(ready.size, (queued) => ({ queued, running: running.size, live: live.size })),
+      prune: (olderThan) =>
+        Effect.zipRight(store.flush, store.pruneFinished(olderThan)).pipe(
+          Effect.mapError((e) => new TaskRunnerError({ message: e.message }))
+        ),
+      stats: Effect.sync(() => ({
+        queued: ready.length + claiming + claimed.length,
+        running: running.size,
+        live: live.size
+      })),
       accepting: Effect.sync(() => live.size - running.size < capacity),
       capacity
     })
   })
 
 // ---------------------------------------------------------------------------------------------------------------
-// Backends
-
-/** Rows in process; finished rows beyond `keepFinished` are forgotten oldest first. */
-export const memoryBackend = (keepFinished = 10_000): TaskBackend => {
-  const rows = new Map<string, TaskRecord>()
-  const finished: Array<string> = []
-  // Shared payloads with how many stored rows name them.
-  const shared = new Map<string, { readonly json: string; refs: number }>()
-  return {
-    write: (batch, payloads) =>
-      Effect.sync(() => {
-        for (const payload of payloads) {
-          if (!shared.has(payload.hash)) shared.set(payload.hash, { json: payload.json, refs: 0 })
-        }
-        for (const row of batch) {
-          const before = rows.get(row.id)
-          rows.set(row.id, row)
-          if (before === undefined && row.shared !== null) {
-            const entry = shared.get(row.shared)
-            if (entry !== undefined) entry.refs++
-          }
-          if (isTerminal(row.status) && (before === undefined || !isTerminal(before.status))) finished.push(row.id)
-        }
-        for (const payload of payloads) {
-          if (shared.get(payload.hash)?.refs === 0) shared.delete(payload.hash)
-        }
-        while (finished.length > keepFinished) {
-          const id = finished.shift()!
-          const row = rows.get(id)
-          if (row !== undefined && isTerminal(row.status)) {
-            rows.delete(id)
-            const entry = row.shared === null ? undefined : shared.get(row.shared)
-            if (entry !== undefined && --entry.refs <= 0) shared.delete(row.shared!)
-          }
-        }
-      }),
-    shared: (hash) => Effect.sync(() => Option.map(Option.fromNullable(shared.get(hash)), (entry) => entry.json)),
-    unfinished: Effect.sync(() => [...rows.values()].filter((r) => !isTerminal(r.status))),
-    get: (id) => Effect.sync(() => Option.fromNullable(rows.get(id))),
-    findByKey: (key) =>
-      Effect.sync(() => {
-        for (const row of rows.values()) if (row.idempotencyKey === key) return Option.some(row)
-        return Option.none()
-      }),
-    list: (status, limit) =>
-      Effect.sync(() =>
-        [...rows.values()]
-          .filter((r) => status === undefined || r.status === status)
-          .sort((a, b) => b.updatedAt - a.updatedAt)
-          .slice(0, limit)
-      ),
-    pruneFinished: (olderThan) =>
-      Effect.sync(() => {
-        let removed = 0
-        for (const [id, row] of rows) {
-          if (isTerminal(row.status) && row.updatedAt < olderThan) {
-            rows.delete(id)
-            const entry = row.shared === null ? undefined : shared.get(row.shared)
-            if (entry !== undefined && --entry.refs <= 0) shared.delete(row.shared!)
-            removed++
-          }
-        }
-        if (removed > 0) finished.splice(0, finished.length, ...finished.filter((id) => rows.has(id)))
-        return removed
-      })
-  }
-}
-
-export const TABLE = "agent_host_tasks"
-/** Shared payloads (`hash`, `body`), each stored once however many tasks name it. */
-export const PAYLOADS_TABLE = "agent_host_task_payloads"
-export const MIGRATIONS_TABLE = "agent_host_task_migrations"
-
-const migrations = Migrator.fromRecord({
-  "1_create_tasks": Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    Effect.all([
-      sql`CREATE TABLE IF NOT EXISTS ${sql(TABLE)} (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        idempotency_key TEXT NOT NULL,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        phase INTEGER NOT NULL,
-        next_attempt_at INTEGER NOT NULL,
-        last_error TEXT,
-        payload TEXT NOT NULL,
-        retry TEXT,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
-      )`,
-      sql`CREATE INDEX IF NOT EXISTS agent_host_tasks_key ON ${sql(TABLE)} (idempotency_key)`,
-      sql`CREATE INDEX IF NOT EXISTS agent_host_tasks_status ON ${sql(TABLE)} (status, updated_at)`
-    ], { discard: true })),
-  // A reply pushed to many destinations is stored once: tasks name it by hash. Whatever deletes tasks (retention)
-  // deletes a payload with the last task that names it (the trigger), so nothing else has to know about them.
-  "2_shared_payloads": Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    Effect.all([
-      sql`ALTER TABLE ${sql(TABLE)} ADD COLUMN shared TEXT`,
-      sql`CREATE TABLE IF NOT EXISTS ${sql(PAYLOADS_TABLE)} (
-        hash TEXT PRIMARY KEY,
-        body TEXT NOT NULL,
-        created_at INTEGER NOT NULL
-      )`,
-      sql`CREATE INDEX IF NOT EXISTS agent_host_tasks_shared ON ${sql(TABLE)} (shared) WHERE shared IS NOT NULL`,
-      sql.unsafe(`CREATE TRIGGER IF NOT EXISTS agent_host_task_payloads_release AFTER DELETE ON ${TABLE}
-        WHEN old.shared IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ${TABLE} WHERE shared = old.shared)
-        BEGIN DELETE FROM ${PAYLOADS_TABLE} WHERE hash = old.shared; END`)
-    ], { discard: true }))
-})
-
-interface SqlRow {
-  readonly id: string
-  readonly name: string
-  readonly idempotency_key: string
-  readonly status: string
-  readonly attempts: number
-  readonly phase: number
-  readonly next_attempt_at: number
-  readonly last_error: string | null
-  readonly payload: string
-  readonly retry: string | null
-  readonly shared: string | null
-  readonly created_at: number
-  readonly updated_at: number
-}
-
-const fromSql = (row: SqlRow): TaskRecord => ({
-  id: row.id,
-  name: row.name,
-  idempotencyKey: row.idempotency_key,
-  status: Schema.is(TaskStatus)(row.status) ? row.status : "failed",
-  attempts: Number(row.attempts),
-  phase: Number(row.phase),
-  nextAttemptAt: Time.fromMillis(Number(row.next_attempt_at)),
-  lastError: row.last_error,
-  payload: row.payload,
-  retry: row.retry,
-  shared: row.shared ?? null,
-  createdAt: Time.fromMillis(Number(row.created_at)),
-  updatedAt: Time.fromMillis(Number(row.updated_at))
-})
-
-const toSql = (row: TaskRecord): SqlRow => ({
-  id: row.id,
-  name: row.name,
-  idempotency_key: row.idempotencyKey,
-  status: row.status,
-  attempts: row.attempts,
-  phase: row.phase,
-  next_attempt_at: row.nextAttemptAt,
-  last_error: row.lastError,
-  payload: row.payload,
-  retry: row.retry,
-  shared: row.shared,
-  created_at: row.createdAt,
-  updated_at: row.updatedAt
-})
-
-// Fixed statement sizes, so the client's prepared-statement cache holds a handful of texts instead of preparing
-// a new multi-row statement for every batch size (preparing dominated the write path).
-const CHUNKS = [256, 64, 16, 4, 1] as const
-
-/** Rows in a SQLite table (migrations tracked in their own table). */
-export const sqliteBackend = Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
-  yield* Migrator.make({})({ loader: migrations, table: MIGRATIONS_TABLE })
-  const sqlError = (what: string) => (e: { readonly message: string }) =>
-    new TaskRunnerError({ message: `task store ${what} failed: ${e.message}` })
-  const upsert = (rows: ReadonlyArray<SqlRow>) =>
-    sql`INSERT INTO ${sql(TABLE)} ${sql.insert(rows as unknown as ReadonlyArray<Record<string, unknown>>)}
-      ON CONFLICT(id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
-      phase = excluded.phase, next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
-      retry = excluded.retry, updated_at = excluded.updated_at`
-  const backend: TaskBackend = {
-    write: (batch, shared) => {
-      const rows = batch.map(toSql)
-      const statements: Array<Effect.Effect<unknown, unknown>> = shared.length === 0 ? [] : [
-        sql`INSERT INTO ${sql(PAYLOADS_TABLE)} ${
-          sql.insert(shared.map((p) => ({ hash: p.hash, body: p.json, created_at: batch[0]?.updatedAt ?? 0 })))
-        } ON CONFLICT(hash) DO NOTHING`
-      ]
-      let i = 0
-      for (const size of CHUNKS) {
-        while (rows.length - i >= size) {
-          statements.push(upsert(rows.slice(i, i + size)))
-          i += size
-        }
-      }
-      const all = Effect.all(statements, { discard: true })
-      return (statements.length === 1 ? all : sql.withTransaction(all)).pipe(
-        Effect.mapError((e) => sqlError("write")({ message: describeCause(e) }))
-      )
-    },
-    shared: (hash) =>
-      sql<{ readonly body: string }>`SELECT body FROM ${sql(PAYLOADS_TABLE)} WHERE hash = ${hash}`.pipe(
-        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), (row) => row.body)),
-        Effect.mapError(sqlError("read"))
-      ),
-    unfinished: sql<SqlRow>`SELECT * FROM ${sql(TABLE)} WHERE status IN ('pending', 'running')
-      ORDER BY next_attempt_at`.pipe(Effect.map((rows) => rows.map(fromSql)), Effect.mapError(sqlError("load"))),
-    get: (id) =>
-      sql<SqlRow>`SELECT * FROM ${sql(TABLE)} WHERE id = ${id}`.pipe(
-        Effect.map((rows) => rows[0] === undefined ? Option.none() : Option.some(fromSql(rows[0]))),
-        Effect.mapError(sqlError("read"))
-      ),
-    findByKey: (key) =>
-      sql<SqlRow>`SELECT * FROM ${sql(TABLE)} WHERE idempotency_key = ${key} ORDER BY created_at LIMIT 1`.pipe(
-        Effect.map((rows) => rows[0] === undefined ? Option.none() : Option.some(fromSql(rows[0]))),
-        Effect.mapError(sqlError("read"))
-      ),
-    list: (status, limit) =>
-      (status === undefined ?
-        sql<SqlRow>`SELECT * FROM ${sql(TABLE)} ORDER BY updated_at DESC LIMIT ${limit}` :
-        sql<SqlRow>`SELECT * FROM ${sql(TABLE)} WHERE status = ${status} ORDER BY updated_at DESC LIMIT ${limit}`).pipe(
-          Effect.map((rows) => rows.map(fromSql)),
-          Effect.mapError(sqlError("list"))
-        ),
-    pruneFinished: (olderThan) =>
-      sql<{ readonly id: string }>`DELETE FROM ${sql(TABLE)}
-        WHERE status IN ('succeeded', 'failed', 'cancelled') AND updated_at < ${olderThan} RETURNING id`.pipe(
-        Effect.map((rows) => rows.length),
-        Effect.mapError(sqlError("prune"))
-      )
-  }
-  return backend
-})
-
-// ---------------------------------------------------------------------------------------------------------------
 // Layers
 
-export const layerMemory = (options: Options = {}): Layer.Layer<TaskRunner> =>
-  Layer.scoped(TaskRunner, make(memoryBackend(), options))
+/** The runner on the `TaskStore` in context. */
+export const layer = (options: Options = {}): Layer.Layer<TaskRunner, never, TaskStore.TaskStore> =>
+  Layer.scoped(TaskRunner, make(options))
 
-/** Durable: rows in the `SqlClient`'s database. */
+export const layerMemory = (options: Options = {}): Layer.Layer<TaskRunner> =>
+  layer(options).pipe(Layer.provide(TaskStore.layerMemory(options)))
+
+/** Durable: rows in the state database (`StateDb.layer` provides the `SqlClient` and `StateWriter`). */
 export const layerSqlite = (
   options: Options = {}
-): Layer.Layer<TaskRunner, TaskRunnerError, SqlClient.SqlClient> =>
-  Layer.scoped(
-    TaskRunner,
-    Effect.flatMap(
-      sqliteBackend.pipe(
-        Effect.mapError((e) => new TaskRunnerError({ message: `cannot prepare the task table: ${e.message}` }))
-      ),
-      (backend) => make(backend, options)
+): Layer.Layer<TaskRunner, TaskRunnerError, SqlClient.SqlClient | StateWriter.StateWriter> =>
+  layer(options).pipe(
+    Layer.provide(
+      TaskStore.layerSqlite(options).pipe(
+        Layer.mapError((e) => new TaskRunnerError({ message: `cannot open the task store: ${e.message}` }))
+      )
     )
   )
 

@@ -14,6 +14,7 @@ import * as CheckpointStore from "./CheckpointStore.js"
 import * as SqliteCheckpointStore from "./sqlite/SqliteCheckpointStore.js"
 import * as SqliteStateStore from "./sqlite/SqliteStateStore.js"
 import * as StateDb from "./sqlite/StateDb.js"
+import type * as StateWriter from "./sqlite/StateWriter.js"
 import * as StateStore from "./StateStore.js"
 
 export interface PersistenceSettings {
@@ -94,7 +95,7 @@ export const layerResponseRetention: Layer.Layer<never, never, StateStore.StateS
 
 /** What `layerWith` adds for each mode: services on the shared database, or their in-memory stand-ins. */
 export interface Extra<ROut, E> {
-  readonly sqlite: Layer.Layer<ROut, E, SqlClient.SqlClient | Persistence>
+  readonly sqlite: Layer.Layer<ROut, E, SqlClient.SqlClient | StateWriter.StateWriter | Persistence>
   readonly memory: Layer.Layer<ROut, E, Persistence>
 }
 

@@ -1,12 +1,12 @@
 /**
  * The host's SQLite database, `<stateDir>/state.db`: takes the single-owner lock on the state dir, opens the
  * database in WAL mode on one connection (the client serialises every statement through it), runs the host's
- * migrations, and provides `SqlClient`/`SqliteClient` so other services (task runner, workflow engine) share the
- * same database with their own migrations tables, and `StateWriter` (a second, native connection) for writes on hot
- * paths, group-committed. The writer closes first: what it has queued is committed before the client closes.
+ * migrations (every host table, the task store's included), and provides `SqlClient`/`SqliteClient` so other
+ * services (task store, workflow engine) share the same database, and `StateWriter` (a second, native connection)
+ * for writes on hot paths, group-committed. The writer closes first: what it has queued is committed before the client closes.
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
-import { Migrator, SqlClient } from "@effect/sql"
+import { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import type { Scope } from "effect"
 import { Context, Duration, Effect, Layer } from "effect"
@@ -25,8 +25,6 @@ export class StateDir extends Context.Tag("effect-agent-host/StateDir")<StateDir
 export interface Options {
   readonly directory: string
 }
-
-const runMigrations = Migrator.make({})
 
 /** Opens the database; the lock is held and migrations are applied before the layer is built. */
 export const make = (
@@ -53,7 +51,7 @@ export const make = (
       client`PRAGMA synchronous = NORMAL`,
       client.unsafe(`PRAGMA busy_timeout = ${Duration.toMillis(StateWriter.busyTimeout)}`)
     ]).pipe(Effect.mapError(unavailable("cannot configure the database")))
-    yield* runMigrations({ loader: Migrations.loader, table: Migrations.table }).pipe(
+    yield* Migrations.run.pipe(
       Effect.provideService(SqlClient.SqlClient, client),
       Effect.mapError(unavailable("cannot migrate the database"))
     )
