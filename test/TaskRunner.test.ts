@@ -1,4 +1,5 @@
 import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schema, Scope, TestClock } from "effect"
@@ -9,6 +10,10 @@ import type { TaskContext, TaskFailure, TaskRunnerShape } from "../src/delivery/
 import * as TaskRunner from "../src/delivery/TaskRunner.js"
 import * as TaskStore from "../src/delivery/TaskStore.js"
 import * as Time from "../src/domain/Time.js"
+import m0001 from "../src/state/sqlite/migrations/0001_state.js"
+import m0002 from "../src/state/sqlite/migrations/0002_checkpoints.js"
+import m0003 from "../src/state/sqlite/migrations/0003_epoch_millis.js"
+import m0004 from "../src/state/sqlite/migrations/0004_response_user_key.js"
 import * as StateDb from "../src/state/sqlite/StateDb.js"
 
 const Job = TaskRunner.define("test.job", Schema.Struct({ n: Schema.Number }))
@@ -362,6 +367,70 @@ const sqliteRunner = (filename: string, options: TaskRunner.Options = {}) =>
     Layer.orDie
   )
 
+/**
+ * A state database as the previous version left it: the state migrations before the task tables joined them
+ * (0001-0004), and the task tables made by the runner's own migrator (table `agent_host_task_migrations`; with
+ * `shared`, both of its migrations, else only the first). It holds a pending task, a task a crash left running
+ * (naming a shared payload when there is one) and a finished task with an idempotency key.
+ */
+const oldDatabase = (filename: string, options: { readonly shared: boolean }) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* Migrator.make({})({
+      loader: Migrator.fromRecord({
+        "0001_state": m0001,
+        "0002_checkpoints": m0002,
+        "0003_epoch_millis": m0003,
+        "0004_response_user_key": m0004
+      }),
+      table: "agent_host_migrations"
+    })
+    yield* sql`CREATE TABLE agent_host_task_migrations (
+      migration_id integer PRIMARY KEY NOT NULL,
+      created_at datetime NOT NULL DEFAULT current_timestamp,
+      name VARCHAR(255) NOT NULL
+    )`
+    yield* sql`CREATE TABLE IF NOT EXISTS agent_host_tasks (
+      id TEXT PRIMARY KEY,
+      name TEXT NOT NULL,
+      idempotency_key TEXT NOT NULL,
+      status TEXT NOT NULL,
+      attempts INTEGER NOT NULL,
+      phase INTEGER NOT NULL,
+      next_attempt_at INTEGER NOT NULL,
+      last_error TEXT,
+      payload TEXT NOT NULL,
+      retry TEXT,
+      created_at INTEGER NOT NULL,
+      updated_at INTEGER NOT NULL
+    )`
+    yield* sql`CREATE INDEX IF NOT EXISTS agent_host_tasks_key ON agent_host_tasks (idempotency_key)`
+    yield* sql`CREATE INDEX IF NOT EXISTS agent_host_tasks_status ON agent_host_tasks (status, updated_at)`
+    yield* sql`INSERT INTO agent_host_task_migrations (migration_id, name) VALUES (1, 'create_tasks')`
+    const row = (id: string, key: string, status: string, attempts: number, n: number) =>
+      sql`INSERT INTO agent_host_tasks (id, name, idempotency_key, status, attempts, phase, next_attempt_at,
+        last_error, payload, retry, created_at, updated_at)
+        VALUES (${id}, 'test.job', ${key}, ${status}, ${attempts}, 0, 0, NULL, ${JSON.stringify({ n })}, NULL, 0, 0)`
+    yield* row("task_old_pending", "task_old_pending", "pending", 1, 41)
+    yield* row("task_old_running", "old-running-key", "running", 2, 42)
+    yield* row("task_old_done", "old-done-key", "succeeded", 1, 43)
+    if (options.shared) {
+      yield* sql`ALTER TABLE agent_host_tasks ADD COLUMN shared TEXT`
+      yield* sql`CREATE TABLE IF NOT EXISTS agent_host_task_payloads (
+        hash TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      )`
+      yield* sql`CREATE INDEX IF NOT EXISTS agent_host_tasks_shared ON agent_host_tasks (shared) WHERE shared IS NOT NULL`
+      yield* sql.unsafe(`CREATE TRIGGER IF NOT EXISTS agent_host_task_payloads_release AFTER DELETE ON agent_host_tasks
+        WHEN old.shared IS NOT NULL AND NOT EXISTS (SELECT 1 FROM agent_host_tasks WHERE shared = old.shared)
+        BEGIN DELETE FROM agent_host_task_payloads WHERE hash = old.shared; END`)
+      yield* sql`INSERT INTO agent_host_task_migrations (migration_id, name) VALUES (2, 'shared_payloads')`
+      yield* sql`INSERT INTO agent_host_task_payloads (hash, body, created_at) VALUES ('sha256:old', '{"reply":"kept"}', 0)`
+      yield* sql`UPDATE agent_host_tasks SET shared = 'sha256:old' WHERE id = 'task_old_running'`
+    }
+  }).pipe(Effect.provide(SqliteClient.layer({ filename })), Effect.orDie)
+
 describe("TaskRunner (sqlite)", () => {
   it.scoped("resumes pending tasks after a restart with their attempts and next-attempt time", () =>
     Effect.gen(function*() {
@@ -483,4 +552,44 @@ describe("TaskRunner (sqlite)", () => {
       yield* awaitStatus(runner, handle.id, "succeeded")
       yield* Scope.close(scope, Exit.void)
     }))
+  for (const shared of [true, false]) {
+    it.scoped(`a database the previous version made opens with its tasks (${shared ? "both" : "one"} old task migration${shared ? "s" : ""})`, () =>
+      Effect.gen(function*() {
+        const filename = yield* tmpDb
+        yield* oldDatabase(filename, { shared })
+        const scope = yield* Scope.make()
+        const seenShared: Array<string | undefined> = []
+        const { runner, seen } = yield* build(
+          scope,
+          (_, ctx) => Effect.sync(() => void seenShared.push(ctx.shared)),
+          sqliteRunner(filename)
+        )
+        yield* awaitStatus(runner, "task_old_pending", "succeeded")
+        yield* awaitStatus(runner, "task_old_running", "succeeded")
+        // Both resumed with their attempts counted; the one left running by a crash counts the attempt it lost.
+        assert.sameDeepMembers(seen.map((s) => [s.n, s.attempt, s.key]), [
+          [41, 2, "task_old_pending"],
+          [42, 3, "old-running-key"]
+        ])
+        if (shared) assert.include(seenShared, "{\"reply\":\"kept\"}")
+        // The finished task's key is still remembered.
+        const again = yield* runner.schedule(Job, { n: 1 }, { idempotencyKey: "old-done-key" })
+        assert.strictEqual(again.id, "task_old_done")
+        // New tasks are stored in the migrated tables, keys and shared payloads included.
+        const fresh = yield* runner.schedule(Job, { n: 2 }, {
+          idempotencyKey: "new-key",
+          shared: TaskStore.sharedPayload("{\"reply\":\"new\"}")
+        })
+        yield* awaitStatus(runner, fresh.id, "succeeded")
+        assert.strictEqual((yield* runner.schedule(Job, { n: 3 }, { idempotencyKey: "new-key" })).id, fresh.id)
+        yield* Scope.close(scope, Exit.void)
+
+        const applied = yield* Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          return yield* sql<{ readonly migration_id: number }>`SELECT migration_id FROM agent_host_migrations
+            ORDER BY migration_id`
+        }).pipe(Effect.provide(SqliteClient.layer({ filename })), Effect.orDie)
+        assert.deepStrictEqual(applied.map((m) => m.migration_id), [1, 2, 3, 4, 5])
+      }))
+  }
 })

@@ -32,7 +32,7 @@ import {
   ScheduleIntervals,
   Schema
 } from "effect"
-import { randomBytes } from "node:crypto"
+import { issueId } from "../domain/Ids.js"
 import * as Time from "../domain/Time.js"
 import * as Persistence from "../state/Persistence.js"
 import type * as StateWriter from "../state/sqlite/StateWriter.js"
@@ -266,23 +266,6 @@ const delayAfter = (
 const describeCause = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
 
 /**
- * Task ids are handles (admin routes take them): 128 bits from the CSPRNG, drawn 256 ids at a time (one
- * `randomBytes` call per id showed in the profile).
- */
-const idSource = () => {
-  let pool = Buffer.alloc(0)
-  let at = 0
-  return (): string => {
-    if (at + 16 > pool.length) {
-      pool = randomBytes(16 * 256)
-      at = 0
-    }
-    at += 16
-    return `task_${pool.toString("hex", at - 16, at)}`
-  }
-}
-
-/**
  * A FIFO without the fiber machinery of `Queue`, whose `take` on an empty queue allocates a Deferred: that showed
  * in the profile, once per task. Waiting is done by the callers (see `make`).
  */
@@ -353,7 +336,8 @@ export const make = (options: Options = {}) =>
     const poke = () => wakeClaimer?.()
     // The claimer, workers and retry timers.
     const fibers = yield* FiberSet.make<void, never>()
-    const newId = idSource()
+    // Task ids are handles (admin routes take them): from the CSPRNG.
+    const newId = issueId("task_")
     let started = false
     let closing = false
 
@@ -706,8 +690,7 @@ export const make = (options: Options = {}) =>
             })
           )
         }
-        return Effect.flatMap(Time.now, (now) => {
-          const id = newId()
+        return Effect.flatMap(Effect.zip(newId, Time.now), ([id, now]) => {
           const shared = scheduleOptions?.shared
           const row: TaskRecord = {
             id,
