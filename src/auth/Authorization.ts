@@ -9,6 +9,7 @@ import { Channels } from "../core/Channels.js"
 import type { ChannelRequest } from "../domain/ChannelRequest.js"
 import { AccessDenied, HostConfigurationError, LinkRequiredError } from "../domain/Errors.js"
 import type { ChannelIdentity } from "../domain/Identity.js"
+import { identityToken } from "../domain/Identity.js"
 import type { IsolationKey } from "../domain/Ids.js"
 import { isolationKeyProblem } from "../domain/Ids.js"
 import { StateStore } from "../state/StateStore.js"
@@ -248,8 +249,9 @@ const readClaims = (value: unknown): VerifiedClaims => {
   return claims
 }
 
-/** The default key of an identity: the key a channel would derive from it with no opinion of its own. */
-export const identityKey = (identity: ChannelIdentity): string => `${identity.channel}:${identity.nativeId}`
+// The default key of an identity (the key a channel would derive from it with no opinion of its own) is its token,
+// `<channel>:<native_id>`.
+const identityKey = identityToken
 
 // A key from a native id or a linker must still be a valid isolation key; if not, nobody can be let in under it.
 const checkKey = (outcome: AuthorizationOutcome): AuthorizationOutcome => {

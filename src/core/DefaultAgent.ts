@@ -9,6 +9,7 @@ import type { Layer } from "effect"
 import { Effect, Stream } from "effect"
 import type { Content } from "../domain/Content.js"
 import type { AgentResponse, AgentResponseUpdate, Message } from "../domain/Message.js"
+import { lastUserText } from "../domain/Message.js"
 import * as Agent from "./Agent.js"
 import type { Target } from "./Target.js"
 import type { Turn } from "./Target.js"
@@ -22,20 +23,6 @@ const hash = (s: string): number => {
     h = Math.imul(h, 16777619)
   }
   return h >>> 0
-}
-
-const lastUserText = (input: ReadonlyArray<Message>): string => {
-  for (let i = input.length - 1; i >= 0; i--) {
-    const message = input[i]!
-    if (message.role !== "user") continue
-    const parts: Array<string> = []
-    for (const part of message.contents) {
-      if (part._tag === "text") parts.push(part.text)
-      else if (part._tag === "data" || part._tag === "uri") parts.push(`[${part.mediaType} attachment]`)
-    }
-    return parts.join(" ")
-  }
-  return ""
 }
 
 const functionResults = (input: ReadonlyArray<Message>) =>
@@ -57,7 +44,7 @@ const plan = (turn: Turn): Plan => {
     const text = results.map((r) => `The tool call ${r.callId} returned: ${r.result}`).join("\n")
     return { contents: [], text, finishReason: "stop" }
   }
-  const said = lastUserText(turn.input)
+  const said = lastUserText(turn.input, { attachments: true })
   const lower = said.toLowerCase()
   const offered = turn.options.tools ?? []
   const wanted = offered.find((tool) =>

@@ -149,3 +149,26 @@ export const responseFromUpdates = (updates: Iterable<AgentResponseUpdate>): Age
   for (const update of updates) acc.add(update)
   return acc.done()
 }
+
+/**
+ * The text of the last user message, its text parts joined by spaces; with `attachments`, a data or URI part reads
+ * as `[<media type> attachment]` (what the default agent echoes). Empty when there is no user message.
+ */
+export const lastUserText = (
+  input: ReadonlyArray<Message>,
+  options?: { readonly attachments?: boolean }
+): string => {
+  for (let i = input.length - 1; i >= 0; i--) {
+    const message = input[i]!
+    if (message.role !== "user") continue
+    const parts: Array<string> = []
+    for (const part of message.contents) {
+      if (part._tag === "text") parts.push(part.text)
+      else if (options?.attachments === true && (part._tag === "data" || part._tag === "uri")) {
+        parts.push(`[${part.mediaType} attachment]`)
+      }
+    }
+    return parts.join(" ")
+  }
+  return ""
+}

@@ -22,7 +22,7 @@ import { Target } from "../core/Target.js"
 import { AgentError } from "../domain/Errors.js"
 import { issueId } from "../domain/Ids.js"
 import type { AgentResponse, AgentResponseUpdate } from "../domain/Message.js"
-import { Message, ResponseAccumulator } from "../domain/Message.js"
+import { lastUserText, Message, ResponseAccumulator } from "../domain/Message.js"
 import * as WorkflowOutput from "./WorkflowOutput.js"
 import type { WorkflowSession } from "./WorkflowStore.js"
 import * as WorkflowStoreModule from "./WorkflowStore.js"
@@ -108,15 +108,6 @@ export const isWorkflowTarget = (target: TargetShape): target is WorkflowTargetS
 type Outcome =
   | { readonly _tag: "Waiting"; readonly input: string }
   | { readonly _tag: "Complete"; readonly exit: Exit.Exit<unknown, unknown> }
-
-const lastUserText = (input: ReadonlyArray<Message>): string => {
-  for (let i = input.length - 1; i >= 0; i--) {
-    const message = input[i]!
-    if (message.role !== "user") continue
-    return message.contents.flatMap((part) => (part._tag === "text" ? [part.text] : [])).join(" ")
-  }
-  return ""
-}
 
 const describeFailure = (cause: Cause.Cause<unknown>): string => {
   const failure = Cause.squash(cause)
