@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import type { ParsedInput } from "../src/channels/Responses/Request.js"
 import { identityOf, parseInput, parseResponseTarget, runOptions } from "../src/channels/Responses/Request.js"
-import { decodeCreateBody } from "../src/channels/Responses/Wire.js"
+import { CreateResponseBody, decodeCreateBody, decodeCreateBodyWithSchema } from "../src/channels/Responses/Wire.js"
 
 const ids = (kind: string, n: number) => `${kind}_${n}`
 
@@ -120,5 +120,49 @@ describe("Responses request mapping", () => {
       nativeId: "u1"
     } as never)
     assert.isUndefined(identityOf("responses", body({ input: "x" })))
+  })
+})
+
+describe("Responses body decoding", () => {
+  // What the schema keeps of a body: its own fields (it ignores the rest).
+  const known = (raw: Record<string, unknown>) =>
+    Object.fromEntries(Object.entries(raw).filter(([key]) => Object.hasOwn(CreateResponseBody.fields, key)))
+
+  it("the hand-checked fast path accepts exactly what the schema accepts, and reports the schema's problem", () => {
+    const bodies: ReadonlyArray<unknown> = [
+      { model: "x", input: "hi" },
+      { input: "hi", stream: true, store: false, background: null, extra: { anything: 1 } },
+      { input: ["a"], temperature: 2, top_p: 0, presence_penalty: -2, frequency_penalty: 2, top_logprobs: 20 },
+      { input: "x", max_output_tokens: 16, max_tool_calls: 1, truncation: "auto", service_tier: "flex" },
+      { input: "x", user: "u", safety_identifier: "s".repeat(64), prompt_cache_key: "k", previous_response_id: "r" },
+      { input: "x", conversation: "c", response_target: 5, on_disconnect: "later", instructions: null },
+      { input: "x", conversation: { id: "c" }, metadata: { a: "b" }, tools: [], text: { format: { type: "text" } } },
+      { input: 3 },
+      { input: "x", model: 1 },
+      { input: "x", temperature: 2.5 },
+      { input: "x", temperature: "hot" },
+      { input: "x", top_p: -0.1 },
+      { input: "x", max_output_tokens: 15 },
+      { input: "x", max_output_tokens: 16.5 },
+      { input: "x", top_logprobs: 21 },
+      { input: "x", stream: "yes" },
+      { input: "x", previous_response_id: "" },
+      { input: "x", conversation: "" },
+      { input: "x", safety_identifier: "s".repeat(65) },
+      { input: "x", truncation: "sometimes" },
+      { input: "x", metadata: { a: 1 } },
+      JSON.parse(`{"input":"x","__proto__":{"stream":"no"},"constructor":1,"toString":2}`),
+      {}
+    ]
+    for (const raw of bodies) {
+      const fast = decodeCreateBody(raw)
+      const slow = decodeCreateBodyWithSchema(raw)
+      if ("body" in slow) {
+        assert.isTrue("body" in fast, JSON.stringify(raw))
+        if ("body" in fast) assert.deepStrictEqual(known(fast.body as Record<string, unknown>), slow.body)
+      } else {
+        assert.deepStrictEqual(fast, slow, JSON.stringify(raw))
+      }
+    }
   })
 })

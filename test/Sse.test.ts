@@ -1,53 +1,61 @@
 /**
- * `Sse.withHeartbeat`, on the TestClock: a comment after an interval without frames, none while frames flow,
- * frames in order, and nothing left running once the stream ends, fails or is abandoned.
+ * SSE heartbeats, on the TestClock: a comment once a stream stayed silent for a whole interval, none while frames
+ * flow, frames in order, and nothing left running once a stream ends, fails or is abandoned, or once the owner of
+ * a shared heartbeat closes its scope.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Mailbox, Stream, Supervisor, TestClock } from "effect"
+import { Effect, Exit, Fiber, Mailbox, Scope, Stream, Supervisor, TestClock } from "effect"
 import * as Sse from "../src/http/Sse.js"
-
-/** Runs `effect` with every fiber it forks tracked; then asserts none of them is still alive. */
-const leavesNoFiber = <A, E>(effect: Effect.Effect<A, E>) =>
-  Effect.gen(function*() {
-    const supervisor = yield* Supervisor.track
-    const result = yield* Effect.supervised(effect, supervisor)
-    yield* until(() => true)
-    const alive = (yield* supervisor.value).filter((fiber) => fiber.unsafePoll() === null)
-    assert.strictEqual(alive.length, 0, "fibers left running")
-    return result
-  })
 
 const until = (done: () => boolean) =>
   Effect.gen(function*() {
     while (!done()) yield* Effect.yieldNow()
   })
 
-describe("Sse.withHeartbeat", () => {
-  it.effect("a comment after a silent interval, none while frames flow; ends with its source", () =>
+/** Runs `effect` with every fiber it forks tracked; then asserts none of them is still alive. */
+const leavesNoFiber = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const supervisor = yield* Supervisor.track
+    const result = yield* Effect.supervised(effect, supervisor)
+    yield* Effect.yieldNow()
+    const alive = (yield* supervisor.value).filter((fiber) => fiber.unsafePoll() === null)
+    assert.strictEqual(alive.length, 0, "fibers left running")
+    return result
+  })
+
+/** Collects what `stream` emits into `seen`, in a fiber. */
+const collect = <E>(stream: Stream.Stream<string, E>, seen: Array<string>) =>
+  Effect.fork(Stream.runForEach(stream, (frame) => Effect.sync(() => seen.push(frame))))
+
+describe("Sse heartbeats", () => {
+  it.effect("a comment once a whole interval passed silent, none while frames flow; ends with its source", () =>
     Effect.gen(function*() {
       const source = yield* Mailbox.make<string>()
       const seen: Array<string> = []
-      const fiber = yield* Sse.withHeartbeat(Mailbox.toStream(source), "10 seconds").pipe(
-        Stream.runForEach((frame) => Effect.sync(() => seen.push(frame))),
-        leavesNoFiber,
-        Effect.fork
-      )
-      yield* TestClock.adjust("9 seconds")
-      assert.deepStrictEqual(seen, [])
-      yield* TestClock.adjust("1 second")
-      assert.deepStrictEqual(seen, [Sse.HEARTBEAT])
+      const fiber = yield* Effect.fork(leavesNoFiber(
+        Stream.runForEach(
+          Sse.withHeartbeat(Mailbox.toStream(source), "10 seconds"),
+          (frame) => Effect.sync(() => seen.push(frame))
+        )
+      ))
+      yield* source.offer("start")
+      yield* until(() => seen.length === 1)
+      // The first look finds a frame sent; the second finds the stream silent since.
+      yield* TestClock.adjust("10 seconds")
+      assert.deepStrictEqual(seen, ["start"])
+      yield* TestClock.adjust("10 seconds")
+      assert.deepStrictEqual(seen, ["start", Sse.HEARTBEAT])
       // Frames ready together are emitted together.
       yield* source.offerAll(["a", "b"])
-      yield* until(() => seen.length === 2)
+      yield* until(() => seen.length === 3)
       yield* TestClock.adjust("10 seconds")
-      // Something was sent in that interval: no comment.
-      assert.deepStrictEqual(seen, [Sse.HEARTBEAT, "ab"])
+      assert.deepStrictEqual(seen, ["start", Sse.HEARTBEAT, "ab"])
       yield* TestClock.adjust("10 seconds")
-      assert.deepStrictEqual(seen, [Sse.HEARTBEAT, "ab", Sse.HEARTBEAT])
+      assert.deepStrictEqual(seen, ["start", Sse.HEARTBEAT, "ab", Sse.HEARTBEAT])
       yield* source.offer("c")
       yield* source.end
       yield* Fiber.join(fiber)
-      assert.deepStrictEqual(seen, [Sse.HEARTBEAT, "ab", Sse.HEARTBEAT, "c"])
+      assert.deepStrictEqual(seen, ["start", Sse.HEARTBEAT, "ab", Sse.HEARTBEAT, "c"])
     }))
 
   it.effect("a failing source fails the stream; an abandoned one is stopped", () =>
@@ -61,5 +69,36 @@ describe("Sse.withHeartbeat", () => {
       const taken = yield* leavesNoFiber(Stream.runCollect(Stream.take(Sse.withHeartbeat(endless, "10 seconds"), 3)))
       assert.strictEqual(taken.length, 3)
       assert.isTrue(stopped)
+    }))
+
+  it.effect("one heartbeat for many streams: only the silent ones get comments; its ticker ends with its scope", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      yield* leavesNoFiber(
+        Effect.gen(function*() {
+          const beats = yield* Scope.extend(Sse.heartbeat("10 seconds"), scope)
+          const busy = yield* Mailbox.make<string>()
+          const busySeen: Array<string> = []
+          const quietSeen: Array<string> = []
+          const busyFiber = yield* collect(beats.withHeartbeat(Mailbox.toStream(busy)), busySeen)
+          const quietFiber = yield* collect(
+            beats.produce((emit) => Effect.zipRight(emit("hello"), Effect.never)),
+            quietSeen
+          )
+          yield* until(() => quietSeen.length === 1)
+          for (let i = 1; i <= 3; i++) {
+            yield* busy.offer(`frame ${i}`)
+            yield* until(() => busySeen.length === i)
+            yield* TestClock.adjust("10 seconds")
+          }
+          assert.deepStrictEqual(busySeen, ["frame 1", "frame 2", "frame 3"])
+          assert.deepStrictEqual(quietSeen, ["hello", Sse.HEARTBEAT, Sse.HEARTBEAT])
+          yield* busy.end
+          yield* Fiber.join(busyFiber)
+          // A reader that stops interrupts `produce`'s body (here waiting forever).
+          yield* Fiber.interrupt(quietFiber)
+          yield* Scope.close(scope, Exit.void)
+        })
+      )
     }))
 })

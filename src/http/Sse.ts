@@ -3,7 +3,7 @@
  * ready events at once.
  */
 import { HttpServerResponse } from "@effect/platform"
-import type { Duration } from "effect"
+import type { Duration, Scope } from "effect"
 import { Chunk, Effect, Fiber, Mailbox, Stream } from "effect"
 
 const encoder = new TextEncoder()
@@ -31,54 +31,87 @@ export const sseHeaders = {
 // Frames a slow reader may leave unread before the producer waits for it (backpressure).
 const bufferedFrames = 1024
 
-/**
- * An SSE body written by `body` through `emit`, plus a `HEARTBEAT` comment whenever `interval` passed without a
- * frame, so proxies keep a quiet stream (a long turn, an idle page) open. `body` runs in a fiber of its own
- * feeding a bounded mailbox the response reads; a ticker looks every `interval` whether anything was emitted since
- * its last look. Nothing is done per frame but the mailbox hand-off (no timer to reset). When the reader stops
- * early (the caller went away), `body` is interrupted and the body and ticker fibers are both gone before the
- * stream ends; `body` failing fails the stream.
- */
-export const produce = <E>(
-  interval: Duration.DurationInput,
-  body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
-): Stream.Stream<string, E> =>
-  Stream.unwrap(Effect.gen(function*() {
-    const mailbox = yield* Mailbox.make<string, E>({ capacity: bufferedFrames })
-    let sent = false
-    const emit = (frames: string) => {
-      sent = true
-      return Effect.asVoid(mailbox.offer(frames))
-    }
-    const beat = Effect.sync(() => {
-      if (!sent) mailbox.unsafeOffer(HEARTBEAT)
-      sent = false
-    })
-    // Daemons interrupted by the stream's own finalizer: cheaper than a scope per stream. Interruptible
-    // explicitly, as a fork inherits its parent's flags.
-    const producer = yield* Effect.forkDaemon(
-      Effect.interruptible(Effect.flatMap(Effect.exit(body(emit)), (exit) => mailbox.done(exit)))
-    )
-    const ticker = yield* Effect.forkDaemon(
-      Effect.interruptible(Effect.forever(Effect.zipRight(Effect.sleep(interval), beat)))
-    )
-    return Stream.ensuring(
-      Mailbox.toStream(mailbox),
-      Effect.zipRight(Fiber.interrupt(producer), Fiber.interrupt(ticker))
-    )
-  }))
+/** An open stream, as the ticker sees it. */
+interface Open {
+  readonly mailbox: Mailbox.Mailbox<string, any>
+  /** Something was emitted since the ticker's last look. */
+  sent: boolean
+}
 
-/** `frames` with heartbeats (see `produce`); the frames of one chunk are emitted together. */
+/**
+ * Heartbeats for the SSE streams of one owner (a channel): a `HEARTBEAT` comment on every stream that stayed
+ * silent for a whole `interval`, so proxies keep a quiet stream (a long turn, an idle page) open. One ticker for
+ * all of them, living in the scope: every `interval` it looks whether each stream emitted since its last look.
+ * A stream costs a set entry, and nothing per frame (no timer to reset).
+ */
+export interface Heartbeat {
+  /**
+   * A body written by `body` through `emit`, in a fiber of its own feeding a bounded mailbox the response
+   * reads. When the reader stops early (the caller went away), `body` is interrupted, and is over before the
+   * stream ends; `body` failing fails the stream.
+   */
+  readonly produce: <E>(
+    body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
+  ) => Stream.Stream<string, E>
+  /** `frames` with heartbeats; the frames of one chunk are emitted together. */
+  readonly withHeartbeat: <E>(frames: Stream.Stream<string, E>) => Stream.Stream<string, E>
+}
+
+export const heartbeat = (interval: Duration.DurationInput): Effect.Effect<Heartbeat, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const open = new Set<Open>()
+    const beat = Effect.sync(() => {
+      for (const stream of open) {
+        if (!stream.sent) stream.mailbox.unsafeOffer(HEARTBEAT)
+        stream.sent = false
+      }
+    })
+    yield* Effect.forkScoped(Effect.interruptible(Effect.forever(Effect.zipRight(Effect.sleep(interval), beat))))
+
+    const produce = <E>(
+      body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
+    ): Stream.Stream<string, E> =>
+      Stream.unwrap(Effect.gen(function*() {
+        const mailbox = yield* Mailbox.make<string, E>({ capacity: bufferedFrames })
+        // Starts as sent: the first comment follows at least a whole interval of silence.
+        const entry: Open = { mailbox, sent: true }
+        const emit = (frames: string) => {
+          entry.sent = true
+          return Effect.asVoid(mailbox.offer(frames))
+        }
+        open.add(entry)
+        // A daemon the stream's own finalizer interrupts: cheaper than a scope per stream. Interruptible
+        // explicitly, as a fork inherits its parent's flags.
+        const producer = yield* Effect.forkDaemon(
+          Effect.interruptible(Effect.flatMap(Effect.exit(body(emit)), (exit) => mailbox.done(exit)))
+        )
+        return Stream.ensuring(
+          Mailbox.toStream(mailbox),
+          Effect.suspend(() => {
+            open.delete(entry)
+            return Fiber.interrupt(producer)
+          })
+        )
+      }))
+
+    const withHeartbeat = <E>(frames: Stream.Stream<string, E>): Stream.Stream<string, E> =>
+      produce((emit) =>
+        Stream.runForEachChunk(frames, (chunk) => {
+          let text = ""
+          for (const frame of chunk) text += frame
+          return emit(text)
+        })
+      )
+
+    return { produce, withHeartbeat }
+  })
+
+/** `frames` with heartbeats of their own (see `Heartbeat`); a channel shares one `heartbeat` between its streams. */
 export const withHeartbeat = <E>(
   frames: Stream.Stream<string, E>,
   interval: Duration.DurationInput
 ): Stream.Stream<string, E> =>
-  produce(interval, (emit) =>
-    Stream.runForEachChunk(frames, (chunk) => {
-      let text = ""
-      for (const frame of chunk) text += frame
-      return emit(text)
-    }))
+  Stream.unwrapScoped(Effect.map(heartbeat(interval), (beats) => beats.withHeartbeat(frames)))
 
 /** A `text/event-stream` response from a stream of frames; frames ready together are written together. */
 export const response = <E>(

@@ -159,10 +159,11 @@ interface Background {
 export const make = (options: Options = {}): Channel => {
   const name = options.name ?? "responses"
   const defaultModel = options.model ?? "agent"
-  const heartbeat = Duration.decode(options.heartbeatInterval ?? Duration.seconds(15))
+  const heartbeatInterval = Duration.decode(options.heartbeatInterval ?? Duration.seconds(15))
   return ChannelModule.make<never, never>(name, (ctx: ChannelContext) =>
     Effect.gen(function*() {
       const scope: Scope.Scope = yield* Effect.scope
+      const heartbeat = yield* Sse.heartbeat(heartbeatInterval)
       const authorized = makeChecker(ctx.settings.apiKeys)
       const live = new Map<string, Background>()
 
@@ -439,7 +440,7 @@ export const make = (options: Options = {}): Channel => {
        * `on_disconnect: cancel` cancels the turn: `cancelled`).
        */
       const streamForeground = (prepared: Prepared, turn: TurnStream): Stream.Stream<string> =>
-        Sse.produce(heartbeat, (emit) =>
+        heartbeat.produce((emit) =>
           Effect.uninterruptibleMask((restore) =>
             Effect.gen(function*() {
               const renderer = new StreamRenderer(prepared.skeleton)
@@ -464,7 +465,8 @@ export const make = (options: Options = {}): Channel => {
               const out = yield* settle(prepared, renderer, endingOf(exit, () => "shutdown"), false)
               yield* restore(publish(out))
             })
-          ))
+          )
+        )
 
       /** Ends a rendering and stores the final resource; returns the last events. */
       const settle = (prepared: Prepared, renderer: StreamRenderer, ending: Ending, whole: boolean) =>
@@ -528,7 +530,7 @@ export const make = (options: Options = {}): Channel => {
         })
 
       const follow = (background: Background, after: number) =>
-        Sse.response(Sse.withHeartbeat(LiveRun.follow(background.run, after), heartbeat))
+        Sse.response(heartbeat.withHeartbeat(LiveRun.follow(background.run, after)))
 
       // Handlers run uninterruptibly: a caller that goes away does not stop the stored response from being
       // written; only the wait for a turn under `on_disconnect: cancel` is interruptible (the turn makes it so).

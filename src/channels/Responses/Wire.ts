@@ -119,13 +119,73 @@ const pathToParam = (path: ReadonlyArray<PropertyKey>): string | null => {
   return out.length === 0 ? null : out
 }
 
-export const decodeCreateBody = (raw: unknown): { readonly body: CreateResponseBody } | WireProblem => {
+/** The schema's decode, with the first problem and the parameter it concerns. */
+export const decodeCreateBodyWithSchema = (raw: unknown): { readonly body: CreateResponseBody } | WireProblem => {
   const decoded = decodeBody(raw)
   if (decoded._tag === "Right") return { body: decoded.right }
   const issue = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)[0]
   if (issue === undefined) return { message: "the request body is not a valid Responses request", param: null }
   const param = pathToParam(issue.path)
   return { message: param === null ? issue.message : `${param}: ${issue.message}`, param }
+}
+
+const isString = (v: unknown) => v == null || typeof v === "string"
+const isNonEmpty = (v: unknown) => v == null || (typeof v === "string" && v.length > 0)
+const isShort = (v: unknown) => v == null || (typeof v === "string" && v.length <= 64)
+const isBoolean = (v: unknown) => v == null || typeof v === "boolean"
+const inRange = (min: number, max: number) => (v: unknown) =>
+  v == null || (typeof v === "number" && v >= min && v <= max)
+const isIntFrom = (min: number, max = Number.MAX_SAFE_INTEGER) => (v: unknown) =>
+  v == null || (Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max)
+const isOneOf = (values: ReadonlyArray<string>) => (v: unknown) => v == null || values.includes(v as string)
+const anything = () => true
+
+/**
+ * The fields whose schema is a plain type check, as that check. A body made only of these (and fields the
+ * schema does not know, which it ignores) needs no decode; anything else, or a value that fails its check, goes
+ * through the schema, which names the problem precisely.
+ */
+const plainChecks: ReadonlyMap<string, (value: unknown) => boolean> = new Map(Object.entries({
+  model: isString,
+  input: (v) => v == null || typeof v === "string" || Array.isArray(v),
+  instructions: isString,
+  previous_response_id: isNonEmpty,
+  conversation: isNonEmpty,
+  parallel_tool_calls: isBoolean,
+  temperature: inRange(0, 2),
+  top_p: inRange(0, 1),
+  presence_penalty: inRange(-2, 2),
+  frequency_penalty: inRange(-2, 2),
+  max_output_tokens: isIntFrom(16),
+  max_tool_calls: isIntFrom(1),
+  top_logprobs: isIntFrom(0, 20),
+  stream: isBoolean,
+  background: isBoolean,
+  store: isBoolean,
+  user: isString,
+  safety_identifier: isShort,
+  prompt_cache_key: isShort,
+  truncation: isOneOf(["auto", "disabled"]),
+  service_tier: isOneOf(["auto", "default", "flex", "priority", "scale"]),
+  response_target: anything,
+  on_disconnect: anything
+}))
+
+const schemaFields: ReadonlySet<string> = new Set(Object.keys(CreateResponseBody.fields))
+
+/**
+ * The request body as a `CreateResponseBody`, or its first problem. A body of plain fields (the usual
+ * `{ model, input, stream }`) is checked by hand and used as it is (fields the schema does not know stay in it);
+ * any other goes through the schema.
+ */
+export const decodeCreateBody = (raw: unknown): { readonly body: CreateResponseBody } | WireProblem => {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) return decodeCreateBodyWithSchema(raw)
+  const body = raw as Record<string, unknown>
+  for (const key in body) {
+    const check = plainChecks.get(key)
+    if (check !== undefined ? !check(body[key]) : schemaFields.has(key)) return decodeCreateBodyWithSchema(raw)
+  }
+  return { body: body as CreateResponseBody }
 }
 
 /** OpenAI's error `type` for an HTTP status. */

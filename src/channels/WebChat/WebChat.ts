@@ -87,13 +87,14 @@ const historyLimit = 500
 export const make = (options: Options = {}): Channel => {
   const name = options.name ?? "webchat"
   const maxMessageChars = options.maxMessageChars ?? defaultMaxMessageChars
-  const heartbeat = options.heartbeatInterval ?? Duration.seconds(25)
+  const heartbeatInterval = options.heartbeatInterval ?? Duration.seconds(25)
   return ChannelModule.make<never, never>(name, (ctx: ChannelContext) =>
     Effect.gen(function*() {
       const pagePath = joinPath(options.path ?? "/", "")
       const apiBase = joinPath(pagePath, name)
       const assets = yield* Assets.load({ apiBase, title: options.title ?? "Agent" })
       const hub = yield* PushHub.make(options.pushQueue)
+      const heartbeat = yield* Sse.heartbeat(heartbeatInterval)
       yield* Effect.forkScoped(Effect.repeat(hub.sweep, Schedule.spaced("1 minute")))
 
       const keyFor = (input: RouteInput, user: string, session: string) =>
@@ -185,7 +186,7 @@ export const make = (options: Options = {}): Channel => {
             Stream.concat(done),
             Stream.catchAll((error) => Stream.make(turnErrorFrame(error)))
           )
-          return Sse.response(Sse.withHeartbeat(frames, heartbeat))
+          return Sse.response(heartbeat.withHeartbeat(frames))
         })
       )
 
@@ -234,7 +235,7 @@ export const make = (options: Options = {}): Channel => {
                 : Sse.frame(item.data, undefined, item.id)
             )
           )
-          return Sse.response(Sse.withHeartbeat(pushes, heartbeat))
+          return Sse.response(heartbeat.withHeartbeat(pushes))
         })
       )
 
