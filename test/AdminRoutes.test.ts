@@ -1,6 +1,7 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import * as AgentHost from "../src/core/AgentHost.js"
+import { PushFailed } from "../src/core/Channel.js"
 import * as DefaultAgent from "../src/core/DefaultAgent.js"
 import * as HostConfig from "../src/core/HostConfig.js"
 import * as AdminRoutes from "../src/delivery/AdminRoutes.js"
@@ -15,7 +16,8 @@ const channels = [
   AdminRoutes.make(),
   PushChannels.make("alpha", log),
   PushChannels.make("beta", log, {
-    fail: () => healthy ? undefined : { _tag: "PushFailure", retryable: false, message: "403 bot was blocked" }
+    fail: () =>
+      healthy ? undefined : new PushFailed({ reason: "rejected", retryable: false, message: "403 bot was blocked" })
   })
 ]
 

@@ -95,7 +95,7 @@ describe("TaskRunner (memory)", () => {
     Effect.gen(function*() {
       const scope = yield* Effect.scope
       const { runner, seen } = yield* build(scope, (_n, ctx) =>
-        ctx.attempt < 3 ? Effect.fail({ retryable: true, message: "busy" }) : Effect.void)
+        ctx.attempt < 3 ? Effect.fail(TaskRunner.TaskFailed.retryable("busy")) : Effect.void)
       const handle = yield* runner.schedule(Job, { n: 1 }, { retry: noJitter })
       yield* settle
       assert.strictEqual(seen.length, 1)
@@ -123,7 +123,7 @@ describe("TaskRunner (memory)", () => {
   it.scoped("default schedule: jittered exponential from 1 s, 5 attempts, then a dead letter", () =>
     Effect.gen(function*() {
       const scope = yield* Effect.scope
-      const { runner, seen } = yield* build(scope, () => Effect.fail({ retryable: true, message: "down" }))
+      const { runner, seen } = yield* build(scope, () => Effect.fail(TaskRunner.TaskFailed.retryable("down")))
       const handle = yield* runner.schedule(Job, { n: 1 })
       for (let i = 0; i < 8; i++) {
         yield* settle
@@ -171,7 +171,7 @@ describe("TaskRunner (memory)", () => {
       const scope = yield* Effect.scope
       const { runner, seen } = yield* build(scope, (_n, ctx) =>
         ctx.attempt === 1 ?
-          Effect.fail({ retryable: true, retryAfterMillis: 7_000, message: "429" }) :
+          Effect.fail(TaskRunner.TaskFailed.retryable("429", Duration.seconds(7))) :
           Effect.void)
       const handle = yield* runner.schedule(Job, { n: 1 }, { retry: noJitter })
       yield* settle
@@ -186,7 +186,7 @@ describe("TaskRunner (memory)", () => {
   it.scoped("a terminal failure is not retried", () =>
     Effect.gen(function*() {
       const scope = yield* Effect.scope
-      const { runner, seen } = yield* build(scope, () => Effect.fail({ retryable: false, message: "403 forbidden" }))
+      const { runner, seen } = yield* build(scope, () => Effect.fail(TaskRunner.TaskFailed.terminal("403 forbidden")))
       const handle = yield* runner.schedule(Job, { n: 1 })
       yield* awaitStatus(runner, handle.id, "failed")
       yield* TestClock.adjust("5 minutes")
@@ -219,7 +219,7 @@ describe("TaskRunner (memory)", () => {
             phases.push("echo")
             yield* ctx.completePhase(1)
           }
-          if (ctx.attempt === 1) return yield* Effect.fail({ retryable: true, message: "reply failed" })
+          if (ctx.attempt === 1) return yield* TaskRunner.TaskFailed.retryable("reply failed")
           phases.push("reply")
         }))
       const handle = yield* runner.schedule(Job, { n: 1 }, { retry: noJitter })
@@ -259,7 +259,7 @@ describe("TaskRunner (memory)", () => {
       const scope = yield* Effect.scope
       let healthy = false
       const { runner, seen } = yield* build(scope, () =>
-        healthy ? Effect.void : Effect.fail({ retryable: false, message: "bad gateway config" }))
+        healthy ? Effect.void : Effect.fail(TaskRunner.TaskFailed.terminal("bad gateway config")))
       const handle = yield* runner.schedule(Job, { n: 1 })
       yield* awaitStatus(runner, handle.id, "failed")
       const notFailed = yield* runner.schedule(Job, { n: 9 })
@@ -438,7 +438,7 @@ describe("TaskRunner (sqlite)", () => {
       const first = yield* Scope.make()
       const one = yield* build(
         first,
-        () => Effect.fail({ retryable: true, message: "down" }),
+        () => Effect.fail(TaskRunner.TaskFailed.retryable("down")),
         sqliteRunner(filename)
       )
       const handle = yield* one.runner.schedule(Job, { n: 7 }, { retry: noJitter, idempotencyKey: "resume-1" })
@@ -469,7 +469,11 @@ describe("TaskRunner (sqlite)", () => {
       const filename = yield* tmpDb
       const shared = TaskRunner.sharedPayload(JSON.stringify({ reply: "x".repeat(10_000) }))
       const first = yield* Scope.make()
-      const one = yield* build(first, () => Effect.fail({ retryable: true, message: "down" }), sqliteRunner(filename))
+      const one = yield* build(
+        first,
+        () => Effect.fail(TaskRunner.TaskFailed.retryable("down")),
+        sqliteRunner(filename)
+      )
       const handles = []
       for (let n = 0; n < 3; n++) {
         handles.push(yield* one.runner.schedule(Job, { n }, { retry: noJitter, shared }))
@@ -539,7 +543,7 @@ describe("TaskRunner (sqlite)", () => {
       let healthy = false
       const { runner } = yield* build(
         scope,
-        () => healthy ? Effect.void : Effect.fail({ retryable: false, message: "gone" }),
+        () => healthy ? Effect.void : Effect.fail(TaskRunner.TaskFailed.terminal("gone")),
         sqliteRunner(filename)
       )
       const handle = yield* runner.schedule(Job, { n: 1 })

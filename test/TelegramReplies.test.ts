@@ -1,9 +1,9 @@
 import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Option, Stream, TestClock } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Option, Stream, TestClock } from "effect"
 import * as Telegram from "../src/channels/Telegram/Telegram.js"
 import * as Agent from "../src/core/Agent.js"
-import type { ChannelContext, PushFailure } from "../src/core/Channel.js"
+import type { ChannelContext, PushFailed } from "../src/core/Channel.js"
 import type { HostedRunResult } from "../src/domain/ChannelRequest.js"
 import type { ChannelIdentity } from "../src/domain/Identity.js"
 import type { ChannelName } from "../src/domain/Ids.js"
@@ -267,7 +267,7 @@ describe("Telegram push", () => {
       const push = yield* pushWith(fake)
       const attempt = (nativeId: string) =>
         push(identity(nativeId), result("hi"), { isEcho: false, idempotencyKey: `k-${nativeId}` }).pipe(Effect.exit)
-      const failure = (exit: Exit.Exit<void, PushFailure>) => {
+      const failure = (exit: Exit.Exit<void, PushFailed>) => {
         assert.isTrue(Exit.isFailure(exit))
         const found = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
         assert.isTrue(Option.isSome(found))
@@ -276,7 +276,8 @@ describe("Telegram push", () => {
       fake.fail("sendMessage", { error_code: 429, description: "Too Many Requests: retry after 7", retry_after: 7 })
       const limited = failure(yield* attempt("31"))
       assert.isTrue(limited.retryable)
-      assert.strictEqual(limited.retryAfterMillis, 7000)
+      assert.strictEqual(limited.reason, "rate_limited")
+      assert.deepStrictEqual(limited.retryAfter, Duration.seconds(7))
       fake.fail("sendMessage", { error_code: 502, description: "Bad Gateway" })
       assert.isTrue(failure(yield* attempt("32")).retryable)
       fake.fail("sendMessage", { error_code: 403, description: "Forbidden: bot was blocked by the user" })

@@ -5,7 +5,7 @@
 import type { HttpServerResponse } from "@effect/platform"
 import type { Effect, Option, Scope, Stream } from "effect"
 import type { ChannelRequest, HostedRunResult } from "../domain/ChannelRequest.js"
-import type { ChannelStartupError, TurnError } from "../domain/Errors.js"
+import type { ChannelStartupError, PushFailed, TurnError } from "../domain/Errors.js"
 import type { ChannelIdentity } from "../domain/Identity.js"
 import type { AgentResponseUpdate } from "../domain/Message.js"
 import type { IncomingRequest } from "../http/IncomingRequest.js"
@@ -78,14 +78,8 @@ export interface ChannelHooks {
   readonly response?: (result: HostedRunResult, context: ResponseHookContext) => Effect.Effect<HostedRunResult>
 }
 
-/** Why a push failed, so the task runner knows whether to try again. */
-export interface PushFailure {
-  readonly _tag: "PushFailure"
-  readonly retryable: boolean
-  /** Server-requested wait before the next attempt (429 retry-after). */
-  readonly retryAfterMillis?: number
-  readonly message: string
-}
+/** Why a push failed, so the task runner knows whether (and when) to try again. */
+export { PushFailed } from "../domain/Errors.js"
 
 export interface ChannelPush {
   /** Sends `result` to `identity` without an inbound request. `idempotencyKey` is stable across retries. */
@@ -93,7 +87,7 @@ export interface ChannelPush {
     identity: ChannelIdentity,
     result: HostedRunResult,
     options: { readonly isEcho: boolean; readonly idempotencyKey: string }
-  ) => Effect.Effect<void, PushFailure>
+  ) => Effect.Effect<void, PushFailed>
 }
 
 /** A chat command (`/new`, `/help`) a channel exposes natively. */

@@ -24,6 +24,7 @@ import type { PushJob } from "./Delivery.js"
 import { PushRejected, PushScheduler, shapeFor } from "./Delivery.js"
 import type { TaskFailure } from "./TaskRunner.js"
 import * as TaskRunner from "./TaskRunner.js"
+import { TaskFailed } from "./TaskRunner.js"
 
 /** The reply a push delivers, the same for every destination. `result` only when it is not the response itself. */
 export const PushBody = Schema.Struct({
@@ -82,13 +83,13 @@ const channelLookup = Schedule.spaced(Duration.millis(50)).pipe(Schedule.upTo(Du
 
 const bodyOf = (task: PushTask, shared: string | undefined): Effect.Effect<PushBody, TaskFailure> => {
   if (shared !== undefined) {
-    return Effect.mapError(decodeBody(shared), (e) => ({
-      retryable: false,
-      message: `the stored reply does not decode: ${e.message}`
-    }))
+    return Effect.mapError(
+      decodeBody(shared),
+      (e) => TaskFailed.terminal(`the stored reply does not decode: ${e.message}`)
+    )
   }
   if (task.request === undefined || task.response === undefined) {
-    return Effect.fail({ retryable: false, message: "the push task has no reply" })
+    return Effect.fail(TaskFailed.terminal("the push task has no reply"))
   }
   return Effect.succeed({ ...task, request: task.request, response: task.response })
 }
@@ -132,10 +133,7 @@ export const make = Effect.gen(function*() {
       const channel = Option.getOrUndefined(found)
       const push = channel?.contribution.push
       if (channel === undefined || push === undefined) {
-        return yield* Effect.fail<TaskFailure>({
-          retryable: false,
-          message: `no channel named "${task.channel}" that can push is registered`
-        })
+        return yield* TaskFailed.terminal(`no channel named "${task.channel}" that can push is registered`)
       }
       const body = yield* bodyOf(task, context.shared)
       const reply: HostedRunResult = {

@@ -17,7 +17,6 @@ import type { ParseResult } from "effect"
 import {
   Config,
   Context,
-  Data,
   Deferred,
   Duration,
   Effect,
@@ -32,6 +31,7 @@ import {
   ScheduleIntervals,
   Schema
 } from "effect"
+import type { PushFailed } from "../domain/Errors.js"
 import { issueId } from "../domain/Ids.js"
 import * as Time from "../domain/Time.js"
 import * as Persistence from "../state/Persistence.js"
@@ -48,28 +48,29 @@ export interface TaskHandle {
   readonly idempotencyKey: string
 }
 
-/** Why an attempt failed: retryable (with an optional server-requested wait) or terminal. */
-export interface TaskFailure {
-  readonly retryable: boolean
-  /** Replaces the schedule's next delay (a 429's retry-after). */
-  readonly retryAfterMillis?: number
-  readonly message: string
-}
-
-export class TaskFailed extends Data.TaggedError("TaskFailed")<TaskFailure> {
-  static retryable(message: string, retryAfterMillis?: number): TaskFailed {
+/**
+ * Why an attempt failed: retryable (after a server-requested wait, if any) or terminal. A handler fails with a
+ * `TaskFailed`, or passes on a channel's `PushFailed` as it is.
+ */
+export class TaskFailed extends Schema.TaggedError<TaskFailed>()("TaskFailed", {
+  retryable: Schema.Boolean,
+  /** Replaces the schedule's next delay (a 429's retry-after); the attempt budget still applies. */
+  retryAfter: Schema.optional(Schema.DurationFromMillis),
+  message: Schema.String
+}) {
+  static retryable(message: string, retryAfter?: Duration.DurationInput): TaskFailed {
     return new TaskFailed(
-      retryAfterMillis === undefined ? { retryable: true, message } : {
-        retryable: true,
-        message,
-        retryAfterMillis
-      }
+      retryAfter === undefined ?
+        { retryable: true, message } :
+        { retryable: true, message, retryAfter: Duration.decode(retryAfter) }
     )
   }
   static terminal(message: string): TaskFailed {
     return new TaskFailed({ retryable: false, message })
   }
 }
+
+export type TaskFailure = TaskFailed | PushFailed
 
 /** The runner refused an operation (unknown handler, payload that does not encode, shutting down, ...). */
 export class TaskRunnerError extends Schema.TaggedError<TaskRunnerError>()("TaskRunnerError", {
@@ -461,7 +462,7 @@ export const make = (options: Options = {}) =>
           const exit = yield* Effect.exit(
             restore(handler.run(payload, context)).pipe(
               Effect.catchAllDefect((defect) =>
-                Effect.fail<TaskFailure>({ retryable: true, message: `handler defect: ${describeCause(defect)}` })
+                Effect.fail(TaskFailed.retryable(`handler defect: ${describeCause(defect)}`))
               )
             )
           )
@@ -489,9 +490,7 @@ export const make = (options: Options = {}) =>
             return yield* finish(entry, "failed", failure.message)
           }
           // A server-requested wait (429 retry-after) replaces the schedule's delay; the attempt budget stays.
-          const delay = failure.retryAfterMillis !== undefined && failure.retryAfterMillis >= 0 ?
-            failure.retryAfterMillis :
-            scheduled.value
+          const delay = failure.retryAfter === undefined ? scheduled.value : Duration.toMillis(failure.retryAfter)
           const next = yield* update(entry, {
             status: "pending",
             nextAttemptAt: Time.plus(now, Duration.millis(delay)),

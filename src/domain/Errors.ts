@@ -37,6 +37,19 @@ export class MailboxFull extends Schema.TaggedError<MailboxFull>()("MailboxFull"
 }) {}
 
 /**
+ * A push (a reply sent to a channel without an inbound request) failed. The durable runner tries a `retryable` one
+ * again (`rate_limited`, `unavailable`, `unreachable`, `timeout`), after `retryAfter` when the destination asked
+ * for a wait (a 429's retry-after) instead of its schedule's delay; a terminal one (`rejected`: a 4xx, an identity
+ * the channel cannot address) goes to the dead letters (`GET /admin/tasks?status=failed`).
+ */
+export class PushFailed extends Schema.TaggedError<PushFailed>()("PushFailed", {
+  reason: Schema.Literal("rate_limited", "unavailable", "unreachable", "timeout", "rejected"),
+  retryable: Schema.Boolean,
+  retryAfter: Schema.optional(Schema.DurationFromMillis),
+  message: Schema.String
+}) {}
+
+/**
  * Replies to other channels cannot be accepted right now: the durable push queue is full (a destination is slow
  * or down). Refused before the turn runs, so nothing is half done; the caller should retry after `retryAfter`.
  */

@@ -4,7 +4,7 @@
  * `push` records every delivery.
  */
 import { Effect, Option, Stream } from "effect"
-import type { Channel, ChannelHooks, PushFailure } from "../../src/core/Channel.js"
+import type { Channel, ChannelHooks, PushFailed } from "../../src/core/Channel.js"
 import * as ChannelModule from "../../src/core/Channel.js"
 import type { ChannelRequest, HostedRunResult } from "../../src/domain/ChannelRequest.js"
 import type { TurnError } from "../../src/domain/Errors.js"
@@ -27,7 +27,7 @@ export interface Options {
   readonly push?: boolean
   readonly hooks?: ChannelHooks
   /** Decides the outcome of each push; undefined delivers. */
-  readonly fail?: (delivery: Delivery) => PushFailure | undefined
+  readonly fail?: (delivery: Delivery) => PushFailed | undefined
   /** Runs before each push is recorded (a stalled destination waits here). */
   readonly before?: (delivery: Delivery) => Effect.Effect<void>
 }

@@ -3,21 +3,28 @@
  * push runner (429 with its wait and 5xx retryable, 400/403 final), and a retried push skips the parts it
  * already delivered.
  */
-import { Effect } from "effect"
-import type { ChannelPush, PushFailure } from "../../core/Channel.js"
+import { Duration, Effect } from "effect"
+import type { ChannelPush } from "../../core/Channel.js"
+import { PushFailed } from "../../core/Channel.js"
 import type { BotApiError } from "./BotApi.js"
 import * as BotApi from "./BotApi.js"
 import { replyOf } from "./Render.js"
 import type { ChatTarget, Replies } from "./Replies.js"
 
-const toPushFailure = (error: BotApiError): PushFailure => {
+const toPushFailed = (error: BotApiError): PushFailed => {
   const wait = BotApi.retryAfterMillis(error)
-  return {
-    _tag: "PushFailure",
+  return new PushFailed({
+    reason: error._tag === "TelegramTransportError" ?
+      "unreachable" :
+      error.errorCode === 429 ?
+      "rate_limited" :
+      error.errorCode >= 500 ?
+      "unavailable" :
+      "rejected",
     retryable: BotApi.isRetryable(error),
-    ...(wait === undefined ? {} : { retryAfterMillis: wait }),
+    ...(wait === undefined ? {} : { retryAfter: Duration.millis(wait) }),
     message: error.message
-  }
+  })
 }
 
 export const make = (replies: Replies): ChannelPush => {
@@ -27,8 +34,8 @@ export const make = (replies: Replies): ChannelPush => {
   const push: ChannelPush["push"] = (identity, result, pushOptions) =>
     Effect.gen(function*() {
       if (!/^-?\d+$/.test(identity.nativeId) && !identity.nativeId.startsWith("@")) {
-        return yield* Effect.fail<PushFailure>({
-          _tag: "PushFailure",
+        return yield* new PushFailed({
+          reason: "rejected",
           retryable: false,
           message: `"${identity.nativeId}" is not a Telegram chat id`
         })
@@ -43,7 +50,7 @@ export const make = (replies: Replies): ChannelPush => {
       const parts = replies.replyParts(replyOf(result.response))
       const done = pushProgress.get(progressKey) ?? 0
       for (let i = done; i < parts.length; i++) {
-        yield* replies.sendPart(target, parts[i]!, false).pipe(Effect.mapError(toPushFailure))
+        yield* replies.sendPart(target, parts[i]!, false).pipe(Effect.mapError(toPushFailed))
         pushProgress.set(progressKey, i + 1)
       }
       pushProgress.delete(progressKey)
