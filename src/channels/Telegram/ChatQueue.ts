@@ -14,7 +14,7 @@
  * here so a flooding chat holds no more than that and is told to try again.
  */
 import type { Scope } from "effect"
-import { Effect, FiberSet } from "effect"
+import { Duration, Effect, Fiber, FiberSet } from "effect"
 
 /** Like the session mailbox's default bound (`AGENT_HOST_SESSION_QUEUE`). */
 export const defaultMaxWaiting = 16
@@ -31,6 +31,16 @@ export interface ChatQueue {
   ) => Effect.Effect<void>
 }
 
+// How long shutdown waits for replies still being sent (the turns already had the host's grace).
+const replyGrace = Duration.seconds(3)
+
+// On the wall clock: a test's TestClock nobody advances must not hold shutdown open.
+const wallClockSleep = (duration: Duration.Duration): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    const timer = setTimeout(() => resume(Effect.void), Duration.toMillis(duration))
+    return Effect.sync(() => clearTimeout(timer))
+  })
+
 interface Lane {
   readonly waiting: Array<Effect.Effect<void>>
 }
@@ -39,6 +49,17 @@ export const make = (options: { readonly maxWaiting?: number } = {}): Effect.Eff
   Effect.gen(function*() {
     const maxWaiting = Math.max(0, options.maxWaiting ?? defaultMaxWaiting)
     const fibers = yield* FiberSet.make()
+    // Registered after the set, so it runs first at shutdown: by then the host has given turns their grace, and
+    // what is left is mostly sending their replies; wait for that (bounded) before the set interrupts the rest.
+    // In a fiber of its own: shutdown runs in finalizers of an interrupted fiber, where a wait would end at once.
+    yield* Effect.addFinalizer(() =>
+      Effect.flatMap(
+        Effect.forkDaemon(
+          Effect.interruptible(Effect.raceFirst(FiberSet.awaitEmpty(fibers), wallClockSleep(replyGrace)))
+        ),
+        Fiber.join
+      )
+    )
     // A lane exists only while its chat has work: one fiber runs it, taking the next item when one ends. Taking
     // the next item (or removing the empty lane) and queueing one happen in synchronous steps, so no item is
     // queued on a lane that has just ended.
