@@ -30,7 +30,7 @@ export default Effect.gen(function*() {
   // Only keys given by the scheduler are indexed: a task scheduled without one has its id as its key, found by the
   // primary key, and sparing the index a random insert per task is a sixth of the cost of storing one.
   yield* sql`DROP INDEX IF EXISTS agent_host_tasks_key`
-  yield* sql`CREATE INDEX agent_host_tasks_by_key ON agent_host_tasks (idempotency_key)
+  yield* sql`CREATE INDEX IF NOT EXISTS agent_host_tasks_by_key ON agent_host_tasks (idempotency_key)
     WHERE idempotency_key <> id`
   yield* sql`CREATE INDEX IF NOT EXISTS agent_host_tasks_status ON agent_host_tasks (status, updated_at)`
   // A reply pushed to many destinations is stored once; tasks name it by hash.
