@@ -37,6 +37,7 @@ import type { AgentResponseUpdate, Message } from "../domain/Message.js"
 import { ResponseAccumulator } from "../domain/Message.js"
 import type { Bytes } from "../domain/Size.js"
 import * as Size from "../domain/Size.js"
+import { wallClockSleep } from "../domain/Time.js"
 import { currentClientShield } from "../http/ClientShield.js"
 import { BoundedCache } from "../internal/BoundedCache.js"
 import { StateStore } from "../state/StateStore.js"
@@ -130,16 +131,6 @@ const shutdownError = (key: string | undefined) =>
     key: key ?? "",
     reason: "shutdown",
     message: "the server is shutting down and stopped this turn; send it again in a moment"
-  })
-
-/**
- * Sleeps on the wall clock. Shutdown waits race this against the Effect clock: a TestClock nobody advances must
- * not hold shutdown open, and a test can still end the grace early with `TestClock.adjust`.
- */
-const wallClockSleep = (duration: Duration.Duration): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), Duration.toMillis(duration))
-    return Effect.sync(() => clearTimeout(timer))
   })
 
 /**

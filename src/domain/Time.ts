@@ -38,3 +38,13 @@ export const plus = (time: EpochMillis, duration: Duration.DurationInput): Epoch
 /** How long from `earlier` to `later` (zero when `later` is not after `earlier`). */
 export const between = (earlier: EpochMillis, later: EpochMillis): Duration.Duration =>
   Duration.millis(Math.max(0, later - earlier))
+
+/**
+ * Sleeps on the wall clock, not the Effect clock. For shutdown waits only: a test's TestClock that nobody advances
+ * must not hold shutdown open (they race this against the Effect clock, so a test can still end them early).
+ */
+export const wallClockSleep = (duration: Duration.Duration): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    const timer = setTimeout(() => resume(Effect.void), Duration.toMillis(duration))
+    return Effect.sync(() => clearTimeout(timer))
+  })

@@ -15,6 +15,7 @@
  */
 import type { Scope } from "effect"
 import { Duration, Effect, Fiber, FiberSet } from "effect"
+import { wallClockSleep } from "../../domain/Time.js"
 
 /** Like the session mailbox's default bound (`AGENT_HOST_SESSION_QUEUE`). */
 export const defaultMaxWaiting = 16
@@ -33,13 +34,6 @@ export interface ChatQueue {
 
 // How long shutdown waits for replies still being sent (the turns already had the host's grace).
 const replyGrace = Duration.seconds(3)
-
-// On the wall clock: a test's TestClock nobody advances must not hold shutdown open.
-const wallClockSleep = (duration: Duration.Duration): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), Duration.toMillis(duration))
-    return Effect.sync(() => clearTimeout(timer))
-  })
 
 interface Lane {
   readonly waiting: Array<Effect.Effect<void>>
