@@ -254,6 +254,39 @@ describe("TaskRunner (memory)", () => {
       assert.deepStrictEqual(Option.getOrThrow(yield* runner.status(later.id)), "cancelled")
     }))
 
+  it.scoped("a defect in a handler is a retryable failure", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const { runner, seen } = yield* build(scope, (_n, ctx) => ctx.attempt === 1 ? Effect.die("boom") : Effect.void)
+      const handle = yield* runner.schedule(Job, { n: 1 }, { retry: noJitter })
+      yield* untilSleep(1000)
+      assert.include(Option.getOrThrow(yield* runner.get(handle.id)).lastError, "handler defect: boom")
+      yield* TestClock.adjust("1 second")
+      yield* awaitStatus(runner, handle.id, "succeeded")
+      assert.deepStrictEqual(seen.map((s) => s.attempt), [1, 2])
+    }))
+
+  it.scoped("cancelling a running task leaves the other tasks running, and the pool whole", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const started = yield* Deferred.make<void>()
+      const { runner, seen } = yield* build(
+        scope,
+        (n) => n === 1 ? Effect.zipRight(Deferred.succeed(started, undefined), Effect.never) : Effect.void,
+        TaskRunner.layerMemory({ concurrency: 1 })
+      )
+      const stuck = yield* runner.schedule(Job, { n: 1 })
+      yield* Deferred.await(started)
+      const waiting = yield* runner.schedule(Job, { n: 2 })
+      assert.isTrue(yield* runner.cancel(stuck.id))
+      yield* awaitStatus(runner, stuck.id, "cancelled")
+      yield* awaitStatus(runner, waiting.id, "succeeded")
+      // The one worker was replaced: later tasks still run, one at a time.
+      for (let n = 3; n < 6; n++) yield* awaitStatus(runner, (yield* runner.schedule(Job, { n })).id, "succeeded")
+      assert.deepStrictEqual(seen.map((s) => s.n), [1, 2, 3, 4, 5])
+      assert.isFalse(yield* runner.cancel(waiting.id))
+    }))
+
   it.scoped("replay runs a dead letter again with a fresh budget", () =>
     Effect.gen(function*() {
       const scope = yield* Effect.scope

@@ -15,6 +15,7 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { ParseResult } from "effect"
 import {
+  Cause,
   Config,
   Context,
   Deferred,
@@ -381,7 +382,11 @@ export const make = (options: Options = {}) =>
     // The outcome is handed to the store without waiting; the entry is forgotten once it is committed, so a
     // lookup never sees an older stored state.
     const finish = (entry: Entry, status: TaskStatus, lastError: string | null) =>
-      Effect.flatMap(update(entry, { status, lastError }), (row) => store.updateLater(row, () => forget(entry)))
+      Effect.clockWith((clock) => {
+        const row = { ...entry.row, status, lastError, updatedAt: Time.fromMillis(clock.unsafeCurrentTimeMillis()) }
+        entry.row = row
+        return store.updateLater(row, () => forget(entry))
+      })
 
     const enqueue = (entry: Entry) => {
       ready.push(entry)
@@ -418,89 +423,97 @@ export const make = (options: Options = {}) =>
     const runnable = (entry: Entry) =>
       !entry.cancelled && entry.row.status === "pending" && !closing && live.get(entry.row.id) === entry
 
+    // The outcome of an attempt that did not succeed: interrupted, terminal, or retried on the schedule.
+    const failed = (entry: Entry, handler: Handler, exit: Exit.Failure<void, TaskFailure>) =>
+      Effect.gen(function*() {
+        const row = entry.row
+        const defect = Cause.dieOption(exit.cause)
+        const failure = Option.getOrUndefined(Cause.failureOption(exit.cause)) ?? (Option.isSome(defect) ?
+          TaskFailed.retryable(`handler defect: ${describeCause(defect.value)}`) :
+          undefined)
+        if (failure === undefined) {
+          // Interrupted: by cancel, or by shutdown (the task stays pending and resumes on the next start).
+          if (entry.cancelled) return yield* finish(entry, "cancelled", "cancelled while running")
+          return yield* Effect.flatMap(update(entry, { status: "pending" }), (pending) => store.updateLater(pending))
+        }
+        if (!failure.retryable) {
+          yield* Effect.logWarning("task failed terminally").pipe(
+            Effect.annotateLogs({ task: row.id, name: row.name, error: failure.message })
+          )
+          return yield* finish(entry, "failed", failure.message)
+        }
+        const now = yield* Time.now
+        const scheduled = yield* delayAfter(retryOf(row, handler), row.attempts, failure, now)
+        if (Option.isNone(scheduled)) {
+          yield* Effect.logWarning("task failed; retries exhausted").pipe(
+            Effect.annotateLogs({ task: row.id, name: row.name, attempts: row.attempts, error: failure.message })
+          )
+          return yield* finish(entry, "failed", failure.message)
+        }
+        // A server-requested wait (429 retry-after) replaces the schedule's delay; the attempt budget stays.
+        const delay = failure.retryAfter === undefined ? scheduled.value : Duration.toMillis(failure.retryAfter)
+        const next = yield* update(entry, {
+          status: "pending",
+          nextAttemptAt: Time.plus(now, Duration.millis(delay)),
+          lastError: failure.message
+        })
+        yield* Effect.ignore(store.update(next))
+        if (entry.cancelled) return yield* finish(entry, "cancelled", "cancelled")
+        yield* enqueueAt(entry, next.nextAttemptAt)
+      })
+
+    // The payload and shared payload of a stored task, read once (a task scheduled in this process has both).
+    const prepare = (entry: Entry, handler: Handler): Effect.Effect<boolean> => {
+      const row = entry.row
+      if (entry.payload === notDecoded) {
+        const decoded = handler.decode(row.payload)
+        if (decoded._tag === "Left") {
+          return Effect.as(finish(entry, "failed", `the payload does not decode: ${decoded.left}`), false)
+        }
+        entry.payload = decoded.right
+      }
+      if (row.shared === null || entry.shared !== undefined) return Effect.succeed(true)
+      return Effect.flatMap(Effect.either(store.shared(row.shared)), (loaded) => {
+        if (loaded._tag === "Left") return Effect.as(retryLater(entry, row), false)
+        if (Option.isNone(loaded.right)) {
+          return Effect.as(finish(entry, "failed", `the task's shared payload ${row.shared} is missing`), false)
+        }
+        entry.shared = loaded.right.value
+        return Effect.succeed(true)
+      })
+    }
+
     // One attempt, on `worker`'s fiber, in its uninterruptible region: only the handler runs interruptibly
-    // (`restore`), and its exit is then recorded like any other.
+    // (`restore`), and its exit is then recorded like any other. Written without a generator: this is the path
+    // every task takes.
     const attempt = (
       entry: Entry,
       handler: Handler,
       worker: Worker,
       restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-    ) =>
-      Effect.suspend(() =>
-        Effect.gen(function*() {
-          const row = entry.row
-          let payload = entry.payload
-          if (payload === notDecoded) {
-            const decoded = handler.decode(row.payload)
-            if (decoded._tag === "Left") {
-              return yield* finish(entry, "failed", `the payload does not decode: ${decoded.left}`)
-            }
-            payload = decoded.right
-          }
-          let shared = entry.shared
-          if (row.shared !== null && shared === undefined) {
-            const loaded = yield* Effect.either(store.shared(row.shared))
-            if (loaded._tag === "Left") return yield* retryLater(entry, row)
-            if (Option.isNone(loaded.right)) {
-              return yield* finish(entry, "failed", `the task's shared payload ${row.shared} is missing`)
-            }
-            shared = entry.shared = loaded.right.value
-          }
-          const context: TaskContext = {
-            id: row.id,
-            idempotencyKey: row.idempotencyKey,
-            attempt: row.attempts,
-            phase: row.phase,
-            completePhase: (phase) =>
-              Effect.suspend(() =>
-                phase <= entry.row.phase ? Effect.void : Effect.flatMap(update(entry, { phase }), store.update)
-              ).pipe(Effect.orDie),
-            shared
-          }
-          entry.worker = worker
-          running.add(entry)
-          const exit = yield* Effect.exit(
-            restore(handler.run(payload, context)).pipe(
-              Effect.catchAllDefect((defect) =>
-                Effect.fail(TaskFailed.retryable(`handler defect: ${describeCause(defect)}`))
-              )
-            )
-          )
+    ): Effect.Effect<void> =>
+      Effect.flatMap(prepare(entry, handler), (ready) => {
+        if (!ready) return Effect.void
+        const row = entry.row
+        const context: TaskContext = {
+          id: row.id,
+          idempotencyKey: row.idempotencyKey,
+          attempt: row.attempts,
+          phase: row.phase,
+          completePhase: (phase) =>
+            Effect.suspend(() =>
+              phase <= entry.row.phase ? Effect.void : Effect.flatMap(update(entry, { phase }), store.update)
+            ).pipe(Effect.orDie),
+          shared: entry.shared
+        }
+        entry.worker = worker
+        running.add(entry)
+        return Effect.flatMap(Effect.exit(restore(handler.run(entry.payload, context))), (exit) => {
           running.delete(entry)
           entry.worker = undefined
-          if (Exit.isSuccess(exit)) return yield* finish(entry, "succeeded", null)
-          const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
-          if (failure === undefined) {
-            // Interrupted: by cancel, or by shutdown (the task stays pending and resumes on the next start).
-            if (entry.cancelled) return yield* finish(entry, "cancelled", "cancelled while running")
-            return yield* Effect.flatMap(update(entry, { status: "pending" }), (pending) => store.updateLater(pending))
-          }
-          if (!failure.retryable) {
-            yield* Effect.logWarning("task failed terminally").pipe(
-              Effect.annotateLogs({ task: row.id, name: row.name, error: failure.message })
-            )
-            return yield* finish(entry, "failed", failure.message)
-          }
-          const now = yield* Time.now
-          const scheduled = yield* delayAfter(retryOf(row, handler), row.attempts, failure, now)
-          if (Option.isNone(scheduled)) {
-            yield* Effect.logWarning("task failed; retries exhausted").pipe(
-              Effect.annotateLogs({ task: row.id, name: row.name, attempts: row.attempts, error: failure.message })
-            )
-            return yield* finish(entry, "failed", failure.message)
-          }
-          // A server-requested wait (429 retry-after) replaces the schedule's delay; the attempt budget stays.
-          const delay = failure.retryAfter === undefined ? scheduled.value : Duration.toMillis(failure.retryAfter)
-          const next = yield* update(entry, {
-            status: "pending",
-            nextAttemptAt: Time.plus(now, Duration.millis(delay)),
-            lastError: failure.message
-          })
-          yield* Effect.ignore(store.update(next))
-          if (entry.cancelled) return yield* finish(entry, "cancelled", "cancelled")
-          yield* enqueueAt(entry, next.nextAttemptAt)
+          return Exit.isSuccess(exit) ? finish(entry, "succeeded", null) : failed(entry, handler, exit)
         })
-      )
+      })
 
     const nextClaimed: Effect.Effect<Entry> = Effect.suspend(() => {
       const entry = claimed.shift()
@@ -689,49 +702,59 @@ export const make = (options: Options = {}) =>
             })
           )
         }
-        return Effect.flatMap(Effect.zip(newId, Time.now), ([id, now]) => {
-          const shared = scheduleOptions?.shared
-          const row: TaskRecord = {
-            id,
-            name: definition.name,
-            idempotencyKey: key ?? id,
-            status: "pending",
-            attempts: 0,
-            phase: 0,
-            nextAttemptAt: scheduleOptions?.delay === undefined ? now : Time.plus(now, scheduleOptions.delay),
-            lastError: null,
-            payload: encoded.right,
-            retry: scheduleOptions?.retry === undefined ? null : JSON.stringify(scheduleOptions.retry),
-            shared: shared?.hash ?? null,
-            createdAt: now,
-            updatedAt: now
-          }
-          const entry = track(row, payload, shared?.json)
-          entry.stored = false
-          // The shared payload is committed with the row, in one transaction: a stored task never names a missing
-          // one. With a key, a stored task holding it (from before a restart, or finished) is the answer instead.
-          return store.insert(row, { shared, dedupe: key !== undefined }).pipe(
-            Effect.mapError((e) => new TaskRunnerError({ message: e.message })),
-            Effect.flatMap((stored) => {
-              if (stored.id !== id) {
+        return Effect.flatMap(newId, (id) =>
+          Effect.clockWith((clock) => {
+            const now = Time.fromMillis(clock.unsafeCurrentTimeMillis())
+            const shared = scheduleOptions?.shared
+            const row: TaskRecord = {
+              id,
+              name: definition.name,
+              idempotencyKey: key ?? id,
+              status: "pending",
+              attempts: 0,
+              phase: 0,
+              nextAttemptAt: scheduleOptions?.delay === undefined ? now : Time.plus(now, scheduleOptions.delay),
+              lastError: null,
+              payload: encoded.right,
+              retry: scheduleOptions?.retry === undefined ? null : JSON.stringify(scheduleOptions.retry),
+              shared: shared?.hash ?? null,
+              createdAt: now,
+              updatedAt: now
+            }
+            const entry = track(row, payload, shared?.json)
+            entry.stored = false
+            // The shared payload is committed with the row, in one transaction: a stored task never names a missing
+            // one. With a key, a stored task holding it (from before a restart, or finished) is the answer instead.
+            const answer = (exit: Exit.Exit<TaskHandle, TaskRunnerError>) => {
+              if (entry.storing !== undefined) Deferred.unsafeDone(entry.storing, exit)
+              return exit
+            }
+            return Effect.matchEffect(store.insert(row, { shared, dedupe: key !== undefined }), {
+              onFailure: (e) => {
                 forget(entry)
-                return Effect.succeed(handleOf(stored))
+                return answer(Exit.fail(new TaskRunnerError({ message: e.message })))
+              },
+              onSuccess: (stored) => {
+                if (stored.id !== id) {
+                  forget(entry)
+                  return answer(Exit.succeed(handleOf(stored)))
+                }
+                entry.stored = true
+                const handle = answer(Exit.succeed(handleOf(row)))
+                if (!started) {
+                  return Effect.zipRight(
+                    Effect.logDebug("task scheduled before start; it runs once the runner starts"),
+                    handle
+                  )
+                }
+                if (row.nextAttemptAt <= now) {
+                  enqueue(entry)
+                  return handle
+                }
+                return Effect.zipRight(enqueueAt(entry, row.nextAttemptAt), handle)
               }
-              entry.stored = true
-              if (started) return Effect.as(enqueueAt(entry, row.nextAttemptAt), handleOf(row))
-              return Effect.as(
-                Effect.logDebug("task scheduled before start; it runs once the runner starts"),
-                handleOf(row)
-              )
-            }),
-            Effect.onExit((exit) =>
-              Effect.sync(() => {
-                if (Exit.isFailure(exit)) forget(entry)
-                if (entry.storing !== undefined) Deferred.unsafeDone(entry.storing, exit)
-              })
-            )
-          )
-        })
+            })
+          }))
       })
 
     const get = (id: string) =>
