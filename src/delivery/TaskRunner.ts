@@ -9,8 +9,9 @@
  * process cannot loop; a phase is committed before `completePhase` returns. A task's outcome is handed to the
  * store without waiting (a crash before it commits runs the task again, as any crash mid-attempt would).
  *
- * Attempts run on `concurrency` worker fibers that take ready tasks from one queue; each attempt's handler runs
- * in a fiber of its own, so cancel and shutdown can interrupt it alone.
+ * A claimer takes ready tasks from one queue and marks them running in batches (one commit per batch); the
+ * attempts run on `concurrency` worker fibers. Cancelling a running task interrupts its worker, which is then
+ * retired and replaced, so the interruption never reaches another task's handler.
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { ParseResult } from "effect"
@@ -493,7 +494,8 @@ export const make = (options: Options = {}) =>
       restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
     ): Effect.Effect<void> =>
       Effect.flatMap(prepare(entry, handler), (ready) => {
-        if (!ready) return Effect.void
+        // Not ready (already recorded), or cancelled while its shared payload was read (already finished).
+        if (!ready || entry.cancelled) return Effect.void
         const row = entry.row
         const context: TaskContext = {
           id: row.id,

@@ -121,7 +121,10 @@ export interface TaskStoreShape extends Omit<Backend, "commit"> {
    * whether it succeeded (a failed commit is logged by the writer).
    */
   readonly updateLater: (row: TaskRecord, committed?: (ok: boolean) => void) => Effect.Effect<void>
-  /** Waits until everything handed over before it is committed. */
+  /**
+   * Waits until everything handed over before it has been written (fails if the last batch did; an earlier batch
+   * that failed was logged, and its waiters told).
+   */
   readonly flush: Effect.Effect<void, TaskStoreError>
 }
 
@@ -244,13 +247,14 @@ export const make = (backend: Backend, options: Options = {}) =>
         }),
       updateAll: (rows) =>
         Effect.suspend(() => {
-          let batch: Pending | undefined
+          // Usually one batch; every one the rows went to must commit.
+          const batches = new Set<Pending>()
           for (const row of rows) {
-            batch = batchFor()
+            const batch = batchFor()
             batch.updates.set(row.id, row)
+            batches.add(batch)
           }
-          // Batches commit in order: the last one holds the last row.
-          return batch === undefined ? Effect.void : Effect.asVoid(awaitBatch(batch))
+          return Effect.forEach(batches, awaitBatch, { discard: true })
         }),
       updateLater: (row, committed) =>
         Effect.sync(() => {
