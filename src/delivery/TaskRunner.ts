@@ -6,8 +6,8 @@
  * The rows live in the `TaskStore` (`TaskStore.ts`), which commits the state changes of many tasks in one
  * transaction. What is durable when: a scheduled task is committed before `schedule` returns its handle; an
  * attempt is committed (as `running`, its attempt counted) before its handler runs, so a task that crashes the
- * process cannot loop; a phase is committed before `completePhase` returns. A task's outcome is handed to the
- * store without waiting (a crash before it commits runs the task again, as any crash mid-attempt would).
+ * process cannot loop; a phase is committed before `completePhase` returns; an outcome is committed before the
+ * worker takes its next task.
  *
  * A claimer takes ready tasks from one queue and marks them running in batches (one commit per batch); the
  * attempts run on `concurrency` worker fibers. Cancelling a running task interrupts its worker, which is then
@@ -380,13 +380,17 @@ export const make = (options: Options = {}) =>
       }
     }
 
-    // The outcome is handed to the store without waiting; the entry is forgotten once it is committed, so a
+    // The outcome is committed before the worker takes another task, so at most `concurrency` tasks are ever
+    // delivered but not recorded (what a crash repeats). The entry is forgotten once the outcome is stored, so a
     // lookup never sees an older stored state.
     const finish = (entry: Entry, status: TaskStatus, lastError: string | null) =>
       Effect.clockWith((clock) => {
         const row = { ...entry.row, status, lastError, updatedAt: Time.fromMillis(clock.unsafeCurrentTimeMillis()) }
         entry.row = row
-        return store.updateLater(row, () => forget(entry))
+        return Effect.flatMap(Effect.exit(store.update(row)), (exit) => {
+          forget(entry)
+          return Exit.isSuccess(exit) ? Effect.void : Effect.logError("could not record a task's outcome", exit.cause)
+        })
       })
 
     const enqueue = (entry: Entry) => {

@@ -116,11 +116,8 @@ export interface TaskStoreShape extends Omit<Backend, "commit"> {
   readonly update: (row: TaskRecord) => Effect.Effect<void, TaskStoreError>
   /** Records snapshots of stored tasks in the next group commit and waits for that commit. */
   readonly updateAll: (rows: ReadonlyArray<TaskRecord>) => Effect.Effect<void, TaskStoreError>
-  /**
-   * Records a snapshot in the next group commit without waiting; `committed` runs once the commit is done, with
-   * whether it succeeded (a failed commit is logged by the writer).
-   */
-  readonly updateLater: (row: TaskRecord, committed?: (ok: boolean) => void) => Effect.Effect<void>
+  /** Records a snapshot in the next group commit without waiting (a failed commit is logged by the writer). */
+  readonly updateLater: (row: TaskRecord) => Effect.Effect<void>
   /**
    * Waits until everything handed over before it has been written (fails if the last batch did; an earlier batch
    * that failed was logged, and its waiters told).
@@ -143,13 +140,12 @@ export const defaults = { maxBatch: 2048 } as const
 interface Pending {
   readonly inserts: Array<Insert>
   readonly updates: Map<string, TaskRecord>
-  readonly callbacks: Array<(ok: boolean) => void>
   size: number
   /** Made by the first caller that waits; batches only handed over are committed without one. */
   done: Deferred.Deferred<ReadonlyMap<string, TaskRecord>, TaskStoreError> | undefined
 }
 
-const pending = (): Pending => ({ inserts: [], updates: new Map(), callbacks: [], size: 0, done: undefined })
+const pending = (): Pending => ({ inserts: [], updates: new Map(), size: 0, done: undefined })
 
 const noDuplicates: ReadonlyMap<string, TaskRecord> = new Map()
 
@@ -204,8 +200,6 @@ export const make = (backend: Backend, options: Options = {}) =>
         committing = undefined
         if (Exit.isFailure(exit)) yield* Effect.logError("task bookkeeping write failed", exit.cause)
         if (batch.done !== undefined) Deferred.unsafeDone(batch.done, exit)
-        const ok = Exit.isSuccess(exit)
-        for (const callback of batch.callbacks) callback(ok)
       })
 
     // Waiting is interruptible, committing is not: a batch is written whole or, on a failed write, not at all.
@@ -256,11 +250,9 @@ export const make = (backend: Backend, options: Options = {}) =>
           }
           return Effect.forEach(batches, awaitBatch, { discard: true })
         }),
-      updateLater: (row, committed) =>
+      updateLater: (row) =>
         Effect.sync(() => {
-          const batch = batchFor()
-          batch.updates.set(row.id, row)
-          if (committed !== undefined) batch.callbacks.push(committed)
+          batchFor().updates.set(row.id, row)
         }),
       flush,
       shared: backend.shared,
