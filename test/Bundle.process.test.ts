@@ -23,23 +23,7 @@ const startBundle = (stateDir: string) =>
         env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", AGENT_HOST_STATE_DIR: stateDir },
         stdio: ["ignore", "pipe", "pipe"]
       })
-      let out = ""
-      child.stdout.on("data", (d: Buffer) => (out += d.toString()))
-      child.stderr.on("data", (d: Buffer) => (out += d.toString()))
-      const exitPromise = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
-      const exited = Effect.promise(() => exitPromise)
-      const server: ServerProcess.RunningServer = {
-        url: `http://127.0.0.1:${port}`,
-        port,
-        process: child,
-        output: () => out,
-        exited,
-        kill: (signal = "SIGKILL") =>
-          Effect.suspend(() => {
-            if (child.exitCode === null && child.signalCode === null) child.kill(signal)
-            return exited
-          })
-      }
+      const server = ServerProcess.running(child, port)
       return yield* ServerProcess.awaitReady(server, 110_000)
     }),
     (server) => server.kill("SIGKILL")

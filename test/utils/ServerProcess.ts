@@ -54,25 +54,29 @@ export const spawnServer = (env: Record<string, string>, port?: number, entry = 
       },
       stdio: ["ignore", "pipe", "pipe"]
     })
-    let out = ""
-    child.stdout!.on("data", (d: Buffer) => (out += d.toString()))
-    child.stderr!.on("data", (d: Buffer) => (out += d.toString()))
-    const exitPromise = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
-    const exited = Effect.promise(() => exitPromise)
-    const server: RunningServer = {
-      url: `http://127.0.0.1:${p}`,
-      port: p,
-      process: child,
-      output: () => out,
-      exited,
-      kill: (signal = "SIGKILL") =>
-        Effect.suspend(() => {
-          if (child.exitCode === null && child.signalCode === null) child.kill(signal)
-          return exited
-        })
-    }
-    return server
+    return running(child, p)
   })
+
+/** A spawned server child (stdout and stderr piped) as a `RunningServer` on `port`: output collected, kill, exit. */
+export const running = (child: ChildProcess, port: number): RunningServer => {
+  let out = ""
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()))
+  child.stderr!.on("data", (d: Buffer) => (out += d.toString()))
+  const exitPromise = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+  const exited = Effect.promise(() => exitPromise)
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    process: child,
+    output: () => out,
+    exited,
+    kill: (signal = "SIGKILL") =>
+      Effect.suspend(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+        return exited
+      })
+  }
+}
 
 /** Waits until `GET /readiness` answers, or fails with the process output if it exits first. */
 export const awaitReady = (server: RunningServer, timeoutMs = 90_000) =>
