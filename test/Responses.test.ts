@@ -92,8 +92,8 @@ describe("Responses", () => {
         assert.isAbove(deltas.length, 3)
         const done = events.find((e) => e.type === "response.output_text.done")!
         assert.strictEqual(deltas.join(""), done["text"])
-        assert.strictEqual(final.output_text, deltas.join(""))
-        assert.include(final.output_text, "stream this please")
+        assert.strictEqual(outputTextOf(final), deltas.join(""))
+        assert.include(outputTextOf(final), "stream this please")
         assert.strictEqual(final.status, "completed")
       }))
 
@@ -250,7 +250,7 @@ describe("Responses", () => {
         const final = yield* Effect.promise(() => stream.finalResponse())
         assertResponseResource(final)
         assert.strictEqual(final.output[0]!.type, "reasoning")
-        assert.strictEqual(final.output_text, "Thought done.")
+        assert.strictEqual(outputTextOf(final), "Thought done.")
         const blocking = yield* Effect.promise(() => client.responses.create({ input: "think again" }))
         assertResponseResource(blocking)
         assert.deepStrictEqual(blocking.output.map((i) => i.type), ["reasoning", "message"])
