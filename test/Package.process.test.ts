@@ -7,7 +7,7 @@
  * The tarball is packed without running scripts: `npm ci` (the `prepare` script) already built dist/esm.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Data, Effect } from "effect"
 import { execFile, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
@@ -36,12 +36,16 @@ const readmeExample = (): string => {
   return match![1]!
 }
 
+class CommandFailed extends Data.TaggedError("CommandFailed")<{ readonly message: string }> {}
+
 const run = (file: string, args: ReadonlyArray<string>, cwd: string, timeout: number) =>
   Effect.tryPromise({
     try: () => exec(file, args, { cwd, timeout, maxBuffer: 32 * 1024 * 1024, env: { ...process.env } }),
     catch: (error) => {
       const e = error as { stdout?: string; stderr?: string; message?: string }
-      return new Error(`${file} ${args.join(" ")} failed: ${e.message}\n${e.stdout ?? ""}\n${e.stderr ?? ""}`)
+      return new CommandFailed({
+        message: `${file} ${args.join(" ")} failed: ${e.message}\n${e.stdout ?? ""}\n${e.stderr ?? ""}`
+      })
     }
   })
 
