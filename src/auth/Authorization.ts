@@ -19,6 +19,7 @@ import type { AuthorizerShape } from "./Authorizer.js"
 import { Authorizer } from "./Authorizer.js"
 import type { LinkChallenge } from "./IdentityLinker.js"
 import * as IdentityLinker from "./IdentityLinker.js"
+import * as OidcLinker from "./OidcLinker.js"
 
 export type { AllowlistDecision, AuthorizationContext } from "./Allowlist.js"
 
@@ -504,11 +505,21 @@ export const make = (config: AuthorizationConfig) =>
     return { authorize, validate, decide } satisfies AuthorizationShape
   })
 
-/** The real authorizer for `config`. */
+/**
+ * The real authorizer for `config`. The linker it decides with is passed through, so the host can mount the
+ * linker's routes and offer channels its link commands.
+ */
 export const layer = (
   config: AuthorizationConfig
-): Layer.Layer<Authorizer, never, Channels | StateStore | IdentityLinker.IdentityLinker> =>
-  Layer.effect(Authorizer, make(config))
+): Layer.Layer<
+  Authorizer | IdentityLinker.IdentityLinker,
+  never,
+  Channels | StateStore | IdentityLinker.IdentityLinker
+> =>
+  Layer.merge(
+    Layer.effect(Authorizer, make(config)),
+    Layer.effect(IdentityLinker.IdentityLinker, IdentityLinker.IdentityLinker)
+  )
 
 // ---------------------------------------------------------------------------------------------------------------
 // Environment
@@ -556,7 +567,12 @@ export const config: Config.Config<AuthorizationConfig> = Config.option(Config.s
   })
 )
 
-/** The authorizer configured from the environment (`AGENT_HOST_ALLOW`), with no identity linker. */
-export const layerConfig: Layer.Layer<Authorizer, ConfigError.ConfigError, Channels | StateStore> = Layer.unwrapEffect(
-  Effect.map(config, layer)
-).pipe(Layer.provide(IdentityLinker.layerNone))
+/**
+ * The authorizer configured from the environment (`AGENT_HOST_ALLOW`, `AGENT_HOST_REQUIRE_LINK`), with the
+ * identity linker it configures (OIDC when `AGENT_HOST_OIDC_ISSUER` is set, none otherwise).
+ */
+export const layerConfig: Layer.Layer<
+  Authorizer | IdentityLinker.IdentityLinker,
+  ConfigError.ConfigError,
+  Channels | StateStore
+> = Layer.unwrapEffect(Effect.map(config, layer)).pipe(Layer.provide(OidcLinker.layerConfig))

@@ -1,9 +1,10 @@
 /**
  * Identity linking: from a channel identity to the person behind it (their shared isolation key and verified
- * claims), or a challenge the person must complete first (a sign-in URL, a one-time code). Implementations
- * (OAuth, one-time codes) come later; `layerNone` says no linker is configured.
+ * claims), or a challenge the person must complete first (a sign-in URL, a one-time code). `OidcLinker`
+ * (`layerOidc`) is the OpenID Connect implementation; `layerNone` says no linker is configured.
  */
 import { Context, Effect, Layer } from "effect"
+import type { ChannelLinking, Route } from "../core/Channel.js"
 import type { ChannelIdentity } from "../domain/Identity.js"
 import type { ClaimSource, VerifiedClaims } from "./Allowlist.js"
 
@@ -33,6 +34,10 @@ export interface IdentityLinkerShape {
   /** False for `none`: validation then rejects setups that need a linker. */
   readonly available: boolean
   readonly resolve: (identity: ChannelIdentity) => Effect.Effect<LinkResolution>
+  /** What channels may do with links (`/link`, `/unlink`, `/whoami`); absent for resolve-only linkers. */
+  readonly linking?: ChannelLinking
+  /** HTTP routes that complete a link (the sign-in callback), mounted by the host under `path`. */
+  readonly routes?: { readonly path: string; readonly routes: ReadonlyArray<Route> }
 }
 
 export class IdentityLinker extends Context.Tag("effect-agent-host/IdentityLinker")<

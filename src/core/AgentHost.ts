@@ -17,6 +17,7 @@ import { Context, Duration, Effect, Exit, Layer, Option, Schedule, Scope } from 
 import * as Http from "node:http"
 import * as Authorization from "../auth/Authorization.js"
 import { Authorizer } from "../auth/Authorizer.js"
+import { IdentityLinker } from "../auth/IdentityLinker.js"
 import * as Delivery from "../delivery/Delivery.js"
 import { ChannelStartupError } from "../domain/Errors.js"
 import { HostConfigurationError } from "../domain/Errors.js"
@@ -232,6 +233,21 @@ export const make = <E, R>(options: Options<E, R>) =>
             channel: channel.name
           })
         }
+      }
+    }
+
+    // The identity linker's routes (the sign-in callback), when the core's linker has any.
+    const linker = yield* Effect.serviceOption(IdentityLinker)
+    const linkRoutes = Option.isSome(linker) ? linker.value.routes : undefined
+    for (const route of linkRoutes?.routes ?? []) {
+      const fullPath = joinPath(linkRoutes!.path, route.path)
+      const clash = router.add({ channel: "link", fullPath, route })
+      if (clash !== undefined) {
+        return yield* new HostConfigurationError({
+          message: `${route.method} ${fullPath} of the identity linker is already served by "${clash.channel}"; ` +
+            `move the link routes with AGENT_HOST_LINK_PATH`,
+          channel: clash.channel
+        })
       }
     }
 

@@ -145,6 +145,44 @@ export interface TurnStream {
   readonly result: Effect.Effect<TurnOutcome, TurnError>
 }
 
+/** A sign-in link for one channel identity (single use, short-lived). */
+export interface LinkOffer {
+  readonly challengeId: string
+  readonly url: string
+  /** Epoch milliseconds. */
+  readonly expiresAt: number
+  /** Short text for the person, without the URL. */
+  readonly message: string
+}
+
+/** A stored link, as a channel may show it (`/whoami`). */
+export interface LinkView {
+  /** The identity that is linked (for a group chat: the person who asked, not the group). */
+  readonly identity: ChannelIdentity
+  readonly subject: string
+  /** The key the person's linked identities share (the identity's own key unless sessions are linked). */
+  readonly isolationKey: string
+  /** The verified claims the provider signed (email, groups, ...). */
+  readonly claims: Readonly<Record<string, string | ReadonlyArray<string>>>
+  /** Epoch milliseconds. */
+  readonly linkedAt: number
+  /** Every identity linked to the same key, this one included. */
+  readonly linkedIdentities: ReadonlyArray<ChannelIdentity>
+}
+
+/**
+ * Account linking as a channel uses it (`/link`, `/unlink`, `/whoami`, a sign-in button). Present when the host
+ * has an identity linker that supports it. A channel whose identity is a shared conversation (a group chat)
+ * puts the speaker's own native id in `identity.attributes.user_id`: links belong to people, not groups.
+ */
+export interface ChannelLinking {
+  /** A fresh sign-in link for the person behind `identity`. */
+  readonly offer: (identity: ChannelIdentity) => Effect.Effect<LinkOffer>
+  readonly linkOf: (identity: ChannelIdentity) => Effect.Effect<Option.Option<LinkView>>
+  /** Removes the person's link; false when there was none. */
+  readonly unlink: (identity: ChannelIdentity) => Effect.Effect<boolean>
+}
+
 /** The host as a channel sees it. */
 export interface ChannelContext {
   readonly channel: string
@@ -172,6 +210,8 @@ export interface ChannelContext {
    * A channel ends here what is not a turn and would otherwise stay open (subscriptions, live push streams).
    */
   readonly draining: Effect.Effect<void>
+  /** Account linking, when the host has a linker that offers it (see `ChannelLinking`). */
+  readonly linking?: ChannelLinking
 }
 
 export interface HostSettings {

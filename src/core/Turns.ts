@@ -28,6 +28,7 @@ import {
 import type { MetricHook } from "effect"
 import { deniedCounterFor } from "../auth/Authorization.js"
 import { Authorizer } from "../auth/Authorizer.js"
+import { IdentityLinker } from "../auth/IdentityLinker.js"
 import { annotate, Delivery, refusedTargets, TargetGrant } from "../delivery/Delivery.js"
 import type { ChannelRequest, HostedRunResult } from "../domain/ChannelRequest.js"
 import type { TurnError } from "../domain/Errors.js"
@@ -149,6 +150,12 @@ export const make = Effect.gen(function*() {
   const channels = yield* Channels
   const authorizer = yield* Authorizer
   const settings = yield* HostConfig
+  // The linker the authorizer decides with, when the core's authorization provides one: channels get its
+  // link commands (`ChannelContext.linking`).
+  const linking = Option.flatMap(
+    yield* Effect.serviceOption(IdentityLinker),
+    (linker) => Option.fromNullable(linker.linking)
+  )
   const hostScope = yield* Effect.scope
   // Shutdown state: `draining` once the host stops accepting, `stopped` once the grace is over; `running` holds
   // the fibers of turns whose work is under way, so the grace can end early and the rest can be interrupted.
@@ -594,7 +601,8 @@ export const make = Effect.gen(function*() {
       settings,
       state: store,
       sessionIdFor,
-      draining: Deferred.await(draining)
+      draining: Deferred.await(draining),
+      ...(Option.isSome(linking) ? { linking: linking.value } : {})
     }
   }
 

@@ -1,0 +1,241 @@
+import { assert, describe, it } from "@effect/vitest"
+import type { Layer } from "effect"
+import { Effect, Option, Redacted, TestClock } from "effect"
+import * as SqliteStateStore from "../src/state/sqlite/SqliteStateStore.js"
+import * as StateStoreModule from "../src/state/StateStore.js"
+import * as FakeIdp from "./fake/FakeIdp.js"
+import * as LinkHarness from "./fake/LinkHarness.js"
+import * as TempDir from "./utils/TempDir.js"
+import * as TestChatChannel from "./utils/TestChatChannel.js"
+
+const chat = TestChatChannel.make()
+
+/** A host that requires sign-in on the test chat, linking against `idp`. */
+const startHost = (
+  idp: FakeIdp.FakeIdp,
+  options: {
+    readonly store?: Layer.Layer<StateStoreModule.StateStore, unknown>
+    readonly port?: number
+    readonly oidc?: Parameters<typeof LinkHarness.start>[0]["oidc"]
+  } = {}
+) =>
+  Effect.gen(function*() {
+    const port = options.port ?? (yield* LinkHarness.freePort)
+    return yield* LinkHarness.start({
+      idp,
+      channels: [chat],
+      authorization: { requireLink: true },
+      store: options.store ?? StateStoreModule.layerMemory,
+      port,
+      ...(options.oidc === undefined ? {} : { oidc: options.oidc })
+    })
+  })
+
+const say = (h: LinkHarness.LinkHost, user: string, text: string) => h.post("/testchat", { user, text })
+
+/** Asks as `user`, gets the challenge, and returns its link. */
+const challengeFor = (h: LinkHarness.LinkHost, user: string) =>
+  Effect.gen(function*() {
+    const answer = yield* say(h, user, "hello?")
+    assert.strictEqual(answer.status, 200)
+    assert.isString(answer.body.link, JSON.stringify(answer.body))
+    return answer.body.link as string
+  })
+
+const errorType = (response: { readonly body: string }) => JSON.parse(response.body).error.type as string
+
+describe("OIDC identity linking", () => {
+  it.scoped("links an identity end to end: challenge, provider, callback; then the agent answers", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp, { oidc: { clientSecret: undefined } })
+      const link = yield* challengeFor(h, "ada1")
+      assert.strictEqual(h.turns.length, 0)
+      assert.match(link, /\/link\/start\?state=v1\./)
+
+      const done = yield* FakeIdp.signIn(link)
+      assert.strictEqual(done.stage, "callback")
+      assert.strictEqual(done.status, 200, done.body)
+      assert.strictEqual(JSON.parse(done.body).status, "linked")
+      // PKCE and nonce went to the provider; a public client sends no secret.
+      const authorize = idp.authorizeRequests[0]!
+      assert.strictEqual(authorize.get("code_challenge_method"), "S256")
+      assert.isString(authorize.get("nonce"))
+      assert.strictEqual(authorize.get("redirect_uri"), `${h.host.url}/link/callback`)
+      assert.isNull(idp.tokenRequests[0]!.get("client_secret"))
+
+      const stored = yield* h.store.getLink("testchat", "ada1")
+      assert.isTrue(Option.isSome(stored))
+      assert.strictEqual(Option.getOrThrow(stored).subject, "user-1")
+      assert.deepStrictEqual(Option.getOrThrow(stored).claims.groups, ["agents-users"])
+      assert.strictEqual(Option.getOrThrow(stored).claims.email, "ada@example.com")
+
+      const after = yield* say(h, "ada1", "now?")
+      assert.strictEqual(after.body.reply, "echo: now?")
+      assert.strictEqual(h.turns.length, 1)
+      // Another identity is still asked to sign in.
+      const other = yield* say(h, "bob22", "me too")
+      assert.isString(other.body.link)
+    }))
+
+  it.scoped("a client secret is sent with basic auth when configured", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp, { oidc: { clientSecret: Redacted.make(idp.clientSecret) } })
+      const done = yield* FakeIdp.signIn(yield* challengeFor(h, "ada1"))
+      assert.strictEqual(done.status, 200, done.body)
+      assert.isNull(idp.tokenRequests[0]!.get("client_secret"))
+      // A wrong secret: the provider refuses the code exchange, the page says so.
+      const wrong = yield* startHost(idp, { oidc: { clientSecret: Redacted.make("wrong") } })
+      const refused = yield* FakeIdp.signIn(yield* challengeFor(wrong, "ada1"))
+      assert.strictEqual(refused.status, 400)
+      assert.strictEqual(errorType(refused), "token_exchange_failed")
+    }))
+
+  it.scoped("a replayed callback, a forged or malformed state and a missing state are refused with 400", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp)
+      const link = yield* challengeFor(h, "ada1")
+      const done = yield* FakeIdp.signIn(link)
+      assert.strictEqual(done.status, 200, done.body)
+      if (done.stage !== "callback") return assert.fail("no callback")
+
+      const replay = yield* FakeIdp.get(done.callbackUrl, done.cookie)
+      assert.strictEqual(replay.status, 400)
+      assert.strictEqual(errorType(replay), "state_replayed")
+
+      const state = new URL(link).searchParams.get("state")!
+      const [v, payload, mac] = state.split(".")
+      const decoded = JSON.parse(Buffer.from(payload!, "base64url").toString("utf8"))
+      const other = Buffer.from(JSON.stringify({ ...decoded, n: "mallory" })).toString("base64url")
+      const forged = yield* FakeIdp.get(`${h.host.url}/link/start?state=${v}.${other}.${mac}`)
+      assert.strictEqual(forged.status, 400)
+      assert.strictEqual(errorType(forged), "state_forged")
+
+      const garbage = yield* FakeIdp.get(`${h.host.url}/link/callback?state=nonsense&code=x`)
+      assert.strictEqual(garbage.status, 400)
+      assert.strictEqual(errorType(garbage), "state_malformed")
+      const none = yield* FakeIdp.get(`${h.host.url}/link/callback?code=x`)
+      assert.strictEqual(none.status, 400)
+      assert.strictEqual(errorType(none), "state_missing")
+      // The HTML page for a browser says the same.
+      const page = yield* Effect.promise(() =>
+        fetch(`${h.host.url}/link/start?state=nonsense`).then(async (r) => ({
+          status: r.status,
+          type: r.headers.get("content-type"),
+          body: await r.text()
+        }))
+      )
+      assert.strictEqual(page.status, 400)
+      assert.include(page.type, "text/html")
+      assert.include(page.body, "data-status=\"state_malformed\"")
+      // Nothing was linked for mallory.
+      assert.isTrue(Option.isNone(yield* h.store.getLink("testchat", "mallory")))
+    }))
+
+  it.scoped("an expired link is refused (TestClock), a fresh one works", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp)
+      const link = yield* challengeFor(h, "ada1")
+      yield* TestClock.adjust("11 minutes")
+      const expired = yield* FakeIdp.get(link)
+      assert.strictEqual(expired.status, 400)
+      assert.strictEqual(errorType(expired), "state_expired")
+      const fresh = yield* challengeFor(h, "ada1")
+      const done = yield* FakeIdp.signIn(fresh)
+      assert.strictEqual(done.status, 200, done.body)
+    }))
+
+  it.scoped("a callback in another browser (no cookie) is refused without using the state up", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp)
+      const link = yield* challengeFor(h, "ada1")
+      const start = yield* Effect.promise(() => fetch(link, { redirect: "manual" }))
+      const cookie = (start.headers.get("set-cookie") ?? "").split(";")[0]!
+      assert.include(start.headers.get("set-cookie") ?? "", "HttpOnly")
+      const authorize = yield* Effect.promise(() => fetch(start.headers.get("location")!, { redirect: "manual" }))
+      const callback = authorize.headers.get("location")!
+      const elsewhere = yield* FakeIdp.get(callback)
+      assert.strictEqual(elsewhere.status, 400)
+      assert.strictEqual(errorType(elsewhere), "state_mismatched")
+      const here = yield* FakeIdp.get(callback, cookie)
+      assert.strictEqual(here.status, 200, here.body)
+    }))
+
+  it.scoped("an ID token with the wrong audience, nonce, issuer or signature links nothing", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp)
+      const cases: ReadonlyArray<FakeIdp.Tamper> = [
+        { audience: "someone-else" },
+        { nonce: "not-the-nonce" },
+        { issuer: "http://evil.test" },
+        { foreignKey: true },
+        { expiresIn: -600 }
+      ]
+      for (const tamper of cases) {
+        idp.tamper = tamper
+        const done = yield* FakeIdp.signIn(yield* challengeFor(h, "ada1"))
+        assert.strictEqual(done.status, 400, `${JSON.stringify(tamper)}: ${done.body}`)
+        assert.strictEqual(errorType(done), "id_token_invalid", JSON.stringify(tamper))
+      }
+      assert.isTrue(Option.isNone(yield* h.store.getLink("testchat", "ada1")))
+      idp.tamper = undefined
+      idp.deny = true
+      const denied = yield* FakeIdp.signIn(yield* challengeFor(h, "ada1"))
+      assert.strictEqual(denied.status, 400)
+      assert.strictEqual(errorType(denied), "provider_refused")
+      idp.deny = false
+      const ok = yield* FakeIdp.signIn(yield* challengeFor(h, "ada1"))
+      assert.strictEqual(ok.status, 200, ok.body)
+    }))
+
+  it.scoped("a required verified email refuses an unverified one with 403", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp, { oidc: { requireVerifiedEmail: true } })
+      idp.user = { sub: "user-2", email: "eve@example.com", email_verified: false }
+      const done = yield* FakeIdp.signIn(yield* challengeFor(h, "eve01"))
+      assert.strictEqual(done.status, 403)
+      assert.strictEqual(errorType(done), "email_not_verified")
+      assert.isTrue(Option.isNone(yield* h.store.getLink("testchat", "eve01")))
+    }))
+
+  it.scoped("unlink removes the link: the next message is challenged again", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp)
+      yield* FakeIdp.signIn(yield* challengeFor(h, "ada1"))
+      const linking = h.linker.linking!
+      const identity = { channel: "testchat", nativeId: "ada1" } as never
+      const view = yield* linking.linkOf(identity)
+      assert.strictEqual(Option.getOrThrow(view).subject, "user-1")
+      assert.isTrue(yield* linking.unlink(identity))
+      assert.isFalse(yield* linking.unlink(identity))
+      const again = yield* say(h, "ada1", "still me")
+      assert.isString(again.body.link)
+    }))
+
+  it.scoped("a link survives a restart (SQLite state dir reopened), and so does the state key", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const dir = yield* TempDir.make()
+      const port = yield* LinkHarness.freePort
+      const store = () => SqliteStateStore.layer({ directory: dir })
+      const pending = yield* Effect.scoped(Effect.gen(function*() {
+        const first = yield* startHost(idp, { store: store(), port })
+        const done = yield* FakeIdp.signIn(yield* challengeFor(first, "ada1"))
+        assert.strictEqual(done.status, 200, done.body)
+        return yield* challengeFor(first, "bob22")
+      }))
+      const second = yield* startHost(idp, { store: store(), port })
+      const answer = yield* say(second, "ada1", "remember me?")
+      assert.strictEqual(answer.body.reply, "echo: remember me?")
+      // A link issued before the restart still completes after it.
+      const done = yield* FakeIdp.signIn(pending)
+      assert.strictEqual(done.status, 200, done.body)
+    }))
+})
