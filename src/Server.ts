@@ -14,9 +14,12 @@ import * as AgentHost from "./core/AgentHost.js"
 import type { Channel } from "./core/Channel.js"
 import * as DefaultAgent from "./core/DefaultAgent.js"
 import * as HostConfig from "./core/HostConfig.js"
+import type { Sessions } from "./core/Sessions.js"
 import type { Target } from "./core/Target.js"
+import type { Turns } from "./core/Turns.js"
 import * as AdminRoutes from "./delivery/AdminRoutes.js"
 import * as DurablePush from "./delivery/DurablePush.js"
+import * as MetricsRoute from "./delivery/MetricsRoute.js"
 import * as TaskRunner from "./delivery/TaskRunner.js"
 import * as LogLine from "./internal/LogLine.js"
 import * as Persistence from "./state/Persistence.js"
@@ -47,12 +50,24 @@ const logLevel = Config.string("LOG_LEVEL").pipe(
   })
 )
 
+// LOG_FORMAT: text (logfmt, the default) or json; an empty value counts as unset.
+const logFormat = Config.string("LOG_FORMAT").pipe(
+  Config.withDefault(""),
+  Config.mapOrFail((raw) => {
+    const name = raw.trim().toLowerCase()
+    if (name === "" || name === "text" || name === "logfmt") return Either.right("text" as const)
+    if (name === "json") return Either.right("json" as const)
+    return Either.left(ConfigError.InvalidData([], "LOG_FORMAT must be text or json"))
+  })
+)
+
 /**
- * Logging: one logfmt line per entry (timestamp, level, fiber, message, annotations) at LOG_LEVEL (default
- * info), every value escaped so no logged value can break or forge a line (see `internal/LogLine`).
+ * Logging: one logfmt line per entry (timestamp, level, fiber, message, annotations), or with LOG_FORMAT=json
+ * one JSON object per line (plus trace and span ids when tracing), at LOG_LEVEL (default info); every value
+ * escaped so no logged value can break or forge a line (see `internal/LogLine`).
  */
 export const layerLogging = Layer.merge(
-  LogLine.layer,
+  Layer.unwrapEffect(Effect.map(logFormat, (format) => format === "json" ? LogLine.layerJson : LogLine.layer)),
   Layer.unwrapEffect(Effect.map(logLevel, (level) => Logger.minimumLogLevel(level)))
 )
 
@@ -111,8 +126,8 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
       const settings = yield* Persistence.config
       // Finished tasks are pruned after AGENT_HOST_TASK_RETENTION, like stored Responses.
       // Outgoing HTTP (the Bot API) goes through the global fetch, as the OpenAI agent's does.
-      const host = AgentHost.layer<never, HttpClient.HttpClient | TaskRunner.TaskRunner>({
-        channels: [...channels, AdminRoutes.make()]
+      const host = AgentHost.layer<never, HttpClient.HttpClient | TaskRunner.TaskRunner | Sessions | Turns>({
+        channels: [...channels, AdminRoutes.make(), MetricsRoute.make()]
       }).pipe(
         Layer.provide(FetchHttpClient.layer),
         Layer.merge(TaskRunner.layerRetention)

@@ -105,11 +105,18 @@ const twoPartAgent = (first: string, second: string, release: Deferred.Deferred<
   })
 
 describe("AgentHost", () => {
-  it.scoped("serves GET /readiness, 404 and 405 as JSON", () =>
+  it.scoped("serves GET /readiness (every channel and its state), GET /liveness, 404 and 405 as JSON", () =>
     withHost({ channels: [Invocations.make()] }, (host) =>
       Effect.gen(function*() {
         const ready = yield* Effect.promise(() => fetch(`${host.url}/readiness`))
         assert.strictEqual(ready.status, 200)
+        assert.deepStrictEqual(yield* Effect.promise(() => ready.json()), {
+          status: "ok",
+          channels: { invocations: { ready: true } }
+        })
+        const live = yield* Effect.promise(() => fetch(`${host.url}/liveness`))
+        assert.strictEqual(live.status, 200)
+        assert.deepStrictEqual(yield* Effect.promise(() => live.json()), { status: "alive" })
         const missing = yield* Effect.promise(() => fetch(`${host.url}/nope`))
         assert.strictEqual(missing.status, 404)
         assert.strictEqual((yield* Effect.promise(() => missing.json())).error.type, "not_found")
@@ -202,7 +209,9 @@ describe("AgentHost", () => {
         )
       const before = yield* readiness()
       assert.strictEqual(before.status, 503)
-      assert.deepStrictEqual(Object.keys(before.body.channels).sort(), ["first", "second"])
+      assert.deepStrictEqual(before.body.error.channels.sort(), ["first", "second"])
+      assert.deepStrictEqual(before.body.channels.fine, { ready: true })
+      assert.isFalse(before.body.channels.first.ready)
       assert.isTrue(before.body.channels.first.retrying)
       assert.isFalse(before.body.channels.second.retrying)
       assert.isTrue(lines.some((l) => l.includes("channel startup failed") && l.endsWith("|first")))
@@ -213,7 +222,8 @@ describe("AgentHost", () => {
       assert.strictEqual(firstAttempts, 3)
       const after = yield* readiness()
       assert.strictEqual(after.status, 503)
-      assert.deepStrictEqual(Object.keys(after.body.channels), ["second"])
+      assert.deepStrictEqual(after.body.error.channels, ["second"])
+      assert.deepStrictEqual(after.body.channels.first, { ready: true })
       yield* Scope.close(scope, Exit.void)
       assert.strictEqual(stopped, 1, "the channel that had started was shut down")
     }))

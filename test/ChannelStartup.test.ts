@@ -55,7 +55,13 @@ describe("channel startup failures", () => {
       assert.strictEqual(unready.status, 503)
       const body = JSON.parse(unready.body)
       assert.strictEqual(body.status, "unready")
-      assert.deepStrictEqual(Object.keys(body.channels), ["telegram"])
+      // Every channel is listed with its state; only telegram is not ready.
+      assert.deepStrictEqual(
+        Object.entries(body.channels).filter(([, c]) => !(c as { ready: boolean }).ready).map(([name]) => name),
+        ["telegram"]
+      )
+      assert.isAtLeast(Object.keys(body.channels).length, 2)
+      assert.isFalse(body.channels.telegram.ready)
       assert.isTrue(body.channels.telegram.retrying)
       assert.include(body.channels.telegram.reason, "getMe failed")
       assert.deepStrictEqual(body.error.channels, ["telegram"])
@@ -78,7 +84,11 @@ describe("channel startup failures", () => {
         ready = yield* get(`${host.url}/readiness`)
       }
       assert.strictEqual(ready.status, 200)
-      assert.deepStrictEqual(JSON.parse(ready.body), { status: "ok" })
+      const readyBody = JSON.parse(ready.body)
+      assert.strictEqual(readyBody.status, "ok")
+      assert.deepStrictEqual(readyBody.channels.telegram, { ready: true })
+      assert.isTrue(Object.values(readyBody.channels).every((c) => (c as { ready: boolean }).ready))
+      assert.strictEqual((yield* get(`${host.url}/liveness`)).status, 200)
       assert.isTrue(lines.some((l) => l.includes("attempt 2") && l.includes("retrying with backoff")))
 
       // The channel now works: polling delivers a message and the bot answers.

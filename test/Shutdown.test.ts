@@ -112,6 +112,8 @@ describe("graceful shutdown", () => {
       const readiness = yield* Effect.promise(() => fetch(`${host.url}/readiness`))
       assert.deepStrictEqual(yield* Effect.promise(() => readiness.json()), { status: "draining" })
       assert.strictEqual(readiness.headers.get("retry-after"), "5")
+      // The process is still alive while it drains: liveness says so (a restart now would cut the grace short).
+      assert.strictEqual((yield* Effect.promise(() => fetch(`${host.url}/liveness`))).status, 200)
       const refused = yield* Effect.promise(() => post(`${host.url}/v1/responses`, { input: "more" }))
       assert.strictEqual(refused.status, 503)
       assert.strictEqual(refused.headers.get("retry-after"), "5")

@@ -1,6 +1,6 @@
 /**
- * The host: builds every channel, mounts their routes with `GET /readiness` on one HTTP server, runs channel
- * startups in order, and shuts down in order: stop accepting (readiness and new requests answer 503), give
+ * The host: builds every channel, mounts their routes with `GET /readiness` (every channel and its state) and
+ * `GET /liveness` on one HTTP server, runs channel startups in order, and shuts down in order: stop accepting (readiness and new requests answer 503), give
  * in-flight turns the grace period (`AGENT_HOST_SHUTDOWN_GRACE`), stop the rest (each channel ends its streams
  * with a terminal event), wait for the open responses to finish, then close every channel's scope even when
  * some fail.
@@ -11,9 +11,10 @@
  * `retryable: false` (a misconfiguration that cannot succeed) is logged as an error and not retried: the channel
  * stays unready until the configuration is fixed and the host restarted.
  */
-import type { ConfigError } from "effect"
+import { HttpServerResponse } from "@effect/platform"
+import type { ConfigError, MetricHook } from "effect"
 import { Cause } from "effect"
-import { Context, Duration, Effect, Exit, Layer, Option, Schedule, Scope } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Metric, MetricKey, MetricLabel, Option, Schedule, Scope } from "effect"
 import * as Http from "node:http"
 import * as Authorization from "../auth/Authorization.js"
 import { Authorizer } from "../auth/Authorizer.js"
@@ -67,7 +68,7 @@ export interface Options<E, R> {
   readonly listen?: boolean
 }
 
-const readiness = json({ status: "ok" })
+const liveness = json({ status: "alive" })
 const drainingReadiness = json({ status: "draining" }, 503, shuttingDownHeaders)
 const refused = json(
   { error: { message: "the server is shutting down; retry shortly", type: "shutting_down" } },
@@ -92,6 +93,37 @@ export const startupRetry: Schedule.Schedule<unknown, ChannelStartupError> = Sch
     Schedule.union(Schedule.spaced(startupRetryCap)),
     Schedule.whileInput((error: ChannelStartupError) => error.retryable !== false)
   )
+
+const requestsTotalName = "agent_host_http_requests_total"
+const requestsTotalOptions = {
+  description: "HTTP requests answered, by channel (host: answered before any route ran) and status",
+  incremental: true
+} as const
+
+/** HTTP requests answered, by `channel` and `status` (499: the client left before an answer). */
+export const requestsTotal = Metric.counter(requestsTotalName, requestsTotalOptions)
+
+/**
+ * The registry's hook of `requestsTotal` for one channel and status, looked up once: counting a request is then a
+ * plain call. Bounded: channels times the statuses the host answers with.
+ */
+const requestCounter = () => {
+  const hooks = new Map<string, MetricHook.MetricHook.Counter<number>>()
+  return (channel: string, status: number): void => {
+    const key = `${status} ${channel}`
+    let hook = hooks.get(key)
+    if (hook === undefined) {
+      hook = Metric.globalMetricRegistry.get(
+        MetricKey.taggedWithLabels(MetricKey.counter(requestsTotalName, requestsTotalOptions), [
+          MetricLabel.make("channel", channel),
+          MetricLabel.make("status", String(status))
+        ])
+      )
+      hooks.set(key, hook)
+    }
+    hook.update(1)
+  }
+}
 
 /** Why a channel is not ready, for `GET /readiness`. */
 interface Unready {
@@ -204,10 +236,14 @@ export const make = <E, R>(options: Options<E, R>) =>
 
     // Channels whose startup has not succeeded (yet). Written by the startup loop, read by readiness.
     const unready = new Map<string, Unready>()
+    // Every channel with its state: ready, or why not (and whether its startup is being retried).
     const readinessResponse = Effect.sync(() => {
-      if (unready.size === 0) return readiness
-      const channels: Record<string, Unready & { readonly ready: false }> = {}
-      for (const [name, state] of unready) channels[name] = { ready: false, ...state }
+      const channels: Record<string, { readonly ready: boolean } & Partial<Unready>> = {}
+      for (const channel of built) {
+        const state = unready.get(channel.name)
+        channels[channel.name] = state === undefined ? { ready: true } : { ready: false, ...state }
+      }
+      if (unready.size === 0) return json({ status: "ok", channels })
       const names = [...unready.keys()]
       return json({
         status: "unready",
@@ -216,12 +252,18 @@ export const make = <E, R>(options: Options<E, R>) =>
       }, 503)
     })
 
-    // Mount: readiness first, so no channel can shadow it.
+    // Mount: readiness and liveness first, so no channel can shadow them. Liveness says only that the process
+    // answers (a restart would not help a channel that is unready).
     const router = new Router()
     router.add({
       channel: "host",
       fullPath: "/readiness",
       route: { method: "GET", path: "/readiness", handler: () => readinessResponse }
+    })
+    router.add({
+      channel: "host",
+      fullPath: "/liveness",
+      route: { method: "GET", path: "/liveness", handler: () => Effect.succeed(liveness) }
     })
     for (const channel of built) {
       for (const route of channel.contribution.routes) {
@@ -327,7 +369,10 @@ export const make = <E, R>(options: Options<E, R>) =>
     const route = (request: IncomingRequest): NodeHandler.Routed => {
       if (hostServed !== undefined && !hostServed(request.headers.host)) return misdirected(request)
       const url = request.url
-      if (draining) return url === "/readiness" || url.startsWith("/readiness?") ? drainingReadiness : refused
+      if (draining) {
+        if (url === "/liveness" || url.startsWith("/liveness?")) return liveness
+        return url === "/readiness" || url.startsWith("/readiness?") ? drainingReadiness : refused
+      }
       const q = url.indexOf("?")
       const path = q === -1 ? url : url.slice(0, q)
       const found = router.find(request.method, path)
@@ -356,9 +401,31 @@ export const make = <E, R>(options: Options<E, R>) =>
       }
     }
 
+    // Every answer counted by channel and status (`agent_host_http_requests_total`, served by `GET /metrics`).
+    const countRequest = requestCounter()
+    const countedRoute = (request: IncomingRequest): NodeHandler.Routed => {
+      const routed = route(request)
+      if (HttpServerResponse.isServerResponse(routed)) {
+        countRequest("host", routed.status)
+        return routed
+      }
+      const channel = routed.channel
+      return {
+        route: routed.route,
+        channel,
+        handler: Effect.onExit(routed.handler, (exit) =>
+          Effect.sync(() =>
+            countRequest(
+              channel,
+              Exit.isSuccess(exit) ? exit.value.status : Cause.isInterruptedOnly(exit.cause) ? 499 : 500
+            )
+          ))
+      }
+    }
+
     const handler = NodeHandler.make({
       runtime: yield* Effect.runtime<never>(),
-      route,
+      route: countedRoute,
       closing: () => draining,
       tracing: settings.tracing
     })

@@ -21,6 +21,7 @@ import {
   LogLevel,
   Mailbox,
   Metric,
+  MetricBoundaries,
   MetricKey,
   Option,
   Stream
@@ -33,7 +34,7 @@ import { annotate, Delivery, refusedTargets, TargetGrant } from "../delivery/Del
 import type { ChannelRequest, HostedRunResult } from "../domain/ChannelRequest.js"
 import type { TurnError } from "../domain/Errors.js"
 import { AccessDenied, AgentError, InvalidIsolationKey, InvalidRequest, TurnCancelled } from "../domain/Errors.js"
-import { isolationKeyProblem, issueId } from "../domain/Ids.js"
+import { isolationKeyDigest, isolationKeyProblem, issueId } from "../domain/Ids.js"
 import type { AgentResponseUpdate, Message } from "../domain/Message.js"
 import { ResponseAccumulator } from "../domain/Message.js"
 import type { Bytes } from "../domain/Size.js"
@@ -83,12 +84,24 @@ const turnsTotalOptions = { description: "turns accepted to run, by channel", in
 /** Turns started, by channel (at `info` level there is no log line per turn; this counts them). */
 export const turnsTotal = Metric.counter(turnsTotalName, turnsTotalOptions)
 
+const turnDurationName = "agent_host_turn_duration_seconds"
+const turnDurationOptions = {
+  description: "how long turns ran (from the start of their run in the session, queueing excluded), by channel"
+} as const
+// 5 ms to about 5.5 minutes, doubling: a cached reply to a long tool-using agent turn.
+const turnDurationBoundaries = MetricBoundaries.exponential({ start: 0.005, factor: 2, count: 17 })
+
+/** Turn latency, by channel: each turn's run, failed or not (a stream's until its last update). */
+export const turnDuration = Metric.histogram(turnDurationName, turnDurationBoundaries, turnDurationOptions.description)
+
 interface ChannelInfo {
   readonly run: ChannelHooks["run"]
   readonly streamTransform: ChannelHooks["streamTransform"]
   readonly busyPolicy: BusyPolicy
   /** The registry's hook of `turnsTotal` tagged with the channel: updating it is a plain call, no key hashing. */
   readonly turns: MetricHook.MetricHook.Counter<number>
+  /** The registry's hook of `turnDuration` tagged with the channel. */
+  readonly duration: MetricHook.MetricHook.Histogram
 }
 
 interface Prepared {
@@ -247,6 +260,13 @@ export const make = Effect.gen(function*() {
       busyPolicy: contribution?.busyPolicy ?? "queue",
       turns: Metric.globalMetricRegistry.get(
         MetricKey.tagged(MetricKey.counter(turnsTotalName, turnsTotalOptions), "channel", channel)
+      ),
+      duration: Metric.globalMetricRegistry.get(
+        MetricKey.tagged(
+          MetricKey.histogram(turnDurationName, turnDurationBoundaries, turnDurationOptions.description),
+          "channel",
+          channel
+        )
       )
     }
     if (contribution !== undefined) channelInfo.set(channel, info)
@@ -398,12 +418,23 @@ export const make = Effect.gen(function*() {
     })
 
   // A turn's work as it runs (in the actor, or detached): refused once shutdown has stopped turns, tracked while
-  // it runs so shutdown can wait for it and, after the grace, interrupt it.
-  const tracked = <A>(key: string | undefined, work: Effect.Effect<A, TurnError>): Effect.Effect<A, TurnError> =>
+  // it runs so shutdown can wait for it and, after the grace, interrupt it; timed into `turnDuration`.
+  const tracked = <A>(
+    info: ChannelInfo,
+    key: string | undefined,
+    work: Effect.Effect<A, TurnError>
+  ): Effect.Effect<A, TurnError> =>
     Effect.withFiberRuntime<A, TurnError>((fiber) => {
       if (stopped) return Effect.fail(shutdownError(key))
       running.add(fiber)
-      return Effect.ensuring(work, Effect.sync(() => running.delete(fiber)))
+      const started = performance.now()
+      return Effect.ensuring(
+        work,
+        Effect.sync(() => {
+          running.delete(fiber)
+          info.duration.update((performance.now() - started) / 1000)
+        })
+      )
     })
 
   // A turn that ended because shutdown interrupted it reports why: shutdown, not a plain cancellation.
@@ -504,7 +535,7 @@ export const make = Effect.gen(function*() {
             submit(
               infoOf(channel),
               request,
-              tracked(request.session?.isolationKey, runTurn(request, isolation)),
+              tracked(infoOf(channel), request.session?.isolationKey, runTurn(request, isolation)),
               inline
             )
           )
@@ -520,6 +551,7 @@ export const make = Effect.gen(function*() {
         // Set before the mailbox ends, so a consumer that saw the end never cancels a turn that is finishing.
         let finished = false
         const work = tracked(
+          info,
           sessionKey,
           Effect.gen(function*() {
             const turn = yield* beginTurn(prepared.request, prepared.isolation)
@@ -589,13 +621,26 @@ export const make = Effect.gen(function*() {
 
     const sessionIdFor = (isolationKey: string) => sessionIdOf(isolationKey)
 
-    // AGENT_HOST_TRACING: each turn (for a stream: its start) is a span, under the request's span.
-    const span = { captureStackTrace: false, attributes: { "agent_host.channel": channel } } as const
+    // AGENT_HOST_TRACING: each turn (for a stream: its start) is a span, under the request's span. It names the
+    // session by a digest of its isolation key: never the key itself, nor any message text.
+    const span = (request: ChannelRequest) => {
+      const attributes: Record<string, string> = {
+        "agent_host.channel": channel,
+        "agent_host.operation": request.operation
+      }
+      const responseId = request.attributes?.responseId
+      if (responseId !== undefined) attributes["agent_host.response_id"] = responseId
+      const key = request.session?.isolationKey
+      if (key !== undefined) attributes["agent_host.isolation_key_sha256"] = isolationKeyDigest(key)
+      return { captureStackTrace: false, attributes }
+    }
     return {
       channel,
-      run: settings.tracing ? (request, raw) => Effect.withSpan(run(request, raw), "agent_host.turn", span) : run,
+      run: settings.tracing ?
+        (request, raw) => Effect.withSpan(run(request, raw), "agent_host.turn", span(request)) :
+        run,
       runStream: settings.tracing ?
-        (request, raw) => Effect.withSpan(runStream(request, raw), "agent_host.turn", span) :
+        (request, raw) => Effect.withSpan(runStream(request, raw), "agent_host.turn", span(request)) :
         runStream,
       resetSession,
       settings,

@@ -36,11 +36,28 @@ export const view = (record: TaskRecord) => ({
 
 const isStatus = Schema.is(TaskStatus)
 
+/** The keys admin routes accept: `AGENT_HOST_ADMIN_KEYS`, or `AGENT_HOST_API_KEYS` when no admin keys are set. */
+export const adminKeys = (settings: ChannelModule.HostSettings): ReadonlyArray<string> =>
+  settings.adminKeys.length > 0 ? settings.adminKeys : settings.apiKeys
+
+const unauthorized = errorJson(
+  401,
+  "unauthorized",
+  "an admin key is required: send Authorization: Bearer <key> (AGENT_HOST_ADMIN_KEYS, or AGENT_HOST_API_KEYS)"
+)
+
+/** Wraps route handlers so they answer 401 unless the request carries one of `keys` (see `adminKeys`). */
+export const adminGuard = (keys: ReadonlyArray<string>) => {
+  const authorized = makeMatcher(keys)
+  return (handler: ChannelModule.Route["handler"]): ChannelModule.Route["handler"] => (input) =>
+    authorized(input.request) ? handler(input) : Effect.succeed(unauthorized)
+}
+
 export const make = (options: Options = {}): Channel<never, TaskRunner> =>
   ChannelModule.make(options.name ?? "admin", (ctx) =>
     Effect.gen(function*() {
       const runner = yield* TaskRunner
-      const keys = ctx.settings.adminKeys.length > 0 ? ctx.settings.adminKeys : ctx.settings.apiKeys
+      const keys = adminKeys(ctx.settings)
       if (keys.length === 0) {
         yield* Effect.logInfo(
           "admin routes are off: set AGENT_HOST_ADMIN_KEYS (or AGENT_HOST_API_KEYS) to serve them"
@@ -52,14 +69,7 @@ export const make = (options: Options = {}): Channel<never, TaskRunner> =>
           describe: "task runner admin (off: no admin key)"
         } satisfies ChannelModule.ChannelContribution
       }
-      const authorized = makeMatcher(keys)
-      const unauthorized = errorJson(
-        401,
-        "unauthorized",
-        "an admin key is required: send Authorization: Bearer <key> (AGENT_HOST_ADMIN_KEYS, or AGENT_HOST_API_KEYS)"
-      )
-      const guard = (handler: ChannelModule.Route["handler"]): ChannelModule.Route["handler"] => (input) =>
-        authorized(input.request) ? handler(input) : Effect.succeed(unauthorized)
+      const guard = adminGuard(keys)
 
       const list = guard((input) =>
         Effect.gen(function*() {

@@ -3,7 +3,7 @@
  * shaping a private copy per destination, scheduling pushes to non-originating destinations, and recording the
  * caller's identity once delivery is resolved (so `active` can reach another channel).
  */
-import { Context, Data, Effect, Layer, Option, Schedule } from "effect"
+import { Context, Data, Effect, Layer, Metric, MetricLabel, Option, Schedule } from "effect"
 import type { ResponseHookContext } from "../core/Channel.js"
 import type { RegisteredChannel } from "../core/Channels.js"
 import { Channels } from "../core/Channels.js"
@@ -46,6 +46,30 @@ export interface PushJob {
   readonly echo: HostedRunResult | undefined
   readonly idempotencyKey: string
 }
+
+/** Pushes to other channels, by `channel` and `outcome`: delivered, retry (a retryable failure), failed. */
+export const pushesTotal = Metric.counter("agent_host_pushes_total", {
+  description: "pushes of replies to other channels, by channel and outcome (delivered, retry, failed)",
+  incremental: true
+})
+
+export type PushOutcome = "delivered" | "retry" | "failed"
+
+/** Counts one push attempt's outcome into `pushesTotal`. */
+export const countPush = (channel: string, outcome: PushOutcome): Effect.Effect<void> =>
+  Metric.increment(
+    Metric.taggedWithLabels(pushesTotal, [MetricLabel.make("channel", channel), MetricLabel.make("outcome", outcome)])
+  )
+
+/** Counts `push`'s outcome into `pushesTotal` (a retryable failure as `retry`) and passes it on. */
+export const countedPush = <E extends { readonly retryable?: boolean | undefined }, R>(
+  channel: string,
+  push: Effect.Effect<void, E, R>
+): Effect.Effect<void, E, R> =>
+  Effect.tapBoth(push, {
+    onSuccess: () => countPush(channel, "delivered"),
+    onFailure: (error) => countPush(channel, error.retryable === true ? "retry" : "failed")
+  })
 
 export class PushRejected extends Data.TaggedError("PushRejected")<{ readonly message: string }> {}
 
@@ -453,7 +477,10 @@ export const layerPushInProcess: Layer.Layer<PushScheduler, never, Channels> = L
           isEcho
         })
         return Effect.flatMap(shaped, (r) =>
-          push.push(job.destination.identity, r, { isEcho, idempotencyKey: job.idempotencyKey }))
+          countedPush(
+            job.destination.channel,
+            push.push(job.destination.identity, r, { isEcho, idempotencyKey: job.idempotencyKey })
+          ))
       })
     return PushScheduler.of({
       schedule: (job) =>

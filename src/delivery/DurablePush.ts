@@ -21,7 +21,7 @@ import { ChannelIdentity, ChannelSession } from "../domain/Identity.js"
 import { AgentResponse } from "../domain/Message.js"
 import type { StateWriter } from "../state/sqlite/StateWriter.js"
 import type { PushJob } from "./Delivery.js"
-import { PushRejected, PushScheduler, shapeFor } from "./Delivery.js"
+import { countedPush, PushRejected, PushScheduler, shapeFor } from "./Delivery.js"
 import type { TaskFailure } from "./TaskRunner.js"
 import * as TaskRunner from "./TaskRunner.js"
 import { TaskFailed } from "./TaskRunner.js"
@@ -124,7 +124,10 @@ export const make = Effect.gen(function*() {
       originating: false,
       isEcho
     })
-    return Effect.flatMap(shaped, (r) => push.push(task.identity, r, { isEcho, idempotencyKey }))
+    return Effect.flatMap(
+      shaped,
+      (r) => countedPush(channel.name, push.push(task.identity, r, { isEcho, idempotencyKey }))
+    )
   }
 
   yield* runner.register(pushTask, (task, context) =>

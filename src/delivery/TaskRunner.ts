@@ -28,6 +28,7 @@ import {
   FiberId,
   FiberSet,
   Layer,
+  Metric,
   Option,
   Schedule,
   ScheduleIntervals,
@@ -191,6 +192,18 @@ export interface TaskRunnerShape {
   /** `queueCapacity`. */
   readonly capacity: number
 }
+
+/** Task attempts that failed (retried or not), by task `name`. */
+export const attemptsFailedTotal = Metric.counter("agent_host_task_attempts_failed_total", {
+  description: "task attempts that failed, retried or not, by task name",
+  incremental: true
+})
+
+/** Tasks that became dead letters (failed terminally or out of retries), by task `name`. */
+export const deadTotal = Metric.counter("agent_host_tasks_dead_total", {
+  description: "tasks that failed for good (dead letters, replayable), by task name",
+  incremental: true
+})
 
 export class TaskRunner extends Context.Tag("effect-agent-host/TaskRunner")<TaskRunner, TaskRunnerShape>() {}
 
@@ -441,7 +454,9 @@ export const make = (options: Options = {}) =>
           if (entry.cancelled) return yield* finish(entry, "cancelled", "cancelled while running")
           return yield* Effect.flatMap(update(entry, { status: "pending" }), (pending) => store.updateLater(pending))
         }
+        yield* Metric.increment(Metric.tagged(attemptsFailedTotal, "name", row.name))
         if (!failure.retryable) {
+          yield* Metric.increment(Metric.tagged(deadTotal, "name", row.name))
           yield* Effect.logWarning("task failed terminally").pipe(
             Effect.annotateLogs({ task: row.id, name: row.name, error: failure.message })
           )
@@ -450,6 +465,7 @@ export const make = (options: Options = {}) =>
         const now = yield* Time.now
         const scheduled = yield* delayAfter(retryOf(row, handler), row.attempts, failure, now)
         if (Option.isNone(scheduled)) {
+          yield* Metric.increment(Metric.tagged(deadTotal, "name", row.name))
           yield* Effect.logWarning("task failed; retries exhausted").pipe(
             Effect.annotateLogs({ task: row.id, name: row.name, attempts: row.attempts, error: failure.message })
           )

@@ -2,7 +2,7 @@
  * Branded identifiers shared by the host and every channel.
  */
 import { Effect, Either, Schema } from "effect"
-import { randomFillSync } from "node:crypto"
+import { createHash, randomFillSync } from "node:crypto"
 import { InvalidIsolationKey } from "./Errors.js"
 
 /** A channel's name: lower-case, stable, used in routes, isolation keys and response targets. */
@@ -15,6 +15,12 @@ export const ChannelName = Schema.String.pipe(
 export type ChannelName = typeof ChannelName.Type
 
 const controlCharacters = /[\u0000-\u001f\u007f]/
+
+/**
+ * An isolation key as telemetry may show it: the first 16 hex digits of its SHA-256. Correlates a session's turns
+ * across spans without revealing the key (a key is often a user or chat id).
+ */
+export const isolationKeyDigest = (key: string): string => createHash("sha256").update(key).digest("hex").slice(0, 16)
 
 /** Why a string is not a valid isolation key, or undefined when it is one. */
 export const isolationKeyProblem = (key: string): string | undefined => {
