@@ -1,9 +1,9 @@
 /**
  * The host: builds every channel, mounts their routes with `GET /readiness` (every channel and its state) and
- * `GET /liveness` on one HTTP server, runs channel startups in order, and shuts down in order: stop accepting (readiness and new requests answer 503), give
- * in-flight turns the grace period (`AGENT_HOST_SHUTDOWN_GRACE`), stop the rest (each channel ends its streams
- * with a terminal event), wait for the open responses to finish, then close every channel's scope even when
- * some fail.
+ * `GET /liveness` on one HTTP server, runs channel startups in order, and shuts down in order: stop accepting
+ * (readiness and new requests answer 503), give in-flight turns the grace period (`AGENT_HOST_SHUTDOWN_GRACE`),
+ * stop the rest (each channel ends its streams with a terminal event), wait for the open responses to finish,
+ * then close every channel's scope even when some fail.
  *
  * A failed startup does not stop the host: the channel is marked unready (`GET /readiness` answers 503 naming
  * it and why) while the other channels serve, and its startup is retried in the background with capped
