@@ -219,7 +219,7 @@ describe("Responses", () => {
         assert.isDefined(call)
         if (call?.type !== "function_call") return
         assert.strictEqual(call.name, "get_weather")
-        assert.include(JSON.parse(call.arguments).request, "Paris")
+        assert.strictEqual(JSON.parse(call.arguments).city, "Paris")
         const second = yield* Effect.promise(() =>
           client.responses.create({
             previous_response_id: first.id,

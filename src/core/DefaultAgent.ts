@@ -1,13 +1,21 @@
 /**
  * The embedded default agent: offline, deterministic, no API key. It echoes what it received, says what it
- * knows about the turn, remembers the conversation, and demonstrates tool calls:
+ * knows about the turn, remembers the conversation, and plays the model for every client's test:
  * - "roll a die" runs its own `roll_die` tool (server-side) and reports the result;
- * - "call <tool>" (or "use <tool>") asks the caller to run one of the function tools it offered (client-side),
- *   and the next turn's function result is answered.
+ * - function tools the caller offers (client-side) are called per `tool_choice`: never with `none`; with `auto`
+ *   (the default) when the prompt asks for one ("call <tool>", "use <tool>", a word of the tool's name or two of
+ *   its description); always with `required` (the best match, else the first) or a named function. Arguments are
+ *   generated from the tool's JSON schema (valid against it), filled from the prompt where a value obviously fits
+ *   (a place, the question, its numbers). A turn whose new input carries function results answers with them;
+ * - `text.format` / `response_format` `json_schema` gets JSON valid against the schema, `json_object` a JSON
+ *   object.
+ * Nothing of this runs (no schema is looked at) for a turn without tools or a format.
  */
 import type { Layer } from "effect"
 import { Effect, Stream } from "effect"
+import type { ToolDefinition } from "../domain/ChannelRequest.js"
 import type { Content } from "../domain/Content.js"
+import { argumentsFor, valueFor, wordsOf } from "../domain/JsonSchemaValue.js"
 import type { AgentResponse, AgentResponseUpdate, Message } from "../domain/Message.js"
 import { lastUserText } from "../domain/Message.js"
 import * as Agent from "./Agent.js"
@@ -25,10 +33,28 @@ const hash = (s: string): number => {
   return h >>> 0
 }
 
-const functionResults = (input: ReadonlyArray<Message>) =>
-  input.flatMap((m) =>
-    m.contents.filter((c): c is Extract<Content, { _tag: "function_result" }> => c._tag === "function_result")
-  )
+type FunctionResult = Extract<Content, { _tag: "function_result" }>
+
+/** Function results of the input's tail: what came after the last user message (all of it without one). */
+const pendingResults = (input: ReadonlyArray<Message>): ReadonlyArray<FunctionResult> => {
+  let out: Array<FunctionResult> | undefined
+  for (let i = input.length - 1; i >= 0; i--) {
+    const m = input[i]!
+    if (m.role === "user") break
+    for (const c of m.contents) if (c._tag === "function_result") (out ??= []).unshift(c)
+  }
+  return out ?? []
+}
+
+/** The name of the call a result answers, from the turn's messages (input, then history). */
+const callName = (turn: Turn, callId: string): string | undefined => {
+  for (const list of [turn.input, turn.history]) {
+    for (let i = list.length - 1; i >= 0; i--) {
+      for (const c of list[i]!.contents) if (c._tag === "function_call" && c.callId === callId) return c.name
+    }
+  }
+  return undefined
+}
 
 const countTokens = (s: string) => (s.length === 0 ? 0 : s.trim().split(/\s+/).length)
 
@@ -38,22 +64,169 @@ interface Plan {
   readonly finishReason: "stop" | "tool_calls"
 }
 
+type Obj = Record<string, unknown>
+const isObj = (v: unknown): v is Obj => v !== null && typeof v === "object" && !Array.isArray(v)
+
+/** `tool_choice` in any of its shapes (Responses, Chat Completions, `allowed_tools`). */
+interface Choice {
+  readonly mode: "none" | "auto" | "required"
+  readonly named?: string
+  readonly allowed?: ReadonlySet<string>
+}
+
+const functionName = (v: Obj): string | undefined => {
+  if (typeof v.name === "string") return v.name
+  const f = v.function
+  return isObj(f) && typeof f.name === "string" ? f.name : undefined
+}
+
+const choiceOf = (raw: unknown): Choice => {
+  if (raw === "none" || raw === "required" || raw === "auto") return { mode: raw }
+  if (!isObj(raw)) return { mode: "auto" }
+  if (raw.type === "allowed_tools") {
+    const tools = Array.isArray(raw.tools) ? raw.tools : []
+    const names = tools.flatMap((t) => (isObj(t) ? [functionName(t)].filter((n) => n !== undefined) : []))
+    const mode = raw.mode === "required" || raw.mode === "none" ? raw.mode : "auto"
+    return { mode, allowed: new Set(names) }
+  }
+  const named = functionName(raw)
+  return named === undefined ? { mode: "auto" } : { mode: "required", named }
+}
+
+// Words of a tool name that say nothing about what it is for ("get_weather" is about weather).
+const genericWords: ReadonlySet<string> = new Set([
+  "get",
+  "set",
+  "fetch",
+  "do",
+  "run",
+  "tool",
+  "call",
+  "make",
+  "to",
+  "of",
+  "by",
+  "for",
+  "the",
+  "a",
+  "an",
+  "and",
+  "or",
+  "with",
+  "from",
+  "in",
+  "on",
+  "is",
+  "it",
+  "my",
+  "api",
+  "func",
+  "function",
+  "current",
+  "info",
+  "data",
+  "this",
+  "that",
+  "what",
+  "when",
+  "where",
+  "which",
+  "who",
+  "how",
+  "your",
+  "about",
+  "given",
+  "returns",
+  "return"
+])
+
+const nameWords = (toolName: string) =>
+  wordsOf(toolName.replace(/([a-z])([A-Z])/g, "$1 $2").replace(/[_-]+/g, " "))
+    .filter((w) => w.length >= 3 && !genericWords.has(w))
+
+const mentions = (said: ReadonlySet<string>, word: string) => {
+  if (said.has(word)) return true
+  // A plural or verb form ("weathers", "searching") still mentions it.
+  for (const s of said) if (s.length >= 4 && word.length >= 4 && (s.startsWith(word) || word.startsWith(s))) return true
+  return false
+}
+
+/** How plainly the prompt asks for a tool: 2 per word of its name, 1 per significant word of its description. */
+const relevance = (tool: ToolDefinition, lower: string, said: ReadonlySet<string>): number => {
+  const toolName = tool.name.toLowerCase()
+  if (lower.includes(`call ${toolName}`) || lower.includes(`use ${toolName}`)) return 100
+  if (lower.includes(toolName)) return 50
+  let score = 0
+  for (const w of new Set(nameWords(tool.name))) if (mentions(said, w)) score += 2
+  if (tool.description !== undefined) {
+    for (const w of new Set(wordsOf(tool.description))) {
+      if (w.length >= 5 && !genericWords.has(w) && mentions(said, w)) score += 1
+    }
+  }
+  return score
+}
+
+/** The function tool this turn calls, per `tool_choice` and the prompt; undefined for a text answer. */
+const toolToCall = (turn: Turn, said: string): ToolDefinition | undefined => {
+  const offered = turn.options.tools ?? []
+  const choice = choiceOf(turn.options.toolChoice)
+  if (choice.mode === "none") return undefined
+  if (choice.named !== undefined) return offered.find((t) => t.name === choice.named) ?? { name: choice.named }
+  const allowed = choice.allowed
+  const candidates = allowed === undefined ? offered : offered.filter((t) => allowed.has(t.name))
+  if (candidates.length === 0) return undefined
+  const lower = said.toLowerCase()
+  const words = new Set(wordsOf(said))
+  let best: ToolDefinition | undefined
+  let bestScore = 0
+  for (const tool of candidates) {
+    const score = relevance(tool, lower, words)
+    if (score > bestScore) {
+      best = tool
+      bestScore = score
+    }
+  }
+  if (best !== undefined && bestScore >= 2) return best
+  return choice.mode === "required" ? candidates[0] : undefined
+}
+
+/** The JSON schema a structured answer must follow, `object` for `json_object`, undefined for text. */
+const formatOf = (raw: unknown): { readonly schema: unknown } | "object" | undefined => {
+  if (!isObj(raw)) return undefined
+  if (raw.type === "json_object") return "object"
+  if (raw.type !== "json_schema") return undefined
+  // Responses: `{ type, name, schema }`; Chat Completions: `{ type, json_schema: { name, schema } }`.
+  if ("schema" in raw) return { schema: raw.schema }
+  return isObj(raw.json_schema) ? { schema: raw.json_schema.schema } : { schema: {} }
+}
+
+/** The answer as text, or as JSON when the turn asks for structured output. */
+const answer = (turn: Turn, text: string, hints: string): Plan => {
+  const format = turn.options.textFormat === undefined ? undefined : formatOf(turn.options.textFormat)
+  if (format === undefined) return { contents: [], text, finishReason: "stop" }
+  const value = format === "object" ? { response: text } : valueFor(format.schema, { text: hints })
+  return { contents: [], text: JSON.stringify(value), finishReason: "stop" }
+}
+
 const plan = (turn: Turn): Plan => {
-  const results = functionResults(turn.input)
+  const results = pendingResults(turn.input)
   if (results.length > 0) {
-    const text = results.map((r) => `The tool call ${r.callId} returned: ${r.result}`).join("\n")
-    return { contents: [], text, finishReason: "stop" }
+    const text = results.map((r) => {
+      const called = callName(turn, r.callId)
+      return `The tool call ${r.callId}${called === undefined ? "" : ` (${called})`} returned: ${r.result}`
+    }).join("\n")
+    return answer(turn, text, results.map((r) => r.result).join(" "))
   }
   const said = lastUserText(turn.input, { attachments: true })
   const lower = said.toLowerCase()
-  const offered = turn.options.tools ?? []
-  const wanted = offered.find((tool) =>
-    lower.includes(`call ${tool.name.toLowerCase()}`) || lower.includes(`use ${tool.name.toLowerCase()}`)
-  )
+  const wanted = turn.options.tools === undefined && turn.options.toolChoice === undefined ?
+    undefined :
+    toolToCall(turn, said)
   if (wanted !== undefined) {
-    const callId = `call_${hash(`${turn.sessionId ?? ""}:${said}`).toString(16)}`
+    const callId = `call_${hash(`${turn.sessionId ?? ""}:${wanted.name}:${said}`).toString(16)}`
+    const args = argumentsFor(wanted.parameters, { text: said })
     return {
-      contents: [{ _tag: "function_call", callId, name: wanted.name, arguments: JSON.stringify({ request: said }) }],
+      contents: [{ _tag: "function_call", callId, name: wanted.name, arguments: JSON.stringify(args) }],
       text: "",
       finishReason: "tool_calls"
     }
@@ -70,12 +243,16 @@ const plan = (turn: Turn): Plan => {
       finishReason: "stop"
     }
   }
-  const turns = turn.history.filter((m) => m.role === "user").length + 1
+  // The input may carry the whole conversation (Chat Completions): its user messages count too.
+  let turns = 0
+  for (const m of turn.history) if (m.role === "user") turns++
+  for (const m of turn.input) if (m.role === "user") turns++
+  turns = Math.max(turns, 1)
   const where = turn.context.channel
   const text = said.length === 0 ?
     `I received a message with no text (turn ${turns} on ${where}).` :
     `You said: "${said}". This is turn ${turns} of this conversation, over the ${where} channel.`
-  return { contents: [], text, finishReason: "stop" }
+  return answer(turn, text, said)
 }
 
 const usageOf = (turn: Turn, output: string) => {
