@@ -427,7 +427,8 @@ export const make = <E, R>(options: Options<E, R>) =>
       runtime: yield* Effect.runtime<never>(),
       route: countedRoute,
       closing: () => draining,
-      tracing: settings.tracing
+      tracing: settings.tracing,
+      corsOrigins: settings.corsOrigins
     })
 
     let address = { host: settings.host, port: settings.port }

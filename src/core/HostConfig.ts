@@ -1,10 +1,10 @@
 /**
  * Host settings, read through `Config` (environment by default).
  */
-import type { ConfigError } from "effect"
-import { Config, Context, Duration, Effect, Layer, Redacted } from "effect"
+import { Config, ConfigError, Context, Duration, Effect, Either, Layer, Redacted } from "effect"
 import type { Bytes } from "../domain/Size.js"
 import * as Size from "../domain/Size.js"
+import { originProblem } from "../http/Cors.js"
 import type { HostSettings } from "./Channel.js"
 
 export interface HostConfigShape extends HostSettings {
@@ -32,6 +32,11 @@ export interface HostConfigShape extends HostSettings {
    * provides (`AGENT_HOST_TRACING`). Off (the default): no span and no tracer work per request.
    */
   readonly tracing: boolean
+  /**
+   * Origins a browser may call the host from (`AGENT_HOST_CORS_ORIGINS`, comma-separated; `*` for any, only when
+   * written so). Empty (the default): no CORS headers, preflights are not answered.
+   */
+  readonly corsOrigins: ReadonlyArray<string>
 }
 
 export class HostConfig extends Context.Tag("effect-agent-host/HostConfig")<HostConfig, HostConfigShape>() {}
@@ -51,7 +56,8 @@ export const defaults: HostConfigShape = {
   maxJsonItems: 1_000,
   allowedHosts: [],
   shutdownGrace: Duration.seconds(10),
-  tracing: false
+  tracing: false,
+  corsOrigins: []
 }
 
 /** A comma-separated list of secret keys (blank entries dropped); empty when unset. */
@@ -99,6 +105,14 @@ export const config: Config.Config<HostConfigShape> = Config.all({
   ),
   shutdownGrace: Config.duration("AGENT_HOST_SHUTDOWN_GRACE").pipe(Config.withDefault(defaults.shutdownGrace)),
   tracing: Config.boolean("AGENT_HOST_TRACING").pipe(Config.withDefault(defaults.tracing)),
+  corsOrigins: Config.string("AGENT_HOST_CORS_ORIGINS").pipe(
+    Config.map((origins) => origins.split(",").map((o) => o.trim()).filter((o) => o.length > 0)),
+    Config.mapOrFail((origins) => {
+      const problem = origins.map(originProblem).find((p) => p !== undefined)
+      return problem === undefined ? Either.right(origins) : Either.left(ConfigError.InvalidData([], problem))
+    }),
+    Config.withDefault([] as ReadonlyArray<string>)
+  ),
   apiKeys: keyList("AGENT_HOST_API_KEYS"),
   adminKeys: keyList("AGENT_HOST_ADMIN_KEYS"),
   pushKeys: keyList("AGENT_HOST_PUSH_KEYS")

@@ -63,6 +63,9 @@ export type ResponseId = typeof ResponseId.Type
  */
 export const issueId = (prefix = ""): Effect.Effect<string> => Effect.sync(() => `${prefix}${randomHex128()}`)
 
+/** `issueId` without the effect, for synchronous code on the hot path (request ids in the HTTP listener). */
+export const randomId = (): string => randomHex128()
+
 /**
  * 128 CSPRNG bits as hex, drawn from a pool filled 4 KiB at a time: one `randomFillSync` per 256 ids instead of
  * one `randomBytes` call (and its buffer) per id. The pool is process state, but it only caches entropy: no id

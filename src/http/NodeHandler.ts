@@ -14,8 +14,10 @@ import { Cause, Chunk, Effect, FiberId, FiberRefs, Option, Runtime, RuntimeFlags
 import type * as Http from "node:http"
 import type { ClientShield } from "./ClientShield.js"
 import { currentClientShield } from "./ClientShield.js"
+import * as Cors from "./Cors.js"
 import type { IncomingRequest } from "./IncomingRequest.js"
 import { fromNode } from "./IncomingRequest.js"
+import * as RequestId from "./RequestId.js"
 
 /** A matched route: the handler to run, and what to name it in logs and spans. */
 export interface Handle {
@@ -42,6 +44,8 @@ export interface Options {
    * tracer work per request. Responses decided before a route runs (404, 405, 415, 421, 400, 503) get none.
    */
   readonly tracing: boolean
+  /** Origins allowed by CORS (`*` for any); empty or absent: CORS is off (see `Cors`). */
+  readonly corsOrigins?: ReadonlyArray<string>
 }
 
 export type Listener = (request: Http.IncomingMessage, response: Http.ServerResponse) => void
@@ -179,6 +183,7 @@ export const make = (options: Options): Listener => {
   })
   const runFork = Runtime.runFork(runtime)
   const { closing, route, tracing } = options
+  const cors = Cors.make(options.corsOrigins ?? [])
 
   const logDetached = (message: string, error: unknown, annotations: Record<string, string>) =>
     runFork(Effect.logError(message, Cause.die(error)).pipe(Effect.annotateLogs(annotations)))
@@ -233,6 +238,9 @@ export const make = (options: Options): Listener => {
   }
 
   return (nodeRequest, nodeResponse) => {
+    // Every response carries the request's id (set before anything is written, so every path below has it).
+    RequestId.stamp(nodeRequest, nodeResponse)
+    if (cors !== undefined && cors(nodeRequest, nodeResponse)) return
     const request = fromNode(nodeRequest)
     let routed: Routed
     try {
