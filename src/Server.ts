@@ -88,6 +88,11 @@ export const channelsFromEnv: Effect.Effect<
     // Telegram: enabled by TELEGRAM_BOT_TOKEN (see docs/TELEGRAM.md).
     const telegram = yield* Telegram.fromConfig
     if (Option.isSome(telegram)) channels.push(telegram.value)
+    // MCP: AGENT_HOST_MCP=true (docs/MCP.md); imported only then, the SDK is large.
+    if (yield* Config.boolean("AGENT_HOST_MCP").pipe(Config.withDefault(false))) {
+      const { Mcp } = yield* Effect.promise(() => import("./channels/Mcp/index.js"))
+      channels.push(...Option.toArray(yield* Mcp.fromConfig))
+    }
     return channels
   })
 
