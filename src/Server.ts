@@ -6,6 +6,7 @@ import type { HttpClient } from "@effect/platform"
 import { FetchHttpClient } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Config, ConfigError, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
+import * as Activity from "./channels/Activity/Activity.js"
 import * as Invocations from "./channels/Invocations.js"
 import * as Responses from "./channels/Responses/index.js"
 import * as Telegram from "./channels/Telegram/Telegram.js"
@@ -93,6 +94,9 @@ export const channelsFromEnv: Effect.Effect<
       const { Mcp } = yield* Effect.promise(() => import("./channels/Mcp/index.js"))
       channels.push(...Option.toArray(yield* Mcp.fromConfig))
     }
+    // Bot Framework activities (Teams, via Azure Bot Service): enabled by MICROSOFT_APP_ID (see docs/TEAMS.md).
+    const activity = yield* Activity.fromConfig
+    if (Option.isSome(activity)) channels.push(activity.value)
     return channels
   })
 

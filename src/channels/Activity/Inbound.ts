@@ -1,0 +1,157 @@
+/**
+ * From an authenticated activity to what the conversation gets: a turn for a message (the bot's mention stripped
+ * in group chats), a welcome for members added, feedback logged, and everything else acknowledged and ignored.
+ */
+import type { Either } from "effect"
+import { Effect } from "effect"
+import { Schema } from "effect"
+import type { ChannelContext } from "../../core/Channel.js"
+import type { ChannelRequest } from "../../domain/ChannelRequest.js"
+import type { InvalidIsolationKey } from "../../domain/Errors.js"
+import type { ChannelIdentity } from "../../domain/Identity.js"
+import type { ChannelName, IsolationKey } from "../../domain/Ids.js"
+import { isolationKey as checkIsolationKey } from "../../domain/Ids.js"
+import type { Replies, Target } from "./Replies.js"
+import type { Activity } from "./Schema.js"
+import { isGroup, ReferenceJson, referenceOf, tenantOf } from "./Schema.js"
+
+/** The session key of a conversation. */
+export const isolationKey = (
+  conversationId: string,
+  prefix = "activity"
+): Either.Either<IsolationKey, InvalidIsolationKey> => checkIsolationKey(`${prefix}:${conversationId}`)
+
+/** The state key under which a user's conversation reference is kept. */
+export const referenceKey = (prefix: string, userId: string) => `${prefix}:ref:${userId}`
+
+/** Who wrote: the Entra object id when the channel gives one (stable across conversations), else the channel id. */
+export const userIdOf = (activity: Activity): string => activity.from.aadObjectId ?? activity.from.id
+
+export const targetOf = (activity: Activity): Target => ({
+  serviceUrl: activity.serviceUrl,
+  conversationId: activity.conversation.id,
+  replyToId: activity.id,
+  teams: activity.channelId === "msteams",
+  personal: !isGroup(activity)
+})
+
+/** The text without the bot's `<at>` mentions (group chats address the bot that way). */
+export const stripMentions = (activity: Activity): string => {
+  let text = activity.text ?? ""
+  for (const entity of activity.entities ?? []) {
+    if (entity.type !== "mention" || entity.mentioned?.id !== activity.recipient.id) continue
+    if (entity.text !== undefined && entity.text.length > 0) text = text.split(entity.text).join(" ")
+  }
+  return text.replace(/\s{2,}/g, " ").trim()
+}
+
+const isFeedback = (value: unknown): value is { readonly action: "feedback"; readonly reaction?: unknown } =>
+  typeof value === "object" && value !== null && (value as { action?: unknown }).action === "feedback"
+
+const encodeReference = Schema.encodeSync(ReferenceJson)
+const decodeReference = Schema.decodeOption(ReferenceJson)
+
+export interface Options {
+  readonly name: ChannelName
+  readonly welcomeText: string
+}
+
+export interface Inbound {
+  /** Handles a message or conversation update (in the conversation's order). */
+  readonly handle: (activity: Activity, raw: unknown, key: IsolationKey) => Effect.Effect<void>
+  /** Keeps the sender's conversation reference, for pushes. */
+  readonly remember: (activity: Activity) => Effect.Effect<void>
+}
+
+export const make = (ctx: ChannelContext, replies: Replies, options: Options): Inbound => {
+  const name = options.name
+
+  const identityOf = (activity: Activity): ChannelIdentity => {
+    const tenant = tenantOf(activity)
+    return {
+      channel: name,
+      nativeId: userIdOf(activity),
+      attributes: {
+        user_id: activity.from.id,
+        conversation_id: activity.conversation.id,
+        channel_id: activity.channelId,
+        ...(activity.from.name === undefined ? {} : { name: activity.from.name }),
+        ...(tenant === undefined ? {} : { tenant_id: tenant })
+      }
+    }
+  }
+
+  // A 1:1 reference replaces any other; a group reference is kept only until a 1:1 one exists, so pushes go to
+  // the user's own chat when there is one (and otherwise open it).
+  const remember = (activity: Activity) =>
+    Effect.gen(function*() {
+      const key = referenceKey(name, userIdOf(activity))
+      const reference = referenceOf(activity)
+      if (!reference.personal) {
+        const stored = yield* ctx.state.getCursor(key)
+        if (stored._tag === "Some") {
+          const previous = decodeReference(stored.value)
+          if (previous._tag === "Some" && previous.value.personal) return
+        }
+      }
+      yield* ctx.state.setCursor(key, encodeReference(reference))
+    })
+
+  const handleMessage = (activity: Activity, raw: unknown, key: IsolationKey) =>
+    Effect.gen(function*() {
+      const target = targetOf(activity)
+      if (isFeedback(activity.value)) {
+        return yield* Effect.logInfo("feedback received", { reaction: String(activity.value.reaction) })
+      }
+      const group = isGroup(activity)
+      const text = group ? stripMentions(activity) : (activity.text ?? "").trim()
+      // A card's Action.Submit arrives as a message with `value` and no text: the agent gets the data as JSON.
+      const input = text.length > 0 ?
+        text :
+        activity.value !== undefined ?
+        JSON.stringify(activity.value).slice(0, 8000) :
+        ""
+      if (input.length === 0) return
+      yield* remember(activity)
+      const request: ChannelRequest = {
+        channel: name,
+        operation: "message.create",
+        input: [{
+          role: "user",
+          contents: [{ _tag: "text", text: input }],
+          ...(activity.from.name === undefined ? {} : { authorName: activity.from.name })
+        }],
+        session: { isolationKey: key },
+        identity: identityOf(activity),
+        attributes: {
+          activity_id: activity.id,
+          conversation_id: activity.conversation.id,
+          channel_id: activity.channelId
+        },
+        stream: false
+      }
+      yield* replies.answer(request, raw, target)
+    })
+
+  const handleConversationUpdate = (activity: Activity) => {
+    const added = (activity.membersAdded ?? []).filter((member) => member.id !== activity.recipient.id)
+    if (added.length === 0 || options.welcomeText.length === 0) return Effect.void
+    return replies.say({ ...targetOf(activity), replyToId: undefined }, options.welcomeText)
+  }
+
+  const handle = (activity: Activity, raw: unknown, key: IsolationKey): Effect.Effect<void> => {
+    switch (activity.type) {
+      case "message":
+        return handleMessage(activity, raw, key)
+      case "conversationUpdate":
+        return handleConversationUpdate(activity)
+      default:
+        return Effect.void
+    }
+  }
+
+  return { handle, remember }
+}
+
+/** Whether `raw` can be decoded as a stored reference. */
+export const decodeStoredReference = (raw: string) => decodeReference(raw)
