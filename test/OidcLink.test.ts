@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import type { Layer } from "effect"
-import { Effect, Option, Redacted, TestClock } from "effect"
+import { Effect, Either, Option, Redacted, TestClock } from "effect"
+import * as Authorization from "../src/auth/Authorization.js"
 import * as SqliteStateStore from "../src/state/sqlite/SqliteStateStore.js"
 import * as StateStoreModule from "../src/state/StateStore.js"
 import * as FakeIdp from "./fake/FakeIdp.js"
@@ -237,5 +238,63 @@ describe("OIDC identity linking", () => {
       // A link issued before the restart still completes after it.
       const done = yield* FakeIdp.signIn(pending)
       assert.strictEqual(done.status, 200, done.body)
+    }))
+
+  it.scoped("AGENT_HOST_ALLOW claim entries decide on verified claims; the claims reach the request context", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const port = yield* LinkHarness.freePort
+      const authorization = Either.getOrThrow(
+        Authorization.parseAllow("claim:groups=agents-users,claim:groups=admins,testchat:owner1")
+      )
+      const h = yield* LinkHarness.start({
+        idp,
+        channels: [chat],
+        authorization,
+        store: StateStoreModule.layerMemory,
+        port
+      })
+      // A listed id needs no sign-in (and carries no claims).
+      const owner = yield* say(h, "owner1", "hi")
+      assert.strictEqual(owner.body.reply, "echo: hi")
+      assert.isUndefined(h.turns[0]!.context.verified)
+
+      // Someone in agents-users: challenged, links, then allowed with the claims in the context.
+      const done = yield* FakeIdp.signIn(yield* challengeFor(h, "ada1"))
+      assert.strictEqual(done.status, 200, done.body)
+      const allowed = yield* say(h, "ada1", "what can I do?")
+      assert.strictEqual(allowed.body.reply, "echo: what can I do?")
+      const turn = h.turns[1]!
+      assert.strictEqual(turn.context.verified?.source, "linker")
+      assert.deepStrictEqual(turn.context.verified?.claims.groups, ["agents-users"])
+      assert.strictEqual(turn.context.verified?.claims.email, "ada@example.com")
+      assert.strictEqual(turn.text, "what can I do?")
+
+      // Someone outside the groups links fine but is refused after it, by name.
+      idp.user = { sub: "user-9", email: "mallory@example.com", email_verified: true, groups: ["guests"] }
+      const other = yield* FakeIdp.signIn(yield* challengeFor(h, "mal01"))
+      assert.strictEqual(other.status, 200, other.body)
+      const refused = yield* say(h, "mal01", "let me in")
+      assert.strictEqual(refused.body.denied, "allowlist_denied_post_link")
+      assert.strictEqual(h.turns.length, 2)
+    }))
+
+  it.effect("AGENT_HOST_ALLOW and AGENT_HOST_REQUIRE_LINK parse; bad entries name themselves", () =>
+    Effect.sync(() => {
+      const parsed = Either.getOrThrow(Authorization.parseAllow("claim:groups=a,claim:email=x@y.z,telegram:1"))
+      assert.strictEqual(
+        parsed.allowlist !== undefined && parsed.allowlist !== "open" && parsed.allowlist._tag,
+        "AnyOf"
+      )
+      assert.strictEqual((parsed.channels!.telegram!.allowlist as { _tag: string })._tag, "AnyOf")
+      assert.include(
+        Either.getLeft(Authorization.parseAllow("claim:groups")).pipe(Option.getOrThrow),
+        "claim:<name>=<value>"
+      )
+      const required = Either.getOrThrow(Authorization.withRequireLink({}, "telegram, webchat"))
+      assert.isTrue(required.channels!.telegram!.requireLink)
+      assert.isTrue(required.channels!.webchat!.requireLink)
+      assert.isTrue(Either.getOrThrow(Authorization.withRequireLink({}, "true")).requireLink)
+      assert.isTrue(Either.isLeft(Authorization.withRequireLink({}, "Tele gram!")))
     }))
 })

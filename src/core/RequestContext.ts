@@ -24,6 +24,17 @@ export interface RequestContextValue {
   readonly responseId: string | undefined
   readonly previousResponseId: string | undefined
   readonly identity: ChannelIdentity | undefined
+  /**
+   * What authorization verified about the caller (an identity provider's signed claims: email, groups, ...), and
+   * where from; absent when nothing was verified. Never taken from the request's text or a channel's guess.
+   */
+  readonly verified?: VerifiedCaller
+}
+
+/** Claims authorization verified: from the identity linker, or from a channel that authenticates callers. */
+export interface VerifiedCaller {
+  readonly claims: Readonly<Record<string, string | ReadonlyArray<string>>>
+  readonly source: "linker" | "channel"
 }
 
 export class RequestContext extends Context.Tag("effect-agent-host/RequestContext")<

@@ -308,8 +308,10 @@ export const make = Effect.gen(function*() {
     const afterHook = (hooked: ChannelRequest): Effect.Effect<Prepared, TurnError> => {
       const invalid = check(hooked)
       if (invalid !== undefined) return Effect.fail(invalid)
+      // Verified claims come from authorization alone.
+      const unverified = hooked.verified === undefined ? hooked : { ...hooked, verified: undefined }
       return delivery.admit(hooked).pipe(
-        Effect.zipRight(authorizer.authorize(hooked)),
+        Effect.zipRight(authorizer.authorize(unverified)),
         Effect.flatMap((prepared) => {
           const finish = Effect.zipWith(
             Effect.withFiberRuntime<Prepared>((fiber) => {
@@ -352,7 +354,8 @@ export const make = Effect.gen(function*() {
       isolation,
       responseId: request.attributes?.responseId,
       previousResponseId: request.attributes?.previousResponseId,
-      identity: request.identity
+      identity: request.identity,
+      ...(request.verified === undefined ? {} : { verified: request.verified })
     }
     const turn: Turn = { input: stamp(request), history, sessionId, options: request.options ?? {}, context }
     if (sessionId === undefined || turn.input.length === 0) return Effect.succeed(turn)

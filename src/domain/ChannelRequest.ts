@@ -55,7 +55,15 @@ export const ChannelRequest = Schema.Struct({
    * What a caller that goes away (HTTP client disconnect) does to its turn: `continue` (default) lets it run to
    * the end; `cancel` drops it while queued and interrupts it while running.
    */
-  onDisconnect: Schema.optional(Schema.Literal("continue", "cancel"))
+  onDisconnect: Schema.optional(Schema.Literal("continue", "cancel")),
+  /**
+   * Set by the host's authorization only, for the turn's request context: the caller's verified claims. What a
+   * channel or run hook puts here is dropped before authorization.
+   */
+  verified: Schema.optional(Schema.Struct({
+    claims: Schema.Record({ key: Schema.String, value: Schema.Union(Schema.String, Schema.Array(Schema.String)) }),
+    source: Schema.Literal("linker", "channel")
+  }))
 })
 export type ChannelRequest = typeof ChannelRequest.Type
 
