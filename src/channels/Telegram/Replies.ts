@@ -7,7 +7,7 @@ import { Effect, Fiber, Option, Queue, Schedule, Schema, Stream } from "effect"
 import type { ChannelContext } from "../../core/Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { DataContent, UriContent } from "../../domain/Content.js"
-import type { TurnError } from "../../domain/Errors.js"
+import type { LinkRequiredError, TurnError } from "../../domain/Errors.js"
 import type { BotApiError } from "./BotApi.js"
 import * as BotApi from "./BotApi.js"
 import type { Reply } from "./Render.js"
@@ -35,6 +35,12 @@ export interface Options {
   /** How often the typing indicator is renewed while the agent works. */
   readonly typingInterval: Duration.Duration
   readonly sendTypingAction: boolean
+  /** Shows a sign-in challenge (by private message in groups); default: the error text in the chat. */
+  readonly linkChallenge?: (
+    request: ChannelRequest,
+    target: ChatTarget,
+    error: LinkRequiredError
+  ) => Effect.Effect<void>
 }
 
 export interface Replies {
@@ -173,11 +179,17 @@ export const make = (api: BotApi.BotApi, ctx: ChannelContext, options: Options):
       say(target, turnErrorText(error))
     )
 
+  // A sign-in challenge must not land in a group: the channel's linking shows it to the sender alone.
+  const refuse = (request: ChannelRequest, target: ChatTarget, error: TurnError) =>
+    error._tag === "LinkRequiredError" && options.linkChallenge !== undefined ?
+      Effect.zipRight(Effect.logInfo("turn needs sign-in"), options.linkChallenge(request, target, error)) :
+      replyError(target, error)
+
   const runOnce = (request: ChannelRequest, raw: unknown, target: ChatTarget) =>
     ctx.run(request, raw).pipe(
       withTyping(target),
       Effect.matchEffect({
-        onFailure: (error) => replyError(target, error),
+        onFailure: (error) => refuse(request, target, error),
         onSuccess: ({ originating }) =>
           Option.isNone(originating) ?
             Effect.void :
@@ -188,7 +200,7 @@ export const make = (api: BotApi.BotApi, ctx: ChannelContext, options: Options):
   const runStreaming = (request: ChannelRequest, raw: unknown, target: ChatTarget) =>
     Effect.gen(function*() {
       const started = yield* Effect.either(ctx.runStream(request, raw))
-      if (started._tag === "Left") return yield* replyError(target, started.left)
+      if (started._tag === "Left") return yield* refuse(request, target, started.left)
       const turn = started.right
       const state = { text: "", shown: "", messageId: undefined as number | undefined }
       const changed = yield* Queue.sliding<void>(1)
@@ -222,7 +234,7 @@ export const make = (api: BotApi.BotApi, ctx: ChannelContext, options: Options):
       }).pipe(withTyping(target), Effect.either)
       yield* Fiber.interrupt(editor)
       const outcome = streamed._tag === "Left" ? streamed : yield* Effect.either(turn.result)
-      if (outcome._tag === "Left") return yield* replyError(target, outcome.left)
+      if (outcome._tag === "Left") return yield* refuse(request, target, outcome.left)
       const shaped = outcome.right.originating
       if (Option.isNone(shaped)) return
       const reply = replyOf(shaped.value.response)

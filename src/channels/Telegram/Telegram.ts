@@ -23,6 +23,7 @@ import * as ChatQueue from "./ChatQueue.js"
 import * as Commands from "./Commands.js"
 import type { BotInfo } from "./Inbound.js"
 import * as Inbound from "./Inbound.js"
+import * as Linking from "./Linking.js"
 import * as Polling from "./Polling.js"
 import * as Push from "./Push.js"
 import type { ParseMode } from "./Replies.js"
@@ -101,13 +102,20 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
       const bot = yield* Ref.make<BotInfo>({ id: Number(api.botId), username: "" })
       const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.annotateLogs(effect, { channel: name })
 
+      const linking = Linking.make(api, ctx.linking)
       const replies = Replies.make(api, ctx, {
+        linkChallenge: linking.challenge,
         parseMode: options.parseMode,
         editInterval: Duration.decode(options.streamEditInterval ?? "400 millis"),
         typingInterval: Duration.decode(options.typingInterval ?? "4 seconds"),
         sendTypingAction: options.sendTypingAction !== false
       })
-      const commands = Commands.make(ctx, options)
+      // /link, /unlink, /whoami when the host links identities; the channel's own commands may override them.
+      const own = options.commands ?? []
+      const commands = Commands.make(ctx, {
+        ...options,
+        commands: [...own, ...linking.commands.filter((l) => !own.some((c) => c.name === l.name))]
+      })
       const inbound = Inbound.make({ api, ctx, replies, commands, bot }, {
         name: channelName,
         streaming: options.stream ?? true,
