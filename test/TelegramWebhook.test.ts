@@ -275,7 +275,12 @@ describe("Telegram webhook", () => {
       yield* h.post(message(68, "boom", {}, updateId()))
       yield* h.fake.waitFor("sendMessage", 3)
       assert.deepStrictEqual(sentTexts(h.fake, 66), ["This bot is private."])
-      assert.deepStrictEqual(sentTexts(h.fake, 67), ["Link your account first:\nhttps://link.example.test/c/ch_1"])
+      // A sign-in challenge comes with its link as a button.
+      assert.deepStrictEqual(sentTexts(h.fake, 67), ["Link your account first:"])
+      const challenge = h.fake.callsOf("sendMessage").find((c) => Number(c.params.chat_id) === 67)!
+      assert.deepStrictEqual(challenge.params.reply_markup, {
+        inline_keyboard: [[{ text: "Sign in", url: "https://link.example.test/c/ch_1" }]]
+      })
       assert.strictEqual(sentTexts(h.fake, 68).length, 1)
       assert.notInclude(sentTexts(h.fake, 68)[0]!, "secret internals")
       // Refused turns never reach the agent.
