@@ -29,9 +29,10 @@ import type { IncomingRequest } from "../http/IncomingRequest.js"
 import * as NodeHandler from "../http/NodeHandler.js"
 import { hostCheck, isJsonContentType } from "../http/RequestGuards.js"
 import { joinPath, Router } from "../http/Router.js"
+import * as Upgrade from "../http/Upgrade.js"
 import type { StateStore } from "../state/StateStore.js"
 import * as StateStoreModule from "../state/StateStore.js"
-import type { Channel, ChannelContribution, RouteInput } from "./Channel.js"
+import type { Channel, ChannelContribution, RouteInput, UpgradeRoute } from "./Channel.js"
 import * as Channels from "./Channels.js"
 import * as DefaultAgent from "./DefaultAgent.js"
 import { HostConfig } from "./HostConfig.js"
@@ -58,6 +59,8 @@ export interface AgentHostShape {
   readonly channels: ReadonlyArray<MountedChannel>
   /** The whole app as a `node:http` request listener, for embedding in a server of your own. */
   readonly handler: (request: Http.IncomingMessage, response: Http.ServerResponse) => void
+  /** The WebSocket endpoints as a `node:http` `upgrade` listener, for the same server. */
+  readonly upgrade: Upgrade.UpgradeListener
 }
 
 export class AgentHost extends Context.Tag("effect-agent-host/AgentHost")<AgentHost, AgentHostShape>() {}
@@ -252,6 +255,8 @@ export const make = <E, R>(options: Options<E, R>) =>
       }, 503)
     })
 
+    const upgradeHandlers = new Map<string, UpgradeRoute>()
+
     // Mount: readiness and liveness first, so no channel can shadow them. Liveness says only that the process
     // answers (a restart would not help a channel that is unready).
     const router = new Router()
@@ -290,6 +295,23 @@ export const make = <E, R>(options: Options<E, R>) =>
             `move the link routes with AGENT_HOST_LINK_PATH`,
           channel: clash.channel
         })
+      }
+    }
+
+    // WebSocket endpoints: a table of their own (a `GET` upgrade and a plain `GET` on one path do not clash).
+    const upgradeRouter = new Router()
+    for (const channel of built) {
+      for (const upgrade of channel.contribution.upgrades ?? []) {
+        const fullPath = joinPath(channel.contribution.path, upgrade.path)
+        const route = { method: "GET", path: upgrade.path, handler: () => Effect.die("an upgrade route") } as const
+        const clash = upgradeRouter.add({ channel: channel.name, fullPath, route })
+        if (clash !== undefined) {
+          return yield* new HostConfigurationError({
+            message: `the WebSocket endpoint ${fullPath} of channel "${channel.name}" is already served by "${clash.channel}"`,
+            channel: channel.name
+          })
+        }
+        upgradeHandlers.set(`${channel.name}\u0000${fullPath}`, upgrade)
       }
     }
 
@@ -423,6 +445,44 @@ export const make = <E, R>(options: Options<E, R>) =>
       }
     }
 
+    // The same checks for a WebSocket upgrade, answered on the raw socket; isolation and grants hold for the
+    // connection's whole life (its turns run later, from its frames).
+    const routeUpgrade = (request: IncomingRequest): Upgrade.UpgradeRouted => {
+      if (hostServed !== undefined && !hostServed(request.headers.host)) return misdirected(request)
+      if (draining) return refused
+      const url = request.url
+      const q = url.indexOf("?")
+      const path = q === -1 ? url : url.slice(0, q)
+      const found = upgradeRouter.find("GET", path)
+      if (found._tag !== "Found" || request.method !== "GET") {
+        return errorJson(404, "not_found", `no WebSocket endpoint at ${request.method} ${path}`)
+      }
+      if (String(request.headers.upgrade).toLowerCase() !== "websocket") {
+        return errorJson(400, "unsupported_upgrade", `${path} upgrades to websocket only`)
+      }
+      const compiled = found.match.route
+      const upgrade = upgradeHandlers.get(`${compiled.channel}\u0000${compiled.fullPath}`)!
+      const isolation = lift(request, settings.trustIsolationHeaders)
+      if (typeof isolation === "string") return errorJson(400, "invalid_isolation_key", isolation)
+      const input = new Input(request, found.match.params, isolation, q === -1 ? "" : url.slice(q + 1))
+      const granted = hasPushKey(request)
+      const wrap = <A>(effect: Effect.Effect<A>): Effect.Effect<A> => {
+        const withGrant = granted ? Effect.provideService(effect, Delivery.TargetGrant, pushGrant) : effect
+        return isolation === noIsolationKeys ? withGrant : turns.withIsolation(isolation)(withGrant)
+      }
+      return {
+        route: compiled.fullPath,
+        channel: compiled.channel,
+        handler: wrap(upgrade.handler(input)),
+        wrap
+      }
+    }
+    const upgrades = Upgrade.make({
+      runtime: yield* Effect.runtime<never>(),
+      route: routeUpgrade,
+      maxPayload: settings.maxBodyBytes
+    })
+
     const handler = NodeHandler.make({
       runtime: yield* Effect.runtime<never>(),
       route: countedRoute,
@@ -434,6 +494,7 @@ export const make = <E, R>(options: Options<E, R>) =>
     let address = { host: settings.host, port: settings.port }
     if (options.listen !== false) {
       const server = Http.createServer(handler)
+      server.on("upgrade", upgrades.listener)
       server.keepAliveTimeout = 5_000
       yield* Effect.acquireRelease(
         Effect.async<void, HostConfigurationError>((resume) => {
@@ -458,6 +519,9 @@ export const make = <E, R>(options: Options<E, R>) =>
             })
             server.closeIdleConnections()
             yield* turns.drain(settings.shutdownGrace)
+            // WebSockets are not the server's connections any more: channels close theirs at draining, once their
+            // turn is done; what is still open is told "going away" now, and cut with the rest below.
+            upgrades.closeAll(1001, "server shutting down")
             // Streams still open end with their terminal event now; wait for them, closing each connection as it
             // goes idle. On the wall clock, deliberately: a test's TestClock must not be able to hold this open.
             yield* Effect.async<void>((resume) => {
@@ -472,6 +536,7 @@ export const make = <E, R>(options: Options<E, R>) =>
               }, 20)
               const timer = setTimeout(() => {
                 server.closeAllConnections()
+                upgrades.terminateAll()
                 done()
               }, Duration.toMillis(closeMargin))
               if (closed) done()
@@ -485,7 +550,10 @@ export const make = <E, R>(options: Options<E, R>) =>
       yield* Effect.addFinalizer(() =>
         Effect.suspend(() => {
           draining = true
-          return turns.drain(settings.shutdownGrace)
+          return Effect.zipRight(
+            turns.drain(settings.shutdownGrace),
+            Effect.sync(() => upgrades.closeAll(1001, "server shutting down"))
+          )
         })
       )
     }
@@ -502,7 +570,7 @@ export const make = <E, R>(options: Options<E, R>) =>
       }${unready.size === 0 ? "" : `; not ready yet: ${[...unready.keys()].join(", ")}`}`
     ).pipe(Effect.annotateLogs({ target: target.name, bind: url, channels: mounted.map((c) => c.name).join(",") }))
 
-    return AgentHost.of({ address, url, channels: mounted, handler })
+    return AgentHost.of({ address, url, channels: mounted, handler, upgrade: upgrades.listener })
   })
 
 /**

@@ -9,6 +9,7 @@ import type { ChannelStartupError, PushFailed, TurnError } from "../domain/Error
 import type { ChannelIdentity } from "../domain/Identity.js"
 import type { AgentResponseUpdate } from "../domain/Message.js"
 import type { IncomingRequest } from "../http/IncomingRequest.js"
+import type { WebSocket } from "ws"
 import type { StateStoreShape } from "../state/StateStore.js"
 import type { IsolationKeys } from "./RequestContext.js"
 import type { BusyPolicy } from "./Sessions.js"
@@ -57,6 +58,29 @@ export interface Route {
    */
   readonly body?: "json"
 }
+
+/**
+ * A WebSocket endpoint: `GET <path>` with `Upgrade: websocket`. The host first makes its usual checks (the
+ * `Host` header, draining, isolation headers), then the handler decides: a response refuses the upgrade (written
+ * as the HTTP answer, then the connection is closed), `acceptWebSocket` takes it. Frames are bounded by the host's
+ * body limit (`maxBodyBytes`); the host closes sockets still open when it shuts down (close code 1001).
+ */
+export interface UpgradeRoute {
+  /** Relative to the channel's path, like a route's; `:name` segments are parameters. */
+  readonly path: string
+  readonly handler: (input: RouteInput) => Effect.Effect<HttpServerResponse.HttpServerResponse | WebSocketAccept>
+}
+
+/** An accepted upgrade: `open` runs for the connection's life, with the request's isolation keys in place. */
+export interface WebSocketAccept {
+  readonly _tag: "WebSocketAccept"
+  readonly open: (socket: WebSocket) => Effect.Effect<void>
+}
+
+export const acceptWebSocket = (open: WebSocketAccept["open"]): WebSocketAccept => ({ _tag: "WebSocketAccept", open })
+
+export const isWebSocketAccept = (u: unknown): u is WebSocketAccept =>
+  typeof u === "object" && u !== null && (u as { readonly _tag?: unknown })._tag === "WebSocketAccept"
 
 /** Context handed to a channel's response hook for one destination. */
 export interface ResponseHookContext {
@@ -115,6 +139,8 @@ export interface ChannelContribution {
   /** Mount prefix for the channel's routes; "" mounts at the root. */
   readonly path: string
   readonly routes: ReadonlyArray<Route>
+  /** WebSocket endpoints (`GET` with `Upgrade: websocket`), mounted under `path` like routes. */
+  readonly upgrades?: ReadonlyArray<UpgradeRoute>
   readonly commands?: ReadonlyArray<ChannelCommand>
   /** Runs after every channel is built, in channel order; resources it acquires live until shutdown. */
   readonly startup?: Effect.Effect<void, ChannelStartupError, Scope.Scope>

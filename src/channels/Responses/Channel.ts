@@ -21,13 +21,13 @@
  * `response.incomplete`, so neither polling nor a `?stream=true` replay waits forever. The state dir has a single
  * owner, so whatever is unfinished at startup belongs to a process that is gone.
  */
-import type { HttpServerResponse } from "@effect/platform"
 import type { Scope } from "effect"
 import { Cause, Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
 import type { Channel, ChannelContext, ChannelHooks, RouteInput, TurnOutcome, TurnStream } from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
 import type { OnDisconnect } from "../../core/Sessions.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
+import type { Message } from "../../domain/Message.js"
 import type { TurnError } from "../../domain/Errors.js"
 import { isShutdown } from "../../domain/Errors.js"
 import { isolationKey, issueId } from "../../domain/Ids.js"
@@ -39,6 +39,8 @@ import { ON_DISCONNECT_HEADER, onDisconnectOf } from "../../http/OnDisconnect.js
 import * as Sse from "../../http/Sse.js"
 import { describeTurnError } from "../../http/TurnErrors.js"
 import { sameUser, userScopedKey } from "../../http/UserScope.js"
+import * as Compaction from "./Compaction.js"
+import * as Socket from "./Socket.js"
 import * as LiveRun from "./LiveRun.js"
 import type { RenderedEvent, Skeleton } from "./Render.js"
 import {
@@ -54,7 +56,8 @@ import {
 import type { InputItem } from "./Request.js"
 import { identityOf, parseInput, parseResponseTarget, runOptions } from "./Request.js"
 import type { CreateResponseBody } from "./Wire.js"
-import { decodeCreateBody, errorResponse } from "./Wire.js"
+import type { Previous, Refusal } from "./Wire.js"
+import { callIdsOf, decodeCreateBody, errorResponse } from "./Wire.js"
 
 export interface Options {
   readonly name?: string
@@ -71,7 +74,14 @@ export interface Options {
    * Background responses always continue.
    */
   readonly onDisconnect?: OnDisconnect
+  /** WebSocket mode: how often an idle peer is pinged; one that misses a pong is cut (default 30 seconds). */
+  readonly pingInterval?: Duration.DurationInput
+  /** WebSocket mode: responses a connection remembers for `previous_response_id` (default 16, the most recent). */
+  readonly maxCachedResponses?: number
 }
+
+/** Most history messages a compaction of `previous_response_id` takes (the most recent). */
+const compactHistoryLimit = 1_000
 
 /** Metadata key set on a response whose reply went to other channels only. */
 export const OUT_OF_BAND_KEY = "agent_host_delivery"
@@ -93,17 +103,31 @@ const decodeStoredEvent = (stored: { readonly sequence: number; readonly event: 
   }
 }
 
-/** A failed turn in OpenAI's envelope; the error's `code`, and `url` (link required) in the message. */
-const turnErrorResponse = (error: TurnError) => {
+const refusalResponse = (refusal: Refusal) =>
+  errorResponse(refusal.status, refusal.code, refusal.message, refusal.param, refusal.headers)
+
+/** A failed turn's refusal; the error's `code`, and `url` (link required) in the message. */
+const turnRefusal = (error: TurnError): Refusal => {
   const parts = describeTurnError(error)
-  return errorResponse(
-    parts.status,
-    parts.code,
-    parts.url === undefined ? parts.message : `${parts.message} (${parts.url})`,
-    parts.param ?? null,
-    parts.headers
-  )
+  return {
+    status: parts.status,
+    code: parts.code,
+    message: parts.url === undefined ? parts.message : `${parts.message} (${parts.url})`,
+    param: parts.param ?? null,
+    headers: parts.headers
+  }
 }
+
+/** A failed turn in OpenAI's envelope. */
+const turnErrorResponse = (error: TurnError) => refusalResponse(turnRefusal(error))
+
+const previousOf = (
+  stored: { readonly id: string; readonly sessionKey: string | undefined; readonly response: unknown },
+  channel: string
+): Previous => ({
+  sessionKey: stored.sessionKey ?? `${channel}:${stored.id}`,
+  callIds: callIdsOf(stored.response)
+})
 
 /** The failure a response records: `server_error` is the code every client knows. */
 const failureOf = (error: { readonly message: string }) => ({ code: "server_error", message: error.message })
@@ -165,6 +189,7 @@ export const make = (options: Options = {}): Channel => {
       const scope: Scope.Scope = yield* Effect.scope
       const heartbeat = yield* Sse.heartbeat(heartbeatInterval)
       const authorized = makeChecker(ctx.settings.apiKeys)
+      const sealer = yield* Compaction.loadSealer(ctx.state, name)
       const live = new Map<string, Background>()
 
       /** Ends what a dead process left running (see the module comment); runs before any route is served. */
@@ -215,23 +240,51 @@ export const make = (options: Options = {}): Channel => {
         )
 
       const invalid = (message: string, param: string | null = null) =>
-        Either.left(errorResponse(400, "invalid_request", message, param))
+        Either.left<Refusal>({ status: 400, code: "invalid_request", message, param })
 
-      /** Reads, validates and maps a create request; a Left is the HTTP error to answer with. */
-      const prepare = (
-        input: RouteInput
-      ): Effect.Effect<Either.Either<Prepared, HttpServerResponse.HttpServerResponse>> =>
+      /** The stored response `id` as a continuation sees it, if it belongs to the caller. */
+      const storedPrevious = (id: string, input: RouteInput) =>
+        Effect.map(getOwn(id, input), Option.map((stored): Previous => previousOf(stored, name)))
+
+      /** Reads, validates and maps a create request; a Left is the error to answer with. */
+      const prepare = (input: RouteInput): Effect.Effect<Either.Either<Prepared, Refusal>> =>
+        Effect.flatMap(Effect.either(readJsonObject(input.request, ctx.settings)), (raw) =>
+          Either.isLeft(raw) ?
+            Effect.succeed(Either.left<Refusal>({
+              status: raw.left.status,
+              code: raw.left.type,
+              message: raw.left.message,
+              param: null
+            })) :
+            prepareBody(raw.right, input, (id) => storedPrevious(id, input), "http"))
+
+      /**
+       * Validates and maps a create body (HTTP, or a WebSocket `response.create`); `previous` finds the response a
+       * `previous_response_id` continues (stored responses; a socket looks in its own cache first).
+       */
+      const prepareBody = (
+        raw: Obj,
+        input: RouteInput,
+        previousOf: (id: string) => Effect.Effect<Option.Option<Previous>>,
+        transport: "http" | "websocket"
+      ): Effect.Effect<Either.Either<Prepared, Refusal>> =>
         Effect.gen(function*() {
-          const raw = yield* Effect.either(readJsonObject(input.request, ctx.settings))
-          if (Either.isLeft(raw)) return Either.left(errorResponse(raw.left.status, raw.left.type, raw.left.message))
-          const decoded = decodeCreateBody(raw.right)
+          const decoded = decodeCreateBody(raw)
           if (!("body" in decoded)) return invalid(decoded.message, decoded.param)
           const body = decoded.body
           if (body.input == null) {
-            return Either.left(errorResponse(400, "missing_required_parameter", "input is required", "input"))
+            return Either.left<Refusal>({
+              status: 400,
+              code: "missing_required_parameter",
+              message: "input is required",
+              param: "input"
+            })
           }
           if (body.previous_response_id != null && body.conversation != null) {
             return invalid("send previous_response_id or conversation, not both", "conversation")
+          }
+          if (transport === "websocket" && body.background === true) {
+            return invalid("WebSocket responses stream on the socket: background is not available here", "background")
           }
           if (body.background === true && body.store === false) {
             return invalid("background responses must be stored (store: true)", "store")
@@ -255,23 +308,41 @@ export const make = (options: Options = {}): Channel => {
           // Response ids double as handles for GET/DELETE, so they come from the CSPRNG.
           const id = yield* issueId("resp_")
           const base = id.slice(5)
-          const parsed = parseInput(body.input, (kind, n) => `${kind}_${base}_in${n}`)
+          const user = input.isolation.user
+          const parsed = parseInput(
+            body.input,
+            (kind, n) => `${kind}_${base}_in${n}`,
+            (content) => sealer.open(content, user)
+          )
           if ("message" in parsed) return invalid(parsed.message, parsed.param)
 
           let sessionKey: string
           // A key made from the new response id names a session nothing is stored under yet.
           let fresh = false
           if (body.previous_response_id != null) {
-            const previous = yield* getOwn(body.previous_response_id, input)
+            const previous = yield* previousOf(body.previous_response_id)
             if (Option.isNone(previous)) {
-              return Either.left(errorResponse(
-                404,
-                "previous_response_not_found",
-                `Previous response with id '${body.previous_response_id}' not found.`,
-                "previous_response_id"
-              ))
+              return Either.left<Refusal>({
+                status: 404,
+                code: "previous_response_not_found",
+                message: `Previous response with id '${body.previous_response_id}' not found.`,
+                param: "previous_response_id"
+              })
             }
-            sessionKey = previous.value.sessionKey ?? `${name}:${body.previous_response_id}`
+            // A tool output answers a call of the response it continues (or one sent with it).
+            const calls = new Set(previous.value.callIds)
+            for (const item of parsed.items) {
+              if (item.type === "function_call") calls.add(String(item["call_id"]))
+              else if (item.type === "function_call_output" && !calls.has(String(item["call_id"]))) {
+                return invalid(
+                  `No tool call found for function call output with call_id '${
+                    String(item["call_id"])
+                  }': it must answer a function_call of response '${body.previous_response_id}' or of this input.`,
+                  "input"
+                )
+              }
+            }
+            sessionKey = previous.value.sessionKey
           } else if (body.conversation != null) {
             // A conversation id is the caller's name for it: each user has their own conversation of that name.
             sessionKey = userScopedKey(
@@ -285,7 +356,7 @@ export const make = (options: Options = {}): Channel => {
             fresh = true
           }
           const key = isolationKey(sessionKey)
-          if (Either.isLeft(key)) return Either.left(turnErrorResponse(key.left))
+          if (Either.isLeft(key)) return Either.left(turnRefusal(key.left))
           const identity = identityOf(name, body)
           const request: ChannelRequest = {
             channel: name,
@@ -298,7 +369,7 @@ export const make = (options: Options = {}): Channel => {
             attributes: body.previous_response_id != null ?
               { responseId: id, previousResponseId: body.previous_response_id } :
               { responseId: id },
-            stream: body.stream === true,
+            stream: transport === "websocket" || body.stream === true,
             onDisconnect
           }
           const createdAt = yield* Time.now
@@ -441,40 +512,52 @@ export const make = (options: Options = {}): Channel => {
        */
       const streamForeground = (prepared: Prepared, turn: TurnStream): Stream.Stream<string> =>
         heartbeat.produce((emit) =>
-          Effect.uninterruptibleMask((restore) =>
-            Effect.gen(function*() {
-              const renderer = new StreamRenderer(prepared.skeleton)
-              const publish = (events: ReadonlyArray<RenderedEvent>) => emit(framesOf(events))
-              const exit = yield* Effect.exit(restore(
-                Effect.zipRight(
-                  Effect.zipRight(publish(renderer.start("in_progress")), render(prepared, turn, renderer, publish)),
-                  turn.result
-                )
-              ))
-              // Interrupted: the reader stopped (the caller went away).
-              if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
-                const left = Effect.uninterruptibleMask((restoreLeft) =>
-                  Effect.flatMap(
-                    Effect.exit(restoreLeft(turn.result)),
-                    (awaited) => settle(prepared, renderer, endingOf(awaited, () => "shutdown"), true)
-                  )
-                )
-                yield* Effect.forkIn(Effect.interruptible(left), scope)
-                return
-              }
-              const out = yield* settle(prepared, renderer, endingOf(exit, () => "shutdown"), false)
-              yield* restore(publish(out))
-            })
-          )
+          Effect.asVoid(renderLive(prepared, turn, (events) => emit(framesOf(events))))
         )
 
-      /** Ends a rendering and stores the final resource; returns the last events. */
+      /**
+       * Renders a foreground turn into `publish` as it runs, stores how it ended, then publishes the terminal
+       * event; returns the final resource. Interrupted (the caller went away), it leaves a fiber in the channel's
+       * scope that awaits the turn and stores how it ended, and returns none.
+       */
+      const renderLive = (
+        prepared: Prepared,
+        turn: TurnStream,
+        publish: (events: ReadonlyArray<RenderedEvent>) => Effect.Effect<void>
+      ): Effect.Effect<Option.Option<Obj>> =>
+        Effect.uninterruptibleMask((restore) =>
+          Effect.gen(function*() {
+            const renderer = new StreamRenderer(prepared.skeleton)
+            const exit = yield* Effect.exit(restore(
+              Effect.zipRight(
+                Effect.zipRight(publish(renderer.start("in_progress")), render(prepared, turn, renderer, publish)),
+                turn.result
+              )
+            ))
+            // Interrupted: the reader stopped (the caller went away).
+            if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
+              const left = Effect.uninterruptibleMask((restoreLeft) =>
+                Effect.flatMap(
+                  Effect.exit(restoreLeft(turn.result)),
+                  (awaited) => settle(prepared, renderer, endingOf(awaited, () => "shutdown"), true)
+                )
+              )
+              yield* Effect.forkIn(Effect.interruptible(left), scope)
+              return Option.none()
+            }
+            const { final, out } = yield* settle(prepared, renderer, endingOf(exit, () => "shutdown"), false)
+            yield* restore(publish(out))
+            return Option.some(final)
+          })
+        )
+
+      /** Ends a rendering and stores the final resource; returns it and the last events. */
       const settle = (prepared: Prepared, renderer: StreamRenderer, ending: Ending, whole: boolean) =>
         Effect.gen(function*() {
           const out: Array<RenderedEvent> = []
           const final = yield* endRendering(prepared, renderer, ending, out, whole)
           yield* store(prepared, final)
-          return out
+          return { final, out }
         })
 
       /**
@@ -538,7 +621,7 @@ export const make = (options: Options = {}): Channel => {
         Effect.gen(function*() {
           if (!authorized(input.request)) return unauthorized
           const prepared = yield* prepare(input)
-          if (Either.isLeft(prepared)) return prepared.left
+          if (Either.isLeft(prepared)) return refusalResponse(prepared.left)
           const p = prepared.right
           if (p.body.stream !== true && p.body.background !== true) return yield* runBlocking(p)
           const started = yield* Effect.either(ctx.runStream(p.request, p.body))
@@ -660,19 +743,121 @@ export const make = (options: Options = {}): Channel => {
         })
       )
 
+      const startSocketTurn = (
+        body: Obj,
+        input: RouteInput,
+        previous: (id: string) => Effect.Effect<Option.Option<Previous>>
+      ): Effect.Effect<Either.Either<Socket.StartedTurn, Refusal>> =>
+        Effect.gen(function*() {
+          const prepared = yield* prepareBody(body, input, previous, "websocket")
+          if (Either.isLeft(prepared)) return Either.left(prepared.left)
+          const p = prepared.right
+          const started = yield* Effect.either(ctx.runStream(p.request, p.body))
+          if (Either.isLeft(started)) return Either.left(turnRefusal(started.left))
+          const turn = started.right
+          return Either.right<Socket.StartedTurn>({
+            id: p.id,
+            sessionKey: p.sessionKey,
+            run: (publish) => renderLive(p, turn, publish)
+          })
+        })
+
+      const socket = Socket.endpoint("/responses", {
+        authorized,
+        unauthorized,
+        start: startSocketTurn,
+        stored: storedPrevious,
+        draining: ctx.draining,
+        maxJsonDepth: ctx.settings.maxJsonDepth,
+        maxJsonItems: ctx.settings.maxJsonItems,
+        pingInterval: Duration.decode(options.pingInterval ?? Duration.seconds(30)),
+        maxCached: options.maxCachedResponses ?? 16,
+        // A frame's worth of backlog (the body limit) and then some: a reader this far behind is not reading.
+        maxBuffered: 4 * ctx.settings.maxBodyBytes
+      })
+
+      /**
+       * `POST /responses/compact`: the history of `previous_response_id` (if given) and `input`, sealed into one
+       * `compaction` item (see Compaction.ts); `model` is required, as in the spec.
+       */
+      const compact = ChannelModule.handler((input) =>
+        Effect.gen(function*() {
+          if (!authorized(input.request)) return unauthorized
+          const raw = yield* Effect.either(readJsonObject(input.request, ctx.settings))
+          if (Either.isLeft(raw)) return errorResponse(raw.left.status, raw.left.type, raw.left.message)
+          const body = raw.right
+          const model = body["model"]
+          if (typeof model !== "string" || model.length === 0) {
+            return errorResponse(400, "missing_required_parameter", "model is required (a string)", "model")
+          }
+          const user = input.isolation.user
+          const messages: Array<Message> = []
+          const previousId = body["previous_response_id"]
+          if (previousId != null) {
+            if (typeof previousId !== "string") {
+              return errorResponse(400, "invalid_request", "previous_response_id must be a string", "previous_response_id")
+            }
+            const previous = yield* getOwn(previousId, input)
+            if (Option.isNone(previous)) {
+              return errorResponse(
+                404,
+                "previous_response_not_found",
+                `Previous response with id '${previousId}' not found.`,
+                "previous_response_id"
+              )
+            }
+            const key = isolationKey(previousOf(previous.value, name).sessionKey)
+            if (Either.isRight(key)) {
+              const session = yield* ctx.sessionIdFor(key.right)
+              messages.push(...(yield* ctx.state.loadHistory(session, compactHistoryLimit)))
+            }
+          }
+          const rawInput = body["input"]
+          if (rawInput != null) {
+            if (typeof rawInput !== "string" && !Array.isArray(rawInput)) {
+              return errorResponse(400, "invalid_request", "input must be a string or a list of items", "input")
+            }
+            const parsed = parseInput(rawInput, (kind, n) => `${kind}_compact_in${n}`, (c) => sealer.open(c, user))
+            if ("message" in parsed) return errorResponse(400, "invalid_request", parsed.message, parsed.param)
+            messages.push(...parsed.messages)
+          }
+          if (messages.length === 0) {
+            return errorResponse(400, "invalid_request", "nothing to compact: send input or previous_response_id", "input")
+          }
+          const id = yield* issueId("resp_")
+          const createdAt = yield* Time.now
+          const tokens = Compaction.estimateTokens(messages)
+          return json({
+            id,
+            object: "response.compaction",
+            created_at: Time.toEpochSeconds(createdAt),
+            output: [{ id: `cmp_${id.slice(5)}`, type: "compaction", encrypted_content: sealer.seal(messages, user) }],
+            usage: {
+              input_tokens: tokens,
+              input_tokens_details: { cached_tokens: 0 },
+              output_tokens: 0,
+              output_tokens_details: { reasoning_tokens: 0 },
+              total_tokens: tokens
+            }
+          })
+        })
+      )
+
       return {
         path: options.path ?? "/v1",
         routes: [
           { method: "POST", path: "/responses", handler: create, body: "json" },
+          { method: "POST", path: "/responses/compact", handler: compact, body: "json" },
           { method: "GET", path: "/responses/:id", handler: retrieve },
           { method: "DELETE", path: "/responses/:id", handler: remove },
           { method: "GET", path: "/responses/:id/input_items", handler: inputItems },
           { method: "POST", path: "/responses/:id/cancel", handler: cancel }
         ],
+        upgrades: [socket],
         ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
         ...(options.busyPolicy === undefined ? {} : { busyPolicy: options.busyPolicy }),
         kind: "programmatic",
-        describe: "OpenAI Responses API (JSON, SSE, background)"
+        describe: "OpenAI Responses API (JSON, SSE, WebSocket, background, compaction)"
       }
     }))
 }

@@ -153,7 +153,9 @@ const outputToString = (output: unknown, param: string): string => {
  */
 export const parseInput = (
   input: string | ReadonlyArray<unknown>,
-  idFor: (kind: "msg" | "fc" | "fco" | "rs", n: number) => string
+  idFor: (kind: "msg" | "fc" | "fco" | "rs" | "cmp", n: number) => string,
+  /** Opens a `compaction` item's `encrypted_content` (undefined: not one this host sealed for the caller). */
+  openCompaction?: (content: string) => ReadonlyArray<Message> | undefined
 ): ParsedInput | WireProblem => {
   const messages: Array<Message> = []
   const items: Array<InputItem> = []
@@ -284,6 +286,21 @@ export const parseInput = (
           loose ??= { contents: [], stored: [] }
           loose.contents.push(parsed.content)
           loose.stored.push(parsed.stored)
+          return
+        }
+        case "compaction": {
+          flush()
+          const content = str(it, "encrypted_content", param)
+          const opened = openCompaction?.(content)
+          if (opened === undefined) {
+            fail(
+              `${param}.encrypted_content`,
+              "this compaction item was not issued by this host for this caller, or it was altered: send " +
+                "encrypted_content exactly as POST /responses/compact returned it"
+            )
+          }
+          messages.push(...opened!)
+          items.push({ id: givenId ?? idFor("cmp", items.length), type: "compaction", encrypted_content: content })
           return
         }
         case "item_reference":

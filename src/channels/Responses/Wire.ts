@@ -189,7 +189,7 @@ export const decodeCreateBody = (raw: unknown): { readonly body: CreateResponseB
 }
 
 /** OpenAI's error `type` for an HTTP status. */
-const errorType = (status: number): string => {
+export const errorType = (status: number): string => {
   if (status === 401) return "authentication_error"
   if (status === 403) return "permission_error"
   if (status === 404) return "not_found_error"
@@ -207,3 +207,30 @@ export const errorResponse = (
   param: string | null = null,
   headers?: Record<string, string>
 ) => json({ error: { message, type: errorType(status), param, code } }, status, headers)
+
+/** Why a create is refused: an HTTP answer, or a WebSocket `error` event, in OpenAI's error fields. */
+export interface Refusal {
+  readonly status: number
+  readonly code: string
+  readonly message: string
+  readonly param: string | null
+  readonly headers?: Record<string, string> | undefined
+}
+
+/** What a continuation needs of the response it continues: its session, and the tool calls it made. */
+export interface Previous {
+  readonly sessionKey: string
+  readonly callIds: ReadonlyArray<string>
+}
+
+/** The call ids of a response resource's `function_call` output items. */
+export const callIdsOf = (response: unknown): ReadonlyArray<string> => {
+  const output = (response as { readonly output?: unknown } | null)?.output
+  if (!Array.isArray(output)) return []
+  const ids: Array<string> = []
+  for (const item of output) {
+    const i = item as { readonly type?: unknown; readonly call_id?: unknown } | null
+    if (i?.type === "function_call" && typeof i.call_id === "string") ids.push(i.call_id)
+  }
+  return ids
+}
