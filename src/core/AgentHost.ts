@@ -307,7 +307,8 @@ export const make = <E, R>(options: Options<E, R>) =>
         const clash = upgradeRouter.add({ channel: channel.name, fullPath, route })
         if (clash !== undefined) {
           return yield* new HostConfigurationError({
-            message: `the WebSocket endpoint ${fullPath} of channel "${channel.name}" is already served by "${clash.channel}"`,
+            message:
+              `the WebSocket endpoint ${fullPath} of channel "${channel.name}" is already served by "${clash.channel}"`,
             channel: channel.name
           })
         }

@@ -4,12 +4,12 @@
  */
 import type { HttpServerResponse } from "@effect/platform"
 import type { Effect, Option, Scope, Stream } from "effect"
+import type { WebSocket } from "ws"
 import type { ChannelRequest, HostedRunResult } from "../domain/ChannelRequest.js"
 import type { ChannelStartupError, PushFailed, TurnError } from "../domain/Errors.js"
 import type { ChannelIdentity } from "../domain/Identity.js"
 import type { AgentResponseUpdate } from "../domain/Message.js"
 import type { IncomingRequest } from "../http/IncomingRequest.js"
-import type { WebSocket } from "ws"
 import type { StateStoreShape } from "../state/StateStore.js"
 import type { IsolationKeys } from "./RequestContext.js"
 import type { BusyPolicy } from "./Sessions.js"

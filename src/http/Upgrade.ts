@@ -49,8 +49,9 @@ export interface Upgrades {
   readonly terminateAll: () => void
 }
 
-const isRefusal = (u: HttpServerResponse.HttpServerResponse | WebSocketAccept): u is HttpServerResponse.HttpServerResponse =>
-  !isWebSocketAccept(u)
+const isRefusal = (
+  u: HttpServerResponse.HttpServerResponse | WebSocketAccept
+): u is HttpServerResponse.HttpServerResponse => !isWebSocketAccept(u)
 
 /** Writes `response` as the HTTP answer to an upgrade request on the raw socket, then ends it. */
 const refuse = (socket: Duplex, response: HttpServerResponse.HttpServerResponse): void => {

@@ -48,3 +48,12 @@ const check = (validate: ReturnType<Ajv["compile"]>, what: string, value: unknow
 export const assertResponseResource = (value: unknown): void => check(responseResource, "ResponseResource", value)
 export const assertItem = (value: unknown): void => check(itemField, "ItemField", value)
 export const assertStreamEvent = (value: unknown): void => check(streamEvent, "streaming event", value)
+
+const webSocketError = ajv.compile(ref("WebSocketErrorEvent"))
+const webSocketCreate = ajv.compile(ref("WebSocketResponseCreateEvent"))
+const compactResource = ajv.compile(ref("CompactResource"))
+
+export const assertWebSocketError = (value: unknown): void => check(webSocketError, "WebSocketErrorEvent", value)
+export const assertWebSocketCreate = (value: unknown): void =>
+  check(webSocketCreate, "WebSocketResponseCreateEvent", value)
+export const assertCompactResource = (value: unknown): void => check(compactResource, "CompactResource", value)

@@ -27,10 +27,10 @@ import type { Channel, ChannelContext, ChannelHooks, RouteInput, TurnOutcome, Tu
 import * as ChannelModule from "../../core/Channel.js"
 import type { OnDisconnect } from "../../core/Sessions.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
-import type { Message } from "../../domain/Message.js"
 import type { TurnError } from "../../domain/Errors.js"
 import { isShutdown } from "../../domain/Errors.js"
 import { isolationKey, issueId } from "../../domain/Ids.js"
+import type { Message } from "../../domain/Message.js"
 import * as Time from "../../domain/Time.js"
 import { makeChecker } from "../../http/ApiKeys.js"
 import { json } from "../../http/HttpBody.js"
@@ -40,7 +40,6 @@ import * as Sse from "../../http/Sse.js"
 import { describeTurnError } from "../../http/TurnErrors.js"
 import { sameUser, userScopedKey } from "../../http/UserScope.js"
 import * as Compaction from "./Compaction.js"
-import * as Socket from "./Socket.js"
 import * as LiveRun from "./LiveRun.js"
 import type { RenderedEvent, Skeleton } from "./Render.js"
 import {
@@ -55,6 +54,7 @@ import {
 } from "./Render.js"
 import type { InputItem } from "./Request.js"
 import { identityOf, parseInput, parseResponseTarget, runOptions } from "./Request.js"
+import * as Socket from "./Socket.js"
 import type { CreateResponseBody } from "./Wire.js"
 import type { Previous, Refusal } from "./Wire.js"
 import { callIdsOf, decodeCreateBody, errorResponse } from "./Wire.js"
@@ -511,9 +511,7 @@ export const make = (options: Options = {}): Channel => {
        * `on_disconnect: cancel` cancels the turn: `cancelled`).
        */
       const streamForeground = (prepared: Prepared, turn: TurnStream): Stream.Stream<string> =>
-        heartbeat.produce((emit) =>
-          Effect.asVoid(renderLive(prepared, turn, (events) => emit(framesOf(events))))
-        )
+        heartbeat.produce((emit) => Effect.asVoid(renderLive(prepared, turn, (events) => emit(framesOf(events)))))
 
       /**
        * Renders a foreground turn into `publish` as it runs, stores how it ended, then publishes the terminal
@@ -795,7 +793,12 @@ export const make = (options: Options = {}): Channel => {
           const previousId = body["previous_response_id"]
           if (previousId != null) {
             if (typeof previousId !== "string") {
-              return errorResponse(400, "invalid_request", "previous_response_id must be a string", "previous_response_id")
+              return errorResponse(
+                400,
+                "invalid_request",
+                "previous_response_id must be a string",
+                "previous_response_id"
+              )
             }
             const previous = yield* getOwn(previousId, input)
             if (Option.isNone(previous)) {
@@ -822,7 +825,12 @@ export const make = (options: Options = {}): Channel => {
             messages.push(...parsed.messages)
           }
           if (messages.length === 0) {
-            return errorResponse(400, "invalid_request", "nothing to compact: send input or previous_response_id", "input")
+            return errorResponse(
+              400,
+              "invalid_request",
+              "nothing to compact: send input or previous_response_id",
+              "input"
+            )
           }
           const id = yield* issueId("resp_")
           const createdAt = yield* Time.now

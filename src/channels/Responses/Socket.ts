@@ -15,11 +15,12 @@
  * - When the host drains, an idle socket is closed at once, a busy one after its response ends (1001).
  * - A client that goes away mid-response leaves the turn running: its response is stored as over HTTP.
  */
-import { Duration, Effect, Either, FiberSet, Option } from "effect"
+import type { HttpServerResponse } from "@effect/platform"
+import type { Duration } from "effect"
+import { Effect, Either, FiberSet, Option } from "effect"
 import type { RawData, WebSocket } from "ws"
 import type { RouteInput, UpgradeRoute } from "../../core/Channel.js"
 import { acceptWebSocket } from "../../core/Channel.js"
-import type { HttpServerResponse } from "@effect/platform"
 import { jsonShapeProblem } from "../../http/HttpBody.js"
 import type { IncomingRequest } from "../../http/IncomingRequest.js"
 import type { RenderedEvent } from "./Render.js"
@@ -82,14 +83,19 @@ const textOf = (data: RawData): string =>
 const parseFrame = (text: string, tools: SocketTools): Either.Either<Obj, Refusal> => {
   const shape = jsonShapeProblem(text, tools.maxJsonDepth, tools.maxJsonItems)
   if (shape !== undefined) {
-    return Either.left(problem(shape.message, shape._tag === "JsonTooComplex" ? "json_too_complex" : "invalid_encoding"))
+    return Either.left(
+      problem(shape.message, shape._tag === "JsonTooComplex" ? "json_too_complex" : "invalid_encoding")
+    )
   }
   let parsed: unknown
   try {
     parsed = JSON.parse(text)
   } catch (error) {
     return Either.left(
-      problem(`the message is not valid JSON: ${error instanceof Error ? error.message : String(error)}`, "invalid_json")
+      problem(
+        `the message is not valid JSON: ${error instanceof Error ? error.message : String(error)}`,
+        "invalid_json"
+      )
     )
   }
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
@@ -173,7 +179,9 @@ const connection = (tools: SocketTools, input: RouteInput, socket: WebSocket): E
       const parsed = parseFrame(textOf(data), tools)
       if (Either.isLeft(parsed)) return send(errorEvent(parsed.left))
       if (closing) {
-        return send(errorEvent(problem("the server is shutting down; reconnect shortly", "server_shutting_down", null, 503)))
+        return send(
+          errorEvent(problem("the server is shutting down; reconnect shortly", "server_shutting_down", null, 503))
+        )
       }
       if (busy) {
         return send(errorEvent(problem(
