@@ -25,6 +25,7 @@ import * as TaskRunner from "./delivery/TaskRunner.js"
 import * as LogLine from "./internal/LogLine.js"
 import * as Persistence from "./state/Persistence.js"
 import * as StateWriter from "./state/sqlite/StateWriter.js"
+import * as Telemetry from "./Telemetry.js"
 
 const levels: Record<string, LogLevel.LogLevel> = {
   all: LogLevel.All,
@@ -141,7 +142,9 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
         Layer.provide(FetchHttpClient.layer),
         Layer.merge(TaskRunner.layerRetention)
       )
-      const config = HostConfig.layerConfig()
+      // AGENT_HOST_TRACING defaults to on when traces are exported (OTEL_EXPORTER_OTLP_ENDPOINT, see Telemetry).
+      const tracingSet = Option.isSome(yield* Config.option(Config.boolean("AGENT_HOST_TRACING")))
+      const config = HostConfig.layerConfig(!tracingSet && (yield* Telemetry.tracesExported) ? { tracing: true } : {})
       if (settings.mode === "memory") {
         return host.pipe(
           Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),

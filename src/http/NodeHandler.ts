@@ -233,7 +233,7 @@ export const make = (options: Options): Listener => {
       kind: "server",
       parent: Option.getOrUndefined(HttpTraceContext.fromHeaders(request.headers)),
       captureStackTrace: false,
-      attributes: { "http.method": request.method, "http.route": handle.route }
+      attributes: { "http.method": request.method, "http.route": handle.route, "agent_host.channel": handle.channel }
     })
   }
 
