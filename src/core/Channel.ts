@@ -236,6 +236,8 @@ export interface ChannelContext {
    * A channel ends here what is not a turn and would otherwise stay open (subscriptions, live push streams).
    */
   readonly draining: Effect.Effect<void>
+  /** What the host runs: its name (`default-agent`, `openai:gpt-4o-mini`) and kind, e.g. to list it as a model. */
+  readonly target: { readonly name: string; readonly kind: "agent" | "workflow" }
   /** Account linking, when the host has a linker that offers it (see `ChannelLinking`). */
   readonly linking?: ChannelLinking
 }

@@ -529,6 +529,8 @@ export const make = Effect.gen(function*() {
     ))
   })
 
+  const targetInfo = { name: target.name, kind: target.kind }
+
   const contextFor = (channel: string): ChannelContext => {
     const run = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnOutcome, TurnError> =>
       Effect.flatMap(
@@ -649,6 +651,7 @@ export const make = Effect.gen(function*() {
       settings,
       state: store,
       sessionIdFor,
+      target: targetInfo,
       draining: Deferred.await(draining),
       ...(Option.isSome(linking) ? { linking: linking.value } : {})
     }
