@@ -7,6 +7,7 @@ import { FetchHttpClient } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Config, ConfigError, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
 import * as Activity from "./channels/Activity/Activity.js"
+import * as ChatCompletions from "./channels/ChatCompletions/index.js"
 import * as Invocations from "./channels/Invocations.js"
 import * as Responses from "./channels/Responses/index.js"
 import * as Telegram from "./channels/Telegram/Telegram.js"
@@ -81,8 +82,17 @@ export const channelsFromEnv: Effect.Effect<
   .gen(function*() {
     const invocations = yield* Config.boolean("AGENT_HOST_INVOCATIONS").pipe(Config.withDefault(true))
     const responses = yield* Config.boolean("AGENT_HOST_RESPONSES").pipe(Config.withDefault(true))
+    // Chat Completions and GET /v1/models (docs/CHAT_COMPLETIONS.md): on with Responses, the same OpenAI surface.
+    const chatCompletions = yield* Config.boolean("AGENT_HOST_CHAT_COMPLETIONS").pipe(Config.withDefault(true))
+    // The hosted target's model id (default: the target's name).
+    const modelId = Option.getOrUndefined(yield* Config.option(Config.nonEmptyString("AGENT_HOST_MODEL_ID")))
+    const model = modelId === undefined ? {} : { model: modelId }
     const channels: Array<Channel<never, HttpClient.HttpClient>> = []
-    if (responses) channels.push(Responses.make())
+    if (responses) channels.push(Responses.make(model))
+    if (chatCompletions) channels.push(ChatCompletions.make(model))
+    if (responses || chatCompletions) {
+      channels.push(ChatCompletions.Models.make(modelId === undefined ? {} : { id: modelId }))
+    }
     if (invocations) channels.push(Invocations.make())
     // Web chat: the page at AGENT_HOST_WEBCHAT_PATH (default "/"); AGENT_HOST_WEBCHAT=false turns it off.
     const webchat = yield* Config.boolean("AGENT_HOST_WEBCHAT").pipe(Config.withDefault(true))

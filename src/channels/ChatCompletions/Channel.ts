@@ -86,7 +86,9 @@ export const make = (options: Options = {}): Channel => {
         const answered = new Set<string>()
         let usage: Usage | undefined
         let finishReason: FinishReason | undefined
-        const head = Stream.make(chunkFrame(meta, { delta: { role: "assistant", content: "" }, finish_reason: null }, usageField))
+        const head = Stream.make(
+          chunkFrame(meta, { delta: { role: "assistant", content: "" }, finish_reason: null }, usageField)
+        )
         const body = Stream.mapConcat(turn.updates, (update) => {
           let text = ""
           for (const c of update.contents) {
@@ -96,7 +98,9 @@ export const make = (options: Options = {}): Channel => {
             else if (c._tag === "usage") usage = c.usage
           }
           if (update.finishReason !== undefined) finishReason = update.finishReason
-          return text.length === 0 ? [] : [chunkFrame(meta, { delta: { content: text }, finish_reason: null }, usageField)]
+          return text.length === 0
+            ? []
+            : [chunkFrame(meta, { delta: { content: text }, finish_reason: null }, usageField)]
         })
         const tail = Stream.fromIterableEffect(Effect.map(turn.result, (outcome) => {
           const frames: Array<string> = []
@@ -109,7 +113,9 @@ export const make = (options: Options = {}): Channel => {
           const reason = finishReasonOf(response?.finishReason ?? finishReason, pending.length > 0)
           frames.push(chunkFrame(meta, { delta: {}, finish_reason: reason }, usageField))
           if (includeUsage) {
-            frames.push(chunkFrame(meta, undefined, usageJson(response?.usage ?? usage ?? outcome.result.response.usage)))
+            frames.push(
+              chunkFrame(meta, undefined, usageJson(response?.usage ?? usage ?? outcome.result.response.usage))
+            )
           }
           frames.push(DONE)
           return frames
@@ -167,7 +173,9 @@ export const make = (options: Options = {}): Channel => {
             const outcome = yield* Effect.either(ctx.run(request, raw.right))
             if (Either.isLeft(outcome)) return turnErrorResponse(outcome.left)
             const shaped = Option.getOrUndefined(outcome.right.originating)
-            return json(completion(meta, shaped?.response, shaped?.response.usage ?? outcome.right.result.response.usage))
+            return json(
+              completion(meta, shaped?.response, shaped?.response.usage ?? outcome.right.result.response.usage)
+            )
           }
           const started = yield* Effect.either(ctx.runStream(request, raw.right))
           if (Either.isLeft(started)) return turnErrorResponse(started.left)

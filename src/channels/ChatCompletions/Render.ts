@@ -66,7 +66,11 @@ export const toolCallsJson = (calls: ReadonlyArray<FunctionCallContent>) =>
 export const completion = (meta: Meta, response: AgentResponse | undefined, usage: Usage | undefined): Obj => {
   const calls = response === undefined ? [] : clientCalls(response)
   const text = response === undefined ? "" : textOf(response)
-  const message: Obj = { role: "assistant", content: text.length === 0 && calls.length > 0 ? null : text, refusal: null }
+  const message: Obj = {
+    role: "assistant",
+    content: text.length === 0 && calls.length > 0 ? null : text,
+    refusal: null
+  }
   if (calls.length > 0) message.tool_calls = toolCallsJson(calls)
   return {
     id: meta.id,
@@ -96,7 +100,9 @@ export const chunkFrame = (
     created: meta.created,
     model: meta.model,
     system_fingerprint: null,
-    choices: choice === undefined ? [] : [{ index: 0, delta: choice.delta, logprobs: null, finish_reason: choice.finish_reason }]
+    choices: choice === undefined
+      ? []
+      : [{ index: 0, delta: choice.delta, logprobs: null, finish_reason: choice.finish_reason }]
   }
   if (usage !== undefined) chunk.usage = usage
   return `data: ${JSON.stringify(chunk)}\n\n`

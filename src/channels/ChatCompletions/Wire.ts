@@ -265,7 +265,9 @@ const metadataOf = (raw: unknown): Record<string, string> | undefined => {
   if (entries.length > 16) return fail("metadata", "metadata has at most 16 keys")
   for (const [k, v] of entries) {
     if (k.length > 64) fail("metadata", "metadata keys are at most 64 characters")
-    if (typeof v !== "string" || v.length > 512) fail(`metadata.${k}`, "metadata values are strings of at most 512 characters")
+    if (typeof v !== "string" || v.length > 512) {
+      fail(`metadata.${k}`, "metadata values are strings of at most 512 characters")
+    }
   }
   return raw as Record<string, string>
 }
@@ -293,7 +295,9 @@ const parse = (body: Obj): ChatRequest => {
   const model = body.model
   if (model !== undefined && model !== null && typeof model !== "string") return fail("model", "expected a string")
   const stream = body.stream
-  if (stream !== undefined && stream !== null && typeof stream !== "boolean") return fail("stream", "expected a boolean")
+  if (stream !== undefined && stream !== null && typeof stream !== "boolean") {
+    return fail("stream", "expected a boolean")
+  }
   let includeUsage = false
   const streamOptions = body.stream_options
   if (streamOptions !== undefined && streamOptions !== null) {
