@@ -297,4 +297,25 @@ describe("OIDC identity linking", () => {
       assert.isTrue(Either.getOrThrow(Authorization.withRequireLink({}, "true")).requireLink)
       assert.isTrue(Either.isLeft(Authorization.withRequireLink({}, "Tele gram!")))
     }))
+
+  it.scoped("one person's linked identities are bounded (all_linked fans out to them): 409 beyond", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp, { oidc: { linkSessions: true, maxLinksPerPerson: 1 } })
+      assert.strictEqual((yield* FakeIdp.signIn(yield* challengeFor(h, "ada1"))).status, 200)
+      // Signing in again for the same identity is a relink, not one more.
+      assert.strictEqual(
+        (yield* FakeIdp.signIn(Option.getOrThrow(
+          yield* Effect.map(
+            h.linker.linking!.offer({ channel: "testchat", nativeId: "ada1" } as never),
+            (offer) => Option.some(offer.url)
+          )
+        ))).status,
+        200
+      )
+      const second = yield* FakeIdp.signIn(yield* challengeFor(h, "ada2"))
+      assert.strictEqual(second.status, 409)
+      assert.strictEqual(errorType(second), "too_many_links")
+      assert.isTrue(Option.isNone(yield* h.store.getLink("testchat", "ada2")))
+    }))
 })

@@ -52,6 +52,8 @@ export interface OidcSettings {
   readonly stateTtl?: Duration.DurationInput
   /** Plain-HTTP provider URLs: allowed for loopback issuers always, elsewhere only with this. */
   readonly allowHttp?: boolean
+  /** The most chat identities one person may link with shared sessions (default 20): bounds `all_linked`. */
+  readonly maxLinksPerPerson?: number
   /** How long one call to the provider may take (default 10 seconds). */
   readonly providerTimeout?: Duration.DurationInput
 }
@@ -170,6 +172,7 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
   const scopes = settings.scopes ?? "openid email profile"
   const keep = settings.claims ?? defaultClaims
   const linkSessions = settings.linkSessions === true
+  const maxLinks = settings.maxLinksPerPerson ?? 20
   const key = yield* LinkState.loadKey(store, Option.fromNullable(settings.stateKey))
   const insecure = issuer.protocol === "http:" && (loopback(issuer) || settings.allowHttp === true)
   const client: oauth.Client = { client_id: settings.clientId }
@@ -398,6 +401,19 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
       if (idToken.email_verified !== true) delete claims.email
       const identity = { channel: payload.channel, nativeId: payload.nativeId } as ChannelIdentity
       const isolationKey = linkSessions ? personKey(idToken.iss, idToken.sub) : identityToken(identity)
+      // Bounded: `all_linked` fans out to every identity linked to the key.
+      const existing = yield* store.linksFor(isolationKey)
+      const relink = existing.some((l) => l.channel === identity.channel && l.nativeId === identity.nativeId)
+      if (!relink && existing.length >= maxLinks) {
+        return page(
+          input,
+          409,
+          "too_many_links",
+          "Too many linked accounts",
+          `this account is already linked to ${existing.length} chat identities, the most allowed; unlink one (/unlink) and try again`,
+          clear
+        )
+      }
       yield* store.putLink({
         channel: payload.channel,
         nativeId: payload.nativeId,
