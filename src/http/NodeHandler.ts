@@ -228,8 +228,11 @@ export const make = (options: Options): Listener => {
         )
       }
     })
-    if (!tracing) return handled
-    return Effect.withSpan(handled, `http.server ${request.method}`, {
+    // Every line this request's fiber logs names it (the id `RequestId.stamp` set: the caller's, or a fresh one).
+    const id = request.headers[RequestId.HEADER]
+    const annotated = typeof id === "string" ? Effect.annotateLogs(handled, "request_id", id) : handled
+    if (!tracing) return annotated
+    return Effect.withSpan(annotated, `http.server ${request.method}`, {
       kind: "server",
       parent: Option.getOrUndefined(HttpTraceContext.fromHeaders(request.headers)),
       captureStackTrace: false,
