@@ -8,6 +8,7 @@ import { SqlClient } from "@effect/sql"
 import { Config, ConfigError, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
 import * as Activity from "./channels/Activity/Activity.js"
 import * as ChatCompletions from "./channels/ChatCompletions/index.js"
+import * as Discord from "./channels/Discord/Discord.js"
 import * as Invocations from "./channels/Invocations.js"
 import * as Responses from "./channels/Responses/index.js"
 import * as Telegram from "./channels/Telegram/Telegram.js"
@@ -108,6 +109,9 @@ export const channelsFromEnv: Effect.Effect<
     // Bot Framework activities (Teams, via Azure Bot Service): enabled by MICROSOFT_APP_ID (see docs/TEAMS.md).
     const activity = yield* Activity.fromConfig
     if (Option.isSome(activity)) channels.push(activity.value)
+    // Discord: enabled by DISCORD_APPLICATION_ID and DISCORD_PUBLIC_KEY (see docs/DISCORD.md).
+    const discord = yield* Discord.fromConfig
+    if (Option.isSome(discord)) channels.push(discord.value)
     return channels
   })
 
