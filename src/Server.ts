@@ -112,6 +112,11 @@ export const channelsFromEnv: Effect.Effect<
     // Discord: enabled by DISCORD_APPLICATION_ID and DISCORD_PUBLIC_KEY (see docs/DISCORD.md).
     const discord = yield* Discord.fromConfig
     if (Option.isSome(discord)) channels.push(discord.value)
+    // A2A: AGENT_HOST_A2A=true (docs/A2A.md); imported only then.
+    if (yield* Config.boolean("AGENT_HOST_A2A").pipe(Config.withDefault(false))) {
+      const { A2A } = yield* Effect.promise(() => import("./channels/A2A/index.js"))
+      channels.push(...Option.toArray(yield* A2A.fromConfig))
+    }
     return channels
   })
 
