@@ -1,7 +1,7 @@
 /**
  * The official Python `openai` client, unmodified, against the composition `npm start` runs: installed into a
  * fresh venv from the machine's local package index (this machine kind reaches no public PyPI; the index is
- * `/opt/pypi/simple`, or `AGENT_HOST_TEST_PIP_INDEX`), then a script (test/fixtures/openai_python_client.py) lists
+ * `/opt/pypi/simple`), then a script (test/fixtures/openai_python_client.py) lists
  * models, chats (JSON and streamed with usage), and runs a Responses tool call with `tool_choice: "required"` and
  * its follow-up. Without the local index the test is skipped (its name says which index it looked for).
  */
@@ -17,7 +17,7 @@ import { freePort } from "./utils/ServerProcess.js"
 import * as TempDir from "./utils/TempDir.js"
 
 const exec = Util.promisify(execFile)
-const index = process.env["AGENT_HOST_TEST_PIP_INDEX"] ?? "file:///opt/pypi/simple"
+const index = "file:///opt/pypi/simple"
 const indexDir = index.startsWith("file://") ? index.slice("file://".length) : undefined
 const python = ["/usr/bin/python3", "/usr/local/bin/python3"].find((p) => Fs.existsSync(p)) ?? "python3"
 const available = indexDir === undefined || Fs.existsSync(Path.join(indexDir, "openai"))
