@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { replyOf, splitText } from "../src/channels/Telegram/Render.js"
+import { replyOf, splitText } from "../src/channels/shared/ReplyText.js"
 import { parseCommand } from "../src/channels/Telegram/Telegram.js"
 import { assistantMessage, userMessage } from "../src/domain/Message.js"
 

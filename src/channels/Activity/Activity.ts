@@ -13,7 +13,7 @@ import type { Channel, ChannelContext, ChannelHooks } from "../../core/Channel.j
 import * as ChannelModule from "../../core/Channel.js"
 import { ChannelStartupError } from "../../domain/Errors.js"
 import { ChannelName } from "../../domain/Ids.js"
-import * as ChatQueue from "../Telegram/ChatQueue.js"
+import * as ChatQueue from "../shared/ChatQueue.js"
 import * as Auth from "./Auth.js"
 import * as Connector from "./Connector.js"
 import * as Inbound from "./Inbound.js"

@@ -6,7 +6,7 @@
  */
 import type { DataContent, UriContent } from "../../domain/Content.js"
 import type { AgentResponse } from "../../domain/Message.js"
-import { replyOf, splitText } from "../Telegram/Render.js"
+import { replyOf, splitText } from "../shared/ReplyText.js"
 
 /** Teams accepts about 28 KB per message; text is split well under it. */
 export const MAX_TEXT_LENGTH = 7000

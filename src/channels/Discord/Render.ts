@@ -4,9 +4,9 @@
  * splitting and the texts for turns that cannot run are the Telegram channel's, with Discord's limit.
  */
 import type { AgentResponse } from "../../domain/Message.js"
-import { isBlank, replyOf, splitText } from "../Telegram/Render.js"
+import { isBlank, replyOf, splitText } from "../shared/ReplyText.js"
 
-export { turnErrorText } from "../Telegram/Render.js"
+export { turnErrorText } from "../shared/ReplyText.js"
 
 /** Discord's limit on a message's content, in characters. */
 export const MAX_MESSAGE_LENGTH = 2000

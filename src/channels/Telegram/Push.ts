@@ -6,9 +6,9 @@
 import { Duration, Effect } from "effect"
 import type { ChannelPush } from "../../core/Channel.js"
 import { PushFailed } from "../../core/Channel.js"
+import { replyOf } from "../shared/ReplyText.js"
 import type { BotApiError } from "./BotApi.js"
 import * as BotApi from "./BotApi.js"
-import { replyOf } from "./Render.js"
 import type { ChatTarget, Replies } from "./Replies.js"
 
 const toPushFailed = (error: BotApiError): PushFailed => {

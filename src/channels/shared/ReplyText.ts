@@ -1,7 +1,7 @@
 /**
- * From agent output to Telegram messages: the reply's text and images, text split under Telegram's 4096
- * character limit at paragraph or line boundaries (nothing is dropped), and the short texts a chat gets when a
- * turn cannot run.
+ * From agent output to chat messages, for the chat channels (Telegram, Activity/Teams, Discord): the reply's text
+ * and images, text split under a platform's length limit at paragraph or line boundaries (nothing is dropped),
+ * and the short texts a chat gets when a turn cannot run. Shared here so no channel imports another.
  */
 import type { DataContent, UriContent } from "../../domain/Content.js"
 import type { TurnError } from "../../domain/Errors.js"

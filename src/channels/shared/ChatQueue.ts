@@ -1,6 +1,6 @@
 /**
- * Per-chat order: a chat's updates are handled one after another, in arrival order, chats in parallel; at most
- * `maxWaiting` updates wait behind the one being handled.
+ * Per-chat order for the chat channels (Telegram, Activity/Teams): a chat's updates are handled one after
+ * another, in arrival order, chats in parallel; at most `maxWaiting` updates wait behind the one being handled.
  *
  * Why the channel orders updates although the session actor runs a key's turns in arrival order: the actor
  * orders only what happens between a turn's submission and its end. An update's handling starts before that
