@@ -153,7 +153,7 @@ const holdingAgent = (interrupted: Deferred.Deferred<void>) =>
   })
 
 describe("A2A cancel", () => {
-  it.scopedLive("CancelTask interrupts the running turn", () =>
+  it.scopedLive("the card names the target; CancelTask interrupts the running turn", () =>
     Effect.gen(function*() {
       const interrupted = yield* Deferred.make<void>()
       const ctx = yield* Layer.build(TestHost.layer({
@@ -161,6 +161,12 @@ describe("A2A cancel", () => {
         target: Agent.layer(holdingAgent(interrupted))
       }))
       const host = ctx.unsafeMap.get(AgentHost.key) as AgentHost["Type"]
+      // Not configured: the card names the hosted target.
+      const card = yield* Effect.promise(() =>
+        fetch(`${host.url}/.well-known/agent-card.json`).then((r) => r.json() as Promise<Record<string, any>>)
+      )
+      assert.strictEqual(card.name, "holding")
+      assert.include(card.description, `agent "holding"`)
       const a2a = yield* client(host.url)
       const started = asTask(yield* Effect.promise(() => a2a.sendMessage(send("wait", "", true))))
       assert.notStrictEqual(started.status?.state, TaskState.TASK_STATE_COMPLETED)

@@ -31,8 +31,9 @@ export interface Options {
   readonly name?: string
   /** The JSON-RPC endpoint's path (default `/a2a`). */
   readonly path?: string
-  /** The card's `name` (default `Agent`). */
+  /** The card's `name` (default: the hosted target's name). */
   readonly agentName?: string
+  /** The card's `description` (default: names the hosted target and its kind). */
   readonly description?: string
   readonly version?: string
   readonly skills?: ReadonlyArray<Skill>
@@ -55,9 +56,13 @@ const defaultSkill: Skill = {
   description: "Talk with the agent; a contextId continues a conversation."
 }
 
-export const card = (options: Options, url: string): AgentCard => ({
-  name: options.agentName ?? "Agent",
-  description: options.description ?? "An agent hosted by effect-agent-host.",
+export const card = (
+  options: Options,
+  url: string,
+  target: { readonly name: string; readonly kind: "agent" | "workflow" }
+): AgentCard => ({
+  name: options.agentName ?? target.name,
+  description: options.description ?? `The ${target.kind} "${target.name}", hosted by effect-agent-host.`,
   supportedInterfaces: [{ url, protocolBinding: "JSONRPC", tenant: "", protocolVersion }],
   provider: undefined,
   version: options.version ?? "1.0.0",
@@ -111,14 +116,14 @@ export const make = (options: Options = {}): Channel => {
       })
       const executor = Executor.make({ ctx, runFork: (effect) => runFork(effect) })
       // The card the handler validates versions against; the served card has the caller-facing URL.
-      const baseCard = card(options, options.url ?? path)
+      const baseCard = card(options, options.url ?? path, ctx.target)
       const requestHandler = new DefaultRequestHandler(baseCard, store, executor)
       const transport = new JsonRpcTransportHandler(requestHandler)
 
       const cardRoute = ChannelModule.handler((input) =>
         Effect.sync(() => {
           const url = options.url ?? `http://${header(input, "host") ?? "localhost"}${path}`
-          return json(card(options, url), 200, { "cache-control": "public, max-age=300" })
+          return json(card(options, url, ctx.target), 200, { "cache-control": "public, max-age=300" })
         })
       )
 
