@@ -316,7 +316,9 @@ describe("Authorization", () => {
 
       const linking = yield* setup({ requireLink: true }, {
         linker: IdentityLinker.make(() =>
-          Effect.succeed(IdentityLinker.challenge({ challengeId: "c1", url: "https://sign.in/c1", expiresAt: 1000 }))
+          Effect.succeed(
+            IdentityLinker.challenge({ challengeId: "c1", url: "https://sign.in/c1", expiresAt: Time.fromMillis(1000) })
+          )
         )
       })
       const link = yield* Effect.flip(linking.auth.authorize(request("telegram", "1")))

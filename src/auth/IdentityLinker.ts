@@ -6,6 +6,7 @@
 import { Context, Effect, Layer } from "effect"
 import type { ChannelLinking, Route } from "../core/Channel.js"
 import type { ChannelIdentity } from "../domain/Identity.js"
+import type { EpochMillis } from "../domain/Time.js"
 import type { ClaimSource, VerifiedClaims } from "./Allowlist.js"
 
 /** What the caller must do before they are let in. */
@@ -14,8 +15,7 @@ export interface LinkChallenge {
   readonly challengeId: string
   /** Where to complete it. */
   readonly url?: string
-  /** Epoch milliseconds. */
-  readonly expiresAt?: number
+  readonly expiresAt?: EpochMillis
   /** Short text for the user; a default is used when absent. */
   readonly message?: string
 }

@@ -11,7 +11,7 @@ import type { Redacted } from "effect"
 import { Effect, Either, Option, Redacted as RedactedModule, Schema } from "effect"
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto"
 import { issueId } from "../domain/Ids.js"
-import type { EpochMillis } from "../domain/Time.js"
+import { EpochMillis } from "../domain/Time.js"
 import type { StateStoreShape } from "../state/StateStore.js"
 
 /** Why a state token was refused; each maps to a 4xx the browser is shown. */
@@ -27,8 +27,8 @@ export interface LinkStatePayload {
   /** The channel of the identity being linked. */
   readonly channel: string
   readonly nativeId: string
-  /** Epoch milliseconds after which the token is refused. */
-  readonly expiresAt: number
+  /** After this the token is refused. */
+  readonly expiresAt: EpochMillis
   /** Random id: the single-use key, and the seed of the PKCE verifier and nonce. */
   readonly id: string
 }
@@ -45,7 +45,7 @@ export interface LinkStateKey {
   readonly nonce: (id: string) => string
 }
 
-const Payload = Schema.Struct({ c: Schema.String, n: Schema.String, e: Schema.Number, j: Schema.String })
+const Payload = Schema.Struct({ c: Schema.String, n: Schema.String, e: EpochMillis, j: Schema.String })
 const decodePayload = Schema.decodeUnknownEither(Schema.parseJson(Payload))
 
 const problem = (kind: LinkStateProblem, message: string) => new LinkStateError({ problem: kind, message })

@@ -9,6 +9,7 @@ import type { ChannelRequest, HostedRunResult } from "../domain/ChannelRequest.j
 import type { ChannelStartupError, PushFailed, TurnError } from "../domain/Errors.js"
 import type { ChannelIdentity } from "../domain/Identity.js"
 import type { AgentResponseUpdate } from "../domain/Message.js"
+import type { EpochMillis } from "../domain/Time.js"
 import type { IncomingRequest } from "../http/IncomingRequest.js"
 import type { StateStoreShape } from "../state/StateStore.js"
 import type { IsolationKeys } from "./RequestContext.js"
@@ -175,8 +176,7 @@ export interface TurnStream {
 export interface LinkOffer {
   readonly challengeId: string
   readonly url: string
-  /** Epoch milliseconds. */
-  readonly expiresAt: number
+  readonly expiresAt: EpochMillis
   /** Short text for the person, without the URL. */
   readonly message: string
 }
@@ -190,8 +190,7 @@ export interface LinkView {
   readonly isolationKey: string
   /** The verified claims the provider signed (email, groups, ...). */
   readonly claims: Readonly<Record<string, string | ReadonlyArray<string>>>
-  /** Epoch milliseconds. */
-  readonly linkedAt: number
+  readonly linkedAt: EpochMillis
   /** Every identity linked to the same key, this one included. */
   readonly linkedIdentities: ReadonlyArray<ChannelIdentity>
 }
