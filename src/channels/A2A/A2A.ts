@@ -92,6 +92,18 @@ const rpcError = (status: number, id: unknown, code: number, message: string, he
     headers
   )
 
+/** Pulls a stream's remaining events (each one is saved to the task store as it passes) and drops them. */
+const drain = (iterator: AsyncIterator<unknown>): Effect.Effect<void> =>
+  Effect.promise(async () => {
+    try {
+      while ((await iterator.next()).done !== true) {
+        // The SDK's generator saves the event before yielding it.
+      }
+    } catch {
+      // No reader is left to tell; the task keeps the state its last saved event gave it.
+    }
+  })
+
 const header = (input: RouteInput, name: string): string | undefined => {
   const value = input.request.headers[name]
   return typeof value === "string" && value.length > 0 ? value : undefined
@@ -177,7 +189,10 @@ export const make = (options: Options = {}): Channel => {
               error: JsonRpcTransportHandler.mapToJSONRPCError(first.left.error)
             })
           }
-          const rest = Stream.fromAsyncIterable({ [Symbol.asyncIterator]: () => iterator }, (error) => error)
+          // Without `return`: Stream.fromAsyncIterable would call it when the reader leaves (see below).
+          const rest = Stream.fromAsyncIterable({ [Symbol.asyncIterator]: () => ({ next: () => iterator.next() }) }, (
+            error
+          ) => error)
           const events = first.right.done === true ? Stream.empty : Stream.concat(Stream.make(first.right.value), rest)
           const frames = events.pipe(
             Stream.map((event) => formatSSEEvent(event)),
@@ -188,8 +203,9 @@ export const make = (options: Options = {}): Channel => {
                 error: JsonRpcTransportHandler.mapToJSONRPCError(error)
               }))
             ),
-            // A reader that leaves stops the generator (the task itself runs on, for SubscribeToTask).
-            Stream.ensuring(Effect.promise(() => iterator.return(undefined).then(() => undefined, () => undefined)))
+            // A reader that leaves does not stop the task: it runs on (SubscribeToTask picks it up), and the
+            // SDK persists each event only as this generator is pulled, so the rest is drained in the background.
+            Stream.ensuring(Effect.sync(() => runFork(drain(iterator))))
           )
           return Sse.response(frames)
         })
