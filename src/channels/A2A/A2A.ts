@@ -2,11 +2,14 @@
  * The A2A channel (protocol 1.0, `@a2a-js/sdk` 1.3): the agent card at `/.well-known/agent-card.json` and the
  * JSON-RPC endpoint (`/a2a` by default) served by the SDK's `DefaultRequestHandler` and
  * `JsonRpcTransportHandler` on the host's own listener (no express): `SendMessage`, `SendStreamingMessage`
- * (SSE), `GetTask`, `ListTasks`, `CancelTask`, `SubscribeToTask`. Tasks are kept in the host's state (see
- * TaskStore), the `contextId` is the session (see Executor). See docs/A2A.md.
+ * (SSE), `GetTask`, `ListTasks`, `CancelTask`, `SubscribeToTask`; unless turned off, the 0.3 names too
+ * (`message/send`, `message/stream`, `tasks/get`, `tasks/cancel`, `tasks/resubscribe`) through the SDK's compat
+ * layer, for requests without `A2A-Version` or with `0.3`. Tasks are kept in the host's state (see TaskStore),
+ * the `contextId` is the session (see Executor). See docs/A2A.md.
  */
 import type { AgentCard } from "@a2a-js/sdk"
 import { formatSSEErrorEvent, formatSSEEvent } from "@a2a-js/sdk"
+import { LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server"
 import { DefaultRequestHandler, JsonRpcTransportHandler, ServerCallContext, validateVersion } from "@a2a-js/sdk/server"
 import type { ConfigError } from "effect"
 import { Config, Effect, Either, FiberSet, Option, Stream } from "effect"
@@ -44,11 +47,17 @@ export interface Options {
   readonly url?: string
   /** Most tasks kept per caller (default 500); a new task past it replaces the caller's oldest. */
   readonly maxTasksPerCaller?: number
+  /**
+   * Also serve A2A 0.3 clients (default true): the 0.3 method names for requests without `A2A-Version` (or with
+   * `0.3`), and the card's 0.3 fields (`url`, `preferredTransport`, `protocolVersion`) for card requests like them.
+   */
+  readonly v03?: boolean
   readonly hooks?: ChannelHooks
   readonly busyPolicy?: "queue" | "reject" | "interrupt"
 }
 
 const protocolVersion = "1.0"
+const legacyVersion = "0.3"
 
 const defaultSkill: Skill = {
   id: "chat",
@@ -63,7 +72,11 @@ export const card = (
 ): AgentCard => ({
   name: options.agentName ?? target.name,
   description: options.description ?? `The ${target.kind} "${target.name}", hosted by effect-agent-host.`,
-  supportedInterfaces: [{ url, protocolBinding: "JSONRPC", tenant: "", protocolVersion }],
+  // The SDK checks a request's A2A-Version against these; 1.0 clients pick the 1.0 one.
+  supportedInterfaces: [
+    { url, protocolBinding: "JSONRPC", tenant: "", protocolVersion },
+    ...(options.v03 === false ? [] : [{ url, protocolBinding: "JSONRPC", tenant: "", protocolVersion: legacyVersion }])
+  ],
   provider: undefined,
   version: options.version ?? "1.0.0",
   capabilities: { streaming: true, pushNotifications: false, extensions: [], extendedAgentCard: false },
@@ -104,14 +117,29 @@ const drain = (iterator: AsyncIterator<unknown>): Effect.Effect<void> =>
     }
   })
 
+/**
+ * The card for 0.3 clients: the 1.0 card plus the 0.3 top-level fields, the superset the SDK's own compat card
+ * router serves (its 1.0 client reads `supportedInterfaces`, 0.3 clients read `url`).
+ */
+export const legacyCard = (card: AgentCard): Record<string, unknown> => ({
+  ...card,
+  url: card.supportedInterfaces[0]?.url ?? "",
+  preferredTransport: "JSONRPC",
+  protocolVersion: legacyVersion
+})
+
 const header = (input: RouteInput, name: string): string | undefined => {
   const value = input.request.headers[name]
   return typeof value === "string" && value.length > 0 ? value : undefined
 }
 
+/** A request in 0.3 terms: no `A2A-Version` (0.3 predates the header) or `0.3`, as the SDK's routers decide. */
+const isLegacy = (version: string | undefined) => version === undefined || version === legacyVersion
+
 export const make = (options: Options = {}): Channel => {
   const name = options.name ?? "a2a"
   const path = options.path ?? "/a2a"
+  const v03 = options.v03 !== false
   return ChannelModule.make<never, never>(name, (ctx: ChannelContext) =>
     Effect.gen(function*() {
       const authorized = makeChecker(ctx.settings.apiKeys)
@@ -131,11 +159,16 @@ export const make = (options: Options = {}): Channel => {
       const baseCard = card(options, options.url ?? path, ctx.target)
       const requestHandler = new DefaultRequestHandler(baseCard, store, executor)
       const transport = new JsonRpcTransportHandler(requestHandler)
+      const legacyTransport = new LegacyJsonRpcTransportHandler(requestHandler)
 
       const cardRoute = ChannelModule.handler((input) =>
         Effect.sync(() => {
           const url = options.url ?? `http://${header(input, "host") ?? "localhost"}${path}`
-          return json(card(options, url, ctx.target), 200, { "cache-control": "public, max-age=300" })
+          const served = card(options, url, ctx.target)
+          return json(v03 && isLegacy(header(input, "a2a-version")) ? legacyCard(served) : served, 200, {
+            "cache-control": "public, max-age=300",
+            vary: "A2A-Version"
+          })
         })
       )
 
@@ -161,20 +194,24 @@ export const make = (options: Options = {}): Channel => {
             )
           }
           const id = (body as Record<string, unknown>)["id"]
+          const requestedVersion = header(input, "a2a-version")
+          const legacy = v03 && isLegacy(requestedVersion)
+          const mapError = legacy ?
+            LegacyJsonRpcTransportHandler.mapToLegacyJSONRPCError :
+            JsonRpcTransportHandler.mapToJSONRPCError
           const state = new Map<string, unknown>([
             [TaskStore.callerStateKey, callerOf(input.request, input.isolation.user, apiKeysConfigured)]
           ])
-          const requestedVersion = header(input, "a2a-version")
           const context = new ServerCallContext({
             state,
             ...(requestedVersion === undefined ? {} : { requestedVersion })
           })
           const handled = yield* Effect.either(Effect.tryPromise(async () => {
             validateVersion(context.requestedVersion, baseCard, "JSONRPC")
-            return transport.handle(body as Record<string, unknown>, context)
+            return (legacy ? legacyTransport : transport).handle(body as Record<string, unknown>, context)
           }))
           if (Either.isLeft(handled)) {
-            const error = JsonRpcTransportHandler.mapToJSONRPCError(handled.left.error)
+            const error = mapError(handled.left.error)
             return json({ jsonrpc: "2.0", id: id ?? null, error }, error.code === -32603 ? 500 : 200)
           }
           const result = handled.right
@@ -183,11 +220,12 @@ export const make = (options: Options = {}): Channel => {
           const iterator = result[Symbol.asyncIterator]()
           const first = yield* Effect.either(Effect.tryPromise(() => iterator.next()))
           if (Either.isLeft(first)) {
-            return json({
-              jsonrpc: "2.0",
-              id: id ?? null,
-              error: JsonRpcTransportHandler.mapToJSONRPCError(first.left.error)
-            })
+            const error = { jsonrpc: "2.0" as const, id: id ?? null, error: mapError(first.left.error) }
+            // 0.3's tasks/resubscribe answers on the event stream even when it fails (as the SDK's router does).
+            const method = (body as Record<string, unknown>)["method"]
+            return legacy && method === "tasks/resubscribe" ?
+              Sse.response(Stream.make(formatSSEErrorEvent(error))) :
+              json(error)
           }
           // Without `return`: Stream.fromAsyncIterable would call it when the reader leaves (see below).
           const rest = Stream.fromAsyncIterable({ [Symbol.asyncIterator]: () => ({ next: () => iterator.next() }) }, (
@@ -200,7 +238,7 @@ export const make = (options: Options = {}): Channel => {
               Stream.make(formatSSEErrorEvent({
                 jsonrpc: "2.0",
                 id: id ?? null,
-                error: JsonRpcTransportHandler.mapToJSONRPCError(error)
+                error: mapError(error)
               }))
             ),
             // A reader that leaves does not stop the task: it runs on (SubscribeToTask picks it up), and the
@@ -220,7 +258,7 @@ export const make = (options: Options = {}): Channel => {
         ],
         ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
         ...(options.busyPolicy === undefined ? {} : { busyPolicy: options.busyPolicy }),
-        describe: `A2A ${protocolVersion} JSON-RPC at ${path}`
+        describe: `A2A ${protocolVersion}${v03 ? ` (and ${legacyVersion})` : ""} JSON-RPC at ${path}`
       }
     }))
 }
@@ -234,8 +272,10 @@ export const fromConfig: Effect.Effect<Option.Option<Channel>, ConfigError.Confi
   const agentName = yield* Config.option(Config.string("AGENT_HOST_A2A_NAME"))
   const description = yield* Config.option(Config.string("AGENT_HOST_A2A_DESCRIPTION"))
   const maxTasksPerCaller = yield* Config.integer("AGENT_HOST_A2A_MAX_TASKS").pipe(Config.withDefault(500))
+  const v03 = yield* Config.boolean("AGENT_HOST_A2A_V03").pipe(Config.withDefault(true))
   return Option.some(make({
     path,
+    v03,
     maxTasksPerCaller: Math.max(1, maxTasksPerCaller),
     ...(Option.isSome(url) ? { url: url.value } : {}),
     ...(Option.isSome(agentName) ? { agentName: agentName.value } : {}),
