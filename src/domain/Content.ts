@@ -11,6 +11,26 @@ export const TextContent = Schema.TaggedStruct("text", {
 })
 export type TextContent = typeof TextContent.Type
 
+/**
+ * A source a text part cites, as OpenAI's Responses API annotates output text (`url_citation`): the cited span is
+ * `[start_index, end_index)` of the part's text. Text parts carry annotations as unknown values; this is the one
+ * shape the channels read (the Responses API renders it, Teams shows it as a citation).
+ */
+export const UrlCitation = Schema.Struct({
+  type: Schema.Literal("url_citation"),
+  url: Schema.String,
+  title: Schema.String,
+  start_index: Schema.Int.pipe(Schema.nonNegative()),
+  end_index: Schema.Int.pipe(Schema.nonNegative())
+})
+export type UrlCitation = typeof UrlCitation.Type
+
+const isUrlCitation = Schema.is(UrlCitation)
+
+/** The part's `url_citation` annotations (others are skipped). */
+export const urlCitations = (part: TextContent): ReadonlyArray<UrlCitation> =>
+  part.annotations === undefined ? [] : part.annotations.filter(isUrlCitation)
+
 /** Inline bytes, base64-encoded (images, files, audio). */
 export const DataContent = Schema.TaggedStruct("data", {
   mediaType: Schema.String,

@@ -10,6 +10,7 @@ import * as Agent from "../../src/core/Agent.js"
 import type { AgentHostShape } from "../../src/core/AgentHost.js"
 import { AgentHost } from "../../src/core/AgentHost.js"
 import type { Channel } from "../../src/core/Channel.js"
+import type { HostConfigShape } from "../../src/core/HostConfig.js"
 import type { Turn } from "../../src/core/Target.js"
 import type * as StateStore from "../../src/state/StateStore.js"
 import * as TestHost from "../utils/TestHost.js"
@@ -46,6 +47,7 @@ export interface StartOptions {
   readonly store?: Layer.Layer<StateStore.StateStore>
   readonly fake?: FakeBotFramework
   readonly extraChannels?: ReadonlyArray<Channel>
+  readonly settings?: Partial<HostConfigShape>
 }
 
 export const start = (startOptions: StartOptions = {}) =>
@@ -57,7 +59,8 @@ export const start = (startOptions: StartOptions = {}) =>
     const hostLayer = TestHost.layer({
       channels: [channel, ...(startOptions.extraChannels ?? [])],
       target: Agent.layer(agent),
-      ...(startOptions.store === undefined ? {} : { store: startOptions.store })
+      ...(startOptions.store === undefined ? {} : { store: startOptions.store }),
+      ...(startOptions.settings === undefined ? {} : { settings: startOptions.settings })
     })
     const context = yield* LayerModule.build(LayerModule.provide(hostLayer, FetchHttpClient.layer)).pipe(Effect.orDie)
     const host = Context.get(context, AgentHost)

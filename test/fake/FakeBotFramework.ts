@@ -22,6 +22,8 @@ export interface ConnectorCall {
   readonly replyToId: string | undefined
   readonly authorization: string | undefined
   readonly body: Record<string, unknown>
+  /** What the fake answered: the status and the id it gave the activity (set once answered). */
+  answer?: { readonly status: number; readonly id?: string }
 }
 
 export interface ScriptedError {
@@ -173,6 +175,7 @@ export const make = (
           const failure = scripted.find((s) => s.remaining > 0 && (s.when === undefined || s.when(call)))
           if (failure !== undefined) {
             failure.remaining--
+            call.answer = { status: failure.status }
             notify()
             return send(
               response,
@@ -181,16 +184,20 @@ export const make = (
               failure.retryAfter === undefined ? {} : { "retry-after": failure.retryAfter }
             )
           }
-          notify()
-          if (call.conversationId === undefined) return send(response, 201, { id: `a:created-${nextId++}` })
+          const answer = (status: number, id: string) => {
+            call.answer = { status, id }
+            notify()
+            send(response, status, { id })
+          }
+          if (call.conversationId === undefined) return answer(201, `a:created-${nextId++}`)
           const id = `activity-${nextId++}`
           const entities = Array.isArray(body.entities) ? (body.entities as Array<Record<string, unknown>>) : []
           const info = entities.find((e) => e.type === "streaminfo")
           if (info !== undefined && info.streamId === undefined) {
             streams.add(id)
-            return send(response, 201, { id })
+            return answer(201, id)
           }
-          return send(response, info === undefined ? 200 : 202, { id })
+          return answer(info === undefined ? 200 : 202, id)
         }
         send(response, 404, { error: { code: "NotFound", message: `${request.method} ${path}` } })
       })().catch((e: unknown) => send(response, 400, { error: { code: "BadRequest", message: String(e) } }))
@@ -276,7 +283,7 @@ export const make = (
       sign,
       rotate,
       waitUntil,
-      waitForSent: (count, timeoutMillis) => Effect.as(waitUntil(() => sent().length >= count, timeoutMillis), sent())
+      waitForSent: (count, timeoutMillis) => Effect.map(waitUntil(() => sent().length >= count, timeoutMillis), sent)
     }
   })
 

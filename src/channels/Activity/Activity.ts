@@ -16,6 +16,7 @@ import { ChannelName } from "../../domain/Ids.js"
 import * as ChatQueue from "../shared/ChatQueue.js"
 import * as Auth from "./Auth.js"
 import * as Connector from "./Connector.js"
+import * as FeedbackModule from "./Feedback.js"
 import * as Inbound from "./Inbound.js"
 import * as Messages from "./Messages.js"
 import * as Push from "./Push.js"
@@ -52,8 +53,10 @@ export interface Options {
   readonly typingInterval?: Duration.DurationInput
   /** Sent when someone is added to a conversation with the bot (empty: nothing). */
   readonly welcomeText?: string
-  /** Feedback buttons on replies (default true). */
+  /** Feedback buttons on replies (default true); ratings are stored under the rated response. */
   readonly feedback?: boolean
+  /** Called with each stored rating (after it is stored; a failure is logged). */
+  readonly onFeedback?: (feedback: FeedbackModule.Feedback) => Effect.Effect<void>
   readonly hooks?: ChannelHooks
   readonly busyPolicy?: "queue" | "reject" | "interrupt"
 }
@@ -85,7 +88,9 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
         ...(options.loginUrl === undefined ? {} : { loginUrl: options.loginUrl })
       })
       const connector = yield* Connector.make(tokens)
+      const feedback = yield* FeedbackModule.make(ctx, { name, onFeedback: options.onFeedback })
       const replies = Replies.make(connector, ctx, {
+        feedbackStore: feedback,
         typingInterval: Duration.decode(options.typingInterval ?? "3 seconds"),
         stream: options.stream ?? true,
         feedback: options.feedback ?? true,
@@ -97,7 +102,8 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
       })
       const inbound = Inbound.make(ctx, replies, {
         name: channelName,
-        welcomeText: options.welcomeText ?? "Hi! Send me a message to get started."
+        welcomeText: options.welcomeText ?? "Hi! Send me a message to get started.",
+        feedback
       })
       const lanes = yield* ChatQueue.make()
       const seenNamespace = `${name}:${options.appId}`
@@ -125,10 +131,14 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
       const invoke = (activity: ActivityType, raw: unknown, key: string) =>
         Effect.gen(function*() {
           const value = activity.value as Record<string, unknown> | undefined
-          if (activity.name === "message/submitAction" && value?.actionName === "feedback") {
-            yield* Effect.logInfo("feedback received", {
-              value: JSON.stringify(value.actionValue ?? null).slice(0, 500)
-            }).pipe(annotate)
+          if (activity.name === "message/submitAction") {
+            const rating = FeedbackModule.fromInvoke(value, activity.replyToId ?? undefined)
+            if (rating._tag === "Some") {
+              yield* feedback.record(rating.value, {
+                conversationId: activity.conversation.id,
+                userId: Inbound.userIdOf(activity)
+              }).pipe(annotate)
+            }
             return { status: 200, body: {} }
           }
           if (activity.name === "adaptiveCard/action") {
@@ -167,7 +177,7 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
       const push = Push.make({ ctx, connector, replies, name: channelName, serviceUrlAllowed })
       return {
         path: "",
-        routes: [route],
+        routes: [route, ...FeedbackModule.route(ctx, feedback)],
         startup,
         push: { push: (identity, result, pushOptions) => annotate(push.push(identity, result, pushOptions)) },
         ...(options.hooks === undefined ? {} : { hooks: options.hooks }),

@@ -1,6 +1,7 @@
 /**
  * From an authenticated activity to what the conversation gets: a turn for a message (the bot's mention stripped
- * in group chats), a welcome for members added, feedback logged, and everything else acknowledged and ignored.
+ * in group chats), a welcome for members added, feedback stored, and everything else acknowledged and ignored.
+ * Each turn gets a response id of its own (the turn's `responseId`), which ratings of its reply are stored under.
  */
 import type { Either } from "effect"
 import { Effect } from "effect"
@@ -10,7 +11,8 @@ import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { InvalidIsolationKey } from "../../domain/Errors.js"
 import type { ChannelIdentity } from "../../domain/Identity.js"
 import type { ChannelName, IsolationKey } from "../../domain/Ids.js"
-import { isolationKey as checkIsolationKey } from "../../domain/Ids.js"
+import { isolationKey as checkIsolationKey, issueId } from "../../domain/Ids.js"
+import * as Feedback from "./Feedback.js"
 import type { Replies, Target } from "./Replies.js"
 import type { Activity } from "./Schema.js"
 import { isGroup, ReferenceJson, referenceOf, tenantOf } from "./Schema.js"
@@ -45,15 +47,13 @@ export const stripMentions = (activity: Activity): string => {
   return text.replace(/\s{2,}/g, " ").trim()
 }
 
-const isFeedback = (value: unknown): value is { readonly action: "feedback"; readonly reaction?: unknown } =>
-  typeof value === "object" && value !== null && (value as { action?: unknown }).action === "feedback"
-
 const encodeReference = Schema.encodeSync(ReferenceJson)
 const decodeReference = Schema.decodeOption(ReferenceJson)
 
 export interface Options {
   readonly name: ChannelName
   readonly welcomeText: string
+  readonly feedback: Feedback.FeedbackStore
 }
 
 export interface Inbound {
@@ -100,8 +100,13 @@ export const make = (ctx: ChannelContext, replies: Replies, options: Options): I
   const handleMessage = (activity: Activity, raw: unknown, key: IsolationKey) =>
     Effect.gen(function*() {
       const target = targetOf(activity)
-      if (isFeedback(activity.value)) {
-        return yield* Effect.logInfo("feedback received", { reaction: String(activity.value.reaction) })
+      const rating = Feedback.fromCardValue(activity.value, activity.replyToId ?? undefined)
+      if (rating._tag === "Some") {
+        yield* options.feedback.record(rating.value, {
+          conversationId: activity.conversation.id,
+          userId: userIdOf(activity)
+        })
+        return
       }
       const group = isGroup(activity)
       const text = group ? stripMentions(activity) : (activity.text ?? "").trim()
@@ -113,6 +118,7 @@ export const make = (ctx: ChannelContext, replies: Replies, options: Options): I
         ""
       if (input.length === 0) return
       yield* remember(activity)
+      const responseId = yield* issueId("activity_")
       const request: ChannelRequest = {
         channel: name,
         operation: "message.create",
@@ -124,6 +130,7 @@ export const make = (ctx: ChannelContext, replies: Replies, options: Options): I
         session: { isolationKey: key },
         identity: identityOf(activity),
         attributes: {
+          responseId,
           activity_id: activity.id,
           conversation_id: activity.conversation.id,
           channel_id: activity.channelId

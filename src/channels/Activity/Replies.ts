@@ -12,6 +12,7 @@ import { turnErrorText } from "../shared/ReplyText.js"
 import * as Cards from "./Cards.js"
 import type { Connector, ConnectorError } from "./Connector.js"
 import { withRetry } from "./Connector.js"
+import type { FeedbackStore } from "./Feedback.js"
 import * as Streaming from "./Streaming.js"
 
 /** Where a reply goes. */
@@ -30,16 +31,18 @@ export interface Options {
   readonly stream: boolean
   readonly feedback: boolean
   readonly streaming: Streaming.Options
+  /** Where replies with feedback buttons are remembered, so their ratings find the response. */
+  readonly feedbackStore?: FeedbackStore
 }
 
 export interface Replies {
-  /** Sends activities in order, each retried when worth it. */
+  /** Sends activities in order, each retried when worth it; the ids the connector gave them. */
   readonly sendAll: (target: Target, activities: ReadonlyArray<Record<string, unknown>>) => Effect.Effect<
-    void,
+    ReadonlyArray<string | undefined>,
     ConnectorError
   >
-  /** A reply's messages. */
-  readonly render: (response: AgentResponse, target: Target) => Array<Record<string, unknown>>
+  /** A reply's messages (`responseId`: the turn's, named by the feedback card). */
+  readonly render: (response: AgentResponse, target: Target, responseId?: string) => Array<Record<string, unknown>>
   /** A short plain text; failures are logged. */
   readonly say: (target: Target, text: string) => Effect.Effect<void>
   /** Runs the request as a turn and sends its reply. */
@@ -53,13 +56,34 @@ export const make = (connector: Connector, ctx: ChannelContext, options: Options
     connector.send(target.serviceUrl, target.conversationId, activity, target.replyToId)
 
   const sendAll = (target: Target, activities: ReadonlyArray<Record<string, unknown>>) =>
-    Effect.forEach(activities, (activity) => withRetry(send(target, activity)), { discard: true })
+    Effect.forEach(activities, (activity) => withRetry(send(target, activity)))
 
-  const render = (response: AgentResponse, target: Target) =>
-    Cards.messages(response, { teams: target.teams, feedback: options.feedback })
+  const render = (response: AgentResponse, target: Target, responseId?: string) =>
+    Cards.messages(response, { teams: target.teams, feedback: options.feedback, responseId })
 
   const say = (target: Target, text: string) =>
-    sendAll(target, [Cards.text(text)]).pipe(Effect.catchAll(logSendFailure))
+    sendAll(target, [Cards.text(text)]).pipe(Effect.asVoid, Effect.catchAll(logSendFailure))
+
+  // The reply's last message carries the feedback buttons: remember which response it is.
+  const remember = (target: Target, responseId: string | undefined, activityIds: ReadonlyArray<string | undefined>) =>
+    options.feedback && options.feedbackStore !== undefined && responseId !== undefined ?
+      Effect.forEach(
+        activityIds.length === 0 ? [undefined] : activityIds,
+        (id) => options.feedbackStore!.replySent(target.conversationId, id, responseId),
+        { discard: true }
+      ) :
+      Effect.void
+
+  /** Sends a reply's messages and remembers the last one for its feedback. */
+  const deliver = (
+    target: Target,
+    messages: ReadonlyArray<Record<string, unknown>>,
+    responseId: string | undefined
+  ) =>
+    sendAll(target, messages).pipe(
+      Effect.flatMap((ids) => remember(target, responseId, ids.slice(-1))),
+      Effect.catchAll(logSendFailure)
+    )
 
   const replyError = (target: Target, error: TurnError) =>
     Effect.zipRight(Effect.logInfo("turn refused or failed", error._tag), say(target, turnErrorText(error)))
@@ -75,17 +99,19 @@ export const make = (connector: Connector, ctx: ChannelContext, options: Options
       )
     )
 
-  const runOnce = (request: ChannelRequest, raw: unknown, target: Target) =>
-    ctx.run(request, raw).pipe(
+  const runOnce = (request: ChannelRequest, raw: unknown, target: Target) => {
+    const responseId = request.attributes?.responseId
+    return ctx.run(request, raw).pipe(
       withTyping(target),
       Effect.matchEffect({
         onFailure: (error) => replyError(target, error),
         onSuccess: ({ originating }) =>
           Option.isNone(originating) ?
             Effect.void :
-            sendAll(target, render(originating.value.response, target)).pipe(Effect.catchAll(logSendFailure))
+            deliver(target, render(originating.value.response, target, responseId), responseId)
       })
     )
+  }
 
   const runStreaming = (request: ChannelRequest, raw: unknown, target: Target) =>
     Effect.gen(function*() {
@@ -98,17 +124,22 @@ export const make = (connector: Connector, ctx: ChannelContext, options: Options
       )
       if (streamed._tag === "Failed") return yield* replyError(target, streamed.error)
       if (streamed._tag === "Nothing") return
-      const messages = render(streamed.response, target)
+      const responseId = request.attributes?.responseId
+      const messages = render(streamed.response, target, responseId)
       if (streamed._tag === "Finalize") {
         const [first, ...rest] = messages
         const finished = yield* Effect.either(streamed.finish(first!))
         if (finished._tag === "Left") {
           yield* Effect.logInfo("ending the stream failed; sending the reply as a message", finished.left.message)
-          return yield* sendAll(target, messages).pipe(Effect.catchAll(logSendFailure))
+          return yield* deliver(target, messages, responseId)
         }
-        return yield* sendAll(target, rest).pipe(Effect.catchAll(logSendFailure))
+        // A one-message reply is the stream's own message: Teams rates it by the stream's id.
+        if (rest.length === 0) {
+          return yield* remember(target, responseId, [...new Set([streamed.streamId, finished.right])])
+        }
+        return yield* deliver(target, rest, responseId)
       }
-      return yield* sendAll(target, messages).pipe(Effect.catchAll(logSendFailure))
+      return yield* deliver(target, messages, responseId)
     })
 
   const answer = (request: ChannelRequest, raw: unknown, target: Target): Effect.Effect<void> =>

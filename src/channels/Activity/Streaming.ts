@@ -28,11 +28,12 @@ export type Result =
   | { readonly _tag: "Nothing" }
   /** No stream is open (refused, expired, or nothing streamed): send the reply as messages. */
   | { readonly _tag: "Messages"; readonly response: AgentResponse }
-  /** A stream is open: `finish` sends the first message as its final activity. */
+  /** A stream is open: `finish` sends the first message as its final activity (the id the connector gave it). */
   | {
     readonly _tag: "Finalize"
     readonly response: AgentResponse
-    readonly finish: (message: Record<string, unknown>) => Effect.Effect<void, ConnectorError>
+    readonly streamId: string
+    readonly finish: (message: Record<string, unknown>) => Effect.Effect<string | undefined, ConnectorError>
   }
 
 /** The stream info entity of a chunk (the final one has no sequence, as the Teams docs show it). */
@@ -126,7 +127,7 @@ export const run = (
     const streamId = state.streamId
     const finish = (message: Record<string, unknown>) => {
       const entities = Array.isArray(message.entities) ? message.entities : []
-      return Effect.asVoid(send({ ...message, entities: [...entities, streamInfo("final", streamId, undefined)] }))
+      return send({ ...message, entities: [...entities, streamInfo("final", streamId, undefined)] })
     }
-    return { _tag: "Finalize", response, finish } as const
+    return { _tag: "Finalize", response, streamId, finish } as const
   })
