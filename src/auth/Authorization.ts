@@ -273,6 +273,9 @@ export const make = (config: AuthorizationConfig) =>
       const requested = request.session?.isolationKey
       const fallback = identityKey(identity)
       if (requested !== undefined && requested !== fallback) return requested
+      // A person's linked identities share one conversation (link_sessions), whether or not sign-in is required.
+      const shared = linker.sharedKey === undefined ? Option.none() : yield* linker.sharedKey(identity)
+      if (Option.isSome(shared)) return shared.value
       const registered = yield* store.findKeyByIdentity(identity.channel, identity.nativeId)
       return Option.getOrElse(registered, () => fallback)
     })

@@ -3,6 +3,7 @@
  * claims), or a challenge the person must complete first (a sign-in URL, a one-time code). `OidcLinker`
  * (`layerOidc`) is the OpenID Connect implementation; `layerNone` says no linker is configured.
  */
+import type { Option } from "effect"
 import { Context, Effect, Layer } from "effect"
 import type { ChannelLinking, Route } from "../core/Channel.js"
 import type { ChannelIdentity } from "../domain/Identity.js"
@@ -34,6 +35,11 @@ export interface IdentityLinkerShape {
   /** False for `none`: validation then rejects setups that need a linker. */
   readonly available: boolean
   readonly resolve: (identity: ChannelIdentity) => Effect.Effect<LinkResolution>
+  /**
+   * The key a linked identity shares with the person's other identities, without challenging anyone (none when
+   * it is not linked, or its link keeps its own key). Absent when links never share keys: nothing to look up.
+   */
+  readonly sharedKey?: (identity: ChannelIdentity) => Effect.Effect<Option.Option<string>>
   /** What channels may do with links (`/link`, `/unlink`, `/whoami`); absent for resolve-only linkers. */
   readonly linking?: ChannelLinking
   /** HTTP routes that complete a link (the sign-in callback), mounted by the host under `path`. */

@@ -252,6 +252,12 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
     }
   }
 
+  // Only the person's own chats share the key: a group keeps its own conversation.
+  const sharedKey = (identity: ChannelIdentity) =>
+    personOf(identity) !== identity ?
+      Effect.succeedNone :
+      Effect.map(store.getLink(identity.channel, identity.nativeId), Option.map((link) => link.isolationKey))
+
   const resolve = Effect.fn("OidcLinker.resolve")(function*(identity: ChannelIdentity) {
     const person = personOf(identity)
     const link = yield* store.getLink(person.channel, person.nativeId)
@@ -456,6 +462,7 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
   return {
     available: true,
     resolve,
+    ...(linkSessions ? { sharedKey } : {}),
     linking,
     routes: { path, routes }
   } satisfies OidcLinker

@@ -4,9 +4,11 @@
  * - `POST messages` `{ user, session?, message }` streams the reply as SSE (`start`, `delta`, `done`, `error`;
  *   `error` also when the host's shutdown stops the turn, the user's message is kept in the history);
  * - `GET history?user=&session=` the conversation so far; `POST reset` `{ user, session }` starts a new one;
- * - `GET events?user=` the live pushes for this browser (resumable with `Last-Event-ID`).
+ * - `GET events?user=` the live pushes for this browser (resumable with `Last-Event-ID`);
+ * - `GET account`, `POST link`, `POST unlink`: account linking, when the host has a linker (see `Account`).
  * A browser is the identity `webchat:<user>`; each conversation is the isolation key
- * `webchat:<user>:<session>` (or the trusted chat isolation header, when the host trusts one).
+ * `webchat:<user>:<session>` (or the trusted chat isolation header, when the host trusts one). A browser linked
+ * with shared sessions talks in the person's shared key instead, whatever its session.
  */
 import { Config, Duration, Effect, Either, Option, Schedule, Stream } from "effect"
 import type { Channel, ChannelContext, ChannelHooks, RouteInput } from "../../core/Channel.js"
@@ -22,6 +24,7 @@ import { readJsonObject } from "../../http/JsonObject.js"
 import { joinPath } from "../../http/Router.js"
 import * as Sse from "../../http/Sse.js"
 import { describeTurnError, extraFields, turnErrorJson } from "../../http/TurnErrors.js"
+import * as Account from "./Account.js"
 import * as Assets from "./Assets.js"
 import * as PushHub from "./PushHub.js"
 
@@ -97,10 +100,17 @@ export const make = (options: Options = {}): Channel => {
       const heartbeat = yield* Sse.heartbeat(heartbeatInterval)
       yield* Effect.forkScoped(Effect.repeat(hub.sweep, Schedule.spaced("1 minute")))
 
-      const keyFor = (input: RouteInput, user: string, session: string) =>
-        input.isolation.chat ?? `${name}:${user}:${session}`
-
       const identityOf = (user: string) => ({ channel: name, nativeId: user }) as ChannelIdentity
+
+      /** The conversation's key, and whether it is the person's shared one (their browser is linked). */
+      const conversationOf = (input: RouteInput, user: string, session: string) =>
+        input.isolation.chat !== undefined ?
+          Effect.succeed({ key: input.isolation.chat, shared: false }) :
+          Effect.map(Account.sharedKey(ctx.linking, identityOf(user)), (shared) =>
+            Option.match(shared, {
+              onNone: () => ({ key: `${name}:${user}:${session}`, shared: false }),
+              onSome: (key) => ({ key, shared: true })
+            }))
 
       const readBody = (input: RouteInput) =>
         readJsonObject(input.request, ctx.settings).pipe(
@@ -146,10 +156,11 @@ export const make = (options: Options = {}): Channel => {
           }
           // A session id is a handle on the conversation: it comes from the CSPRNG.
           const session = typeof sessionIn === "string" ? sessionIn : yield* issueId("c")
-          const key = isolationKey(keyFor(input, user as string, session))
+          const conversation = yield* conversationOf(input, user as string, session)
+          const key = isolationKey(conversation.key)
           if (Either.isLeft(key)) return turnErrorJson(key.left)
-          // A session minted here (and not named by a trusted header) has nothing stored yet.
-          const fresh = sessionIn == null && input.isolation.chat === undefined
+          // A session minted here (and not named by a trusted header or shared by a link) has nothing stored yet.
+          const fresh = sessionIn == null && input.isolation.chat === undefined && !conversation.shared
           const request: ChannelRequest = {
             channel: name,
             operation: "message.create",
@@ -198,7 +209,8 @@ export const make = (options: Options = {}): Channel => {
           if (userProblem !== undefined) return errorJson(400, "invalid_user", userProblem)
           const sessionProblem = idProblem("session", session)
           if (sessionProblem !== undefined) return errorJson(400, "invalid_session", sessionProblem)
-          const sessionId = yield* ctx.sessionIdFor(keyFor(input, user!, session!))
+          const conversation = yield* conversationOf(input, user!, session!)
+          const sessionId = yield* ctx.sessionIdFor(conversation.key)
           const all = viewMessages(yield* ctx.state.loadHistory(sessionId))
           return json({ session, messages: all.slice(-historyLimit), truncated: all.length > historyLimit })
         })
@@ -213,7 +225,7 @@ export const make = (options: Options = {}): Channel => {
           if (userProblem !== undefined) return errorJson(400, "invalid_user", userProblem)
           const sessionProblem = idProblem("session", session)
           if (sessionProblem !== undefined) return errorJson(400, "invalid_session", sessionProblem)
-          yield* ctx.resetSession(keyFor(input, user as string, session as string))
+          yield* ctx.resetSession((yield* conversationOf(input, user as string, session as string)).key)
           return json({ session, reset: true })
         })
       )
@@ -239,6 +251,45 @@ export const make = (options: Options = {}): Channel => {
         })
       )
 
+      const linking = ctx.linking
+      const noLinking = errorJson(
+        404,
+        "linking_unavailable",
+        "this host offers no account linking (configure an identity provider: AGENT_HOST_OIDC_ISSUER)"
+      )
+
+      const account = ChannelModule.handler((input) =>
+        Effect.gen(function*() {
+          const user = input.query.get("user")
+          const problem = idProblem("user", user)
+          if (problem !== undefined) return errorJson(400, "invalid_user", problem)
+          if (linking === undefined) return json({ linking: false, linked: false })
+          const identity = identityOf(user!)
+          const view = yield* linking.linkOf(identity)
+          return json(
+            Option.match(view, {
+              onNone: () => ({ linking: true, linked: false }),
+              onSome: (v) => ({ linking: true, ...Account.viewJson(v, identity) })
+            })
+          )
+        })
+      )
+
+      const linkAccount = (unlink: boolean) =>
+        ChannelModule.handler((input) =>
+          Effect.gen(function*() {
+            const read = yield* readBody(input)
+            if ("error" in read) return read.error
+            const problem = idProblem("user", read.body.user)
+            if (problem !== undefined) return errorJson(400, "invalid_user", problem)
+            if (linking === undefined) return noLinking
+            const identity = identityOf(read.body.user as string)
+            if (unlink) return json({ unlinked: yield* linking.unlink(identity) })
+            const offer = yield* linking.offer(identity)
+            return json({ url: offer.url, expiresAt: offer.expiresAt, message: offer.message })
+          })
+        )
+
       const push: ChannelModule.ChannelPush = {
         push: (identity, result, { idempotencyKey, isEcho }) => {
           const messages = viewMessages(result.response.messages)
@@ -259,7 +310,10 @@ export const make = (options: Options = {}): Channel => {
           { method: "POST", path: api("messages"), handler: messages, body: "json" },
           { method: "GET", path: api("history"), handler: history },
           { method: "POST", path: api("reset"), handler: reset, body: "json" },
-          { method: "GET", path: api("events"), handler: events }
+          { method: "GET", path: api("events"), handler: events },
+          { method: "GET", path: api("account"), handler: account },
+          { method: "POST", path: api("link"), handler: linkAccount(false), body: "json" },
+          { method: "POST", path: api("unlink"), handler: linkAccount(true), body: "json" }
         ],
         push,
         ...(options.hooks === undefined ? {} : { hooks: options.hooks }),

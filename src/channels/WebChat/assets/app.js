@@ -333,6 +333,118 @@
     })
   })
 
+  // ---- Account linking: sign in once; a linked browser continues the person's conversation --------------
+
+  var linkButton = document.getElementById("link-account")
+  var unlinkButton = document.getElementById("unlink-account")
+  var accountLabel = document.getElementById("account")
+  var account = { linking: false, linked: false, shared: false, as: "" }
+  var waiting = null
+
+  function showAccount() {
+    linkButton.hidden = !account.linking || account.linked
+    unlinkButton.hidden = !account.linked
+    accountLabel.hidden = !account.linked
+    accountLabel.textContent = account.linked ? "Linked as " + account.as : ""
+    accountLabel.title = accountLabel.textContent
+    document.body.setAttribute("data-account", account.linked ? "linked" : account.linking ? "unlinked" : "none")
+  }
+
+  function stopWaiting() {
+    if (waiting !== null) window.clearInterval(waiting)
+    waiting = null
+  }
+
+  // Reads this browser's link; resolves true when the conversation changed with it (a shared one, or back).
+  function refreshAccount() {
+    var url = api + "/account?user=" + encodeURIComponent(user)
+    return fetch(url, { headers: { accept: "application/json" } }).then(function (response) {
+      if (!response.ok) return false
+      return response.json().then(function (body) {
+        var shared = account.shared
+        account = {
+          linking: body.linking === true,
+          linked: body.linked === true,
+          shared: body.shared === true,
+          as: typeof body.as === "string" ? body.as : ""
+        }
+        showAccount()
+        if (account.linked && waiting !== null) {
+          stopWaiting()
+          statusLine.textContent = "Account linked."
+        }
+        return account.shared !== shared
+      })
+    }, function () { return false })
+  }
+
+  function refreshConversation() {
+    if (busy) return
+    refreshAccount().then(function (changed) { if (changed) loadHistory() })
+  }
+
+  // The sign-in happens in another tab; this page checks every few seconds (for as long as the link is valid).
+  function waitForLink() {
+    stopWaiting()
+    var until = Date.now() + 10 * 60 * 1000
+    waiting = window.setInterval(function () {
+      if (Date.now() > until) stopWaiting()
+      else refreshConversation()
+    }, 2000)
+  }
+
+  linkButton.addEventListener("click", function () {
+    hideError()
+    // Opened during the click: a tab opened once the request is back would count as a pop-up and be blocked.
+    var tab = window.open("", "_blank")
+    linkButton.disabled = true
+    fetch(api + "/link", {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "application/json" },
+      body: JSON.stringify({ user: user })
+    }).then(function (response) {
+      if (!response.ok) {
+        return readError(response).then(function (message) {
+          if (tab) tab.close()
+          showError(message)
+        })
+      }
+      return response.json().then(function (body) {
+        if (typeof body.url !== "string" || !SAFE_URL.test(body.url)) {
+          if (tab) tab.close()
+          return showError("The server sent no usable sign-in link. Please try again.")
+        }
+        if (tab) {
+          tab.opener = null
+          tab.location.href = body.url
+          statusLine.textContent = "Sign in in the new tab; this chat continues here once your account is linked."
+          waitForLink()
+        } else {
+          window.location.assign(body.url)
+        }
+      })
+    }, function () {
+      if (tab) tab.close()
+      showError(offline)
+    }).then(function () { linkButton.disabled = false })
+  })
+
+  unlinkButton.addEventListener("click", function () {
+    hideError()
+    unlinkButton.disabled = true
+    fetch(api + "/unlink", {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "application/json" },
+      body: JSON.stringify({ user: user })
+    }).then(function (response) {
+      if (!response.ok) return readError(response).then(showError)
+      statusLine.textContent = "Account unlinked."
+      refreshConversation()
+    }, function () { showError(offline) }).then(function () { unlinkButton.disabled = false })
+  })
+
+  window.addEventListener("focus", refreshConversation)
+
   // ---- Pushes: one EventSource per page, resumed from the last event seen --------------------------------
 
   var seen = {}
@@ -359,7 +471,7 @@
     }
   }
 
-  loadHistory().then(function () {
+  refreshAccount().then(loadHistory).then(function () {
     connectEvents()
   })
   input.focus()
