@@ -68,7 +68,50 @@ export interface TurnsShape {
   readonly drain: (grace: Duration.Duration) => Effect.Effect<void>
   /** What the cache of recent histories holds now (bounded by `historyCacheBytes`). */
   readonly historyCache: Effect.Effect<HistoryCacheStats>
+  /** Runs prepared turns in this process's session actors: what a `TurnRouter` calls on the key's owner. */
+  readonly local: LocalTurns
 }
+
+/**
+ * Turns already prepared by some host (run hook, checks, authorization done there), run in this process's actor of
+ * their key. `guard` runs in the actor just before the turn begins (a failure ends the turn without running it).
+ */
+export interface LocalTurns {
+  readonly run: (
+    channel: string,
+    request: ChannelRequest,
+    isolation: IsolationKeys,
+    guard?: Effect.Effect<void, TurnError>
+  ) => Effect.Effect<TurnOutcome, TurnError>
+  readonly runStream: (
+    channel: string,
+    request: ChannelRequest,
+    isolation: IsolationKeys,
+    guard?: Effect.Effect<void, TurnError>
+  ) => Effect.Effect<TurnStream, TurnError>
+  readonly resetSession: (channel: string, isolationKey: string) => Effect.Effect<string>
+  /** Drops what this process caches of a key (its alias, its recent history): another host may have written since. */
+  readonly forget: (isolationKey: string) => Effect.Effect<void>
+}
+
+/**
+ * Where keyed turns run. Absent (one node), in this process's session actors. Provided (cluster mode, src/cluster),
+ * every prepared turn with a session is handed to it, and it runs the turn on the host that owns the key (through
+ * that host's `Turns.local`); sessionless turns stay here.
+ */
+export interface TurnRouterShape {
+  readonly run: (channel: string, request: ChannelRequest, isolation: IsolationKeys) => Effect.Effect<
+    TurnOutcome,
+    TurnError
+  >
+  readonly runStream: (channel: string, request: ChannelRequest, isolation: IsolationKeys) => Effect.Effect<
+    TurnStream,
+    TurnError
+  >
+  readonly resetSession: (channel: string, isolationKey: string) => Effect.Effect<string>
+}
+
+export class TurnRouter extends Context.Tag("effect-agent-host/Turns/TurnRouter")<TurnRouter, TurnRouterShape>() {}
 
 export interface HistoryCacheStats {
   readonly sessions: number
@@ -170,13 +213,15 @@ export const make = Effect.gen(function*() {
     (linker) => Option.fromNullable(linker.linking)
   )
   const hostScope = yield* Effect.scope
+  const router = Option.getOrUndefined(yield* Effect.serviceOption(TurnRouter))
   // Shutdown state: `draining` once the host stops accepting, `stopped` once the grace is over; `running` holds
   // the fibers of turns whose work is under way, so the grace can end early and the rest can be interrupted.
   const draining = yield* Deferred.make<void>()
   let stopped = false
   const running = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
-  // Read-through caches of session ids and recent histories: this process is the state's only writer (the
-  // state directory has one owner), so they never go stale; they save two statements per turn.
+  // Read-through caches of session ids and recent histories: this process is the only writer of a key's state (the
+  // state directory has one owner; in a cluster, the key's owner, which drops them when ownership moves: `forget`),
+  // so they never go stale; they save two statements per turn.
   const aliases = new BoundedCache<string, string>(100_000)
   // Bounded by an estimate of the heap the histories hold, too: a few sessions of huge messages must not grow the
   // process without limit. A message is measured once; history arrays share their messages.
@@ -531,100 +576,147 @@ export const make = Effect.gen(function*() {
 
   const targetInfo = { name: target.name, kind: target.kind }
 
+  const runPrepared = (
+    channel: string,
+    prepared: Prepared,
+    guard?: Effect.Effect<void, TurnError>
+  ): Effect.Effect<TurnOutcome, TurnError> => {
+    const info = infoOf(channel)
+    const request = prepared.request
+    const turn = runTurn(request, prepared.isolation)
+    return Effect.flatten(
+      submit(
+        info,
+        request,
+        tracked(info, request.session?.isolationKey, guard === undefined ? turn : Effect.zipRight(guard, turn)),
+        prepared.inline
+      )
+    )
+  }
+
+  const streamPrepared = (
+    channel: string,
+    prepared: Prepared,
+    guard?: Effect.Effect<void, TurnError>
+  ): Effect.Effect<TurnStream, TurnError> =>
+    Effect.gen(function*() {
+      const info = infoOf(channel)
+      const transform = info.streamTransform
+      const mailbox = yield* Mailbox.make<AgentResponseUpdate, TurnError>()
+      const sessionKey = prepared.request.session?.isolationKey
+      // Set before the mailbox ends, so a consumer that saw the end never cancels a turn that is finishing.
+      let finished = false
+      const work = tracked(
+        info,
+        sessionKey,
+        Effect.gen(function*() {
+          if (guard !== undefined) yield* guard
+          const turn = yield* beginTurn(prepared.request, prepared.isolation)
+          const acc = new ResponseAccumulator()
+          const updates = target.stream(turn).pipe(
+            Stream.provideService(RequestContext, turn.context),
+            Stream.catchAllCause((cause) => {
+              const failure = Cause.failureOption(cause)
+              if (Option.isSome(failure)) return Stream.fail(failure.value)
+              if (Cause.isInterruptedOnly(cause)) return Stream.failCause(cause)
+              return Stream.fail(agentDefect(Cause.squash(cause)))
+            })
+          )
+          yield* Stream.runForEachChunk(updates, (chunk) =>
+            Effect.suspend(() => {
+              for (const update of chunk) acc.add(update)
+              if (transform === undefined) return mailbox.offerAll(chunk)
+              return Effect.flatMap(
+                Effect.forEach(chunk, transform),
+                (shaped) => mailbox.offerAll(shaped.flatMap((o) => Option.isSome(o) ? [o.value] : []))
+              )
+            })).pipe(Effect.catchAllDefect((defect) => Effect.fail(agentDefect(defect))))
+          const response = acc.done()
+          return yield* finishTurn(prepared.request, turn, response, response)
+        })
+      ).pipe(
+        Effect.onExit((exit) => {
+          finished = true
+          if (Exit.isSuccess(exit)) return mailbox.end
+          // Stopped by shutdown: followers get a typed failure to render, not a bare interruption.
+          if (stopped && Exit.isInterrupted(exit)) return mailbox.fail(shutdownError(sessionKey))
+          return mailbox.failCause(exit.cause)
+        })
+      )
+      const result = yield* submit(info, prepared.request, work)
+      if (prepared.request.onDisconnect !== "cancel") {
+        // The turn's outcome is memoised so `updates` and `result` may both be consumed.
+        const cached = yield* Effect.cached(result)
+        const updates = Mailbox.toStream(mailbox).pipe(Stream.ensuring(mailbox.shutdown))
+        return { updates, result: cached }
+      }
+      // `cancel`: the caller is whoever consumes `updates`; abandoning them before the end cancels the turn.
+      const key = prepared.request.session?.isolationKey ?? "none"
+      const waiter = yield* Effect.forkIn(result, hostScope)
+      const cached = yield* Effect.cached(
+        Effect.catchAllCause(Fiber.join(waiter), (cause) =>
+          Cause.isInterruptedOnly(cause) ?
+            Effect.fail(new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })) :
+            Effect.failCause(cause))
+      )
+      const updates = Mailbox.toStream(mailbox).pipe(
+        Stream.ensuring(
+          Effect.zipRight(mailbox.shutdown, Effect.suspend(() => finished ? Effect.void : Fiber.interrupt(waiter)))
+        )
+      )
+      return { updates, result: cached }
+    })
+
+  const resetLocal = (channel: string, isolationKey: string) =>
+    Effect.gen(function*() {
+      const alias = yield* issueId(`${isolationKey}#`)
+      yield* store.setAlias(isolationKey, alias)
+      aliases.set(isolationKey, alias)
+      yield* Effect.logInfo("session reset").pipe(Effect.annotateLogs({ channel, session: isolationKey }))
+      return alias
+    })
+
+  const local: LocalTurns = {
+    run: (channel, request, isolation, guard) => runPrepared(channel, { request, isolation, inline: false }, guard),
+    runStream: (channel, request, isolation, guard) =>
+      streamPrepared(channel, { request, isolation, inline: false }, guard),
+    resetSession: resetLocal,
+    forget: (isolationKey) =>
+      Effect.sync(() => {
+        const sessionId = aliases.get(isolationKey)
+        aliases.delete(isolationKey)
+        histories.delete(isolationKey)
+        if (sessionId !== undefined) histories.delete(sessionId)
+      })
+  }
+
   const contextFor = (channel: string): ChannelContext => {
     const run = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnOutcome, TurnError> =>
       Effect.flatMap(
         prepare(infoOf(channel), request, raw),
-        ({ inline, isolation, request }) =>
-          Effect.flatten(
-            submit(
-              infoOf(channel),
-              request,
-              tracked(infoOf(channel), request.session?.isolationKey, runTurn(request, isolation)),
-              inline
-            )
-          )
+        (prepared) =>
+          router !== undefined && prepared.request.session !== undefined ?
+            router.run(channel, prepared.request, prepared.isolation) :
+            runPrepared(channel, prepared)
       )
 
     const runStream = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnStream, TurnError> =>
-      Effect.gen(function*() {
-        const info = infoOf(channel)
-        const prepared = yield* prepare(info, request, raw)
-        const transform = info.streamTransform
-        const mailbox = yield* Mailbox.make<AgentResponseUpdate, TurnError>()
-        const sessionKey = prepared.request.session?.isolationKey
-        // Set before the mailbox ends, so a consumer that saw the end never cancels a turn that is finishing.
-        let finished = false
-        const work = tracked(
-          info,
-          sessionKey,
-          Effect.gen(function*() {
-            const turn = yield* beginTurn(prepared.request, prepared.isolation)
-            const acc = new ResponseAccumulator()
-            const updates = target.stream(turn).pipe(
-              Stream.provideService(RequestContext, turn.context),
-              Stream.catchAllCause((cause) => {
-                const failure = Cause.failureOption(cause)
-                if (Option.isSome(failure)) return Stream.fail(failure.value)
-                if (Cause.isInterruptedOnly(cause)) return Stream.failCause(cause)
-                return Stream.fail(agentDefect(Cause.squash(cause)))
-              })
-            )
-            yield* Stream.runForEachChunk(updates, (chunk) =>
-              Effect.suspend(() => {
-                for (const update of chunk) acc.add(update)
-                if (transform === undefined) return mailbox.offerAll(chunk)
-                return Effect.flatMap(
-                  Effect.forEach(chunk, transform),
-                  (shaped) => mailbox.offerAll(shaped.flatMap((o) => Option.isSome(o) ? [o.value] : []))
-                )
-              })).pipe(Effect.catchAllDefect((defect) => Effect.fail(agentDefect(defect))))
-            const response = acc.done()
-            return yield* finishTurn(prepared.request, turn, response, response)
-          })
-        ).pipe(
-          Effect.onExit((exit) => {
-            finished = true
-            if (Exit.isSuccess(exit)) return mailbox.end
-            // Stopped by shutdown: followers get a typed failure to render, not a bare interruption.
-            if (stopped && Exit.isInterrupted(exit)) return mailbox.fail(shutdownError(sessionKey))
-            return mailbox.failCause(exit.cause)
-          })
-        )
-        const result = yield* submit(info, prepared.request, work)
-        if (prepared.request.onDisconnect !== "cancel") {
-          // The turn's outcome is memoised so `updates` and `result` may both be consumed.
-          const cached = yield* Effect.cached(result)
-          const updates = Mailbox.toStream(mailbox).pipe(Stream.ensuring(mailbox.shutdown))
-          return { updates, result: cached }
-        }
-        // `cancel`: the caller is whoever consumes `updates`; abandoning them before the end cancels the turn.
-        const key = prepared.request.session?.isolationKey ?? "none"
-        const waiter = yield* Effect.forkIn(result, hostScope)
-        const cached = yield* Effect.cached(
-          Effect.catchAllCause(Fiber.join(waiter), (cause) =>
-            Cause.isInterruptedOnly(cause) ?
-              Effect.fail(new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })) :
-              Effect.failCause(cause))
-        )
-        const updates = Mailbox.toStream(mailbox).pipe(
-          Stream.ensuring(
-            Effect.zipRight(mailbox.shutdown, Effect.suspend(() => finished ? Effect.void : Fiber.interrupt(waiter)))
-          )
-        )
-        return { updates, result: cached }
-      })
+      Effect.flatMap(
+        prepare(infoOf(channel), request, raw),
+        (prepared) =>
+          router !== undefined && prepared.request.session !== undefined ?
+            router.runStream(channel, prepared.request, prepared.isolation) :
+            streamPrepared(channel, prepared)
+      )
 
     const resetSession = (isolationKey: string) =>
-      Effect.gen(function*() {
-        const alias = yield* issueId(`${isolationKey}#`)
-        yield* store.setAlias(isolationKey, alias)
-        aliases.set(isolationKey, alias)
-        yield* Effect.logInfo("session reset").pipe(Effect.annotateLogs({ channel, session: isolationKey }))
-        return alias
-      })
+      router === undefined ? resetLocal(channel, isolationKey) : router.resetSession(channel, isolationKey)
 
-    const sessionIdFor = (isolationKey: string) => sessionIdOf(isolationKey)
+    // In a cluster another host may have reset the key: read the store, not this host's cache.
+    const sessionIdFor = (isolationKey: string) =>
+      router === undefined ?
+        sessionIdOf(isolationKey) :
+        Effect.map(store.getAlias(isolationKey), Option.getOrElse(() => isolationKey))
 
     // AGENT_HOST_TRACING: each turn (for a stream: its start) is a span, under the request's span. It names the
     // session by a digest of its isolation key: never the key itself, nor any message text.
@@ -665,7 +757,8 @@ export const make = Effect.gen(function*() {
       bytes: histories.bytes,
       maxBytes: settings.historyCacheBytes
     })),
-    drain
+    drain,
+    local
   })
 })
 

@@ -1,0 +1,132 @@
+/**
+ * Cluster mode (`AGENT_HOST_CLUSTER=postgres`): this host is one runner of an `@effect/cluster` cluster whose
+ * messages, runners and shard locks live in Postgres (`SqlMessageStorage`, `SqlRunnerStorage`, advisory locks), and
+ * whose runners talk over their own socket RPC (`AGENT_HOST_CLUSTER_RUNNER_HOST`/`_PORT`, distinct from the HTTP
+ * port). It is a Layer swap of the core: the same `Turns`, `Sessions` and channels, plus a `TurnRouter` that runs
+ * each keyed turn on the runner owning its key (`SessionEntity`) and a `PushScheduler` of persisted messages
+ * (`Pushes`). Loaded by `Server.ts` only when selected (dynamic import), so `npm start` loads none of it.
+ */
+import { RunnerAddress } from "@effect/cluster/RunnerAddress"
+import * as RunnerHealth from "@effect/cluster/RunnerHealth"
+import * as ClusterRunners from "@effect/cluster/Runners"
+import type * as Sharding from "@effect/cluster/Sharding"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as SocketRunner from "@effect/cluster/SocketRunner"
+import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
+import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
+import { layerClientProtocol, layerSocketServer } from "@effect/platform-node/NodeClusterSocket"
+import * as RpcSerialization from "@effect/rpc/RpcSerialization"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import type { ConfigError, Effect, Redacted } from "effect"
+import { Config, Duration, Layer, Option } from "effect"
+import * as Pushes from "./Pushes.js"
+import * as SessionEntity from "./SessionEntity.js"
+
+export interface Options {
+  readonly databaseUrl: Redacted.Redacted<string>
+  /** The address other runners reach this one at (its cluster socket; not the HTTP port). */
+  readonly runnerHost: string
+  readonly runnerPort: number
+  /** Where the cluster socket listens (default: the runner address). */
+  readonly listenHost?: string
+  /** Shards per group; the same on every runner (default 300). */
+  readonly shards?: number
+  /**
+   * How long a runner that stopped heartbeating keeps its shards (default 10 seconds): a killed runner's sessions
+   * and pushes move to the others within about this plus `refreshInterval`.
+   */
+  readonly lockExpiration?: Duration.DurationInput
+  /** How often runners and shard assignments are re-read (default 1 second). */
+  readonly refreshInterval?: Duration.DurationInput
+  /** How often a runner looks in storage for persisted messages it was not told about (default 2 seconds). */
+  readonly messagePollInterval?: Duration.DurationInput
+}
+
+export const config: Config.Config<Options> = Config.all({
+  databaseUrl: Config.redacted("DATABASE_URL"),
+  runnerHost: Config.string("AGENT_HOST_CLUSTER_RUNNER_HOST").pipe(Config.withDefault("127.0.0.1")),
+  runnerPort: Config.port("AGENT_HOST_CLUSTER_RUNNER_PORT").pipe(Config.withDefault(34431)),
+  listenHost: Config.option(Config.string("AGENT_HOST_CLUSTER_LISTEN_HOST")),
+  shards: Config.integer("AGENT_HOST_CLUSTER_SHARDS").pipe(
+    Config.validate({ message: "must be 1 or more", validation: (n) => n >= 1 }),
+    Config.withDefault(300)
+  ),
+  lockExpiration: Config.duration("AGENT_HOST_CLUSTER_LOCK_EXPIRATION").pipe(
+    Config.withDefault(Duration.seconds(10))
+  ),
+  refreshInterval: Config.duration("AGENT_HOST_CLUSTER_REFRESH_INTERVAL").pipe(
+    Config.withDefault(Duration.seconds(1))
+  )
+}).pipe(Config.map(({ listenHost, ...rest }) => ({
+  ...rest,
+  ...(Option.isSome(listenHost) ? { listenHost: listenHost.value } : {})
+})))
+
+/** `AGENT_HOST_CLUSTER`: `postgres` selects cluster mode; absent or `off`, one node. */
+export const mode: Config.Config<"off" | "postgres"> = Config.literal("off", "postgres")("AGENT_HOST_CLUSTER").pipe(
+  Config.withDefault("off" as const)
+)
+
+/**
+ * The sharding config, explicit: `ShardingConfig.layerFromEnv` would read `HOST`/`PORT`, which are the app's. The
+ * lock is refreshed three times per expiration, so a live runner never loses its shards to a slow refresh.
+ */
+export const shardingConfig = (options: Options): Partial<ShardingConfig.ShardingConfig["Type"]> => {
+  const expiration = Duration.decode(options.lockExpiration ?? Duration.seconds(10))
+  const refresh = Duration.decode(options.refreshInterval ?? Duration.seconds(1))
+  return {
+    runnerAddress: Option.some(RunnerAddress.make({ host: options.runnerHost, port: options.runnerPort })),
+    runnerListenAddress: options.listenHost === undefined ?
+      Option.none() :
+      Option.some(RunnerAddress.make({ host: options.listenHost, port: options.runnerPort })),
+    shardsPerGroup: options.shards ?? 300,
+    shardLockExpiration: expiration,
+    shardLockRefreshInterval: Duration.millis(Math.max(100, Duration.toMillis(expiration) / 3)),
+    refreshAssignmentsInterval: refresh,
+    runnerHealthCheckInterval: Duration.times(refresh, 5),
+    entityMessagePollInterval: options.messagePollInterval ?? Duration.seconds(2),
+    entityReplyPollInterval: Duration.millis(200),
+    sendRetryInterval: Duration.millis(100),
+    entityTerminationTimeout: Duration.seconds(5),
+    // Local turns still pass the schemas, so a one-runner cluster catches what a remote one would refuse.
+    simulateRemoteSerialization: true
+  }
+}
+
+/**
+ * Sharding over the runners' sockets with storage on Postgres: `@effect/platform-node`'s `NodeClusterSocket.layer`
+ * composed by hand so the config is explicit (see `shardingConfig`). Its own pool: the runner storage reserves a
+ * connection for the advisory shard locks, which Postgres drops when this process dies (kill -9 included).
+ */
+export const layerSharding = (options: Options): Layer.Layer<Sharding.Sharding | ClusterRunners.Runners, unknown> =>
+  Layer.provide(SocketRunner.layer, [layerSocketServer, layerClientProtocol]).pipe(
+    Layer.provide(RunnerHealth.layerPing.pipe(
+      Layer.provide(ClusterRunners.layerRpc),
+      Layer.provide(layerClientProtocol)
+    )),
+    Layer.provide(Layer.orDie(SqlMessageStorage.layer)),
+    Layer.provide(Layer.orDie(SqlRunnerStorage.layer)),
+    Layer.provide(ShardingConfig.layer(shardingConfig(options))),
+    Layer.provide(RpcSerialization.layerMsgPack),
+    Layer.provide(PgClient.layer({ url: options.databaseUrl, maxConnections: 8 }))
+  )
+
+/**
+ * Turns `core` (a layer building `Turns`, e.g. `AgentHost.layerCoreWith({ push: Pushes.layer })`) into a cluster
+ * runner's core: it gets the `TurnRouter`, the session entity runs on its `Turns`, and one sharding instance serves
+ * them all.
+ */
+export const layerCore = <A, E, R>(
+  options: Options,
+  core: Layer.Layer<A, E, R>
+) =>
+  SessionEntity.layerEntity.pipe(
+    Layer.provideMerge(core),
+    Layer.provide(SessionEntity.layerRouter),
+    Layer.provideMerge(layerSharding(options))
+  )
+
+export { Pushes, SessionEntity }
+
+/** Config errors are the caller's: reading the options is separate from building the layers. */
+export const options: Effect.Effect<Options, ConfigError.ConfigError> = config

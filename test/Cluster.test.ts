@@ -1,0 +1,216 @@
+/**
+ * Cluster mode in one process: two runners (each a whole host: HTTP, channels, `Turns`, sharding on its own cluster
+ * socket) on one Postgres database (the run's private server, test/utils/Postgres.ts). A turn received by either
+ * host runs on the runner owning its key, one at a time and in order with one history; streams are forwarded; a
+ * turn id is admitted once; a push is a persisted message delivered once, by the owner of its destination.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Duration, Effect, Exit, Layer, Option, Redacted, Schedule, Stream } from "effect"
+import * as Net from "node:net"
+import * as Cluster from "../src/cluster/Cluster.js"
+import * as AgentHost from "../src/core/AgentHost.js"
+import * as HostConfig from "../src/core/HostConfig.js"
+import type { Turn } from "../src/core/Target.js"
+import { Target } from "../src/core/Target.js"
+import { Turns } from "../src/core/Turns.js"
+import type { ChannelRequest } from "../src/domain/ChannelRequest.js"
+import type { IsolationKey } from "../src/domain/Ids.js"
+import type { AgentResponse } from "../src/domain/Message.js"
+import { assistantMessage, responseText, userMessage } from "../src/domain/Message.js"
+import * as PgStateStore from "../src/state/postgres/PgStateStore.js"
+import * as Postgres from "./utils/Postgres.js"
+import * as PushChannels from "./utils/PushChannels.js"
+
+const freePort = Effect.async<number>((resume) => {
+  const server = Net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as Net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+const inputText = (turn: Turn) =>
+  turn.input.map((m) => m.contents.map((c) => c._tag === "text" ? c.text : "").join("")).join("")
+
+/** Answers `<runner>:<messages in history before this turn>:<input>`: where the turn ran and what it saw. */
+const labelled = (label: string) =>
+  Layer.succeed(Target, {
+    kind: "agent",
+    name: "labelled",
+    run: (turn) =>
+      Effect.sync(() => {
+        const response: AgentResponse = {
+          messages: [assistantMessage(`${label}:${turn.history.length}:${inputText(turn)}`)]
+        }
+        return { response, result: response }
+      }),
+    stream: (turn) =>
+      Stream.make(
+        { contents: [{ _tag: "text" as const, text: `${label}:` }], messageId: "m" },
+        { contents: [{ _tag: "text" as const, text: `${turn.history.length}:${inputText(turn)}` }], messageId: "m" }
+      )
+  })
+
+const deliveries: Array<PushChannels.Delivery> = []
+
+const runner = (label: string, url: string, runnerPort: number) => {
+  const options: Cluster.Options = {
+    databaseUrl: Redacted.make(url),
+    runnerHost: "127.0.0.1",
+    runnerPort,
+    shards: 30,
+    lockExpiration: Duration.seconds(4),
+    refreshInterval: Duration.millis(500)
+  }
+  return AgentHost.layer({
+    channels: [PushChannels.make("alpha", deliveries), PushChannels.make("beta", deliveries)]
+  }).pipe(
+    Layer.provideMerge(Cluster.layerCore(options, AgentHost.layerCoreWith({ push: Cluster.Pushes.layer }))),
+    Layer.provide(labelled(label)),
+    Layer.provide(PgStateStore.layer({ url: Redacted.make(url), maxConnections: 4 })),
+    Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" }))
+  )
+}
+
+const request = (key: string, text: string, stream = false): ChannelRequest => ({
+  channel: "test",
+  operation: "message.create",
+  input: [userMessage(text)],
+  session: { isolationKey: key as IsolationKey },
+  stream
+})
+
+const say = (url: string, channel: string, body: Record<string, unknown>) =>
+  Effect.promise(async () => {
+    const r = await fetch(`${url}/${channel}/say`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body)
+    })
+    if (r.status !== 200) throw new Error(`status ${r.status}: ${await r.text()}`)
+    return (await r.json()) as { reply: string | null }
+  })
+
+const twoRunners = Effect.gen(function*() {
+  const url = yield* Postgres.database
+  const a = yield* Layer.build(runner("A", url, yield* freePort))
+  const b = yield* Layer.build(runner("B", url, yield* freePort))
+  // Let both runners see each other and settle the shard assignment (a few refreshes of 500 ms).
+  yield* Effect.sleep(Duration.seconds(3))
+  return { a, b }
+})
+
+const ctxOf = (context: Context.Context<Turns>) => Context.get(context, Turns).contextFor("test")
+
+describe("Cluster (two runners in one process)", () => {
+  it.scopedLive(
+    "a turn received by either runner runs on its key's owner, in order, with one history",
+    () =>
+      Effect.gen(function*() {
+        const { a, b } = yield* twoRunners
+        const owners = new Set<string>()
+        for (let k = 0; k < 12; k++) {
+          const key = `k${k}`
+          const seen: Array<string> = []
+          for (let i = 0; i < 4; i++) {
+            const via = i % 2 === 0 ? a : b
+            const outcome = yield* ctxOf(via).run(request(key, `t${i}`))
+            seen.push(responseText(outcome.result.response))
+          }
+          const owner = seen[0]!.split(":")[0]!
+          owners.add(owner)
+          // The same runner ran every turn; each saw the whole history before it (2 messages per turn).
+          assert.deepStrictEqual(seen, [0, 1, 2, 3].map((i) => `${owner}:${2 * i}:t${i}`), key)
+        }
+        assert.deepStrictEqual([...owners].sort(), ["A", "B"], "the keys are spread over both runners")
+      }),
+    { timeout: 60_000 }
+  )
+
+  it.scopedLive("concurrent turns of one key from both runners run one at a time", () =>
+    Effect.gen(function*() {
+      const { a, b } = yield* twoRunners
+      const outcomes = yield* Effect.forEach(
+        [0, 1, 2, 3, 4, 5],
+        (i) => ctxOf(i % 2 === 0 ? a : b).run(request("busy", `c${i}`)),
+        { concurrency: "unbounded" }
+      )
+      const seenBefore = outcomes.map((o) => Number(responseText(o.result.response).split(":")[1])).sort((x, y) =>
+        x - y
+      )
+      assert.deepStrictEqual(seenBefore, [0, 2, 4, 6, 8, 10])
+    }), { timeout: 60_000 })
+
+  it.scopedLive(
+    "a stream is forwarded: its updates and outcome reach the runner that received it",
+    () =>
+      Effect.gen(function*() {
+        const { a, b } = yield* twoRunners
+        for (const key of ["s0", "s1", "s2", "s3"]) {
+          for (const via of [a, b]) {
+            const turn = yield* ctxOf(via).runStream(request(key, "go", true))
+            const updates = yield* Stream.runCollect(turn.updates)
+            const text = [...updates].flatMap((u) => u.contents.map((c) => c._tag === "text" ? c.text : "")).join("")
+            const outcome = yield* turn.result
+            assert.strictEqual(responseText(outcome.result.response), text)
+            assert.match(text, /^[AB]:\d+:go$/)
+          }
+        }
+      }),
+    { timeout: 60_000 }
+  )
+
+  it.scopedLive(
+    "a forwarded turn id is admitted once: a resend after its runner died is refused, not run twice",
+    () =>
+      Effect.gen(function*() {
+        const { a } = yield* twoRunners
+        const clientFor = yield* Effect.provide(Cluster.SessionEntity.SessionEntity.client, a)
+        const payload = { turnId: "turn_fixed", channel: "test", request: request("once", "hello") }
+        const first = yield* clientFor("once").Run(payload)
+        assert.strictEqual(first.result.response.messages.length, 1)
+        const again = yield* Effect.exit(clientFor("once").Run(payload))
+        assert.isTrue(Exit.isFailure(again))
+        const failure = Exit.isFailure(again) ?
+          Option.getOrUndefined(
+            Exit.causeOption(again).pipe(
+              Option.flatMap((cause) => Option.fromNullable((cause as { error?: unknown }).error))
+            )
+          ) :
+          undefined
+        assert.include(JSON.stringify(failure), "stopped before it finished")
+      }),
+    { timeout: 60_000 }
+  )
+
+  it.scopedLive(
+    "a push is a persisted message delivered once, whichever runner received the turn",
+    () =>
+      Effect.gen(function*() {
+        const { a, b } = yield* twoRunners
+        const urlA = Context.get(a, AgentHost.AgentHost).url
+        const urlB = Context.get(b, AgentHost.AgentHost).url
+        const start = deliveries.length
+        for (let i = 0; i < 6; i++) {
+          yield* say(urlA, "beta", { text: "hi", user: `friend${i}`, session: `p${i}` })
+          const sent = yield* say(i % 2 === 0 ? urlA : urlB, "alpha", {
+            text: `to beta ${i}`,
+            user: `me${i}`,
+            session: `p${i}`,
+            target: { kind: "channels", targets: ["beta"] }
+          })
+          assert.isNull(sent.reply)
+        }
+        yield* Effect.suspend(() => deliveries.length - start < 6 ? Effect.fail("waiting") : Effect.void).pipe(
+          Effect.retry(Schedule.spaced(Duration.millis(100)).pipe(Schedule.upTo(Duration.seconds(20)))),
+          Effect.ignore
+        )
+        // A second delivery of any of them would land within this.
+        yield* Effect.sleep(Duration.seconds(1))
+        const got = deliveries.slice(start)
+        assert.deepStrictEqual(got.map((d) => d.nativeId).sort(), [0, 1, 2, 3, 4, 5].map((i) => `friend${i}`))
+        assert.strictEqual(new Set(got.map((d) => d.key)).size, 6, "no push delivered twice")
+      }),
+    { timeout: 60_000 }
+  )
+})
