@@ -47,6 +47,21 @@ export interface SignOptions {
   readonly now?: number
 }
 
+/** A file the fake serves at GET `path` (attachments users send). */
+export interface ServedFile {
+  readonly bytes?: Uint8Array
+  readonly contentType?: string
+  /** Only with a connector token (Teams' inline images). */
+  readonly auth?: boolean
+  /** Answers 302 to this URL instead. */
+  readonly redirect?: string
+}
+
+export interface Download {
+  readonly path: string
+  readonly authorization: string | undefined
+}
+
 export interface FakeBotFramework {
   readonly url: string
   /** The service URL activities carry (the connector's base, with the trailing slash Azure sends). */
@@ -58,6 +73,10 @@ export interface FakeBotFramework {
   /** How many tokens the token endpoint issued. */
   readonly tokensIssued: () => number
   readonly jwksFetches: () => number
+  /** Serves `file` at GET `path`. */
+  readonly serveFile: (path: string, file: ServedFile) => void
+  /** Every GET of a served (or unknown) file path, in order. */
+  readonly downloads: ReadonlyArray<Download>
   readonly fail: (error: ScriptedError) => void
   /** An inbound token for an activity to `serviceUrl`. */
   readonly sign: (options?: SignOptions) => Effect.Effect<string>
@@ -108,6 +127,8 @@ export const make = (
     let jwksFetches = 0
     let nextId = 1
     const streams = new Set<string>()
+    const files = new Map<string, ServedFile>()
+    const downloads: Array<Download> = []
 
     const notify = () => {
       for (const listener of [...listeners]) listener()
@@ -199,6 +220,27 @@ export const make = (
           }
           return answer(info === undefined ? 200 : 202, id)
         }
+        if (request.method === "GET") {
+          downloads.push({ path, authorization: request.headers.authorization })
+          notify()
+          const file = files.get(path)
+          if (file !== undefined && file.redirect !== undefined) {
+            response.writeHead(302, { location: file.redirect })
+            return response.end()
+          }
+          const token = (request.headers.authorization ?? "").replace(/^Bearer /, "")
+          if (file !== undefined && file.auth === true && !issuedTokens.has(token)) {
+            return send(response, 401, { error: { code: "Unauthorized", message: "bad token" } })
+          }
+          if (file !== undefined) {
+            const bytes = file.bytes ?? new Uint8Array()
+            response.writeHead(200, {
+              "content-type": file.contentType ?? "application/octet-stream",
+              "content-length": String(bytes.byteLength)
+            })
+            return response.end(bytes)
+          }
+        }
         send(response, 404, { error: { code: "NotFound", message: `${request.method} ${path}` } })
       })().catch((e: unknown) => send(response, 400, { error: { code: "BadRequest", message: String(e) } }))
     })
@@ -279,6 +321,8 @@ export const make = (
       sent,
       tokensIssued: () => tokensIssued,
       jwksFetches: () => jwksFetches,
+      serveFile: (path, file) => void files.set(path, file),
+      downloads,
       fail: (error) => void scripted.push({ ...error, remaining: error.times ?? 1 }),
       sign,
       rotate,

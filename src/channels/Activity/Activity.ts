@@ -13,7 +13,10 @@ import type { Channel, ChannelContext, ChannelHooks } from "../../core/Channel.j
 import * as ChannelModule from "../../core/Channel.js"
 import { ChannelStartupError } from "../../domain/Errors.js"
 import { ChannelName } from "../../domain/Ids.js"
+import type { Bytes } from "../../domain/Size.js"
+import * as Size from "../../domain/Size.js"
 import * as ChatQueue from "../shared/ChatQueue.js"
+import * as AttachmentsModule from "./Attachments.js"
 import * as Auth from "./Auth.js"
 import * as Connector from "./Connector.js"
 import * as FeedbackModule from "./Feedback.js"
@@ -53,6 +56,12 @@ export interface Options {
   readonly typingInterval?: Duration.DurationInput
   /** Sent when someone is added to a conversation with the bot (empty: nothing). */
   readonly welcomeText?: string
+  /** Hosts attachments are downloaded from (default the service URLs and `*.sharepoint.com`); same forms. */
+  readonly attachmentHosts?: ReadonlyArray<string>
+  /** Largest attachment downloaded (default 10 MiB). */
+  readonly maxAttachmentBytes?: Bytes
+  /** Most attachments taken from one message (default 5). */
+  readonly maxAttachments?: number
   /** Feedback buttons on replies (default true); ratings are stored under the rated response. */
   readonly feedback?: boolean
   /** Called with each stored rating (after it is stored; a failure is logged). */
@@ -74,7 +83,8 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
     Effect.gen(function*() {
       const channelName = yield* Schema.decode(ChannelName)(name).pipe(Effect.orDie)
       const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.annotateLogs(effect, { channel: name })
-      const serviceUrlAllowed = Auth.serviceUrlAllowed(options.serviceUrls ?? Auth.defaultServiceUrls)
+      const serviceUrls = options.serviceUrls ?? Auth.defaultServiceUrls
+      const serviceUrlAllowed = Auth.serviceUrlAllowed(serviceUrls)
       const auth = yield* Auth.make({
         appId: options.appId,
         tenantId: appType === "SingleTenant" ? options.tenantId : undefined,
@@ -100,7 +110,16 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
           informative: options.streamInformative ?? "Thinking…"
         }
       })
+      const attachments = yield* AttachmentsModule.make({
+        allowed: Auth.serviceUrlAllowed(
+          options.attachmentHosts ?? [...serviceUrls, ...AttachmentsModule.defaultFileHosts]
+        ),
+        maxBytes: options.maxAttachmentBytes ?? Size.mebibytes(10),
+        maxCount: options.maxAttachments ?? 5,
+        tokens
+      })
       const inbound = Inbound.make(ctx, replies, {
+        attachments,
         name: channelName,
         welcomeText: options.welcomeText ?? "Hi! Send me a message to get started.",
         feedback
@@ -196,7 +215,8 @@ const list = (name: string) =>
 /**
  * The channel as configured by the environment, or none when MICROSOFT_APP_ID is unset: MICROSOFT_APP_PASSWORD,
  * MICROSOFT_APP_TENANT_ID, MICROSOFT_APP_TYPE (as the official SDKs read them), and ACTIVITY_OPENID_METADATA_URL,
- * ACTIVITY_LOGIN_URL, ACTIVITY_SERVICE_URLS, ACTIVITY_STREAM, ACTIVITY_WELCOME_TEXT.
+ * ACTIVITY_LOGIN_URL, ACTIVITY_SERVICE_URLS, ACTIVITY_STREAM, ACTIVITY_WELCOME_TEXT, ACTIVITY_ATTACHMENT_HOSTS,
+ * ACTIVITY_MAX_ATTACHMENT_BYTES.
  */
 export const fromConfig: Effect.Effect<
   Option.Option<Channel<never, HttpClient.HttpClient>>,
@@ -212,6 +232,8 @@ export const fromConfig: Effect.Effect<
   const serviceUrls = yield* list("ACTIVITY_SERVICE_URLS")
   const stream = yield* Config.boolean("ACTIVITY_STREAM").pipe(Config.withDefault(true))
   const welcomeText = yield* Config.option(Config.string("ACTIVITY_WELCOME_TEXT"))
+  const attachmentHosts = yield* list("ACTIVITY_ATTACHMENT_HOSTS")
+  const maxAttachmentBytes = yield* Config.option(Size.config("ACTIVITY_MAX_ATTACHMENT_BYTES"))
   const some = <A>(option: Option.Option<A>, key: string) =>
     Option.isSome(option) && option.value !== "" ? { [key]: option.value } : {}
   return Option.some(make({
@@ -223,6 +245,8 @@ export const fromConfig: Effect.Effect<
     ...some(metadata, "openIdMetadataUrl"),
     ...some(loginUrl, "loginUrl"),
     ...some(serviceUrls, "serviceUrls"),
-    ...some(welcomeText, "welcomeText")
+    ...some(welcomeText, "welcomeText"),
+    ...some(attachmentHosts, "attachmentHosts"),
+    ...(Option.isSome(maxAttachmentBytes) ? { maxAttachmentBytes: maxAttachmentBytes.value } : {})
   }))
 })

@@ -8,10 +8,13 @@ import { Effect } from "effect"
 import { Schema } from "effect"
 import type { ChannelContext } from "../../core/Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
+import type { Content } from "../../domain/Content.js"
 import type { InvalidIsolationKey } from "../../domain/Errors.js"
 import type { ChannelIdentity } from "../../domain/Identity.js"
 import type { ChannelName, IsolationKey } from "../../domain/Ids.js"
 import { isolationKey as checkIsolationKey, issueId } from "../../domain/Ids.js"
+import type { Attachments } from "./Attachments.js"
+import { unusableText } from "./Attachments.js"
 import * as Feedback from "./Feedback.js"
 import type { Replies, Target } from "./Replies.js"
 import type { Activity } from "./Schema.js"
@@ -54,6 +57,7 @@ export interface Options {
   readonly name: ChannelName
   readonly welcomeText: string
   readonly feedback: Feedback.FeedbackStore
+  readonly attachments: Attachments
 }
 
 export interface Inbound {
@@ -116,7 +120,15 @@ export const make = (ctx: ChannelContext, replies: Replies, options: Options): I
         activity.value !== undefined ?
         JSON.stringify(activity.value).slice(0, 8000) :
         ""
-      if (input.length === 0) return
+      const attachments = activity.attachments ?? []
+      const loaded = attachments.length === 0 ?
+        { contents: [], unusable: [] } :
+        yield* options.attachments.load(attachments, activity.serviceUrl)
+      if (loaded.unusable.length > 0) yield* replies.say(target, unusableText(loaded.unusable))
+      const contents: Array<Content> = input.length > 0 ? [{ _tag: "text", text: input }, ...loaded.contents] : [
+        ...loaded.contents
+      ]
+      if (contents.length === 0) return
       yield* remember(activity)
       const responseId = yield* issueId("activity_")
       const request: ChannelRequest = {
@@ -124,7 +136,7 @@ export const make = (ctx: ChannelContext, replies: Replies, options: Options): I
         operation: "message.create",
         input: [{
           role: "user",
-          contents: [{ _tag: "text", text: input }],
+          contents,
           ...(activity.from.name === undefined ? {} : { authorName: activity.from.name })
         }],
         session: { isolationKey: key },
