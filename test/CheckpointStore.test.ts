@@ -1,14 +1,16 @@
 /**
- * One contract for every CheckpointStore (memory, file system, SQLite), and the file-system store's guard
+ * One contract for every CheckpointStore (memory, file system, SQLite, Postgres), and the file-system store's guard
  * against isolation keys that would escape its root.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either, Layer, Logger, Option, TestClock } from "effect"
+import { Effect, Either, Layer, Logger, Option, Redacted, TestClock } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Time from "../src/domain/Time.js"
 import * as CheckpointStore from "../src/state/CheckpointStore.js"
+import * as PgCheckpointStore from "../src/state/postgres/PgCheckpointStore.js"
 import * as SqliteCheckpointStore from "../src/state/sqlite/SqliteCheckpointStore.js"
+import * as Postgres from "./utils/Postgres.js"
 import * as TempDir from "./utils/TempDir.js"
 
 const bytes = (...values: ReadonlyArray<number>) => new Uint8Array(values)
@@ -18,6 +20,10 @@ const layerFsTemp = Layer.unwrapScoped(
 )
 const layerSqliteTemp = Layer.unwrapScoped(
   Effect.map(TempDir.make(), (directory) => SqliteCheckpointStore.layer({ directory }))
+)
+
+const layerPgFresh = Layer.unwrapScoped(
+  Effect.map(Postgres.database, (url) => PgCheckpointStore.layer({ url: Redacted.make(url), maxConnections: 2 }))
 )
 
 const contract = (name: string, makeLayer: () => Layer.Layer<CheckpointStore.CheckpointStore, unknown>) =>
@@ -69,6 +75,7 @@ const contract = (name: string, makeLayer: () => Layer.Layer<CheckpointStore.Che
 contract("memory", () => CheckpointStore.layerMemory)
 contract("file system", () => layerFsTemp)
 contract("sqlite", () => layerSqliteTemp)
+contract("postgres", () => layerPgFresh)
 
 const rejected = [
   "",

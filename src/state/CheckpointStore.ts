@@ -1,7 +1,7 @@
 /**
  * Workflow checkpoints: opaque blobs saved per isolation key and workflow name, so a workflow target can resume
  * from its latest checkpoint. Implementations: `layerMemory` (here), `layerFileSystem` (here: one folder per
- * isolation key under a root) and `SqliteCheckpointStore.layer` (the shared state database).
+ * isolation key under a root), `SqliteCheckpointStore.layer` and `PgCheckpointStore.layer` (the state database).
  *
  * The file-system store uses the isolation key as a folder name, so it rejects keys that could escape its root
  * (see `keyProblem`). A rejected key is a `CheckpointKeyRejected` failure: callers skip checkpointing for that
