@@ -136,16 +136,15 @@ export const targetFromEnv = Layer.unwrapEffect(
   )
 )
 
-// The state database's client and writer, passed through so the durable task store shares them (and the owner
-// lock).
-const sqlClientPassthrough = Layer.merge(
-  Layer.effect(SqlClient.SqlClient, SqlClient.SqlClient),
-  Layer.effect(StateWriter.StateWriter, StateWriter.StateWriter)
-)
+// The state database's client (and on SQLite its writer), passed through so the durable task store shares them
+// (and on SQLite the owner lock).
+const sqlClientOnly = Layer.effect(SqlClient.SqlClient, SqlClient.SqlClient)
+const sqlClientPassthrough = Layer.merge(sqlClientOnly, Layer.effect(StateWriter.StateWriter, StateWriter.StateWriter))
 
 /**
- * Everything `npm start` runs: state (SQLite in AGENT_HOST_STATE_DIR, or memory with AGENT_HOST_STATE=memory),
- * durable pushes on the same database (in-memory runner in memory mode), the target, the channels the
+ * Everything `npm start` runs: state (SQLite in AGENT_HOST_STATE_DIR, memory with AGENT_HOST_STATE=memory, or
+ * Postgres at DATABASE_URL with AGENT_HOST_STATE=postgres), durable pushes on the same database (in-memory runner
+ * in memory mode), the target, the channels the
  * environment enables and the admin routes for tasks.
  */
 export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
@@ -172,6 +171,21 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
           Layer.provide(Persistence.layer(settings))
         )
       }
+      if (settings.mode === "postgres") {
+        // Durable pushes on the Postgres pool; imported only here, as the stores are (Persistence.layerWith).
+        const PgTaskStore = yield* Effect.promise(() => import("./delivery/PgTaskStore.js"))
+        return host.pipe(
+          Layer.provideMerge(AgentHost.layerCoreWith({ push: PgTaskStore.layerPush })),
+          Layer.provide(target),
+          Layer.provide(config),
+          Layer.provide(Persistence.layerWith(settings, {
+            postgres: sqlClientOnly,
+            // Not reached: this branch is for Postgres mode only.
+            sqlite: Layer.die("sqlite mode is composed below") as never,
+            memory: Layer.die("memory mode is composed above") as never
+          }))
+        )
+      }
       return host.pipe(
         Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerSqlite })),
         Layer.provide(target),
@@ -180,7 +194,8 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
           Persistence.layerWith(settings, {
             sqlite: sqlClientPassthrough,
             // Not reached: this branch is for SQLite mode only.
-            memory: Layer.die("memory mode is composed above") as never
+            memory: Layer.die("memory mode is composed above") as never,
+            postgres: Layer.die("postgres mode is composed above") as never
           })
         )
       )

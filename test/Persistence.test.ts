@@ -77,7 +77,7 @@ describe("Persistence", () => {
     Effect.gen(function*() {
       const stateDir = Path.join(yield* TempDir.make(), "state")
       const settings: Persistence.PersistenceSettings = { ...Persistence.defaults, stateDir }
-      const layer = Persistence.layerWith(settings, { sqlite: tasksOnSql, memory: tasksInMemory })
+      const layer = Persistence.layerWith(settings, { sqlite: tasksOnSql, memory: tasksInMemory, postgres: tasksOnSql })
       yield* Effect.scoped(Effect.provide(
         Effect.gen(function*() {
           yield* put("r", 1)
@@ -116,7 +116,7 @@ describe("Persistence", () => {
           yield* checkpoints.save("telegram:1", "flow", "c", new Uint8Array([1]))
           assert.strictEqual(yield* Effect.flatMap(Tasks, (t) => t.count), 0)
         }),
-        Persistence.layerWith(settings, { sqlite: tasksOnSql, memory: tasksInMemory })
+        Persistence.layerWith(settings, { sqlite: tasksOnSql, memory: tasksInMemory, postgres: tasksOnSql })
       ))
       assert.deepStrictEqual(Fs.readdirSync(dir), ["checkpoints"])
       assert.deepStrictEqual(Fs.readdirSync(checkpointDir), ["telegram:1"])

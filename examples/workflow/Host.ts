@@ -20,6 +20,7 @@ export const layerStores = Layer.unwrapEffect(
   Effect.map(Persistence.config, (settings) =>
     Persistence.layerWith(settings, {
       sqlite: WorkflowTarget.layerEngineSql(),
+      postgres: WorkflowTarget.layerEngineSql(),
       memory: WorkflowTarget.layerEngineMemory
     }))
 )

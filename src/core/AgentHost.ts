@@ -30,6 +30,7 @@ import * as NodeHandler from "../http/NodeHandler.js"
 import { hostCheck, isJsonContentType } from "../http/RequestGuards.js"
 import { joinPath, Router } from "../http/Router.js"
 import * as Upgrade from "../http/Upgrade.js"
+import { StateHealth } from "../state/StateHealth.js"
 import type { StateStore } from "../state/StateStore.js"
 import * as StateStoreModule from "../state/StateStore.js"
 import type { Channel, ChannelContribution, RouteInput, UpgradeRoute } from "./Channel.js"
@@ -126,6 +127,12 @@ const requestCounter = () => {
     }
     hook.update(1)
   }
+}
+
+/** The state database's readiness (`StateHealth`), for `GET /readiness`. */
+interface Readiness {
+  readonly ready: boolean
+  readonly error?: string
 }
 
 /** Why a channel is not ready, for `GET /readiness`. */
@@ -239,19 +246,34 @@ export const make = <E, R>(options: Options<E, R>) =>
 
     // Channels whose startup has not succeeded (yet). Written by the startup loop, read by readiness.
     const unready = new Map<string, Unready>()
-    // Every channel with its state: ready, or why not (and whether its startup is being retried).
-    const readinessResponse = Effect.sync(() => {
+    // The state database, when it sits behind a connection (Postgres): readiness asks it on every probe.
+    const stateHealth = yield* Effect.serviceOption(StateHealth)
+    const stateReadiness = Option.match(stateHealth, {
+      onNone: () => Effect.succeed({}),
+      onSome: (health) =>
+        Effect.match(health.check, {
+          onFailure: (error) => ({ state: { ready: false, error } }),
+          onSuccess: () => ({ state: { ready: true } })
+        })
+    })
+    // Every channel with its state: ready, or why not (and whether its startup is being retried); the state
+    // database's when there is one to ask.
+    const readinessResponse = Effect.map(stateReadiness, (database: { readonly state?: Readiness }) => {
       const channels: Record<string, { readonly ready: boolean } & Partial<Unready>> = {}
       for (const channel of built) {
         const state = unready.get(channel.name)
         channels[channel.name] = state === undefined ? { ready: true } : { ready: false, ...state }
       }
-      if (unready.size === 0) return json({ status: "ok", channels })
+      const databaseDown = database.state?.error
+      if (unready.size === 0 && databaseDown === undefined) return json({ status: "ok", channels, ...database })
       const names = [...unready.keys()]
       return json({
         status: "unready",
         channels,
-        error: { message: `channel(s) not ready: ${names.join(", ")}`, type: "channel_unready", channels: names }
+        ...database,
+        error: unready.size === 0 ?
+          { message: `the state database is not ready: ${databaseDown}`, type: "state_unready" } :
+          { message: `channel(s) not ready: ${names.join(", ")}`, type: "channel_unready", channels: names }
       }, 503)
     })
 

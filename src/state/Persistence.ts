@@ -1,26 +1,47 @@
 /**
  * How the host persists: settings from config, the layer that provides `StateStore` and `CheckpointStore` (SQLite
- * in the state dir by default, memory when `AGENT_HOST_STATE=memory`), and retention: a scoped fiber that prunes
+ * in the state dir by default, memory when `AGENT_HOST_STATE=memory`, Postgres at `DATABASE_URL` when
+ * `AGENT_HOST_STATE=postgres` or `AGENT_HOST_CLUSTER=postgres`), and retention: a scoped fiber that prunes
  * expired records periodically (`pruneEvery`, reusable for other tables such as finished tasks).
  *
  * Services that want the same database (durable task runner, workflow engine) are built by `layerWith`, so they
  * share the one connection and the one owner lock: building `StateDb.layer` twice would lock the dir twice.
+ * The Postgres stores (and @effect/sql-pg, pg) are imported only in postgres mode, so SQLite cold start is unchanged.
  */
 import type { SqlClient } from "@effect/sql"
-import type { ConfigError, Scope } from "effect"
-import { Cause, Config, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
+import type { Scope } from "effect"
+import {
+  Cause,
+  Config,
+  ConfigError,
+  Context,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  Option,
+  Redacted,
+  Schedule
+} from "effect"
 import * as Time from "../domain/Time.js"
 import * as CheckpointStore from "./CheckpointStore.js"
+import type * as PgDb from "./postgres/PgDb.js"
 import * as SqliteCheckpointStore from "./sqlite/SqliteCheckpointStore.js"
 import * as SqliteStateStore from "./sqlite/SqliteStateStore.js"
 import * as StateDb from "./sqlite/StateDb.js"
 import type * as StateWriter from "./sqlite/StateWriter.js"
+import { StateHealth } from "./StateHealth.js"
 import * as StateStore from "./StateStore.js"
 
 export interface PersistenceSettings {
-  /** `sqlite`: everything in `<stateDir>/state.db`; `memory`: nothing survives a restart. */
-  readonly mode: "sqlite" | "memory"
+  /**
+   * `sqlite`: everything in `<stateDir>/state.db`; `memory`: nothing survives a restart; `postgres`: everything
+   * in the database at `databaseUrl`.
+   */
+  readonly mode: "sqlite" | "memory" | "postgres"
   readonly stateDir: string
+  /** `DATABASE_URL`: set (and checked to be a postgres:// URL) in postgres mode only. */
+  readonly databaseUrl: Option.Option<Redacted.Redacted<string>>
   /** When set, checkpoints go to files under this folder (one per isolation key) instead of the database. */
   readonly checkpointDir: Option.Option<string>
   /** Stored Responses older than this are deleted. */
@@ -36,22 +57,77 @@ export class Persistence extends Context.Tag("effect-agent-host/Persistence")<Pe
 export const defaults: PersistenceSettings = {
   mode: "sqlite",
   stateDir: "./.agent-host",
+  databaseUrl: Option.none(),
   checkpointDir: Option.none(),
   responseRetention: Duration.days(30),
   taskRetention: Duration.days(7),
   pruneInterval: Duration.hours(1)
 }
 
+/**
+ * `AGENT_HOST_STATE`, where `AGENT_HOST_CLUSTER=postgres` implies (and requires) `postgres`: a cluster's runners
+ * share their state through the database.
+ */
+const modeConfig = Config.all({
+  state: Config.option(Config.literal("sqlite", "memory", "postgres")("AGENT_HOST_STATE")),
+  cluster: Config.option(Config.string("AGENT_HOST_CLUSTER"))
+}).pipe(
+  Config.mapOrFail(({ cluster, state }): Either.Either<PersistenceSettings["mode"], ConfigError.ConfigError> => {
+    const clustered = Option.isSome(cluster) && cluster.value.trim().toLowerCase() === "postgres"
+    if (!clustered) return Either.right(Option.getOrElse(state, () => defaults.mode))
+    if (Option.isSome(state) && state.value !== "postgres") {
+      return Either.left(ConfigError.InvalidData(
+        ["AGENT_HOST_STATE"],
+        `is ${state.value}, but AGENT_HOST_CLUSTER=postgres keeps state in Postgres: unset AGENT_HOST_STATE or ` +
+          `set it to postgres`
+      ))
+    }
+    return Either.right("postgres")
+  })
+)
+
+const urlProblem = (raw: string): string | undefined => {
+  let parsed: URL
+  try {
+    parsed = new URL(raw.trim())
+  } catch {
+    return "is not a URL; expected postgres://user:password@host:port/database"
+  }
+  if (parsed.protocol !== "postgres:" && parsed.protocol !== "postgresql:") {
+    return `has the scheme ${parsed.protocol.slice(0, 20)}; expected postgres://user:password@host:port/database`
+  }
+  if (parsed.hostname === "") return "names no host; expected postgres://user:password@host:port/database"
+  return undefined
+}
+
+/** `DATABASE_URL` in postgres mode: required, and a postgres:// URL (never echoed: it may hold a password). */
+const checkDatabaseUrl = (
+  mode: PersistenceSettings["mode"],
+  url: Option.Option<Redacted.Redacted<string>>
+): Either.Either<Option.Option<Redacted.Redacted<string>>, ConfigError.ConfigError> => {
+  if (mode !== "postgres") return Either.right(Option.none())
+  const problem = Option.match(url, {
+    onNone: () => "not set; postgres state needs postgres://user:password@host:port/database",
+    onSome: (value) => urlProblem(Redacted.value(value))
+  })
+  return problem === undefined ? Either.right(url) : Either.left(ConfigError.InvalidData(["DATABASE_URL"], problem))
+}
+
 export const config: Config.Config<PersistenceSettings> = Config.all({
-  mode: Config.literal("sqlite", "memory")("AGENT_HOST_STATE").pipe(Config.withDefault(defaults.mode)),
+  mode: modeConfig,
   stateDir: Config.nonEmptyString("AGENT_HOST_STATE_DIR").pipe(Config.withDefault(defaults.stateDir)),
   checkpointDir: Config.option(Config.nonEmptyString("AGENT_HOST_CHECKPOINT_DIR")),
   responseRetention: Config.duration("AGENT_HOST_RESPONSE_RETENTION").pipe(
     Config.withDefault(defaults.responseRetention)
   ),
   taskRetention: Config.duration("AGENT_HOST_TASK_RETENTION").pipe(Config.withDefault(defaults.taskRetention)),
-  pruneInterval: Config.duration("AGENT_HOST_PRUNE_INTERVAL").pipe(Config.withDefault(defaults.pruneInterval))
-})
+  pruneInterval: Config.duration("AGENT_HOST_PRUNE_INTERVAL").pipe(Config.withDefault(defaults.pruneInterval)),
+  databaseUrl: Config.option(Config.redacted("DATABASE_URL"))
+}).pipe(
+  Config.mapOrFail((settings) =>
+    Either.map(checkDatabaseUrl(settings.mode, settings.databaseUrl), (databaseUrl) => ({ ...settings, databaseUrl }))
+  )
+)
 
 /**
  * Every `interval` (the first run at once), deletes what is older than `maxAge` with `prune(cutoff)`, which
@@ -97,6 +173,8 @@ export const layerResponseRetention: Layer.Layer<never, never, StateStore.StateS
 export interface Extra<ROut, E> {
   readonly sqlite: Layer.Layer<ROut, E, SqlClient.SqlClient | StateWriter.StateWriter | Persistence>
   readonly memory: Layer.Layer<ROut, E, Persistence>
+  /** On the Postgres pool (built only in postgres mode). */
+  readonly postgres: Layer.Layer<ROut, E, SqlClient.SqlClient | Persistence>
 }
 
 /** `StateStore`, `CheckpointStore` and `Persistence` as `settings` say, plus `extra` on the same database. */
@@ -105,10 +183,29 @@ export const layerWith = <ROut, E>(
   extra: Extra<ROut, E>
 ): Layer.Layer<
   StateStore.StateStore | CheckpointStore.CheckpointStore | Persistence | ROut,
-  E | StateDb.StateDirLocked | StateDb.StateDirUnavailable
+  E | StateDb.StateDirLocked | StateDb.StateDirUnavailable | PgDb.StateDatabaseUnavailable
 > => {
   const persistence = Layer.succeed(Persistence, settings)
   const checkpointsOnFiles = Option.map(settings.checkpointDir, CheckpointStore.layerFileSystem)
+  if (settings.mode === "postgres") {
+    const stores = Layer.unwrapEffect(
+      Effect.promise(() => import("./postgres/PgPersistence.js")).pipe(
+        Effect.map((Pg) =>
+          Layer.mergeAll(
+            Pg.PgStateStore.layerWithoutDb,
+            Option.getOrElse(checkpointsOnFiles, () => Pg.PgCheckpointStore.layerWithoutDb),
+            extra.postgres,
+            // For readiness (the host finds it in context when present).
+            Layer.effect(StateHealth, StateHealth)
+          ).pipe(
+            Layer.provideMerge(persistence),
+            Layer.provide(Pg.PgDb.layer({ url: Option.getOrThrow(settings.databaseUrl) }))
+          )
+        )
+      )
+    )
+    return Layer.provideMerge(layerResponseRetention, stores)
+  }
   const stores = settings.mode === "memory" ?
     Layer.mergeAll(
       StateStore.layerMemory,
@@ -127,10 +224,10 @@ export const layerWith = <ROut, E>(
 }
 
 export const layer = (settings: PersistenceSettings) =>
-  layerWith(settings, { sqlite: Layer.empty, memory: Layer.empty })
+  layerWith(settings, { sqlite: Layer.empty, memory: Layer.empty, postgres: Layer.empty })
 
-/** Persistence from config (`AGENT_HOST_STATE`, `AGENT_HOST_STATE_DIR`, retention settings). */
+/** Persistence from config (`AGENT_HOST_STATE`, `AGENT_HOST_STATE_DIR`, `DATABASE_URL`, retention settings). */
 export const layerConfig: Layer.Layer<
   StateStore.StateStore | CheckpointStore.CheckpointStore | Persistence,
-  ConfigError.ConfigError | StateDb.StateDirLocked | StateDb.StateDirUnavailable
+  ConfigError.ConfigError | StateDb.StateDirLocked | StateDb.StateDirUnavailable | PgDb.StateDatabaseUnavailable
 > = Layer.unwrapEffect(Effect.map(config, layer))

@@ -1,7 +1,7 @@
 /**
  * The host's Postgres database (`AGENT_HOST_STATE=postgres`, `DATABASE_URL`): a connection pool, the host's
- * migrations applied before anything uses it, and `SqlClient`/`PgClient` for the stores on it (state,
- * checkpoints, tasks). Unlike the SQLite state dir there is no owner lock: several hosts may share the database
+ * migrations applied before anything uses it, `SqlClient`/`PgClient` for the stores on it (state, checkpoints,
+ * tasks), and `StateHealth` for readiness. Unlike the SQLite state dir there is no owner lock: several hosts may share the database
  * (what each store does about that is documented on it, and in docs/SCALING.md).
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
@@ -9,6 +9,7 @@ import { SqlClient } from "@effect/sql"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import type { Scope } from "effect"
 import { Context, Duration, Effect, Layer, Redacted, Schema } from "effect"
+import * as StateHealth from "../StateHealth.js"
 import * as Migrations from "./migrations/index.js"
 
 export class StateDatabaseUnavailable extends Schema.TaggedError<StateDatabaseUnavailable>()(
@@ -56,7 +57,7 @@ const reasonOf = (cause: unknown): string => {
 export const make = (
   options: Options
 ): Effect.Effect<
-  Context.Context<SqlClient.SqlClient | PgClient.PgClient>,
+  Context.Context<SqlClient.SqlClient | PgClient.PgClient | StateHealth.StateHealth>,
   StateDatabaseUnavailable,
   Scope.Scope
 > =>
@@ -75,9 +76,15 @@ export const make = (
       Effect.mapError(unavailable("cannot migrate the database"))
     )
     yield* Effect.logInfo("state database open").pipe(Effect.annotateLogs({ database }))
-    return Context.make(SqlClient.SqlClient, client).pipe(Context.add(PgClient.PgClient, client))
+    // Readiness asks the pool for a connection and a round trip.
+    const health = StateHealth.make(client`SELECT 1`, (e) => `${database}: ${reasonOf(e)}`)
+    return Context.make(SqlClient.SqlClient, client).pipe(
+      Context.add(PgClient.PgClient, client),
+      Context.add(StateHealth.StateHealth, health)
+    )
   }).pipe(Effect.withSpan("PgDb.make"))
 
 export const layer = (
   options: Options
-): Layer.Layer<SqlClient.SqlClient | PgClient.PgClient, StateDatabaseUnavailable> => Layer.scopedContext(make(options))
+): Layer.Layer<SqlClient.SqlClient | PgClient.PgClient | StateHealth.StateHealth, StateDatabaseUnavailable> =>
+  Layer.scopedContext(make(options))
