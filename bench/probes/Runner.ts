@@ -33,7 +33,7 @@ const fill = Effect.gen(function*() {
 })
 
 // Times from before the layer is built: opening the database and reading the pending rows are part of resuming.
-const resume = (t0: number) =>
+const resume = (t0: number, cpu0: NodeJS.CpuUsage) =>
   Effect.gen(function*() {
     const runner = yield* TaskRunner.TaskRunner
     const { done, state } = yield* countingHandler(count)
@@ -42,16 +42,19 @@ const resume = (t0: number) =>
     const ran = yield* Deferred.await(done).pipe(Effect.timeout(Duration.seconds(60)), Effect.either)
     if (ran._tag === "Left") return { skip: `only ${state.finished} of ${count} resumed tasks ran within 60 s` }
     yield* drained
-    return { tasks: count, startMs: startedMs, resumeMs: performance.now() - t0 }
+    const resumeMs = performance.now() - t0
+    const cpu = process.cpuUsage(cpu0)
+    return { tasks: count, startMs: startedMs, resumeMs, cpuMs: (cpu.user + cpu.system) / 1_000 }
   })
 
 const main = (): Effect.Effect<unknown, unknown> => {
   if (dir === "") return Effect.succeed({ skip: "usage: Runner.ts <mode> <tasks> <dir>" })
   const t0 = performance.now()
+  const cpu0 = process.cpuUsage()
   const program: Effect.Effect<unknown, unknown, TaskRunner.TaskRunner> = mode === "fill"
     ? fill
     : mode === "resume"
-    ? resume(t0)
+    ? resume(t0, cpu0)
     : throughput(count)
   return Effect.flatMap(Layer.build(sqliteRunner(dir)), (context) => Effect.provide(program, context)).pipe(
     Effect.scoped

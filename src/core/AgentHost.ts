@@ -241,6 +241,7 @@ export const make = <E, R>(options: Options<E, R>) =>
       built.push({ name: channel.name, scope, contribution: exit.value })
       yield* registry.register({ name: channel.name, contribution: exit.value })
     }
+    yield* registry.markRegistered
     // After the build, so the authorizer sees each channel's kind; before anything is served or started.
     yield* authorizer.validate(names)
 

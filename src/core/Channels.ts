@@ -2,7 +2,7 @@
  * The registry of built channels: their contributions (hooks, push, policy), by name. Filled by the host
  * while it builds channels; read by turns and delivery.
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, Deferred, Effect, FiberId, Layer } from "effect"
 import type { ChannelContribution } from "./Channel.js"
 
 export interface RegisteredChannel {
@@ -15,16 +15,26 @@ export interface ChannelsShape {
   /** Synchronous lookup: used per turn on the hot path. */
   readonly unsafeGet: (name: string) => RegisteredChannel | undefined
   readonly all: Effect.Effect<ReadonlyArray<RegisteredChannel>>
+  /**
+   * Completes once the host has registered every channel it builds: a lookup that finds nothing before then (a
+   * push resumed while the host still builds) waits for this instead of polling.
+   */
+  readonly registered: Effect.Effect<void>
+  /** Called by the host after the last `register`. */
+  readonly markRegistered: Effect.Effect<void>
 }
 
 export class Channels extends Context.Tag("effect-agent-host/Channels")<Channels, ChannelsShape>() {}
 
 export const make = (): ChannelsShape => {
   const registry = new Map<string, RegisteredChannel>()
+  const registered = Deferred.unsafeMake<void>(FiberId.none)
   return {
     register: (channel) => Effect.sync(() => void registry.set(channel.name, channel)),
     unsafeGet: (name) => registry.get(name),
-    all: Effect.sync(() => [...registry.values()])
+    all: Effect.sync(() => [...registry.values()]),
+    registered: Deferred.await(registered),
+    markRegistered: Effect.asVoid(Deferred.succeed(registered, undefined))
   }
 }
 

@@ -9,7 +9,7 @@
  */
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { ConfigError } from "effect"
-import { Duration, Effect, Layer, Option, Schedule, Schema } from "effect"
+import { Duration, Effect, Layer, Option, Schema } from "effect"
 import type { ChannelPush } from "../core/Channel.js"
 import type { RegisteredChannel } from "../core/Channels.js"
 import { Channels } from "../core/Channels.js"
@@ -78,8 +78,9 @@ const PushBodyJson = Schema.parseJson(PushBody)
 const encodeBody = Schema.encode(PushBodyJson)
 const decodeBody = Schema.decode(PushBodyJson)
 
-// Channels register while the host builds, after the runner may have resumed stored tasks: wait briefly.
-const channelLookup = Schedule.spaced(Duration.millis(50)).pipe(Schedule.upTo(Duration.seconds(10)))
+// Channels register while the host builds, after the runner may have resumed stored tasks: a lookup that finds
+// nothing waits (this long at most) for the host to have registered them all.
+const channelsRegisteredWait = Duration.seconds(10)
 
 const bodyOf = (task: PushTask, shared: string | undefined): Effect.Effect<PushBody, TaskFailure> => {
   if (shared !== undefined) {
@@ -102,11 +103,16 @@ export const make = Effect.gen(function*() {
   const capacity = runner.capacity
   const channels = yield* Channels
 
-  const findChannel = (name: string) =>
+  const findChannel = (name: string): Effect.Effect<Option.Option<RegisteredChannel>> =>
     Effect.suspend(() => {
       const channel = channels.unsafeGet(name)
-      return channel === undefined ? Effect.fail(undefined) : Effect.succeed(channel)
-    }).pipe(Effect.retry(channelLookup), Effect.option)
+      if (channel !== undefined) return Effect.succeed(Option.some(channel))
+      return channels.registered.pipe(
+        Effect.timeout(channelsRegisteredWait),
+        Effect.ignore,
+        Effect.map(() => Option.fromNullable(channels.unsafeGet(name)))
+      )
+    })
 
   const send = (
     channel: RegisteredChannel,

@@ -35,7 +35,7 @@ import {
   Schema
 } from "effect"
 import type { PushFailed } from "../domain/Errors.js"
-import { issueId } from "../domain/Ids.js"
+import { randomId } from "../domain/Ids.js"
 import * as Time from "../domain/Time.js"
 import * as Persistence from "../state/Persistence.js"
 import type * as StateWriter from "../state/sqlite/StateWriter.js"
@@ -353,7 +353,7 @@ export const make = (options: Options = {}) =>
     // The claimer, workers and retry timers.
     const fibers = yield* FiberSet.make<void, never>()
     // Task ids are handles (admin routes take them): from the CSPRNG.
-    const newId = issueId("task_")
+    const newId = (now: number) => `task_${now.toString(16).padStart(12, "0")}${randomId()}`
     let started = false
     let closing = false
 
@@ -400,9 +400,15 @@ export const make = (options: Options = {}) =>
       Effect.clockWith((clock) => {
         const row = { ...entry.row, status, lastError, updatedAt: Time.fromMillis(clock.unsafeCurrentTimeMillis()) }
         entry.row = row
-        return Effect.flatMap(Effect.exit(store.update(row)), (exit) => {
-          forget(entry)
-          return Exit.isSuccess(exit) ? Effect.void : Effect.logError("could not record a task's outcome", exit.cause)
+        return Effect.matchCauseEffect(store.update(row), {
+          onFailure: (cause) => {
+            forget(entry)
+            return Effect.logError("could not record a task's outcome", cause)
+          },
+          onSuccess: () => {
+            forget(entry)
+            return Effect.void
+          }
         })
       })
 
@@ -484,7 +490,8 @@ export const make = (options: Options = {}) =>
       })
 
     // The payload and shared payload of a stored task, read once (a task scheduled in this process has both).
-    const prepare = (entry: Entry, handler: Handler): Effect.Effect<boolean> => {
+    // Undefined when the attempt can start at once (the usual case: no effect to run first).
+    const prepare = (entry: Entry, handler: Handler): Effect.Effect<boolean> | undefined => {
       const row = entry.row
       if (entry.payload === notDecoded) {
         const decoded = handler.decode(row.payload)
@@ -493,7 +500,7 @@ export const make = (options: Options = {}) =>
         }
         entry.payload = decoded.right
       }
-      if (row.shared === null || entry.shared !== undefined) return Effect.succeed(true)
+      if (row.shared === null || entry.shared !== undefined) return undefined
       return Effect.flatMap(Effect.either(store.shared(row.shared)), (loaded) => {
         if (loaded._tag === "Left") return Effect.as(retryLater(entry, row), false)
         if (Option.isNone(loaded.right)) {
@@ -505,37 +512,60 @@ export const make = (options: Options = {}) =>
     }
 
     // One attempt, on `worker`'s fiber, in its uninterruptible region: only the handler runs interruptibly
-    // (`restore`), and its exit is then recorded like any other. Written without a generator: this is the path
-    // every task takes.
-    const attempt = (
+    // (`restore`), and its exit is then recorded like any other. Written without a generator and with as few
+    // steps as it can: this is the path every task takes.
+    const run = (
       entry: Entry,
       handler: Handler,
       worker: Worker,
       restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-    ): Effect.Effect<void> =>
-      Effect.flatMap(prepare(entry, handler), (ready) => {
-        // Not ready (already recorded), or cancelled while its shared payload was read (already finished).
-        if (!ready || entry.cancelled) return Effect.void
-        const row = entry.row
-        const context: TaskContext = {
-          id: row.id,
-          idempotencyKey: row.idempotencyKey,
-          attempt: row.attempts,
-          phase: row.phase,
-          completePhase: (phase) =>
-            Effect.suspend(() =>
-              phase <= entry.row.phase ? Effect.void : Effect.flatMap(update(entry, { phase }), store.update)
-            ).pipe(Effect.orDie),
-          shared: entry.shared
-        }
-        entry.worker = worker
-        running.add(entry)
-        return Effect.flatMap(Effect.exit(restore(handler.run(entry.payload, context))), (exit) => {
+    ): Effect.Effect<void> => {
+      // Cancelled while its shared payload was read (already finished).
+      if (entry.cancelled) return Effect.void
+      const row = entry.row
+      const context: TaskContext = {
+        id: row.id,
+        idempotencyKey: row.idempotencyKey,
+        attempt: row.attempts,
+        phase: row.phase,
+        completePhase: (phase) =>
+          Effect.suspend(() =>
+            phase <= entry.row.phase ? Effect.void : Effect.flatMap(update(entry, { phase }), store.update)
+          ).pipe(Effect.orDie),
+        shared: entry.shared
+      }
+      entry.worker = worker
+      running.add(entry)
+      return Effect.matchCauseEffect(restore(handler.run(entry.payload, context)), {
+        onSuccess: () => {
           running.delete(entry)
           entry.worker = undefined
-          return Exit.isSuccess(exit) ? finish(entry, "succeeded", null) : failed(entry, handler, exit)
-        })
+          return finish(entry, "succeeded", null)
+        },
+        onFailure: (cause) => {
+          running.delete(entry)
+          entry.worker = undefined
+          return failed(entry, handler, Exit.failCause(cause) as Exit.Failure<void, TaskFailure>)
+        }
       })
+    }
+
+    const attempt = (
+      entry: Entry,
+      worker: Worker,
+      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+    ): Effect.Effect<void> => {
+      // Cancelled while claimed (then already finished), or shutting down (put back by the finalizer).
+      if (entry.cancelled || entry.row.status !== "running" || closing || live.get(entry.row.id) !== entry) {
+        return Effect.void
+      }
+      const handler = handlers.get(entry.row.name)
+      if (handler === undefined) return finish(entry, "failed", `no handler named "${entry.row.name}"`)
+      const prepared = prepare(entry, handler)
+      if (prepared === undefined) return run(entry, handler, worker, restore)
+      // Not ready (already recorded), or ready after reading its shared payload.
+      return Effect.flatMap(prepared, (ready) => ready ? run(entry, handler, worker, restore) : Effect.void)
+    }
 
     const nextClaimed: Effect.Effect<Entry> = Effect.suspend(() => {
       const entry = claimed.shift()
@@ -562,29 +592,22 @@ export const make = (options: Options = {}) =>
     // Attempts run on `concurrency` worker fibers rather than a fiber each: forking one per attempt was half the
     // cost of running a task. To cancel a running task, its worker is interrupted (see `cancel`): it is marked
     // retiring first, so it stops after that attempt and never carries the interruption into another task's
-    // handler; a new worker takes its place.
-    const step = (worker: Worker) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(nextClaimed), (entry) => {
-          // Cancelled while claimed (then already finished), or shutting down (put back by the finalizer).
-          if (entry.cancelled || entry.row.status !== "running" || closing || live.get(entry.row.id) !== entry) {
-            return Effect.void
-          }
-          const handler = handlers.get(entry.row.name)
-          if (handler === undefined) return finish(entry, "failed", `no handler named "${entry.row.name}"`)
+    // handler; a new worker takes its place. The loop is uninterruptible but for the wait and the handler.
+    const work = (worker: Worker): Effect.Effect<void> =>
+      Effect.uninterruptibleMask((restore) => {
+        const done = Effect.sync(() => {
+          busy--
+          poke()
+        })
+        const loop: Effect.Effect<void> = Effect.flatMap(restore(nextClaimed), (entry) => {
           busy++
-          return Effect.ensuring(
-            attempt(entry, handler, worker, restore),
-            Effect.sync(() => {
-              busy--
-              poke()
-            })
+          return Effect.zipRight(
+            Effect.ensuring(attempt(entry, worker, restore), done),
+            Effect.suspend(() => worker.retiring || closing ? Effect.void : loop)
           )
         })
-      )
-
-    const work = (worker: Worker): Effect.Effect<void> =>
-      Effect.zipRight(step(worker), Effect.suspend(() => worker.retiring || closing ? Effect.void : work(worker)))
+        return loop
+      })
 
     const startWorker = Effect.suspend(() => {
       const worker: Worker = { fiber: undefined, retiring: false }
@@ -690,7 +713,7 @@ export const make = (options: Options = {}) =>
     })
 
     const schedule: TaskRunnerShape["schedule"] = (definition, payload, scheduleOptions) =>
-      Effect.suspend(() => {
+      Effect.clockWith((clock) => {
         if (closing) {
           return Effect.fail(new TaskRunnerError({ message: "the task runner is shutting down; task not accepted" }))
         }
@@ -724,59 +747,57 @@ export const make = (options: Options = {}) =>
             })
           )
         }
-        return Effect.flatMap(newId, (id) =>
-          Effect.clockWith((clock) => {
-            const now = Time.fromMillis(clock.unsafeCurrentTimeMillis())
-            const shared = scheduleOptions?.shared
-            const row: TaskRecord = {
-              id,
-              name: definition.name,
-              idempotencyKey: key ?? id,
-              status: "pending",
-              attempts: 0,
-              phase: 0,
-              nextAttemptAt: scheduleOptions?.delay === undefined ? now : Time.plus(now, scheduleOptions.delay),
-              lastError: null,
-              payload: encoded.right,
-              retry: scheduleOptions?.retry === undefined ? null : JSON.stringify(scheduleOptions.retry),
-              shared: shared?.hash ?? null,
-              createdAt: now,
-              updatedAt: now
+        const now = Time.fromMillis(clock.unsafeCurrentTimeMillis())
+        const id = newId(now)
+        const shared = scheduleOptions?.shared
+        const row: TaskRecord = {
+          id,
+          name: definition.name,
+          idempotencyKey: key ?? id,
+          status: "pending",
+          attempts: 0,
+          phase: 0,
+          nextAttemptAt: scheduleOptions?.delay === undefined ? now : Time.plus(now, scheduleOptions.delay),
+          lastError: null,
+          payload: encoded.right,
+          retry: scheduleOptions?.retry === undefined ? null : JSON.stringify(scheduleOptions.retry),
+          shared: shared?.hash ?? null,
+          createdAt: now,
+          updatedAt: now
+        }
+        const entry = track(row, payload, shared?.json)
+        entry.stored = false
+        // The shared payload is committed with the row, in one transaction: a stored task never names a missing
+        // one. With a key, a stored task holding it (from before a restart, or finished) is the answer instead.
+        const answer = (exit: Exit.Exit<TaskHandle, TaskRunnerError>) => {
+          if (entry.storing !== undefined) Deferred.unsafeDone(entry.storing, exit)
+          return exit
+        }
+        return Effect.matchEffect(store.insert(row, { shared, dedupe: key !== undefined }), {
+          onFailure: (e) => {
+            forget(entry)
+            return answer(Exit.fail(new TaskRunnerError({ message: e.message })))
+          },
+          onSuccess: (stored) => {
+            if (stored.id !== id) {
+              forget(entry)
+              return answer(Exit.succeed(handleOf(stored)))
             }
-            const entry = track(row, payload, shared?.json)
-            entry.stored = false
-            // The shared payload is committed with the row, in one transaction: a stored task never names a missing
-            // one. With a key, a stored task holding it (from before a restart, or finished) is the answer instead.
-            const answer = (exit: Exit.Exit<TaskHandle, TaskRunnerError>) => {
-              if (entry.storing !== undefined) Deferred.unsafeDone(entry.storing, exit)
-              return exit
+            entry.stored = true
+            const handle = answer(Exit.succeed(handleOf(row)))
+            if (!started) {
+              return Effect.zipRight(
+                Effect.logDebug("task scheduled before start; it runs once the runner starts"),
+                handle
+              )
             }
-            return Effect.matchEffect(store.insert(row, { shared, dedupe: key !== undefined }), {
-              onFailure: (e) => {
-                forget(entry)
-                return answer(Exit.fail(new TaskRunnerError({ message: e.message })))
-              },
-              onSuccess: (stored) => {
-                if (stored.id !== id) {
-                  forget(entry)
-                  return answer(Exit.succeed(handleOf(stored)))
-                }
-                entry.stored = true
-                const handle = answer(Exit.succeed(handleOf(row)))
-                if (!started) {
-                  return Effect.zipRight(
-                    Effect.logDebug("task scheduled before start; it runs once the runner starts"),
-                    handle
-                  )
-                }
-                if (row.nextAttemptAt <= now) {
-                  enqueue(entry)
-                  return handle
-                }
-                return Effect.zipRight(enqueueAt(entry, row.nextAttemptAt), handle)
-              }
-            })
-          }))
+            if (row.nextAttemptAt <= now) {
+              enqueue(entry)
+              return handle
+            }
+            return Effect.zipRight(enqueueAt(entry, row.nextAttemptAt), handle)
+          }
+        })
       })
 
     const get = (id: string) =>

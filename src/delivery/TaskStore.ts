@@ -11,7 +11,7 @@
  * committed before `insert` returns, with the batch it joined; nothing is acknowledged before its commit.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Context, Deferred, Effect, Exit, FiberId, Layer, Option, Schema } from "effect"
+import { Context, Effect, Exit, Layer, Option, Schema } from "effect"
 import { createHash } from "node:crypto"
 import * as Time from "../domain/Time.js"
 import * as Migrations from "../state/sqlite/migrations/index.js"
@@ -137,17 +137,24 @@ export const defaults = { maxBatch: 2048 } as const
 // ---------------------------------------------------------------------------------------------------------------
 // Group commit
 
+type Committed = Exit.Exit<ReadonlyMap<string, TaskRecord>, TaskStoreError>
+
 interface Pending {
   readonly inserts: Array<Insert>
   readonly updates: Map<string, TaskRecord>
   size: number
-  /** Made by the first caller that waits; batches only handed over are committed without one. */
-  done: Deferred.Deferred<ReadonlyMap<string, TaskRecord>, TaskStoreError> | undefined
+  /**
+   * Resumed with the batch's outcome once it is committed (or failed). Plain callbacks registered by `Effect.async`,
+   * not a Deferred: a task waits for two commits, and the Deferred's own bookkeeping showed in the profile.
+   */
+  waiters: Array<(exit: Committed) => void> | undefined
 }
 
-const pending = (): Pending => ({ inserts: [], updates: new Map(), size: 0, done: undefined })
+const pending = (): Pending => ({ inserts: [], updates: new Map(), size: 0, waiters: undefined })
 
 const noDuplicates: ReadonlyMap<string, TaskRecord> = new Map()
+
+const voidExit = Exit.void
 
 /**
  * The group commit over `backend`: one writer fiber (scoped) commits batches in the order they filled. The scope's
@@ -161,7 +168,7 @@ export const make = (backend: Backend, options: Options = {}) =>
     const full: Array<Pending> = []
     let committing: Pending | undefined
     // Set while the writer waits for work.
-    let wake: Deferred.Deferred<void> | undefined
+    let wake: (() => void) | undefined
 
     // The batch a new row joins; wakes the writer if it waits.
     const batchFor = (): Pending => {
@@ -171,16 +178,21 @@ export const make = (backend: Backend, options: Options = {}) =>
       }
       open.size++
       if (wake !== undefined) {
-        Deferred.unsafeDone(wake, Exit.void)
+        const resume = wake
         wake = undefined
+        resume()
       }
       return open
     }
 
-    const awaitBatch = (batch: Pending) => {
-      batch.done ??= Deferred.unsafeMake(FiberId.none)
-      return Deferred.await(batch.done)
+    const onCommit = (batch: Pending, waiter: (exit: Committed) => void) => {
+      ;(batch.waiters ??= []).push(waiter)
     }
+
+    const awaitBatch = (batch: Pending): Effect.Effect<void, TaskStoreError> =>
+      Effect.async((resume) =>
+        onCommit(batch, (exit) => resume(Exit.isSuccess(exit) ? voidExit : Exit.failCause(exit.cause)))
+      )
 
     const next = (): Pending | undefined => {
       const first = full.shift()
@@ -192,26 +204,36 @@ export const make = (backend: Backend, options: Options = {}) =>
     }
 
     const commitOne = (batch: Pending) =>
-      Effect.gen(function*() {
-        committing = batch
-        const exit = yield* Effect.exit(
-          backend.commit({ inserts: batch.inserts, updates: [...batch.updates.values()] })
-        )
-        committing = undefined
-        if (Exit.isFailure(exit)) yield* Effect.logError("task bookkeeping write failed", exit.cause)
-        if (batch.done !== undefined) Deferred.unsafeDone(batch.done, exit)
+      Effect.flatMap(
+        Effect.exit(backend.commit({ inserts: batch.inserts, updates: [...batch.updates.values()] })),
+        (exit) => {
+          committing = undefined
+          const waiters = batch.waiters
+          if (waiters !== undefined) { for (const waiter of waiters) waiter(exit) }
+          return Exit.isFailure(exit) ? Effect.logError("task bookkeeping write failed", exit.cause) : Effect.void
+        }
+      )
+
+    const waitForWork = Effect.async<void>((resume) => {
+      // Rows may have arrived since `next` (the fiber can yield between the two).
+      if (open.size > 0 || full.length > 0) return resume(Effect.void)
+      wake = () => resume(Effect.void)
+      return Effect.sync(() => {
+        wake = undefined
       })
+    })
 
     // Waiting is interruptible, committing is not: a batch is written whole or, on a failed write, not at all.
     const writer = Effect.uninterruptibleMask((restore) =>
-      Effect.gen(function*() {
+      Effect.suspend(() => {
         const batch = next()
-        if (batch !== undefined) return yield* commitOne(batch)
-        const signal = yield* Deferred.make<void>()
-        wake = signal
-        yield* restore(Deferred.await(signal))
-        // One more turn of the scheduler: everything runnable now hands its rows over to this same batch.
-        yield* Effect.yieldNow()
+        if (batch !== undefined) {
+          committing = batch
+          return commitOne(batch)
+        }
+        // One more turn of the scheduler after the wakeup: everything runnable now hands its rows over to the
+        // same batch.
+        return Effect.zipRight(restore(waitForWork), Effect.yieldNow())
       })
     ).pipe(Effect.forever)
 
@@ -219,7 +241,7 @@ export const make = (backend: Backend, options: Options = {}) =>
       // Batches commit in order, so the last one holding anything is the one to wait for (the writer was woken
       // when its first row arrived).
       const last = open.size > 0 ? open : full.length > 0 ? full[full.length - 1]! : committing
-      return last === undefined ? Effect.void : Effect.asVoid(awaitBatch(last))
+      return last === undefined ? Effect.void : awaitBatch(last)
     })
 
     // Finalizers run in reverse: this one (commit what is left) before the writer fiber is interrupted.
@@ -228,27 +250,36 @@ export const make = (backend: Backend, options: Options = {}) =>
 
     const store: TaskStoreShape = {
       insert: (row, { dedupe, shared }) =>
-        Effect.suspend(() => {
+        Effect.async((resume) => {
           const batch = batchFor()
           batch.inserts.push({ row, shared, dedupe })
-          return Effect.map(awaitBatch(batch), (duplicates) => duplicates.get(row.id) ?? row)
+          onCommit(
+            batch,
+            (exit) =>
+              resume(Exit.isSuccess(exit) ? Exit.succeed(exit.value.get(row.id) ?? row) : Exit.failCause(exit.cause))
+          )
         }),
       update: (row) =>
         Effect.suspend(() => {
           const batch = batchFor()
           batch.updates.set(row.id, row)
-          return Effect.asVoid(awaitBatch(batch))
+          return awaitBatch(batch)
         }),
       updateAll: (rows) =>
         Effect.suspend(() => {
-          // Usually one batch; every one the rows went to must commit.
-          const batches = new Set<Pending>()
+          // Usually one batch; the last one the rows went to commits after the others (batches commit in order,
+          // and a failed one fails its own waiters, which the last one's outcome does not hide: see below).
+          let first: Pending | undefined
+          let last: Pending | undefined
           for (const row of rows) {
             const batch = batchFor()
             batch.updates.set(row.id, row)
-            batches.add(batch)
+            first ??= batch
+            last = batch
           }
-          return Effect.forEach(batches, awaitBatch, { discard: true })
+          if (last === undefined) return Effect.void
+          if (first === last) return awaitBatch(last)
+          return Effect.zipRight(awaitBatch(first!), awaitBatch(last))
         }),
       updateLater: (row) =>
         Effect.sync(() => {
