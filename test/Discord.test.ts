@@ -1,9 +1,10 @@
 import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Option, TestClock } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Stream, TestClock } from "effect"
 import * as Crypto from "node:crypto"
 import type { Options } from "../src/channels/Discord/Discord.js"
 import * as Discord from "../src/channels/Discord/Discord.js"
+import { messages as discordMessages } from "../src/channels/Discord/Render.js"
 import * as Agent from "../src/core/Agent.js"
 import { AgentHost } from "../src/core/AgentHost.js"
 import type { ChannelContext, ChannelState, PushFailed } from "../src/core/Channel.js"
@@ -12,6 +13,7 @@ import type { HostedRunResult } from "../src/domain/ChannelRequest.js"
 import { textOf } from "../src/domain/Content.js"
 import type { ChannelIdentity } from "../src/domain/Identity.js"
 import type { ChannelName } from "../src/domain/Ids.js"
+import type { AgentResponseUpdate } from "../src/domain/Message.js"
 import { assistantMessage, userMessage } from "../src/domain/Message.js"
 import * as FakeDiscord from "./fake/FakeDiscord.js"
 import * as TestHost from "./utils/TestHost.js"
@@ -53,6 +55,8 @@ const start = (
   config: {
     readonly fake?: FakeDiscord.FakeDiscord
     readonly reply?: Reply
+    /** A streaming agent instead of `reply`. */
+    readonly stream?: (turn: Turn) => Stream.Stream<AgentResponseUpdate>
     readonly options?: Partial<Options>
     readonly keys?: ReturnType<typeof keyPair>
   } = {}
@@ -62,13 +66,22 @@ const start = (
     const keys = config.keys ?? keyPair()
     const turns: Array<Turn> = []
     const reply = config.reply ?? echo
-    const agent = Agent.make({
-      name: "echo",
-      run: (turn) =>
-        Effect.map(Effect.zipRight(Effect.sync(() => turns.push(turn)), reply(turn)), (text) => ({
-          messages: [assistantMessage(text)]
-        }))
-    })
+    const stream = config.stream
+    const agent = stream !== undefined ?
+      Agent.make({
+        name: "streamer",
+        stream: (turn) => {
+          turns.push(turn)
+          return stream(turn)
+        }
+      }) :
+      Agent.make({
+        name: "echo",
+        run: (turn) =>
+          Effect.map(Effect.zipRight(Effect.sync(() => turns.push(turn)), reply(turn)), (text) => ({
+            messages: [assistantMessage(text)]
+          }))
+      })
     const channel = Discord.make({
       applicationId: fake.applicationId,
       publicKey: keys.publicKeyHex,
@@ -341,6 +354,110 @@ describe("Discord interactions", () => {
         options: { commands: [{ name: "status", description: "Show the status", handle: () => Effect.void }] }
       }))
       assert.strictEqual(fake.callsTo("PUT", /\/commands$/).length, 2)
+    }))
+})
+
+describe("Discord streaming edits", () => {
+  const streamer = (deltas: Queue.Queue<string>) => () =>
+    Stream.fromQueue(deltas).pipe(
+      Stream.takeWhile((delta) => delta !== "<end>"),
+      Stream.map((delta): AgentResponseUpdate => ({ role: "assistant", contents: [{ _tag: "text", text: delta }] }))
+    )
+  const patchesOf = (fake: FakeDiscord.FakeDiscord, token: string) => () =>
+    fake.callsTo("PATCH", /\/messages\/@original$/).filter((c) => c.path.includes(token)).map((c) =>
+      String((c.body as Record<string, unknown>).content)
+    )
+
+  it.scoped("@original shows the text so far at most once a second, in order; the final edit is exact", () =>
+    Effect.gen(function*() {
+      yield* realTime
+      const deltas = yield* Queue.unbounded<string>()
+      const h = yield* start({ stream: streamer(deltas), options: { streamEditInterval: "1 second" } })
+      const ask = command(h.fake, "ask", { prompt: "tell me" })
+      assert.strictEqual((yield* h.post(ask)).body.type, 5)
+      const patches = patchesOf(h.fake, ask.token)
+
+      // Text within the first interval: no edit yet (a quick reply gets only the final one).
+      yield* Queue.offer(deltas, "Hello")
+      yield* settle
+      assert.deepStrictEqual(patches(), [])
+      yield* TestClock.adjust("1 second")
+      yield* h.fake.waitUntil(() => patches().length === 1)
+      assert.deepStrictEqual(patches(), ["Hello"])
+
+      // Many chunks within an interval make one edit with all of them, after the interval.
+      yield* Queue.offerAll(deltas, [", ", "wor", "ld"])
+      yield* settle
+      assert.lengthOf(patches(), 1)
+      yield* TestClock.adjust("1 second")
+      yield* h.fake.waitUntil(() => patches().length === 2)
+      assert.strictEqual(patches()[1], "Hello, world")
+
+      // Nothing new: no edit, however long it takes.
+      yield* TestClock.adjust("5 seconds")
+      yield* settle
+      assert.lengthOf(patches(), 2)
+
+      // Past 2,000 characters the edit shows the first message's worth; then the final reply: @original exact,
+      // the rest as follow-ups, the whole text and nothing else.
+      const long = "\n\n" + "x".repeat(1500) + "\n\n" + "y".repeat(1500)
+      yield* Queue.offer(deltas, long)
+      yield* h.fake.waitUntil(() => patches().length === 3)
+      const full = "Hello, world" + long
+      const parts = discordMessages(full)
+      assert.lengthOf(parts, 2)
+      assert.strictEqual(patches()[2], parts[0])
+      yield* Queue.offer(deltas, "<end>")
+      yield* h.fake.waitUntil(() => h.fake.messages.some((m) => m.via === "followup"))
+      assert.deepStrictEqual(patches(), ["Hello", "Hello, world", parts[0], parts[0]])
+      const shown = h.fake.messages.filter((m) => m.token === ask.token)
+      assert.deepStrictEqual(shown.map((m) => m.via), ["original", "followup"])
+      assert.strictEqual(shown.map((m) => m.content).join(""), full)
+      assert.strictEqual(h.turns.length, 1)
+    }))
+
+  it.scoped("an exhausted rate-limit bucket skips interim edits; the final edit waits for the reset", () =>
+    Effect.gen(function*() {
+      yield* realTime
+      const deltas = yield* Queue.unbounded<string>()
+      const h = yield* start({ stream: streamer(deltas), options: { streamEditInterval: "1 second" } })
+      // Every edit leaves the bucket empty for 3 s (X-RateLimit-Remaining: 0, -Reset-After: 3).
+      h.fake.rateLimit("PATCH", /\/messages\/@original$/, { remaining: 0, resetAfter: 3 })
+      const ask = command(h.fake, "ask", { prompt: "go" })
+      yield* h.post(ask)
+      const patches = patchesOf(h.fake, ask.token)
+      yield* Queue.offer(deltas, "one")
+      yield* settle
+      yield* TestClock.adjust("1 second")
+      yield* h.fake.waitUntil(() => patches().length === 1)
+      // The next interval's edit is not sent: the bucket is empty, and an interim edit never waits.
+      yield* Queue.offer(deltas, " two")
+      yield* settle
+      yield* TestClock.adjust("1 second")
+      yield* settle
+      assert.deepStrictEqual(patches(), ["one"])
+      // The final edit waits for the reset instead of spending a request Discord would refuse.
+      yield* Queue.offer(deltas, "<end>")
+      yield* settle
+      assert.deepStrictEqual(patches(), ["one"])
+      yield* TestClock.adjust("2 seconds")
+      yield* h.fake.waitUntil(() => patches().length === 2)
+      assert.deepStrictEqual(patches(), ["one", "one two"])
+      assert.strictEqual(h.fake.callsTo("PATCH", /@original$/).length, 2)
+    }))
+
+  it.scoped("streamEditInterval false: one edit with the whole reply", () =>
+    Effect.gen(function*() {
+      yield* realTime
+      const deltas = yield* Queue.unbounded<string>()
+      const h = yield* start({ stream: streamer(deltas), options: { streamEditInterval: false } })
+      const ask = command(h.fake, "ask", { prompt: "go" })
+      yield* h.post(ask)
+      yield* Queue.offer(deltas, "a")
+      yield* TestClock.adjust("5 seconds")
+      yield* Queue.offerAll(deltas, ["b", "<end>"])
+      yield* h.fake.waitUntil(() => h.fake.messages.length === 1)
+      assert.deepStrictEqual(patchesOf(h.fake, ask.token)(), ["ab"])
     }))
 })
 

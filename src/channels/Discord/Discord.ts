@@ -2,7 +2,8 @@
  * The Discord channel: slash commands over Discord's HTTP interactions endpoint (`POST /discord/interactions`,
  * no gateway connection). `/ask <prompt>` runs a turn in the session of the channel or DM it was used in
  * (`discord:<channel_id>`) as the user `discord:<user id>`; `/reset` starts a new conversation there. Replies
- * come back by editing the deferred response and following up (2,000 characters a message), and replies from
+ * come back by editing the deferred response (with the text so far while it streams) and following up (2,000
+ * characters a message), and replies from
  * other channels are pushed to a channel or a DM with the bot token.
  *
  * The parts: `Verify` (signatures), `Interactions` (the endpoint), `Api` (REST and rate limits), `Commands`
@@ -10,7 +11,7 @@
  */
 import type { HttpClient } from "@effect/platform"
 import type { ConfigError } from "effect"
-import { Config, Effect, Either, FiberSet, Option, Redacted, Schema } from "effect"
+import { Config, Duration, Effect, Either, FiberSet, Option, Redacted, Schema } from "effect"
 import type { Channel, ChannelCommand, ChannelContext, ChannelHooks } from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
 import { ChannelStartupError } from "../../domain/Errors.js"
@@ -44,6 +45,11 @@ export interface Options {
   /** Most interactions answered in the background at once (default 100); more are told to try again. */
   readonly maxInFlight?: number
   readonly helpText?: string
+  /**
+   * While a reply streams, edit the deferred message with the text so far at most this often (default 1 s;
+   * Discord allows about 5 webhook edits per 2 s). `false`: no streaming, one edit with the whole reply.
+   */
+  readonly streamEditInterval?: Duration.DurationInput | false
   readonly hooks?: ChannelHooks
   readonly busyPolicy?: "queue" | "reject" | "interrupt"
 }
@@ -108,7 +114,10 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
         commands,
         fibers,
         maxInFlight: options.maxInFlight ?? 100,
-        helpText: options.helpText ?? defaultHelp
+        helpText: options.helpText ?? defaultHelp,
+        streamEditInterval: options.streamEditInterval === false ?
+          undefined :
+          Duration.decode(options.streamEditInterval ?? "1 second")
       })
       const push = api.hasBotToken ? Push.make(api, ctx.state) : undefined
       return {
@@ -128,7 +137,7 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
 
 /**
  * The channel as configured by the environment, or none unless DISCORD_APPLICATION_ID and DISCORD_PUBLIC_KEY
- * are set: DISCORD_BOT_TOKEN, DISCORD_API_BASE.
+ * are set: DISCORD_BOT_TOKEN, DISCORD_API_BASE, DISCORD_STREAM (default true; false: no streaming edits).
  */
 export const fromConfig: Effect.Effect<
   Option.Option<Channel<never, HttpClient.HttpClient>>,
@@ -140,7 +149,9 @@ export const fromConfig: Effect.Effect<
   if (Option.isNone(publicKey) || publicKey.value.trim().length === 0) return Option.none()
   const botToken = yield* Config.option(Config.redacted("DISCORD_BOT_TOKEN"))
   const apiBase = yield* Config.option(Config.string("DISCORD_API_BASE"))
+  const stream = yield* Config.boolean("DISCORD_STREAM").pipe(Config.withDefault(true))
   return Option.some(make({
+    ...(stream ? {} : { streamEditInterval: false }),
     applicationId: applicationId.value,
     publicKey: publicKey.value,
     ...(Option.isSome(botToken) && Redacted.value(botToken.value).trim().length > 0 ?

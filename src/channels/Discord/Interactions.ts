@@ -4,12 +4,13 @@
  * deferred response (type 5) at once while its turn runs in the background, autocomplete gets no suggestions,
  * and buttons, menus and modals a short ephemeral note. Anything else is a 4xx with a JSON error.
  */
-import type { FiberSet } from "effect"
-import { Clock, Effect, Either, FiberSet as FiberSetModule, Schema } from "effect"
+import type { Duration, FiberSet } from "effect"
+import { Clock, Effect, Either, Fiber, FiberSet as FiberSetModule, Queue, Schema, Stream } from "effect"
 import type * as Crypto from "node:crypto"
-import type { ChannelCommand, ChannelContext, Route } from "../../core/Channel.js"
+import type { ChannelCommand, ChannelContext, Route, TurnOutcome } from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
+import type { TurnError } from "../../domain/Errors.js"
 import type { ChannelIdentity } from "../../domain/Identity.js"
 import type { ChannelName, IsolationKey } from "../../domain/Ids.js"
 import { isolationKey } from "../../domain/Ids.js"
@@ -88,6 +89,8 @@ export interface Deps {
   readonly fibers: FiberSet.FiberSet<void, never>
   readonly maxInFlight: number
   readonly helpText: string
+  /** While a reply streams, edit the deferred message with the text so far at most this often; none: no edits. */
+  readonly streamEditInterval: Duration.Duration | undefined
 }
 
 /** The session key of a channel or DM. */
@@ -123,6 +126,43 @@ export const route = (deps: Deps): Route => {
       return deferred
     })
 
+  /**
+   * A streaming turn whose text so far edits the deferred message: the first edit one interval after the turn
+   * starts (a quick reply gets only the final edit), then at most one per interval, one at a time.
+   */
+  const streamed = (
+    request: ChannelRequest,
+    raw: unknown,
+    conversation: Conversation,
+    interval: Duration.Duration
+  ): Effect.Effect<TurnOutcome, TurnError> =>
+    Effect.gen(function*() {
+      const turn = yield* ctx.runStream({ ...request, stream: true }, raw)
+      let text = ""
+      const changed = yield* Queue.sliding<void>(1)
+      // Interruptible explicitly: the background work may run uninterruptibly, and a fork inherits that.
+      const editor = yield* Effect.fork(Effect.interruptible(
+        Effect.forever(
+          Effect.sleep(interval).pipe(
+            Effect.zipRight(changed.take),
+            Effect.zipRight(Effect.suspend(() => conversation.progress(text)))
+          )
+        )
+      ))
+      const read = yield* Effect.either(Stream.runForEach(turn.updates, (update) => {
+        if (update.role !== undefined && update.role !== "assistant") return Effect.void
+        let delta = ""
+        for (const part of update.contents) if (part._tag === "text") delta += part.text
+        if (delta.length === 0) return Effect.void
+        text += delta
+        return changed.offer(undefined)
+      }))
+      // Waits for an edit in flight (it is uninterruptible), so the final text always lands last.
+      yield* Fiber.interrupt(editor)
+      if (Either.isLeft(read)) return yield* read.left
+      return yield* turn.result
+    })
+
   const ask = (
     interaction: Interaction & { readonly channel_id: string },
     key: IsolationKey,
@@ -150,20 +190,22 @@ export const route = (deps: Deps): Route => {
       stream: false
     }
     return background(interaction, (conversation) =>
-      ctx.run(request, raw).pipe(
-        Effect.matchEffect({
-          onFailure: (error) =>
-            Effect.zipRight(
-              Effect.logInfo("turn refused or failed", error._tag),
-              conversation.send(turnErrorText(error))
-            ),
-          onSuccess: ({ originating }) =>
-            originating._tag === "None" ?
-              // The reply went elsewhere (a response target): close the deferred message.
-              conversation.send("(the reply was delivered elsewhere)") :
-              conversation.send(replyText(originating.value.response))
-        })
-      ))
+      (deps.streamEditInterval === undefined ?
+        ctx.run(request, raw) :
+        streamed(request, raw, conversation, deps.streamEditInterval)).pipe(
+          Effect.matchEffect({
+            onFailure: (error) =>
+              Effect.zipRight(
+                Effect.logInfo("turn refused or failed", error._tag),
+                conversation.send(turnErrorText(error))
+              ),
+            onSuccess: ({ originating }) =>
+              originating._tag === "None" ?
+                // The reply went elsewhere (a response target): close the deferred message.
+                conversation.send("(the reply was delivered elsewhere)") :
+                conversation.send(replyText(originating.value.response))
+          })
+        ))
   }
 
   const command = (interaction: Interaction, raw: unknown) =>

@@ -3,8 +3,11 @@
  * (`PATCH /webhooks/{app}/{token}/messages/@original`), the rest are follow-ups (`POST /webhooks/{app}/{token}`).
  * The interaction token lives 15 minutes; a reply ready later (or refused because the token is gone) is posted
  * to the channel with the bot token instead, and when there is no bot token the loss is logged, never silent.
+ * While a reply streams, `progress` edits the deferred message with the text so far: best effort, it never waits
+ * for a rate limit (an edit the limits do not allow now is skipped; the next one or the final reply supersedes it).
  */
 import { Clock, Duration, Effect, Ref, Schedule } from "effect"
+import { isBlank } from "../shared/ReplyText.js"
 import type { ApiError } from "./Api.js"
 import * as Api from "./Api.js"
 import { messageBody, messages } from "./Render.js"
@@ -26,6 +29,11 @@ export interface InteractionTarget {
 /** Sends messages for one interaction: the first edits the deferred response, later ones follow up. */
 export interface Conversation {
   readonly send: (text: string) => Effect.Effect<void>
+  /**
+   * Shows the reply so far in the deferred response (its first 2,000 characters), until `send` is first called.
+   * Uninterruptible, so an edit in flight always lands before the final one.
+   */
+  readonly progress: (text: string) => Effect.Effect<void>
 }
 
 export interface Replies {
@@ -81,7 +89,7 @@ export const make = (api: Api.Api, options: Options = {}): Replies => {
     )
 
   const conversation = (target: InteractionTarget) =>
-    Effect.map(Ref.make({ edited: false, tokenGone: false }), (state): Conversation => {
+    Effect.map(Ref.make({ edited: false, tokenGone: false, shown: "" }), (state): Conversation => {
       const viaChannel = (parts: ReadonlyArray<string>) =>
         api.hasBotToken ?
           Effect.forEach(parts, (part) => channelMessage(target.channelId, part), { discard: true }).pipe(
@@ -124,7 +132,28 @@ export const make = (api: Api.Api, options: Options = {}): Replies => {
           }
         })
 
-      return { send }
+      const progress = (text: string): Effect.Effect<void> =>
+        Effect.gen(function*() {
+          const current = yield* Ref.get(state)
+          const now = yield* Clock.currentTimeMillis
+          if (current.edited || current.tokenGone || now - target.receivedAt >= usable) return
+          const display = messages(text)[0]!
+          if (isBlank(text) || display === current.shown) return
+          // No wait budget: an edit the rate limits do not allow now fails at once instead of delaying the next.
+          const sent = yield* Effect.either(api.request(
+            "PATCH",
+            `/webhooks/${target.applicationId}/${target.token}/messages/@original`,
+            { body: messageBody(display), maxWait: Duration.zero }
+          ))
+          if (sent._tag === "Right") return yield* Ref.update(state, (s) => ({ ...s, shown: display }))
+          // Not fatal: `send` decides what a gone token means for the reply.
+          yield* Effect.logDebug("streaming edit skipped", {
+            interaction: target.interactionId,
+            error: sent.left.message
+          })
+        }).pipe(Effect.uninterruptible)
+
+      return { send, progress }
     })
 
   return { conversation, channelMessage }
