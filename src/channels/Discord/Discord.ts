@@ -3,8 +3,7 @@
  * no gateway connection). `/ask <prompt>` runs a turn in the session of the channel or DM it was used in
  * (`discord:<channel_id>`) as the user `discord:<user id>`; `/reset` starts a new conversation there. Replies
  * come back by editing the deferred response (with the text so far while it streams) and following up (2,000
- * characters a message), and replies from
- * other channels are pushed to a channel or a DM with the bot token.
+ * characters a message), and replies from other channels are pushed to a channel or a DM with the bot token.
  *
  * The parts: `Verify` (signatures), `Interactions` (the endpoint), `Api` (REST and rate limits), `Commands`
  * (registration), `Replies` (the interaction webhook, with the channel as fallback), `Push`.
