@@ -1,7 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import type { Layer } from "effect"
-import { Effect, Either, Option, Redacted, TestClock } from "effect"
+import { ConfigProvider, Duration, Effect, Either, Option, Redacted, TestClock } from "effect"
 import * as Authorization from "../src/auth/Authorization.js"
+import * as OidcLinker from "../src/auth/OidcLinker.js"
+import * as Time from "../src/domain/Time.js"
 import * as SqliteStateStore from "../src/state/sqlite/SqliteStateStore.js"
 import * as StateStoreModule from "../src/state/StateStore.js"
 import * as FakeIdp from "./fake/FakeIdp.js"
@@ -42,6 +44,9 @@ const challengeFor = (h: LinkHarness.LinkHost, user: string) =>
     assert.isString(answer.body.link, JSON.stringify(answer.body))
     return answer.body.link as string
   })
+
+/** The wall clock: the FakeIdp's `auth_time` comes from it, not from the test's clock. */
+const wallClock = () => Date.now()
 
 const errorType = (response: { readonly body: string }) => JSON.parse(response.body).error.type as string
 
@@ -147,6 +152,78 @@ describe("OIDC identity linking", () => {
       const fresh = yield* challengeFor(h, "ada1")
       const done = yield* FakeIdp.signIn(fresh)
       assert.strictEqual(done.status, 200, done.body)
+    }))
+
+  it.scoped("a sign-in older than maxAge asks the person to sign in again (TestClock); auth_time is a verified claim", () =>
+    Effect.gen(function*() {
+      // The provider stamps auth_time with the wall clock: the host's clock starts there too.
+      yield* TestClock.setTime(wallClock())
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp, { oidc: { maxAge: "1 hour" } })
+      const done = yield* FakeIdp.signIn(yield* challengeFor(h, "ada1"))
+      assert.strictEqual(done.status, 200, done.body)
+      // The provider was asked to re-authenticate anyone who signed in over an hour ago.
+      assert.strictEqual(idp.authorizeRequests[0]!.get("max_age"), "3600")
+      const fresh = yield* say(h, "ada1", "hello")
+      assert.strictEqual(fresh.body.reply, "echo: hello")
+      const authTime = Number(h.turns[0]!.context.verified?.claims.auth_time)
+      assert.approximately(authTime, wallClock() / 1000, 60)
+
+      yield* TestClock.adjust("59 minutes")
+      assert.strictEqual((yield* say(h, "ada1", "still fine")).body.reply, "echo: still fine")
+
+      yield* TestClock.adjust("2 minutes")
+      const stale = yield* say(h, "ada1", "and now?")
+      assert.isString(stale.body.link, JSON.stringify(stale.body))
+      assert.include(stale.body.reply, "older than 1h")
+      assert.include(stale.body.reply, "sign in again")
+      assert.strictEqual(h.turns.length, 2)
+      // The link is kept (whoami still shows it); signing in again makes it fresh.
+      assert.isTrue(Option.isSome(yield* h.store.getLink("testchat", "ada1")))
+      // The provider stamps the new sign-in with the wall clock; the host's clock goes back to it.
+      yield* TestClock.setTime(wallClock())
+      const again = yield* FakeIdp.signIn(stale.body.link)
+      assert.strictEqual(again.status, 200, again.body)
+      assert.strictEqual((yield* say(h, "ada1", "back")).body.reply, "echo: back")
+    }))
+
+  it.scoped("without auth_time a link's age counts from when it was made", () =>
+    Effect.gen(function*() {
+      const link = {
+        channel: "testchat",
+        nativeId: "ada1",
+        isolationKey: "testchat:ada1",
+        subject: "user-1",
+        claims: { sub: "user-1" },
+        linkedAt: Time.fromMillis(5_000)
+      }
+      assert.strictEqual(OidcLinker.signedInAt(link), 5_000)
+      assert.strictEqual(OidcLinker.signedInAt({ ...link, claims: { auth_time: "7" } }), 7_000)
+      assert.strictEqual(OidcLinker.signedInAt({ ...link, claims: { auth_time: "soon" } }), 5_000)
+    }))
+
+  it.effect("OidcLinker.config: none without an issuer; the settings, AGENT_HOST_LINK_MAX_AGE included; missing parts named", () =>
+    Effect.gen(function*() {
+      const read = (env: Record<string, string>) =>
+        Effect.either(Effect.withConfigProvider(
+          OidcLinker.config,
+          ConfigProvider.fromMap(new Map(Object.entries(env)))
+        ))
+      assert.isTrue(Option.isNone(Either.getOrThrow(yield* read({}))))
+      const base = {
+        AGENT_HOST_OIDC_ISSUER: "https://login.example.com",
+        AGENT_HOST_OIDC_CLIENT_ID: "agent-host",
+        AGENT_HOST_OIDC_REDIRECT_BASE_URL: "https://bot.example.com"
+      }
+      const settings = Option.getOrThrow(
+        Either.getOrThrow(yield* read({ ...base, AGENT_HOST_LINK_MAX_AGE: "12 hours" }))
+      )
+      assert.strictEqual(Duration.toHours(Duration.decode(settings.maxAge!)), 12)
+      assert.isUndefined(Option.getOrThrow(Either.getOrThrow(yield* read(base))).maxAge)
+      const bad = yield* read({ ...base, AGENT_HOST_LINK_MAX_AGE: "a while" })
+      assert.include(String(Either.getLeft(bad).pipe(Option.getOrThrow)), "AGENT_HOST_LINK_MAX_AGE")
+      const noClient = yield* read({ AGENT_HOST_OIDC_ISSUER: "https://login.example.com" })
+      assert.include(String(Either.getLeft(noClient).pipe(Option.getOrThrow)), "AGENT_HOST_OIDC_CLIENT_ID")
     }))
 
   it.scoped("a callback in another browser (no cookie) is refused without using the state up", () =>

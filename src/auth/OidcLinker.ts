@@ -56,6 +56,11 @@ export interface OidcSettings {
   readonly maxLinksPerPerson?: number
   /** How long one call to the provider may take (default 10 seconds). */
   readonly providerTimeout?: Duration.DurationInput
+  /**
+   * How old a sign-in may be (its `auth_time`): older, the person is asked to sign in again before the claims
+   * count; the provider is asked to re-authenticate anyone who signed in longer ago (`max_age`). Default: none.
+   */
+  readonly maxAge?: Duration.DurationInput
 }
 
 export const defaultClaims: ReadonlyArray<string> = [
@@ -66,6 +71,12 @@ export const defaultClaims: ReadonlyArray<string> = [
   "groups",
   "roles"
 ]
+
+/** When the person last signed in: the provider's `auth_time` when it sent one, else when the link was made. */
+export const signedInAt = (link: IdentityLink): Time.EpochMillis => {
+  const authTime = Number(link.claims.auth_time)
+  return Number.isFinite(authTime) && authTime > 0 ? Time.fromMillis(authTime * 1000) : link.linkedAt
+}
 
 const stateCookie = "agent_host_link"
 const seenNamespace = "auth:link-state"
@@ -173,6 +184,9 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
   const keep = settings.claims ?? defaultClaims
   const linkSessions = settings.linkSessions === true
   const maxLinks = settings.maxLinksPerPerson ?? 20
+  const maxAge = settings.maxAge === undefined ? undefined : Duration.decode(settings.maxAge)
+  // OIDC counts `max_age` and `auth_time` in whole seconds.
+  const maxAgeSeconds = maxAge === undefined ? undefined : Math.max(1, Math.floor(Duration.toSeconds(maxAge)))
   const key = yield* LinkState.loadKey(store, Option.fromNullable(settings.stateKey))
   const insecure = issuer.protocol === "http:" && (loopback(issuer) || settings.allowHttp === true)
   const client: oauth.Client = { client_id: settings.clientId }
@@ -265,6 +279,14 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
       const challenge = yield* offer(identity)
       return IdentityLinker.challenge(challenge)
     }
+    if (maxAge !== undefined && Time.plus(signedInAt(link.value), maxAge) < (yield* Time.now)) {
+      const challenge = yield* offer(identity)
+      return IdentityLinker.challenge({
+        ...challenge,
+        message: `Your sign-in is older than ${Duration.format(maxAge)}, the most this host accepts: sign in ` +
+          `again to continue (the link is valid for ${Math.round(Duration.toMinutes(ttl))} minutes).`
+      })
+    }
     // A group keeps its own conversation; the person's shared key applies to their own chats.
     const isolationKey = person === identity ? link.value.isolationKey : identityToken(identity)
     return IdentityLinker.linked(isolationKey, readClaims(link.value.claims), "linker")
@@ -322,6 +344,7 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
       target.searchParams.set("nonce", key.nonce(payload.id))
       target.searchParams.set("code_challenge", challenge)
       target.searchParams.set("code_challenge_method", "S256")
+      if (maxAgeSeconds !== undefined) target.searchParams.set("max_age", String(maxAgeSeconds))
       const maxAge = Math.max(1, Math.ceil((payload.expiresAt - (yield* Time.now)) / 1000))
       return Response.empty({
         status: 302,
@@ -348,7 +371,9 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
         )
         const result = await oauth.processAuthorizationCodeResponse(as, client, response, {
           expectedNonce: key.nonce(payload.id),
-          requireIdToken: true
+          requireIdToken: true,
+          // With `max_age` sent, the ID token must say when the person signed in, and not longer ago than that.
+          ...(maxAgeSeconds === undefined ? {} : { maxAge: maxAgeSeconds })
         })
         // The token came over TLS from the token endpoint, but the issue's rule is stricter: no link from a claim
         // the provider did not sign, so the signature is checked against its JWKS too.
@@ -399,6 +424,8 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
         )
       }
       const claims: Record<string, string | ReadonlyArray<string>> = { sub: idToken.sub, iss: idToken.iss }
+      // When the person signed in (epoch seconds, as the provider signed it): the age a link is judged by.
+      if (typeof idToken.auth_time === "number") claims.auth_time = String(idToken.auth_time)
       for (const name of keep) {
         const value = claimValue(idToken[name])
         if (value !== undefined) claims[name] = value
@@ -481,7 +508,8 @@ const list = (name: string, fallback: ReadonlyArray<string>) =>
 /**
  * Settings from the environment, none when `AGENT_HOST_OIDC_ISSUER` is unset: `AGENT_HOST_OIDC_CLIENT_ID`,
  * `_CLIENT_SECRET`, `_CLIENT_AUTH` (basic|post), `_REDIRECT_BASE_URL`, `_SCOPES`, `_REQUIRE_VERIFIED_EMAIL`,
- * `_CLAIMS`, `_ALLOW_HTTP`; `AGENT_HOST_LINK_SESSIONS`, `AGENT_HOST_LINK_STATE_KEY`, `AGENT_HOST_LINK_PATH`.
+ * `_CLAIMS`, `_ALLOW_HTTP`; `AGENT_HOST_LINK_SESSIONS`, `AGENT_HOST_LINK_STATE_KEY`, `AGENT_HOST_LINK_PATH`,
+ * `AGENT_HOST_LINK_MAX_AGE` (a duration: `12 hours`).
  */
 export const config: Config.Config<Option.Option<OidcSettings>> = Config.all({
   issuer: Config.option(Config.nonEmptyString("AGENT_HOST_OIDC_ISSUER")),
@@ -495,7 +523,8 @@ export const config: Config.Config<Option.Option<OidcSettings>> = Config.all({
   allowHttp: Config.boolean("AGENT_HOST_OIDC_ALLOW_HTTP").pipe(Config.withDefault(false)),
   linkSessions: Config.boolean("AGENT_HOST_LINK_SESSIONS").pipe(Config.withDefault(false)),
   stateKey: Config.option(Config.redacted("AGENT_HOST_LINK_STATE_KEY")),
-  path: Config.string("AGENT_HOST_LINK_PATH").pipe(Config.withDefault("/link"))
+  path: Config.string("AGENT_HOST_LINK_PATH").pipe(Config.withDefault("/link")),
+  maxAge: Config.option(Config.duration("AGENT_HOST_LINK_MAX_AGE"))
 }).pipe(
   Config.mapOrFail((raw): Either.Either<Option.Option<OidcSettings>, ConfigError.ConfigError> => {
     if (Option.isNone(raw.issuer)) return Either.right(Option.none())
@@ -532,7 +561,8 @@ export const config: Config.Config<Option.Option<OidcSettings>> = Config.all({
       allowHttp: raw.allowHttp,
       linkSessions: raw.linkSessions,
       stateKey: Option.getOrUndefined(raw.stateKey),
-      path: raw.path
+      path: raw.path,
+      ...(Option.isSome(raw.maxAge) ? { maxAge: raw.maxAge.value } : {})
     }))
   })
 )

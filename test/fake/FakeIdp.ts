@@ -2,7 +2,8 @@
  * A fake OpenID Connect provider on 127.0.0.1 for tests, speaking the real wire format: discovery
  * (`/.well-known/openid-configuration`), JWKS, `GET /authorize` (signs in the current `user` at once and redirects
  * back with a code, or with `error=access_denied` when `deny` is set) and `POST /token` (checks the client, the
- * redirect URI and the PKCE verifier, and answers an RS256 ID token signed with `jose`). `tamper` makes the next
+ * redirect URI and the PKCE verifier, and answers an RS256 ID token signed with `jose`, with `auth_time` when the
+ * client sent `max_age`: every sign-in here is a fresh one). `tamper` makes the next
  * ID tokens wrong in one way (audience, nonce, issuer, signing key, expiry) to test that the host refuses them.
  */
 import type { Scope } from "effect"
@@ -50,6 +51,8 @@ interface Grant {
   readonly challenge: string
   readonly nonce: string | null
   readonly user: FakeUser
+  /** When the person signed in (epoch seconds): sent as `auth_time` when the client asked for `max_age`. */
+  readonly authTime: number | undefined
 }
 
 const readBody = (request: Http.IncomingMessage): Promise<string> =>
@@ -132,7 +135,8 @@ export const make = (options: { readonly clientId?: string; readonly clientSecre
             redirectUri: params.get("redirect_uri")!,
             challenge: params.get("code_challenge") ?? "",
             nonce: params.get("nonce"),
-            user: fake.user
+            user: fake.user,
+            authTime: params.has("max_age") ? Math.floor(Date.now() / 1000) : undefined
           })
           redirect.searchParams.set("code", code)
         }
@@ -167,7 +171,11 @@ export const make = (options: { readonly clientId?: string; readonly clientSecre
         const now = Math.floor(Date.now() / 1000)
         const { sub, ...claims } = grant.user
         const nonce = tamper?.nonce ?? grant.nonce
-        const idToken = await new SignJWT({ ...claims, ...(nonce === null ? {} : { nonce }) })
+        const idToken = await new SignJWT({
+          ...claims,
+          ...(nonce === null ? {} : { nonce }),
+          ...(grant.authTime === undefined ? {} : { auth_time: grant.authTime })
+        })
           .setProtectedHeader({ alg: "RS256", kid: "k1" })
           .setIssuer(tamper?.issuer ?? issuer)
           .setSubject(sub)
