@@ -78,6 +78,8 @@ export interface FakeBotFramework {
   /** Every GET of a served (or unknown) file path, in order. */
   readonly downloads: ReadonlyArray<Download>
   readonly fail: (error: ScriptedError) => void
+  /** Holds the answers to connector calls matching `when` (recorded at once) until `release` is called. */
+  readonly hold: (when: (call: ConnectorCall) => boolean) => { readonly release: () => void }
   /** An inbound token for an activity to `serviceUrl`. */
   readonly sign: (options?: SignOptions) => Effect.Effect<string>
   /** Publishes another key (rollover): tokens signed with it carry kid `rotated`. */
@@ -128,6 +130,7 @@ export const make = (
     let nextId = 1
     const streams = new Set<string>()
     const files = new Map<string, ServedFile>()
+    const holds: Array<{ readonly when: (call: ConnectorCall) => boolean; readonly released: Promise<void> }> = []
     const downloads: Array<Download> = []
 
     const notify = () => {
@@ -193,6 +196,11 @@ export const make = (
             return send(response, 401, { error: { code: "Unauthorized", message: "bad token" } })
           }
           calls.push(call)
+          const held = holds.find((h) => h.when(call))
+          if (held !== undefined) {
+            notify()
+            await held.released
+          }
           const failure = scripted.find((s) => s.remaining > 0 && (s.when === undefined || s.when(call)))
           if (failure !== undefined) {
             failure.remaining--
@@ -322,6 +330,14 @@ export const make = (
       tokensIssued: () => tokensIssued,
       jwksFetches: () => jwksFetches,
       serveFile: (path, file) => void files.set(path, file),
+      hold: (when) => {
+        let release = () => {}
+        const released = new Promise<void>((resolve) => {
+          release = resolve
+        })
+        holds.push({ when, released })
+        return { release }
+      },
       downloads,
       fail: (error) => void scripted.push({ ...error, remaining: error.times ?? 1 }),
       sign,
