@@ -49,7 +49,7 @@ describe("PgStateStore", () => {
         assert.isFalse(yield* store.markSeen("n", "i"))
         const sql = yield* SqlClient.SqlClient
         const applied = yield* sql<{ readonly n: string }>`SELECT count(*) AS n FROM agent_host_migrations`
-        assert.strictEqual(Number(applied[0]!.n), 3)
+        assert.strictEqual(Number(applied[0]!.n), 4)
       })
       yield* Effect.scoped(Effect.provide(
         read,

@@ -188,12 +188,13 @@ describe("Responses", () => {
         const events = checkEvents((yield* collect(third)) as unknown as ReadonlyArray<Event>)
         const completed = events[events.length - 1]!["response"] as { output: ReadonlyArray<unknown> }
         assert.include(outputTextOf(completed), "turn 3")
-        // A fresh request starts a fresh conversation; a conversation id pins one.
+        // A fresh request starts a fresh conversation; a conversation (test/Conversations.test.ts) keeps one.
         const fresh = yield* Effect.promise(() => client.responses.create({ input: "again" }))
         assert.include(fresh.output_text, "turn 1")
-        const c1 = yield* Effect.promise(() => client.responses.create({ input: "a", conversation: "conv_test_1" }))
+        const conversation = yield* Effect.promise(() => client.conversations.create())
+        const c1 = yield* Effect.promise(() => client.responses.create({ input: "a", conversation: conversation.id }))
         const c2 = yield* Effect.promise(() =>
-          client.responses.create({ input: "b", conversation: { id: "conv_test_1" } })
+          client.responses.create({ input: "b", conversation: { id: conversation.id } })
         )
         assert.include(c1.output_text, "turn 1")
         assert.include(c2.output_text, "turn 2")

@@ -185,20 +185,21 @@ describe("Responses errors", () => {
         expectError(streamDenied, 403, "not_allowed")
 
         ResponsesAgent.resetGate()
-        const busy = { input: "wait here", conversation: "busy_conv", background: true }
+        const busy = { input: "wait here", background: true }
         const first = yield* call(url, { body: JSON.stringify(busy) })
         assert.strictEqual(first.status, 200)
-        const second = yield* call(url, { body: JSON.stringify({ input: "me too", conversation: "busy_conv" }) })
+        const id = (JSON.parse(first.text) as { id: string }).id
+        // a continuation of the running response is a turn in its session
+        const second = yield* call(url, { body: JSON.stringify({ input: "me too", previous_response_id: id }) })
         expectError(second, 409, "session_busy")
         assert.strictEqual(second.json.error.type, "conflict_error")
         ResponsesAgent.openGate()
-        const id = (JSON.parse(first.text) as { id: string }).id
         for (let i = 0; i < 200; i++) {
           const polled = yield* call(`${url}/${id}`)
           if ((polled.json as unknown as { status: string }).status === "completed") break
           yield* Effect.promise(() => new Promise((r) => setTimeout(r, 10)))
         }
-        const third = yield* call(url, { body: JSON.stringify({ input: "my turn", conversation: "busy_conv" }) })
+        const third = yield* call(url, { body: JSON.stringify({ input: "my turn", previous_response_id: id }) })
         assert.strictEqual(third.status, 200)
       }))
 

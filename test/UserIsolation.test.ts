@@ -1,8 +1,8 @@
 /**
  * Trusted user isolation headers isolate (issue 13, point 6): with AGENT_HOST_TRUST_ISOLATION_HEADERS, user bob
  * cannot read, continue, list, cancel or delete user alice's stored responses (each answers 404, the same body
- * as an id that does not exist), and naming her `conversation` or Invocations `session_id` gives him a session
- * of his own. Real HTTP, real SQLite state in a temp dir.
+ * as an id that does not exist), her `conversation` is missing for him too, and naming her Invocations
+ * `session_id` gives him a session of his own. Real HTTP, real SQLite state in a temp dir.
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
@@ -116,15 +116,16 @@ describe("user isolation headers", () => {
         assert.strictEqual(status, "completed")
       }))
 
-    it.effect("the same conversation id is a separate conversation per user", () =>
+    it.effect("another user's conversation is missing (404), and his turn does not touch it", () =>
       Effect.gen(function*() {
-        const a1 = yield* as("alice", "POST", "/v1/responses", { input: "one", conversation: "conv_shared" })
-        const a2 = yield* as("alice", "POST", "/v1/responses", { input: "two", conversation: "conv_shared" })
+        const created = yield* as("alice", "POST", "/v1/conversations", {})
+        const conversation = created.body.id as string
+        const a1 = yield* as("alice", "POST", "/v1/responses", { input: "one", conversation })
+        const a2 = yield* as("alice", "POST", "/v1/responses", { input: "two", conversation })
         assert.include(outputText(a2.body), "turn 2", a1.text)
-        const b1 = yield* as("bob", "POST", "/v1/responses", { input: "hello", conversation: "conv_shared" })
-        assert.strictEqual(b1.status, 200)
-        assert.include(outputText(b1.body), "turn 1")
-        const a3 = yield* as("alice", "POST", "/v1/responses", { input: "three", conversation: { id: "conv_shared" } })
+        const b1 = yield* as("bob", "POST", "/v1/responses", { input: "hello", conversation })
+        assert.strictEqual(b1.status, 404, b1.text)
+        const a3 = yield* as("alice", "POST", "/v1/responses", { input: "three", conversation: { id: conversation } })
         assert.include(outputText(a3.body), "turn 3")
       }))
 

@@ -11,6 +11,7 @@ import type { ChannelIdentity } from "../domain/Identity.js"
 import type { AgentResponseUpdate } from "../domain/Message.js"
 import type { EpochMillis } from "../domain/Time.js"
 import type { IncomingRequest } from "../http/IncomingRequest.js"
+import type { ConversationStoreShape } from "../state/ConversationStore.js"
 import type { StateStoreShape } from "../state/StateStore.js"
 import type { IsolationKeys } from "./RequestContext.js"
 import type { BusyPolicy } from "./Sessions.js"
@@ -35,6 +36,7 @@ export type ChannelState = Pick<
 >
 
 export type { IncomingRequest } from "../http/IncomingRequest.js"
+export type { ConversationItem, StoredConversation } from "../state/ConversationStore.js"
 
 /** What a route handler receives: the request, and what the host made of it. */
 export interface RouteInput {
@@ -227,6 +229,8 @@ export interface ChannelContext {
   readonly settings: HostSettings
   /** State the channel may read and write directly. */
   readonly state: ChannelState
+  /** OpenAI Conversations (the Responses channel's `/conversations`); persistent when the state is. */
+  readonly conversations: ConversationStoreShape
   /** The session id (alias after a reset, else the key) a key's turns currently run under. */
   readonly sessionIdFor: (isolationKey: string) => Effect.Effect<string>
   /**

@@ -42,6 +42,8 @@ import * as Size from "../domain/Size.js"
 import { wallClockSleep } from "../domain/Time.js"
 import { currentClientShield } from "../http/ClientShield.js"
 import { BoundedCache } from "../internal/BoundedCache.js"
+import * as ConversationStoreModule from "../state/ConversationStore.js"
+import { ConversationStore } from "../state/ConversationStore.js"
 import { StateStore } from "../state/StateStore.js"
 import type { ChannelContext, ChannelHooks, TurnOutcome, TurnStream } from "./Channel.js"
 import { Channels } from "./Channels.js"
@@ -212,6 +214,12 @@ export const make = Effect.gen(function*() {
     yield* Effect.serviceOption(IdentityLinker),
     (linker) => Option.fromNullable(linker.linking)
   )
+  // OpenAI Conversations (Responses channel): the persistent store when the state layers provide one, else in
+  // process (a host composed without it keeps conversations until it stops).
+  const conversations = yield* Option.match(yield* Effect.serviceOption(ConversationStore), {
+    onNone: () => ConversationStoreModule.makeMemory,
+    onSome: Effect.succeed
+  })
   const hostScope = yield* Effect.scope
   const router = Option.getOrUndefined(yield* Effect.serviceOption(TurnRouter))
   // Shutdown state: `draining` once the host stops accepting, `stopped` once the grace is over; `running` holds
@@ -742,6 +750,7 @@ export const make = Effect.gen(function*() {
       resetSession,
       settings,
       state: store,
+      conversations,
       sessionIdFor,
       target: targetInfo,
       draining: Deferred.await(draining),

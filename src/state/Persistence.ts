@@ -1,8 +1,8 @@
 /**
- * How the host persists: settings from config, the layer that provides `StateStore` and `CheckpointStore` (SQLite
- * in the state dir by default, memory when `AGENT_HOST_STATE=memory`, Postgres at `DATABASE_URL` when
- * `AGENT_HOST_STATE=postgres` or `AGENT_HOST_CLUSTER=postgres`), and retention: a scoped fiber that prunes
- * expired records periodically (`pruneEvery`, reusable for other tables such as finished tasks).
+ * How the host persists: settings from config, the layer that provides `StateStore`, `CheckpointStore` and
+ * `ConversationStore` (SQLite in the state dir by default, memory when `AGENT_HOST_STATE=memory`, Postgres at
+ * `DATABASE_URL` when `AGENT_HOST_STATE=postgres` or `AGENT_HOST_CLUSTER=postgres`), and retention: a scoped fiber
+ * that prunes expired records periodically (`pruneEvery`, reusable for other tables such as finished tasks).
  *
  * Services that want the same database (durable task runner, workflow engine) are built by `layerWith`, so they
  * share the one connection and the one owner lock: building `StateDb.layer` twice would lock the dir twice.
@@ -25,8 +25,10 @@ import {
 } from "effect"
 import * as Time from "../domain/Time.js"
 import * as CheckpointStore from "./CheckpointStore.js"
+import * as ConversationStore from "./ConversationStore.js"
 import type * as PgDb from "./postgres/PgDb.js"
 import * as SqliteCheckpointStore from "./sqlite/SqliteCheckpointStore.js"
+import * as SqliteConversationStore from "./sqlite/SqliteConversationStore.js"
 import * as SqliteStateStore from "./sqlite/SqliteStateStore.js"
 import * as StateDb from "./sqlite/StateDb.js"
 import type * as StateWriter from "./sqlite/StateWriter.js"
@@ -169,6 +171,29 @@ export const layerResponseRetention: Layer.Layer<never, never, StateStore.StateS
     })
   )
 
+/**
+ * Prunes OpenAI Conversations not changed for `responseRetention` (counted from their last change, so a
+ * conversation in use is kept; see docs/RESPONSES.md).
+ */
+export const layerConversationRetention: Layer.Layer<
+  never,
+  never,
+  ConversationStore.ConversationStore | Persistence
+> = Layer.scopedDiscard(
+  Effect.gen(function*() {
+    const store = yield* ConversationStore.ConversationStore
+    const settings = yield* Persistence
+    yield* pruneEvery({
+      name: "conversations",
+      maxAge: settings.responseRetention,
+      interval: settings.pruneInterval,
+      prune: store.prune
+    })
+  })
+)
+
+const layerRetention = Layer.merge(layerResponseRetention, layerConversationRetention)
+
 /** What `layerWith` adds for each mode: services on the shared database, or their in-memory stand-ins. */
 export interface Extra<ROut, E> {
   readonly sqlite: Layer.Layer<ROut, E, SqlClient.SqlClient | StateWriter.StateWriter | Persistence>
@@ -177,12 +202,15 @@ export interface Extra<ROut, E> {
   readonly postgres: Layer.Layer<ROut, E, SqlClient.SqlClient | Persistence>
 }
 
-/** `StateStore`, `CheckpointStore` and `Persistence` as `settings` say, plus `extra` on the same database. */
+/**
+ * `StateStore`, `CheckpointStore`, `ConversationStore` and `Persistence` as `settings` say, plus `extra` on the
+ * same database.
+ */
 export const layerWith = <ROut, E>(
   settings: PersistenceSettings,
   extra: Extra<ROut, E>
 ): Layer.Layer<
-  StateStore.StateStore | CheckpointStore.CheckpointStore | Persistence | ROut,
+  StateStore.StateStore | CheckpointStore.CheckpointStore | ConversationStore.ConversationStore | Persistence | ROut,
   E | StateDb.StateDirLocked | StateDb.StateDirUnavailable | PgDb.StateDatabaseUnavailable
 > => {
   const persistence = Layer.succeed(Persistence, settings)
@@ -193,6 +221,7 @@ export const layerWith = <ROut, E>(
         Effect.map((Pg) =>
           Layer.mergeAll(
             Pg.PgStateStore.layerWithoutDb,
+            Pg.PgConversationStore.layerWithoutDb,
             Option.getOrElse(checkpointsOnFiles, () => Pg.PgCheckpointStore.layerWithoutDb),
             extra.postgres,
             // For readiness (the host finds it in context when present).
@@ -204,23 +233,25 @@ export const layerWith = <ROut, E>(
         )
       )
     )
-    return Layer.provideMerge(layerResponseRetention, stores)
+    return Layer.provideMerge(layerRetention, stores)
   }
   const stores = settings.mode === "memory" ?
     Layer.mergeAll(
       StateStore.layerMemory,
+      ConversationStore.layerMemory,
       Option.getOrElse(checkpointsOnFiles, () => CheckpointStore.layerMemory),
       extra.memory
     ).pipe(Layer.provideMerge(persistence)) :
     Layer.mergeAll(
       SqliteStateStore.layerWithoutDb,
+      SqliteConversationStore.layerWithoutDb,
       Option.getOrElse(checkpointsOnFiles, () => SqliteCheckpointStore.layerWithoutDb),
       extra.sqlite
     ).pipe(
       Layer.provideMerge(persistence),
       Layer.provide(StateDb.layer({ directory: settings.stateDir }))
     )
-  return Layer.provideMerge(layerResponseRetention, stores)
+  return Layer.provideMerge(layerRetention, stores)
 }
 
 export const layer = (settings: PersistenceSettings) =>
@@ -228,6 +259,6 @@ export const layer = (settings: PersistenceSettings) =>
 
 /** Persistence from config (`AGENT_HOST_STATE`, `AGENT_HOST_STATE_DIR`, `DATABASE_URL`, retention settings). */
 export const layerConfig: Layer.Layer<
-  StateStore.StateStore | CheckpointStore.CheckpointStore | Persistence,
+  StateStore.StateStore | CheckpointStore.CheckpointStore | ConversationStore.ConversationStore | Persistence,
   ConfigError.ConfigError | StateDb.StateDirLocked | StateDb.StateDirUnavailable | PgDb.StateDatabaseUnavailable
 > = Layer.unwrapEffect(Effect.map(config, layer))

@@ -1,7 +1,8 @@
 /**
  * The OpenAI Responses API channel: `POST /v1/responses` (JSON or SSE), `GET /v1/responses/{id}` (with
  * `?stream=true&starting_after=N` for background responses), `DELETE`, `GET .../input_items` and
- * `POST .../cancel`, so the official `openai` client works against the host unchanged.
+ * `POST .../cancel`, and the Conversations API (`Conversations.ts`), so the official `openai` client works
+ * against the host unchanged.
  *
  * The turn records itself and delivers its reply whether or not anyone waits; what the channel adds is the
  * stored response, and that is written also when the caller goes away:
@@ -23,7 +24,15 @@
  */
 import type { Scope } from "effect"
 import { Cause, Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
-import type { Channel, ChannelContext, ChannelHooks, RouteInput, TurnOutcome, TurnStream } from "../../core/Channel.js"
+import type {
+  Channel,
+  ChannelContext,
+  ChannelHooks,
+  ConversationItem,
+  RouteInput,
+  TurnOutcome,
+  TurnStream
+} from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
 import type { OnDisconnect } from "../../core/Sessions.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
@@ -38,8 +47,10 @@ import { readJsonObject } from "../../http/JsonObject.js"
 import { ON_DISCONNECT_HEADER, onDisconnectOf } from "../../http/OnDisconnect.js"
 import * as Sse from "../../http/Sse.js"
 import { describeTurnError } from "../../http/TurnErrors.js"
-import { sameUser, userScopedKey } from "../../http/UserScope.js"
+import { sameUser } from "../../http/UserScope.js"
 import * as Compaction from "./Compaction.js"
+import type { ConversationTurn } from "./Conversations.js"
+import * as Conversations from "./Conversations.js"
 import * as LiveRun from "./LiveRun.js"
 import type { RenderedEvent, Skeleton } from "./Render.js"
 import {
@@ -78,6 +89,13 @@ export interface Options {
   readonly pingInterval?: Duration.DurationInput
   /** WebSocket mode: responses a connection remembers for `previous_response_id` (default 16, the most recent). */
   readonly maxCachedResponses?: number
+  /** Most items a conversation holds (default 10,000); adding past it is refused (400). */
+  readonly maxConversationItems?: number
+  /**
+   * Most recent conversation items a turn is given when it cannot continue the conversation's session (default
+   * 200, the host's default history limit).
+   */
+  readonly conversationContextItems?: number
 }
 
 /** Most history messages a compaction of `previous_response_id` takes (the most recent). */
@@ -168,6 +186,8 @@ interface Prepared {
   readonly createdAt: Time.EpochMillis
   /** The reply is shown as it streams: it goes to the caller (a reply that may go elsewhere is decided after). */
   readonly liveText: boolean
+  /** A turn in a conversation: the conversation's copy of the input items is appended when it completes. */
+  readonly conversation?: { readonly turn: ConversationTurn; readonly items: ReadonlyArray<ConversationItem> }
 }
 
 /** A background response still rendering. */
@@ -216,6 +236,23 @@ export const make = (options: Options = {}): Channel => {
         "invalid_api_key",
         "a valid API key is required: send Authorization: Bearer <key>"
       )
+
+      const conversations = Conversations.make({
+        ctx,
+        name,
+        authorized,
+        unauthorized,
+        sealer,
+        maxItems: options.maxConversationItems ?? 10_000,
+        contextItems: options.conversationContextItems ?? 200,
+        outOfBandKey: OUT_OF_BAND_KEY
+      })
+
+      /** A conversation's turn has ended with `final`: its items are appended (see Conversations.ts). */
+      const conclude = (prepared: Prepared, final: Obj) =>
+        prepared.conversation === undefined ?
+          Effect.void :
+          conversations.end(prepared.conversation.turn, prepared.conversation.items, final)
 
       const store = (prepared: Prepared, response: Obj) =>
         prepared.store ?
@@ -319,6 +356,7 @@ export const make = (options: Options = {}): Channel => {
           let sessionKey: string
           // A key made from the new response id names a session nothing is stored under yet.
           let fresh = false
+          let conversation: ConversationTurn | undefined
           if (body.previous_response_id != null) {
             const previous = yield* previousOf(body.previous_response_id)
             if (Option.isNone(previous)) {
@@ -343,12 +381,13 @@ export const make = (options: Options = {}): Channel => {
               }
             }
             sessionKey = previous.value.sessionKey
+            yield* conversations.release(sessionKey)
           } else if (body.conversation != null) {
-            // A conversation id is the caller's name for it: each user has their own conversation of that name.
-            sessionKey = userScopedKey(
-              input.isolation.user,
-              `${name}:conv:${typeof body.conversation === "string" ? body.conversation : body.conversation.id}`
-            )
+            const begun = yield* conversations.begin(body.conversation, user, parsed.items.length)
+            if (Either.isLeft(begun)) return Either.left(begun.left)
+            conversation = begun.right
+            sessionKey = conversation.sessionKey
+            fresh = conversation.fresh
           } else if (input.isolation.chat !== undefined) {
             sessionKey = input.isolation.chat
           } else {
@@ -361,7 +400,9 @@ export const make = (options: Options = {}): Channel => {
           const request: ChannelRequest = {
             channel: name,
             operation: "message.create",
-            input: parsed.messages,
+            input: conversation === undefined || conversation.history.length === 0 ?
+              parsed.messages :
+              [...conversation.history, ...parsed.messages],
             session: fresh ? { isolationKey: key.right, fresh } : { isolationKey: key.right },
             ...(identity === undefined ? {} : { identity }),
             ...(target === undefined ? {} : { responseTarget: target }),
@@ -383,7 +424,13 @@ export const make = (options: Options = {}): Channel => {
             userKey: input.isolation.user,
             store: body.store !== false,
             createdAt,
-            liveText: target === undefined || target.kind === "originating"
+            liveText: target === undefined || target.kind === "originating",
+            ...(conversation === undefined ? {} : {
+              conversation: {
+                turn: conversation,
+                items: Conversations.conversationCopy(parsed.items, base, (itemId) => itemId.includes(`_${base}_in`))
+              }
+            })
           })
         })
 
@@ -485,6 +532,7 @@ export const make = (options: Options = {}): Channel => {
           }
           const final = finishedResource(prepared, outcome.right, completedAt)
           yield* store(prepared, final)
+          yield* conclude(prepared, final)
           return json(final)
         })
 
@@ -555,6 +603,7 @@ export const make = (options: Options = {}): Channel => {
           const out: Array<RenderedEvent> = []
           const final = yield* endRendering(prepared, renderer, ending, out, whole)
           yield* store(prepared, final)
+          yield* conclude(prepared, final)
           return { final, out }
         })
 
@@ -581,6 +630,7 @@ export const make = (options: Options = {}): Channel => {
             const final = yield* endRendering(prepared, renderer, ending, out, false)
             yield* publish(out)
             if (!background.deleted) yield* store(prepared, final)
+            yield* conclude(prepared, final)
           })
         ).pipe(
           Effect.ensuring(Effect.suspend(() => {
@@ -859,13 +909,14 @@ export const make = (options: Options = {}): Channel => {
           { method: "GET", path: "/responses/:id", handler: retrieve },
           { method: "DELETE", path: "/responses/:id", handler: remove },
           { method: "GET", path: "/responses/:id/input_items", handler: inputItems },
-          { method: "POST", path: "/responses/:id/cancel", handler: cancel }
+          { method: "POST", path: "/responses/:id/cancel", handler: cancel },
+          ...conversations.routes
         ],
         upgrades: [socket],
         ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
         ...(options.busyPolicy === undefined ? {} : { busyPolicy: options.busyPolicy }),
         kind: "programmatic",
-        describe: "OpenAI Responses API (JSON, SSE, WebSocket, background, compaction)"
+        describe: "OpenAI Responses API (JSON, SSE, WebSocket, background, compaction, conversations)"
       }
     }))
 }

@@ -3,5 +3,6 @@
  * @effect/sql-pg and pg, which SQLite and memory hosts never load).
  */
 export * as PgCheckpointStore from "./PgCheckpointStore.js"
+export * as PgConversationStore from "./PgConversationStore.js"
 export * as PgDb from "./PgDb.js"
 export * as PgStateStore from "./PgStateStore.js"

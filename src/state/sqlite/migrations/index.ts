@@ -1,5 +1,5 @@
 /**
- * The state database's migrations, in order: every table the host keeps in it (state, checkpoints, tasks).
+ * The state database's migrations, in order: every table the host keeps in it (state, checkpoints, tasks, conversations).
  */
 import { Migrator } from "@effect/sql"
 import m0001 from "./0001_state.js"
@@ -7,6 +7,7 @@ import m0002 from "./0002_checkpoints.js"
 import m0003 from "./0003_epoch_millis.js"
 import m0004 from "./0004_response_user_key.js"
 import m0005 from "./0005_tasks.js"
+import m0006 from "./0006_conversations.js"
 
 export const table = "agent_host_migrations"
 
@@ -15,7 +16,8 @@ export const loader = Migrator.fromRecord({
   "0002_checkpoints": m0002,
   "0003_epoch_millis": m0003,
   "0004_response_user_key": m0004,
-  "0005_tasks": m0005
+  "0005_tasks": m0005,
+  "0006_conversations": m0006
 })
 
 /**
