@@ -1,6 +1,6 @@
 /**
- * Scoping caller-chosen names (a Responses `conversation`, an Invocations `session_id`) to the trusted user
- * isolation key, so two users naming the same id get separate sessions.
+ * Scoping caller-chosen names (an Invocations `session_id`, a Responses conversation's session) to the trusted
+ * user isolation key, so two users naming the same id get separate sessions.
  */
 import { createHash } from "node:crypto"
 
