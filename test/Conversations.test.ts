@@ -2,11 +2,11 @@
  * The Conversations API through the official `openai` Node client (create/retrieve/update/delete, items
  * list/create/retrieve/delete and the list's auto-pagination), responses that name a `conversation` (JSON, SSE and
  * WebSocket), the bounds and bad inputs (4xx in OpenAI's error shape), isolation by user key (404, never 403), and
- * a conversation continued after a restart on the same SQLite state. The agent answers with what it was given, so
+ * a conversation continued after a restart on the same SQLite state (and Postgres). The agent answers with what it was given, so
  * each test sees exactly which items reached the turn.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Option, Redacted } from "effect"
 import OpenAI from "openai"
 import { WebSocket } from "ws"
 import * as Responses from "../src/channels/Responses/index.js"
@@ -15,6 +15,7 @@ import * as AgentHost from "../src/core/AgentHost.js"
 import * as HostConfig from "../src/core/HostConfig.js"
 import type { Message } from "../src/domain/Message.js"
 import * as Persistence from "../src/state/Persistence.js"
+import * as Postgres from "./utils/Postgres.js"
 import * as TempDir from "./utils/TempDir.js"
 import * as TestHost from "./utils/TestHost.js"
 
@@ -378,19 +379,18 @@ describe("Conversations", () => {
   })
 })
 
-describe("Conversations on SQLite state", () => {
-  const hostOn = (directory: string) =>
+describe("Conversations on persistent state", () => {
+  const hostOn = (settings: Persistence.PersistenceSettings) =>
     AgentHost.layerWithCore({ channels: [Responses.make()] }).pipe(
       Layer.provide(echoAgent),
-      Layer.provideMerge(Persistence.layer({ ...Persistence.defaults, stateDir: directory })),
+      Layer.provideMerge(Persistence.layer(settings)),
       Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" }))
     )
 
-  it.scoped("a conversation created, the host restarted on the same state, continued", () =>
+  const restart = (settings: Persistence.PersistenceSettings) =>
     Effect.gen(function*() {
-      const directory = yield* TempDir.make()
       const before = yield* Effect.scoped(Effect.gen(function*() {
-        const context = yield* Layer.build(hostOn(directory))
+        const context = yield* Layer.build(hostOn(settings))
         const client = clientFor(Context.get(context, AgentHost.AgentHost).url)
         const conversation = yield* promise(() => client.conversations.create({ items: [user("remember 7")] }))
         const reply = yield* promise(() => client.responses.create({ conversation: conversation.id, input: "ok" }))
@@ -398,12 +398,21 @@ describe("Conversations on SQLite state", () => {
         return conversation.id
       }))
       yield* Effect.scoped(Effect.gen(function*() {
-        const context = yield* Layer.build(hostOn(directory))
+        const context = yield* Layer.build(hostOn(settings))
         const client = clientFor(Context.get(context, AgentHost.AgentHost).url)
         const items = yield* promise(() => client.conversations.items.list(before, { order: "asc" }))
         assert.deepStrictEqual(items.data.map(itemText), ["remember 7", "ok", "saw: remember 7 | ok"])
         const reply = yield* promise(() => client.responses.create({ conversation: before, input: "what number?" }))
         assert.strictEqual(outputText(reply), "saw: remember 7 | ok | saw: remember 7 | ok | what number?")
       }))
-    }))
+    })
+
+  it.scoped("SQLite: a conversation created, the host restarted on the same state dir, continued", () =>
+    Effect.flatMap(TempDir.make(), (stateDir) => restart({ ...Persistence.defaults, stateDir })))
+
+  it.scoped("Postgres (AGENT_HOST_STATE=postgres): the same across a restart on the same database", () =>
+    Effect.flatMap(
+      Postgres.database,
+      (url) => restart({ ...Persistence.defaults, mode: "postgres", databaseUrl: Option.some(Redacted.make(url)) })
+    ))
 })
