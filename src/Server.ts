@@ -163,6 +163,15 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
       // AGENT_HOST_TRACING defaults to on when traces are exported (OTEL_EXPORTER_OTLP_ENDPOINT, see Telemetry).
       const tracingSet = Option.isSome(yield* Config.option(Config.boolean("AGENT_HOST_TRACING")))
       const config = HostConfig.layerConfig(!tracingSet && (yield* Telemetry.tracesExported) ? { tracing: true } : {})
+      // AGENT_HOST_CLUSTER=postgres: one runner of a cluster; its code is loaded only then.
+      const cluster = yield* Config.literal("off", "postgres")("AGENT_HOST_CLUSTER").pipe(Config.withDefault("off"))
+      if (cluster === "postgres") {
+        const Cluster = yield* Effect.promise(() => import("./cluster/Cluster.js"))
+        return Cluster.layerRunner(yield* Cluster.config, settings, host).pipe(
+          Layer.provide(target),
+          Layer.provide(config)
+        )
+      }
       if (settings.mode === "memory") {
         return host.pipe(
           Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),

@@ -17,8 +17,13 @@ import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import { layerClientProtocol, layerSocketServer } from "@effect/platform-node/NodeClusterSocket"
 import * as RpcSerialization from "@effect/rpc/RpcSerialization"
 import * as PgClient from "@effect/sql-pg/PgClient"
-import type { ConfigError, Effect, Redacted } from "effect"
+import type { Redacted } from "effect"
 import { Config, Duration, Layer, Option } from "effect"
+import * as AgentHost from "../core/AgentHost.js"
+import * as TaskRunner from "../delivery/TaskRunner.js"
+import * as CheckpointStore from "../state/CheckpointStore.js"
+import * as Persistence from "../state/Persistence.js"
+import * as PgStateStore from "../state/postgres/PgStateStore.js"
 import * as Pushes from "./Pushes.js"
 import * as SessionEntity from "./SessionEntity.js"
 
@@ -61,11 +66,6 @@ export const config: Config.Config<Options> = Config.all({
   ...rest,
   ...(Option.isSome(listenHost) ? { listenHost: listenHost.value } : {})
 })))
-
-/** `AGENT_HOST_CLUSTER`: `postgres` selects cluster mode; absent or `off`, one node. */
-export const mode: Config.Config<"off" | "postgres"> = Config.literal("off", "postgres")("AGENT_HOST_CLUSTER").pipe(
-  Config.withDefault("off" as const)
-)
 
 /**
  * The sharding config, explicit: `ShardingConfig.layerFromEnv` would read `HOST`/`PORT`, which are the app's. The
@@ -126,7 +126,33 @@ export const layerCore = <A, E, R>(
     Layer.provideMerge(layerSharding(options))
   )
 
-export { Pushes, SessionEntity }
+/**
+ * The state of a runner: the Postgres `StateStore` every runner shares, stored Responses pruned as on one node.
+ * Checkpoints stay in memory (durable workflows are not covered in cluster mode yet: docs/SCALING.md).
+ */
+export const layerState = (options: Options, settings: Persistence.PersistenceSettings) =>
+  Persistence.layerResponseRetention.pipe(
+    Layer.provideMerge(Layer.merge(
+      Layer.orDie(PgStateStore.layer({ url: options.databaseUrl, maxConnections: 8 })),
+      CheckpointStore.layerMemory
+    )),
+    Layer.provideMerge(Layer.succeed(Persistence.Persistence, { ...settings, mode: "memory" as const }))
+  )
 
-/** Config errors are the caller's: reading the options is separate from building the layers. */
-export const options: Effect.Effect<Options, ConfigError.ConfigError> = config
+/**
+ * A host (`AgentHost.layer(...)`) as one runner of the cluster: the cluster core (sessions as entities, pushes as
+ * persisted messages) and the shared state. The admin routes' task runner is an empty in-memory one: cluster
+ * pushes are not its tasks. Provide the target and the host config.
+ */
+export const layerRunner = <A, E, R>(
+  options: Options,
+  settings: Persistence.PersistenceSettings,
+  host: Layer.Layer<A, E, R>
+) =>
+  host.pipe(
+    Layer.provideMerge(layerCore(options, AgentHost.layerCoreWith({ push: Pushes.layer }))),
+    Layer.provideMerge(TaskRunner.layerMemory()),
+    Layer.provideMerge(layerState(options, settings))
+  )
+
+export { Pushes, SessionEntity }
