@@ -167,9 +167,14 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
       const cluster = yield* Config.literal("off", "postgres")("AGENT_HOST_CLUSTER").pipe(Config.withDefault("off"))
       if (cluster === "postgres") {
         const Cluster = yield* Effect.promise(() => import("./cluster/Cluster.js"))
-        return Cluster.layerRunner(yield* Cluster.config, settings, host).pipe(
+        return Cluster.layerRunner(yield* Cluster.config, host).pipe(
           Layer.provide(target),
-          Layer.provide(config)
+          Layer.provide(config),
+          Layer.provide(Persistence.layerWith(settings, {
+            postgres: Layer.empty,
+            sqlite: Layer.die("a cluster's state is on Postgres") as never,
+            memory: Layer.die("a cluster's state is on Postgres") as never
+          }))
         )
       }
       if (settings.mode === "memory") {

@@ -127,8 +127,8 @@ export const layerCore = <A, E, R>(
   )
 
 /**
- * The state of a runner: the Postgres `StateStore` every runner shares, stored Responses pruned as on one node.
- * Checkpoints stay in memory (durable workflows are not covered in cluster mode yet: docs/SCALING.md).
+ * The shared state without `Persistence.layerWith` (tests): the Postgres `StateStore`, checkpoints in memory, stored
+ * Responses pruned as on one node.
  */
 export const layerState = (options: Options, settings: Persistence.PersistenceSettings) =>
   Persistence.layerResponseRetention.pipe(
@@ -136,23 +136,18 @@ export const layerState = (options: Options, settings: Persistence.PersistenceSe
       Layer.orDie(PgStateStore.layer({ url: options.databaseUrl, maxConnections: 8 })),
       CheckpointStore.layerMemory
     )),
-    Layer.provideMerge(Layer.succeed(Persistence.Persistence, { ...settings, mode: "memory" as const }))
+    Layer.provideMerge(Layer.succeed(Persistence.Persistence, settings))
   )
 
 /**
  * A host (`AgentHost.layer(...)`) as one runner of the cluster: the cluster core (sessions as entities, pushes as
- * persisted messages) and the shared state. The admin routes' task runner is an empty in-memory one: cluster
- * pushes are not its tasks. Provide the target and the host config.
+ * persisted messages). The admin routes' task runner is an empty in-memory one: cluster pushes are not its tasks.
+ * Provide the target, the host config and the shared state (`Persistence` in postgres mode, or `layerState`).
  */
-export const layerRunner = <A, E, R>(
-  options: Options,
-  settings: Persistence.PersistenceSettings,
-  host: Layer.Layer<A, E, R>
-) =>
+export const layerRunner = <A, E, R>(options: Options, host: Layer.Layer<A, E, R>) =>
   host.pipe(
     Layer.provideMerge(layerCore(options, AgentHost.layerCoreWith({ push: Pushes.layer }))),
-    Layer.provideMerge(TaskRunner.layerMemory()),
-    Layer.provideMerge(layerState(options, settings))
+    Layer.provideMerge(TaskRunner.layerMemory())
   )
 
 export { Pushes, SessionEntity }
