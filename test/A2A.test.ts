@@ -176,6 +176,39 @@ describe("A2A cancel", () => {
     }))
 })
 
+describe("A2A card from the target", () => {
+  it.scopedLive("a target's own description and skills fill the card; channel options still win", () =>
+    Effect.gen(function*() {
+      const described = Agent.make({
+        name: "librarian",
+        description: "Finds books.",
+        skills: [{ id: "search", name: "Search", description: "Searches the catalogue.", tags: ["books"] }],
+        run: () => Effect.die("not called")
+      })
+      const fetchCard = (channel: ReturnType<typeof A2A.make>) =>
+        Effect.gen(function*() {
+          const ctx = yield* Layer.build(TestHost.layer({ channels: [channel], target: Agent.layer(described) }))
+          const host = ctx.unsafeMap.get(AgentHost.key) as AgentHost["Type"]
+          return yield* Effect.promise(() =>
+            fetch(`${host.url}/.well-known/agent-card.json`).then((r) => r.json() as Promise<Record<string, any>>)
+          )
+        })
+      const card = yield* fetchCard(A2A.make())
+      assert.strictEqual(card.name, "librarian")
+      assert.strictEqual(card.description, "Finds books.")
+      assert.deepStrictEqual(card.skills.map((skill: any) => [skill.id, skill.name, skill.tags]), [[
+        "search",
+        "Search",
+        ["books"]
+      ]])
+      const configured = yield* fetchCard(
+        A2A.make({ description: "Configured.", skills: [{ id: "x", name: "X", description: "x" }] })
+      )
+      assert.strictEqual(configured.description, "Configured.")
+      assert.deepStrictEqual(configured.skills.map((skill: any) => skill.id), ["x"])
+    }))
+})
+
 describe("A2A restart and keys", () => {
   it.scopedLive("a task is read back after a restart; tasks are scoped per API key", () =>
     Effect.gen(function*() {

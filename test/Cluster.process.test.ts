@@ -9,7 +9,7 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Redacted, Ref } from "effect"
+import { Clock, Duration, Effect, Fiber, Redacted, Ref } from "effect"
 import * as Http from "node:http"
 import * as Postgres from "./utils/Postgres.js"
 import * as ServerProcess from "./utils/ServerProcess.js"
@@ -116,7 +116,7 @@ describe("cluster: a runner killed mid-load", () => {
               const id = `t${n}`
               const live = [0, 1, 2].filter((i) => alive[i])
               const runner = live[(n + w) % live.length]!
-              const at = Date.now()
+              const at = yield* Clock.currentTimeMillis
               const reply = yield* say(runners[runner]!.url, key, id)
               sent.push({ runner, key, id, at, ...reply })
             }
@@ -130,16 +130,16 @@ describe("cluster: a runner killed mid-load", () => {
         yield* Effect.sleep(Duration.seconds(3))
         const victim = 2
         alive[victim] = false
-        const killedAt = Date.now()
+        const killedAt = yield* Clock.currentTimeMillis
         yield* runners[victim]!.kill("SIGKILL")
         // Load goes on against the two survivors until every key has answered after the kill (its shard moved), or
         // the bound.
         const answeredAfterKill = () =>
           new Set(sent.filter((s) => s.at > killedAt && s.status === 200).map((s) => s.key)).size
-        while (answeredAfterKill() < KEYS && Date.now() - killedAt < MOVE_BOUND_MILLIS + 10_000) {
+        while (answeredAfterKill() < KEYS && (yield* Clock.currentTimeMillis) - killedAt < MOVE_BOUND_MILLIS + 10_000) {
           yield* Effect.sleep(Duration.millis(100))
         }
-        const movedIn = Date.now() - killedAt
+        const movedIn = (yield* Clock.currentTimeMillis) - killedAt
         yield* Effect.sleep(Duration.seconds(1))
         yield* Fiber.interrupt(load)
 

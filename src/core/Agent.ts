@@ -5,23 +5,30 @@ import { Effect, Layer, Stream } from "effect"
 import type { AgentError } from "../domain/Errors.js"
 import type { AgentResponse, AgentResponseUpdate } from "../domain/Message.js"
 import { ResponseAccumulator } from "../domain/Message.js"
-import type { Turn } from "./Target.js"
+import type { TargetSkill, Turn } from "./Target.js"
 import { Target } from "./Target.js"
 
 export interface Agent {
   readonly name: string
+  /** How the agent introduces itself to callers (e.g. the A2A agent card). */
+  readonly description?: string
+  readonly skills?: ReadonlyArray<TargetSkill>
   readonly run: (turn: Turn) => Effect.Effect<AgentResponse, AgentError>
   readonly stream: (turn: Turn) => Stream.Stream<AgentResponseUpdate, AgentError>
 }
 
+interface Introduction {
+  readonly name: string
+  readonly description?: string
+  readonly skills?: ReadonlyArray<TargetSkill>
+}
+
 export type MakeOptions =
-  | {
-    readonly name: string
+  | Introduction & {
     readonly run: (turn: Turn) => Effect.Effect<AgentResponse, AgentError>
     readonly stream?: (turn: Turn) => Stream.Stream<AgentResponseUpdate, AgentError>
   }
-  | {
-    readonly name: string
+  | Introduction & {
     readonly run?: undefined
     readonly stream: (turn: Turn) => Stream.Stream<AgentResponseUpdate, AgentError>
   }
@@ -49,17 +56,22 @@ export const responseToUpdates = (response: AgentResponse): ReadonlyArray<AgentR
 
 /** Builds an agent from a blocking function, a streaming function, or both. */
 export const make = (options: MakeOptions): Agent => {
+  const introduction = {
+    name: options.name,
+    ...(options.description === undefined ? {} : { description: options.description }),
+    ...(options.skills === undefined ? {} : { skills: options.skills })
+  }
   if (options.run !== undefined) {
     const run = options.run
     return {
-      name: options.name,
+      ...introduction,
       run,
       stream: options.stream ?? ((turn) => Stream.flatMap(run(turn), (r) => Stream.fromIterable(responseToUpdates(r))))
     }
   }
   const stream = options.stream
   return {
-    name: options.name,
+    ...introduction,
     stream,
     run: (turn) =>
       Stream.runFold(stream(turn), new ResponseAccumulator(), (acc, update) => {
@@ -73,6 +85,8 @@ export const make = (options: MakeOptions): Agent => {
 export const toTarget = (agent: Agent): Target["Type"] => ({
   kind: "agent",
   name: agent.name,
+  ...(agent.description === undefined ? {} : { description: agent.description }),
+  ...(agent.skills === undefined ? {} : { skills: agent.skills }),
   run: (turn) => Effect.map(agent.run(turn), (response) => ({ response, result: response })),
   stream: agent.stream
 })

@@ -15,6 +15,9 @@ import type { ConversationStoreShape } from "../state/ConversationStore.js"
 import type { StateStoreShape } from "../state/StateStore.js"
 import type { IsolationKeys } from "./RequestContext.js"
 import type { BusyPolicy } from "./Sessions.js"
+import type { TargetInfo } from "./Target.js"
+
+export type { TargetInfo, TargetSkill } from "./Target.js"
 
 /**
  * The part of the host's state a channel may use directly: stored responses (Responses API), cursors and
@@ -239,8 +242,11 @@ export interface ChannelContext {
    * A channel ends here what is not a turn and would otherwise stay open (subscriptions, live push streams).
    */
   readonly draining: Effect.Effect<void>
-  /** What the host runs: its name (`default-agent`, `openai:gpt-4o-mini`) and kind, e.g. to list it as a model. */
-  readonly target: { readonly name: string; readonly kind: "agent" | "workflow" }
+  /**
+   * What the host runs: its name (`default-agent`, `openai:gpt-4o-mini`), kind and, when it gives them, description
+   * and skills — e.g. to list it as a model or describe it in an agent card.
+   */
+  readonly target: TargetInfo
   /** Account linking, when the host has a linker that offers it (see `ChannelLinking`). */
   readonly linking?: ChannelLinking
 }

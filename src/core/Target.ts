@@ -26,9 +26,24 @@ export interface TargetResult {
   readonly result: unknown
 }
 
-export interface TargetShape {
+/** Something the target can do, as it introduces itself to callers (the A2A agent card lists these). */
+export interface TargetSkill {
+  readonly id: string
+  readonly name: string
+  readonly description: string
+  readonly tags?: ReadonlyArray<string>
+  readonly examples?: ReadonlyArray<string>
+}
+
+/** How a target introduces itself: what channels may show of it (a model list, an agent card). */
+export interface TargetInfo {
   readonly kind: "agent" | "workflow"
   readonly name: string
+  readonly description?: string
+  readonly skills?: ReadonlyArray<TargetSkill>
+}
+
+export interface TargetShape extends TargetInfo {
   readonly run: (turn: Turn) => Effect.Effect<TargetResult, AgentError>
   /** Streaming run; the final result is the fold of the updates (`value` carries a structured result). */
   readonly stream: (turn: Turn) => Stream.Stream<AgentResponseUpdate, AgentError>

@@ -52,7 +52,7 @@ import type { IsolationKeys, RequestContextValue } from "./RequestContext.js"
 import { noIsolationKeys, RequestContext } from "./RequestContext.js"
 import type { BusyPolicy } from "./Sessions.js"
 import { Sessions } from "./Sessions.js"
-import type { Turn } from "./Target.js"
+import type { TargetInfo, Turn } from "./Target.js"
 import { Target } from "./Target.js"
 
 export interface TurnsShape {
@@ -582,7 +582,12 @@ export const make = Effect.gen(function*() {
     ))
   })
 
-  const targetInfo = { name: target.name, kind: target.kind }
+  const targetInfo: TargetInfo = {
+    name: target.name,
+    kind: target.kind,
+    ...(target.description === undefined ? {} : { description: target.description }),
+    ...(target.skills === undefined ? {} : { skills: target.skills })
+  }
 
   const runPrepared = (
     channel: string,

@@ -13,7 +13,7 @@ import { LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server"
 import { DefaultRequestHandler, JsonRpcTransportHandler, ServerCallContext, validateVersion } from "@a2a-js/sdk/server"
 import type { ConfigError } from "effect"
 import { Config, Effect, Either, FiberSet, Option, Stream } from "effect"
-import type { Channel, ChannelContext, ChannelHooks, RouteInput } from "../../core/Channel.js"
+import type { Channel, ChannelContext, ChannelHooks, RouteInput, TargetInfo, TargetSkill } from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
 import { makeChecker } from "../../http/ApiKeys.js"
 import { callerOf } from "../../http/CallerScope.js"
@@ -22,13 +22,7 @@ import * as Sse from "../../http/Sse.js"
 import * as Executor from "./Executor.js"
 import * as TaskStore from "./TaskStore.js"
 
-export interface Skill {
-  readonly id: string
-  readonly name: string
-  readonly description: string
-  readonly tags?: ReadonlyArray<string>
-  readonly examples?: ReadonlyArray<string>
-}
+export type Skill = TargetSkill
 
 export interface Options {
   readonly name?: string
@@ -36,7 +30,7 @@ export interface Options {
   readonly path?: string
   /** The card's `name` (default: the hosted target's name). */
   readonly agentName?: string
-  /** The card's `description` (default: names the hosted target and its kind). */
+  /** The card's `description` (default: the hosted target's own, else one naming the target and its kind). */
   readonly description?: string
   readonly version?: string
   readonly skills?: ReadonlyArray<Skill>
@@ -68,10 +62,11 @@ const defaultSkill: Skill = {
 export const card = (
   options: Options,
   url: string,
-  target: { readonly name: string; readonly kind: "agent" | "workflow" }
+  target: TargetInfo
 ): AgentCard => ({
   name: options.agentName ?? target.name,
-  description: options.description ?? `The ${target.kind} "${target.name}", hosted by effect-agent-host.`,
+  description: options.description ?? target.description ??
+    `The ${target.kind} "${target.name}", hosted by effect-agent-host.`,
   // The SDK checks a request's A2A-Version against these; 1.0 clients pick the 1.0 one.
   supportedInterfaces: [
     { url, protocolBinding: "JSONRPC", tenant: "", protocolVersion },
@@ -84,7 +79,7 @@ export const card = (
   securityRequirements: [],
   defaultInputModes: ["text/plain"],
   defaultOutputModes: ["text/plain"],
-  skills: (options.skills ?? [defaultSkill]).map((skill) => ({
+  skills: (options.skills ?? target.skills ?? [defaultSkill]).map((skill) => ({
     id: skill.id,
     name: skill.name,
     description: skill.description,
