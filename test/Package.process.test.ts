@@ -124,6 +124,15 @@ describe("the packed package", () => {
           assert.isAbove(counts[subpath] as number, 0, subpath)
         }
 
+        // The package's bin, as npm installed it (node_modules/.bin): answers --help.
+        const { stdout: help } = yield* run(
+          Path.join(app, "node_modules/.bin/effect-agent-host"),
+          ["--help"],
+          app,
+          60_000
+        )
+        assert.include(help, "tasks replay")
+
         // The README example, compiled by the project's own TypeScript against the shipped declarations.
         Fs.writeFileSync(Path.join(app, "main.ts"), readmeExample())
         Fs.writeFileSync(

@@ -12,13 +12,15 @@ import type { Duration } from "effect"
 import { Cause, ConfigProvider, Effect, Either, Logger, LogLevel, Option } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { TaskStatus } from "../delivery/TaskStore.js"
 import type * as AdminModule from "./Admin.js"
 import { CliFailure, CliUsageError } from "./CliErrors.js"
 import type { IdentityRef } from "./Format.js"
 import { parseDuration, parseIdentity } from "./Format.js"
 
 export const executable = "effect-agent-host"
+
+// TaskStore.TaskStatus's literals (a test checks), written out so `--help` does not load the task store.
+export const taskStatuses = ["pending", "running", "succeeded", "failed", "cancelled"] as const
 
 // ---------------------------------------------------------------------------------------------------------------
 // Options
@@ -103,14 +105,19 @@ const serve = Command.make(
           (AgentModule) => AgentModule.load(agent.value)
         ).pipe(Effect.mapError((e) => new CliFailure({ message: e.message }))) :
         Server.targetFromEnv
-      // The flags win over the environment; everything else is read from it as `npm start` reads it.
-      const overrides = new Map<string, string>()
-      if (Option.isSome(port)) overrides.set("PORT", String(port.value))
-      if (Option.isSome(stateDir)) overrides.set("AGENT_HOST_STATE_DIR", stateDir.value)
-      const provider = overrides.size === 0 ?
-        ConfigProvider.fromEnv() :
-        ConfigProvider.orElse(ConfigProvider.fromMap(overrides), () => ConfigProvider.fromEnv())
-      return yield* Launch.launch(target).pipe(Effect.withConfigProvider(provider))
+      // The flags win over the environment; everything else is read from it as `npm start` reads it. One map
+      // (not the flags `orElse` the environment), so a bad setting is reported as itself, not as a missing flag.
+      const overrides: Record<string, string> = {}
+      if (Option.isSome(port)) overrides["PORT"] = String(port.value)
+      if (Option.isSome(stateDir)) overrides["AGENT_HOST_STATE_DIR"] = stateDir.value
+      if (Object.keys(overrides).length === 0) return yield* Launch.launch(target)
+      const env = new Map<string, string>()
+      for (const [name, value] of Object.entries({ ...process.env, ...overrides })) {
+        if (value !== undefined) env.set(name, value)
+      }
+      return yield* Launch.launch(target).pipe(
+        Effect.withConfigProvider(ConfigProvider.fromMap(env, { pathDelim: "_", seqDelim: "," }))
+      )
     })
 ).pipe(Command.withDescription("run the host: what `npm start` runs, optionally with your agent"))
 
@@ -120,7 +127,7 @@ const serve = Command.make(
 const tasksList = Command.make(
   "list",
   {
-    status: Options.choice("status", TaskStatus.literals).pipe(
+    status: Options.choice("status", taskStatuses).pipe(
       Options.withDescription("only tasks with this status (failed: the dead letters)"),
       Options.optional
     ),
@@ -150,14 +157,14 @@ const tasksCancel = Command.make(
   "cancel",
   { id: taskId, stateDir },
   ({ id, stateDir }) => onStateDir(stateDir, (dir, Admin) => Admin.tasksCancel({ dir, id }))
-).pipe(Command.withDescription("cancel a pending task"))
+).pipe(Command.withDescription("cancel a task that has not finished"))
 
-const needsSubcommand = (name: string, subcommands: ReadonlyArray<string>) => () =>
+const needsSubcommand = (command: string, subcommands: ReadonlyArray<string>) => () =>
   Effect.fail(
-    new CliUsageError({ message: `${executable} ${name} needs a subcommand: ${subcommands.join(", ")}` })
+    new CliUsageError({ message: `${command} needs a subcommand: ${subcommands.join(", ")}` })
   )
 
-const tasks = Command.make("tasks", {}, needsSubcommand("tasks", ["list", "replay", "cancel"])).pipe(
+const tasks = Command.make("tasks", {}, needsSubcommand(`${executable} tasks`, ["list", "replay", "cancel"])).pipe(
   Command.withDescription("the durable task runner's tasks (what `GET /admin/tasks` serves)"),
   Command.withSubcommands([tasksList, tasksReplay, tasksCancel])
 )
@@ -192,7 +199,7 @@ const stateExport = Command.make(
   "every table as JSON lines ({\"table\", \"row\"}), generated keys left out; read-only, a consistent snapshot"
 ))
 
-const state = Command.make("state", {}, needsSubcommand("state", ["migrate", "vacuum", "export"])).pipe(
+const state = Command.make("state", {}, needsSubcommand(`${executable} state`, ["migrate", "vacuum", "export"])).pipe(
   Command.withDescription("the state database (<state dir>/state.db)"),
   Command.withSubcommands([stateMigrate, stateVacuum, stateExport])
 )
@@ -221,7 +228,7 @@ const linksRemove = Command.make(
   ({ identity, stateDir }) => onStateDir(stateDir, (dir, Admin) => Admin.linksRemove({ dir, identity }))
 ).pipe(Command.withDescription("unlink a channel identity (its next turn is asked to link again)"))
 
-const links = Command.make("links", {}, needsSubcommand("links", ["list", "remove"])).pipe(
+const links = Command.make("links", {}, needsSubcommand(`${executable} links`, ["list", "remove"])).pipe(
   Command.withDescription("identity links made by sign-in (OIDC)"),
   Command.withSubcommands([linksList, linksRemove])
 )
@@ -254,7 +261,7 @@ const responsesPrune = Command.make(
       ))
 ).pipe(Command.withDescription("delete old stored Responses API objects (with their events)"))
 
-const responses = Command.make("responses", {}, needsSubcommand("responses", ["prune"])).pipe(
+const responses = Command.make("responses", {}, needsSubcommand(`${executable} responses`, ["prune"])).pipe(
   Command.withDescription("stored Responses API objects"),
   Command.withSubcommands([responsesPrune])
 )
@@ -265,7 +272,7 @@ const responses = Command.make("responses", {}, needsSubcommand("responses", ["p
 export const command = Command.make(
   executable,
   {},
-  needsSubcommand("", ["serve", "tasks", "state", "links", "responses"])
+  needsSubcommand(executable, ["serve", "tasks", "state", "links", "responses"])
 ).pipe(
   Command.withDescription("host one agent over many channels, and administer its state"),
   Command.withSubcommands([serve, tasks, state, links, responses])

@@ -1,8 +1,8 @@
 /**
- * Where commands print: results to stdout (or a file), notes and errors to stderr. Writes wait for the stream to
- * drain, so a large export piped into a slow reader does not pile up in memory.
+ * Where commands print: results to stdout (or a file), notes and errors to stderr. A sink's writes wait for the
+ * stream to drain, so a large export piped into a slow reader does not pile up in memory.
  */
-import { Effect } from "effect"
+import { Console, Effect } from "effect"
 import * as Fs from "node:fs"
 import type { Writable } from "node:stream"
 import { CliFailure } from "./CliErrors.js"
@@ -48,7 +48,8 @@ export const file = (path: string): Effect.Effect<Sink, CliFailure> =>
       new CliFailure({ message: `cannot write ${path}: ${cause instanceof Error ? cause.message : String(cause)}` })
   })
 
-export const line = (text: string): Effect.Effect<void, CliFailure> => stdout.write(`${text}\n`)
+/** One line of a command's result, through Effect's `Console` (stdout; tests capture it). */
+export const line = (text: string): Effect.Effect<void> => Console.log(text)
 
 export const errorLine = (text: string): Effect.Effect<void> =>
   Effect.sync(() => void process.stderr.write(`${text}\n`))
