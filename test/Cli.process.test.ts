@@ -86,6 +86,8 @@ describe("the effect-agent-host bin", () => {
           "agent_host_tasks",
           "checkpoints",
           "chat_history",
+          "conversation_items",
+          "conversations",
           "cursors",
           "identities",
           "links",
