@@ -508,6 +508,90 @@ const coldStart: Scenario["round"] = async (ctx) => {
   ])
 }
 
+// Cluster ------------------------------------------------------------------------------------------------------
+
+/**
+ * `AGENT_HOST_CLUSTER=postgres`: 1, 2 and 3 runners (each `npm start`, pinned to the server core like every host)
+ * on a private Postgres (test/utils/PostgresServer.ts), a fresh database per size. The load is split evenly over
+ * the runners (one loader per runner, connections/n each); every request is a new session, so turns spread over
+ * the shards and most are forwarded to another runner once there are several.
+ */
+const clusterRound: Scenario["round"] = async (ctx) => {
+  const PostgresServer = await import("../../test/utils/PostgresServer.js")
+  if (PostgresServer.binDir() === undefined) {
+    return skip("not available: no Postgres binaries (apt-get install postgresql)")
+  }
+  const pgDir = tempDir("bench-pg")
+  try {
+    const base = await PostgresServer.start(pgDir)
+    const list: Array<Reading> = []
+    const rates: Array<number> = []
+    for (const size of [1, 2, 3]) {
+      const name = `bench_${size}_${Date.now()}`
+      const server = new URL(base)
+      await run(Path.join(PostgresServer.binDir()!, "createdb"), [
+        "-h",
+        server.hostname,
+        "-p",
+        server.port,
+        "-U",
+        "postgres",
+        name
+      ], 30_000)
+      const hosts: Array<Host> = []
+      try {
+        for (let i = 0; i < size; i++) {
+          const { freePort } = await import("./Processes.js")
+          hosts.push(
+            await startHost(ctx, {
+              AGENT_HOST_CLUSTER: "postgres",
+              AGENT_HOST_STATE: "postgres",
+              DATABASE_URL: `${base}/${name}`,
+              AGENT_HOST_CLUSTER_RUNNER_PORT: String(await freePort()),
+              AGENT_HOST_CLUSTER_SHARDS: "60",
+              AGENT_HOST_CLUSTER_LOCK_EXPIRATION: "4 seconds",
+              AGENT_HOST_CLUSTER_REFRESH_INTERVAL: "500 millis"
+            })
+          )
+        }
+        // The shard assignment settles once every runner has seen the others.
+        await new Promise((r) => setTimeout(r, 4_000))
+        const body = JSON.stringify({ message: "hi" })
+        const url = (h: Host) => `${h.server.url}/invocations`
+        const probed = await post(url(hosts[0]!), body)
+        if (probed.status !== 200) return skip(`not available: /invocations answered ${probed.status}: ${probed.body}`)
+        const connections = Math.max(1, Math.ceil(ctx.args.connections / size))
+        await Promise.all(
+          hosts.map((h) => load(ctx.loader, { url: url(h), body, connections, durationSeconds: ctx.warmupSeconds }))
+        )
+        const results = await Promise.all(
+          hosts.map((h) => load(ctx.loader, { url: url(h), body, connections, durationSeconds: ctx.args.duration }))
+        )
+        const rate = results.reduce((n, r) => n + r.requestsPerSecond, 0)
+        rates.push(rate)
+        list.push({
+          metric: `turns/s ${size} runner${size === 1 ? "" : "s"}`,
+          unit: "turns/s",
+          value: rate,
+          better: "higher"
+        })
+        const failures = results.reduce((n, r) => n + r.failures, 0)
+        if (failures > 0) ctx.log(`cluster ${size}: ${failures} failed or non-2xx responses`)
+      } finally {
+        for (const h of hosts) await h.stop()
+      }
+    }
+    list.push(
+      { metric: "2 runners / 1", unit: "x", value: rates[1]! / rates[0]!, better: "higher" },
+      { metric: "3 runners / 1", unit: "x", value: rates[2]! / rates[0]!, better: "higher" }
+    )
+    return readings(list)
+  } finally {
+    PostgresServer.stop(pgDir)
+    Fs.rmSync(pgDir, { recursive: true, force: true })
+  }
+}
+
 // The list -----------------------------------------------------------------------------------------------------
 
 const invocationSseInput = words(36)
@@ -595,6 +679,14 @@ export const scenarios: ReadonlyArray<Scenario> = [
       "on GET /readiness; first: the same right after a build (no code cache); raw: spawn raw.mjs → first 200",
     needs: [],
     round: coldStart
+  },
+  {
+    name: "cluster",
+    title: "Cluster (Postgres)",
+    measures: "AGENT_HOST_CLUSTER=postgres: Invocations turns/s (new session each) over 1, 2, 3 runners on one " +
+      "Postgres, load split evenly; ratios to 1 runner",
+    needs: [],
+    round: clusterRound
   },
   {
     name: "session-memory",
