@@ -57,7 +57,7 @@ export const serverUrl = async (): Promise<string> => {
 }
 
 /** Runs `statement` on the server's `postgres` database (CREATE/DROP DATABASE cannot run in a transaction). */
-const admin = (base: string, statement: string) =>
+export const admin = (base: string, statement: string) =>
   Effect.scoped(
     Effect.flatMap(
       PgClient.make({ url: Redacted.make(`${base}/postgres`), connectTimeout: "10 seconds", maxConnections: 1 }),
