@@ -138,14 +138,19 @@ describe("session mailbox and on_disconnect", () => {
         const host = yield* AgentHost
         const control = yield* Control
         const url = `${host.url}/v1/responses`
-        const first = yield* Effect.fork(post(url, { input: "hold:full-r", conversation: "conv-full" }))
+        // A background response, then continuations of it: all in its session.
+        const first = yield* Effect.fork(post(url, { input: "hold:full-r", background: true }))
         yield* eventually("the first turn runs", Effect.sync(() => control.started.includes("hold:full-r")))
+        const started = yield* first.await
+        const previous = started._tag === "Success" && started.value !== "aborted" ?
+          (JSON.parse(started.value.body) as { id: string }).id :
+          assert.fail("the background response was not created")
         const waiting = yield* Effect.forEach(
           Array.from({ length: 16 }, (_, i) => i),
-          (i) => Effect.fork(post(url, { input: `r-wait ${i}`, conversation: "conv-full" }))
+          (i) => Effect.fork(post(url, { input: `r-wait ${i}`, previous_response_id: previous }))
         )
         yield* eventually("16 turns are queued", queuedIs(16))
-        const extra = yield* post(url, { input: "too many", conversation: "conv-full" })
+        const extra = yield* post(url, { input: "too many", previous_response_id: previous })
         assert.notStrictEqual(extra, "aborted")
         if (extra === "aborted") return
         assert.strictEqual(extra.status, 429)
@@ -154,7 +159,8 @@ describe("session mailbox and on_disconnect", () => {
         assert.strictEqual(error.type, "rate_limit_error")
         assert.strictEqual(error.code, "session_queue_full")
         yield* Deferred.succeed(control.gate("hold:full-r"), void 0)
-        yield* Effect.forEach([first, ...waiting], (fiber) => fiber.await)
+        yield* Effect.forEach(waiting, (fiber) => fiber.await)
+        assert.include(control.ran, "hold:full-r")
         assert.strictEqual(control.ran.filter((t) => t.startsWith("r-wait ")).length, 16)
       }))
 
@@ -215,13 +221,17 @@ describe("session mailbox and on_disconnect", () => {
         const host = yield* AgentHost
         const control = yield* Control
         const url = `${host.url}/v1/responses`
-        const first = yield* Effect.fork(post(url, { input: "hold:c3", conversation: "conv-cancel" }))
+        const first = yield* Effect.fork(post(url, { input: "hold:c3", background: true }))
         yield* eventually("the first turn runs", Effect.sync(() => control.started.includes("hold:c3")))
+        const started = yield* first.await
+        const previous = started._tag === "Success" && started.value !== "aborted" ?
+          (JSON.parse(started.value.body) as { id: string }).id :
+          assert.fail("the background response was not created")
         const abort = new AbortController()
         const streamed = yield* Effect.fork(Effect.promise(() =>
           fetch(url, {
             method: "POST",
-            body: JSON.stringify({ input: "gone stream", conversation: "conv-cancel", stream: true }),
+            body: JSON.stringify({ input: "gone stream", previous_response_id: previous, stream: true }),
             headers: { "content-type": "application/json", "x-agent-on-disconnect": "cancel" },
             signal: abort.signal
           }).then((r) => r.body?.getReader().read()).catch(() => undefined)
@@ -231,7 +241,7 @@ describe("session mailbox and on_disconnect", () => {
         abort.abort()
         yield* eventually("the abandoned turn is dropped", queuedIs(0))
         yield* Deferred.succeed(control.gate("hold:c3"), void 0)
-        yield* first.await
+        yield* eventually("the background turn ends", Effect.sync(() => control.ran.includes("hold:c3")))
         assert.notInclude(control.started, "gone stream")
       }))
 
