@@ -6,6 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import { Config, Duration, Effect, Layer, Option } from "effect"
 import * as Fs from "node:fs"
+import * as AdminRoutes from "../delivery/AdminRoutes.js"
 import * as TaskRunner from "../delivery/TaskRunner.js"
 import * as TaskStore from "../delivery/TaskStore.js"
 import * as Time from "../domain/Time.js"
@@ -43,33 +44,6 @@ const writing = <A, E, R>(
 // ---------------------------------------------------------------------------------------------------------------
 // tasks
 
-interface TaskRow {
-  readonly id: string
-  readonly name: string
-  readonly idempotency_key: string
-  readonly status: string
-  readonly attempts: number
-  readonly phase: number
-  readonly next_attempt_at: number
-  readonly last_error: string | null
-  readonly created_at: number
-  readonly updated_at: number
-}
-
-/** A task as `GET /admin/tasks` shows it (no payload: it is the users' data). */
-const taskView = (row: TaskRow) => ({
-  id: row.id,
-  name: row.name,
-  idempotency_key: row.idempotency_key,
-  status: row.status,
-  attempts: Number(row.attempts),
-  phase: Number(row.phase),
-  next_attempt_at: Number(row.next_attempt_at),
-  last_error: row.last_error,
-  created_at: Number(row.created_at),
-  updated_at: Number(row.updated_at)
-})
-
 export const tasksList = (options: {
   readonly dir: string
   readonly status: Option.Option<TaskStore.TaskStatus>
@@ -79,12 +53,13 @@ export const tasksList = (options: {
   reading(options.dir, (sql) =>
     Effect.gen(function*() {
       const rows = yield* (Option.isSome(options.status) ?
-        sql<TaskRow>`SELECT * FROM ${sql(TaskStore.TABLE)} WHERE status = ${options.status.value}
+        sql<TaskStore.SqlRow>`SELECT * FROM ${sql(TaskStore.TABLE)} WHERE status = ${options.status.value}
           ORDER BY updated_at DESC LIMIT ${options.limit}` :
-        sql<TaskRow>`SELECT * FROM ${sql(TaskStore.TABLE)} ORDER BY updated_at DESC LIMIT ${options.limit}`).pipe(
+        sql<TaskStore.SqlRow>`SELECT * FROM ${sql(TaskStore.TABLE)} ORDER BY updated_at DESC LIMIT ${options.limit}`)
+        .pipe(
           Effect.mapError(failWith("cannot list tasks"))
         )
-      const tasks = rows.map(taskView)
+      const tasks = rows.map((row) => AdminRoutes.view(TaskStore.fromSql(row)))
       if (options.json) return yield* Output.line(JSON.stringify({ tasks }))
       if (tasks.length === 0) return yield* Output.line("no tasks")
       yield* Output.line(table(

@@ -15,7 +15,6 @@ import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
 import * as Rpc from "@effect/rpc/Rpc"
 import { Duration, Effect, Layer, Option, Schedule, Schema } from "effect"
-import type { RegisteredChannel } from "../core/Channels.js"
 import { Channels } from "../core/Channels.js"
 import { countedPush, PushRejected, PushScheduler, shapeFor } from "../delivery/Delivery.js"
 import { PushBody, toBody } from "../delivery/DurablePush.js"
@@ -33,10 +32,21 @@ export const PushEntity = Entity.make("AgentHostPush", [
 
 /** How often a retryable push failure is tried again before it becomes the message's failed reply. */
 export const maxAttempts = 5
-const backoff = (attempt: number) => Duration.millis(Math.min(30_000, 500 * 2 ** attempt))
+
+/**
+ * Retries of a retryable failure: 0.5 s doubling, capped at 30 s, or the destination's `retry-after` when it
+ * names one; `maxAttempts` attempts in all.
+ */
+const retryPolicy = Schedule.identity<PushFailed>().pipe(
+  Schedule.intersect(
+    Schedule.exponential(Duration.millis(500)).pipe(Schedule.either(Schedule.spaced(Duration.seconds(30))))
+  ),
+  Schedule.intersect(Schedule.recurs(maxAttempts - 1)),
+  Schedule.modifyDelay(([[failure]], delay) => failure.retryAfter ?? delay)
+)
 
 // Channels register while the host builds, after a redelivered message may already be here: wait briefly.
-const channelLookup = Schedule.spaced(Duration.millis(50)).pipe(Schedule.upTo(Duration.seconds(10)))
+const channelsRegisteredWait = Duration.seconds(10)
 
 interface Delivery {
   readonly idempotencyKey: string
@@ -47,10 +57,7 @@ interface Delivery {
 
 const deliver = (channels: Channels["Type"], delivery: Delivery): Effect.Effect<void, PushFailed> =>
   Effect.gen(function*() {
-    const found = yield* Effect.suspend(() => {
-      const channel = channels.unsafeGet(delivery.channel)
-      return channel === undefined ? Effect.fail(undefined) : Effect.succeed(channel)
-    }).pipe(Effect.retry(channelLookup), Effect.option)
+    const found = yield* channels.whenRegistered(delivery.channel, channelsRegisteredWait)
     const channel = Option.getOrUndefined(found)
     const push = channel?.contribution.push
     if (channel === undefined || push === undefined) {
@@ -67,8 +74,8 @@ const deliver = (channels: Channels["Type"], delivery: Delivery): Effect.Effect<
       session: body.session,
       sessionId: body.sessionId
     }
-    const send = (result: HostedRunResult, isEcho: boolean, attempt = 0): Effect.Effect<void, PushFailed> =>
-      shapeFor(channel as RegisteredChannel, result, {
+    const send = (result: HostedRunResult, isEcho: boolean): Effect.Effect<void, PushFailed> =>
+      shapeFor(channel, result, {
         request: body.request,
         channel: channel.name,
         destination: delivery.identity,
@@ -81,11 +88,7 @@ const deliver = (channels: Channels["Type"], delivery: Delivery): Effect.Effect<
             push.push(delivery.identity, shaped, { isEcho, idempotencyKey: delivery.idempotencyKey })
           )
         ),
-        Effect.catchIf(
-          (failure) => failure.retryable && attempt + 1 < maxAttempts,
-          (failure) =>
-            Effect.zipRight(Effect.sleep(failure.retryAfter ?? backoff(attempt)), send(result, isEcho, attempt + 1))
-        )
+        Effect.retry({ schedule: retryPolicy, while: (failure) => failure.retryable })
       )
     if (body.echo !== undefined) {
       const echo: HostedRunResult = { ...reply, result: undefined, response: body.echo }

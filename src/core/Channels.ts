@@ -2,7 +2,8 @@
  * The registry of built channels: their contributions (hooks, push, policy), by name. Filled by the host
  * while it builds channels; read by turns and delivery.
  */
-import { Context, Deferred, Effect, FiberId, Layer } from "effect"
+import type { Duration } from "effect"
+import { Context, Deferred, Effect, FiberId, Layer, Option } from "effect"
 import type { ChannelContribution } from "./Channel.js"
 
 export interface RegisteredChannel {
@@ -22,6 +23,11 @@ export interface ChannelsShape {
   readonly registered: Effect.Effect<void>
   /** Called by the host after the last `register`. */
   readonly markRegistered: Effect.Effect<void>
+  /**
+   * The channel named `name`; when it is not registered yet, after waiting (at most `wait`) for the host to have
+   * registered every channel: for work that may start while the host still builds (resumed or redelivered pushes).
+   */
+  readonly whenRegistered: (name: string, wait: Duration.Duration) => Effect.Effect<Option.Option<RegisteredChannel>>
 }
 
 export class Channels extends Context.Tag("effect-agent-host/Channels")<Channels, ChannelsShape>() {}
@@ -34,7 +40,17 @@ export const make = (): ChannelsShape => {
     unsafeGet: (name) => registry.get(name),
     all: Effect.sync(() => [...registry.values()]),
     registered: Deferred.await(registered),
-    markRegistered: Effect.asVoid(Deferred.succeed(registered, undefined))
+    markRegistered: Effect.asVoid(Deferred.succeed(registered, undefined)),
+    whenRegistered: (name, wait) =>
+      Effect.suspend(() => {
+        const channel = registry.get(name)
+        if (channel !== undefined) return Effect.succeed(Option.some(channel))
+        return Deferred.await(registered).pipe(
+          Effect.timeout(wait),
+          Effect.ignore,
+          Effect.map(() => Option.fromNullable(registry.get(name)))
+        )
+      })
   }
 }
 

@@ -104,15 +104,7 @@ export const make = Effect.gen(function*() {
   const channels = yield* Channels
 
   const findChannel = (name: string): Effect.Effect<Option.Option<RegisteredChannel>> =>
-    Effect.suspend(() => {
-      const channel = channels.unsafeGet(name)
-      if (channel !== undefined) return Effect.succeed(Option.some(channel))
-      return channels.registered.pipe(
-        Effect.timeout(channelsRegisteredWait),
-        Effect.ignore,
-        Effect.map(() => Option.fromNullable(channels.unsafeGet(name)))
-      )
-    })
+    channels.whenRegistered(name, channelsRegisteredWait)
 
   const send = (
     channel: RegisteredChannel,

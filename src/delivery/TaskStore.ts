@@ -394,7 +394,8 @@ export const TABLE = "agent_host_tasks"
 /** Shared payloads (`hash`, `body`), each stored once however many tasks name it. */
 export const PAYLOADS_TABLE = "agent_host_task_payloads"
 
-interface SqlRow {
+/** A task row as SQLite returns it. */
+export interface SqlRow {
   readonly id: string
   readonly name: string
   readonly idempotency_key: string
@@ -412,7 +413,8 @@ interface SqlRow {
 
 const isStatus = Schema.is(TaskStatus)
 
-const fromSql = (row: SqlRow): TaskRecord => ({
+/** A row of the tasks table as a record (an unknown status reads as `failed`). */
+export const fromSql = (row: SqlRow): TaskRecord => ({
   id: row.id,
   name: row.name,
   idempotencyKey: row.idempotency_key,

@@ -68,7 +68,7 @@ import { identityOf, parseInput, parseResponseTarget, runOptions } from "./Reque
 import * as Socket from "./Socket.js"
 import type { CreateResponseBody } from "./Wire.js"
 import type { Previous, Refusal } from "./Wire.js"
-import { callIdsOf, decodeCreateBody, errorResponse } from "./Wire.js"
+import { callIdsOf, decodeCreateBody, errorResponse, listQuery } from "./Wire.js"
 
 export interface Options {
   readonly name?: string
@@ -763,17 +763,10 @@ export const make = (options: Options = {}): Channel => {
           const id = input.params["id"] ?? ""
           const stored = yield* getOwn(id, input)
           if (Option.isNone(stored)) return notFound(id)
-          const rawLimit = input.query.get("limit")
-          const limit = rawLimit === null ? 20 : Number(rawLimit)
-          if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
-            return errorResponse(400, "invalid_request", "limit must be an integer between 1 and 100", "limit")
-          }
-          const order = input.query.get("order") ?? "desc"
-          if (order !== "asc" && order !== "desc") {
-            return errorResponse(400, "invalid_request", "order must be asc or desc", "order")
-          }
+          const parsed = listQuery(input.query)
+          if (Either.isLeft(parsed)) return parsed.left
+          const { after, limit, order } = parsed.right
           const all = order === "asc" ? [...stored.value.inputItems] : [...stored.value.inputItems].reverse()
-          const after = input.query.get("after")
           let start = 0
           if (after !== null) {
             const at = all.findIndex((item) => (item as InputItem).id === after)

@@ -27,7 +27,7 @@ import type { Sealer } from "./Compaction.js"
 import type { InputItem } from "./Request.js"
 import { parseInput } from "./Request.js"
 import type { Refusal } from "./Wire.js"
-import { errorResponse } from "./Wire.js"
+import { errorResponse, listQuery } from "./Wire.js"
 
 type Obj = Record<string, unknown>
 
@@ -254,16 +254,9 @@ export const make = (options: Options) => {
   const listItems = guarded((input, id) =>
     Effect.gen(function*() {
       if (Option.isNone(yield* getOwn(id, input.isolation.user))) return notFound(id)
-      const rawLimit = input.query.get("limit")
-      const limit = rawLimit === null ? 20 : Number(rawLimit)
-      if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
-        return errorResponse(400, "invalid_request", "limit must be an integer between 1 and 100", "limit")
-      }
-      const order = input.query.get("order") ?? "desc"
-      if (order !== "asc" && order !== "desc") {
-        return errorResponse(400, "invalid_request", "order must be asc or desc", "order")
-      }
-      const after = input.query.get("after")
+      const parsed = listQuery(input.query)
+      if (Either.isLeft(parsed)) return parsed.left
+      const { after, limit, order } = parsed.right
       const page = yield* store.listItems(id, { limit, order, after: after ?? undefined })
       if (page._tag === "AfterNotFound") {
         return errorResponse(400, "invalid_request", `no item with id '${after}' in this conversation`, "after")

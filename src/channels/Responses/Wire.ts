@@ -3,7 +3,7 @@
  * `response_target` extension) and the error envelope. Input items are decoded by hand in `Request.ts`, where
  * each problem can name its exact `param` (`input[2].content[0].image_url`).
  */
-import { ParseResult, Schema } from "effect"
+import { Either, ParseResult, Schema } from "effect"
 import { json } from "../../http/HttpBody.js"
 
 const nullable = <S extends Schema.Schema.Any>(schema: S) => Schema.optional(Schema.NullOr(schema))
@@ -207,6 +207,27 @@ export const errorResponse = (
   param: string | null = null,
   headers?: Record<string, string>
 ) => json({ error: { message, type: errorType(status), param, code } }, status, headers)
+
+/** OpenAI's list parameters (`limit` 1–100, default 20; `order` asc|desc, default desc; `after`). */
+export interface ListQuery {
+  readonly limit: number
+  readonly order: "asc" | "desc"
+  readonly after: string | null
+}
+
+/** Reads a list route's query, or the 400 answer naming the bad parameter. */
+export const listQuery = (query: URLSearchParams): Either.Either<ListQuery, ReturnType<typeof errorResponse>> => {
+  const rawLimit = query.get("limit")
+  const limit = rawLimit === null ? 20 : Number(rawLimit)
+  if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
+    return Either.left(errorResponse(400, "invalid_request", "limit must be an integer between 1 and 100", "limit"))
+  }
+  const order = query.get("order") ?? "desc"
+  if (order !== "asc" && order !== "desc") {
+    return Either.left(errorResponse(400, "invalid_request", "order must be asc or desc", "order"))
+  }
+  return Either.right({ limit, order, after: query.get("after") })
+}
 
 /** Why a create is refused: an HTTP answer, or a WebSocket `error` event, in OpenAI's error fields. */
 export interface Refusal {
