@@ -6,9 +6,9 @@
  * everything between. URLs carry interaction tokens, so the HttpClient's span (which records the URL) is off and
  * messages name the route with its tokens replaced.
  */
-import type { HttpClientError } from "@effect/platform"
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { Clock, Duration, Effect, Option, Redacted, Ref, Schema } from "effect"
+import { describeTransportError } from "../../http/ClientErrors.js"
 
 /** Discord answered with an error status. */
 export class DiscordApiError extends Schema.TaggedError<DiscordApiError>()("DiscordApiError", {
@@ -113,23 +113,6 @@ const parseJson = (text: string): unknown => {
   }
 }
 
-/** An error's message with its causes, never the URL (it may carry a token). */
-const describe = (error: unknown): string => {
-  const parts: Array<string> = []
-  let current: unknown = error
-  for (let depth = 0; depth < 4 && current !== undefined && current !== null; depth++) {
-    const isHttpError = typeof current === "object" && "_tag" in current &&
-      (current._tag === "RequestError" || current._tag === "ResponseError")
-    if (isHttpError) {
-      const e = current as HttpClientError.HttpClientError
-      parts.push(e.description ?? `${e.reason} error`)
-    } else {
-      parts.push(current instanceof Error ? current.message : String(current))
-    }
-    current = typeof current === "object" && "cause" in current ? current.cause : undefined
-  }
-  return parts.join(": ")
-}
 
 const header = (headers: Readonly<Record<string, string | undefined>>, name: string): number | undefined => {
   const value = headers[name]
@@ -175,7 +158,7 @@ export const make = (options: Options): Effect.Effect<Api, never, HttpClient.Htt
           Effect.map(response.text, (text) => ({ status: response.status, headers: response.headers, text }))
         ),
         Effect.mapError((error) =>
-          new DiscordTransportError({ route, message: `Discord ${route} failed: ${describe(error)}` })
+          new DiscordTransportError({ route, message: `Discord ${route} failed: ${describeTransportError(error)}` })
         ),
         Effect.timeoutFail({
           duration: timeout,

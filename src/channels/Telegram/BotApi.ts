@@ -5,10 +5,10 @@
  * and the token is redacted from every message. The URL carries the token, so the HttpClient's own span (which
  * records `url.full`) is turned off; each call gets a span of its own naming only the method.
  */
-import type { HttpClientError } from "@effect/platform"
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import type { Duration } from "effect"
 import { Chunk, Effect, Redacted, Schedule, Schema, Stream } from "effect"
+import { describeTransportError } from "../../http/ClientErrors.js"
 
 /** Telegram answered `ok: false` (or an HTTP error status). */
 export class TelegramApiError extends Schema.TaggedError<TelegramApiError>()("TelegramApiError", {
@@ -96,24 +96,6 @@ const ApiReply = Schema.Struct({
 })
 const decodeReply = Schema.decodeUnknownEither(ApiReply)
 
-/** An error's message with its causes (`fetch failed: connect ECONNREFUSED ...`), for transport errors. */
-const describe = (error: unknown): string => {
-  const parts: Array<string> = []
-  let current: unknown = error
-  for (let depth = 0; depth < 4 && current !== undefined && current !== null; depth++) {
-    const isHttpError = typeof current === "object" && "_tag" in current &&
-      (current._tag === "RequestError" || current._tag === "ResponseError")
-    if (isHttpError) {
-      // Not `message`: it names the URL, which carries the token.
-      const e = current as HttpClientError.HttpClientError
-      parts.push(e.description ?? `${e.reason} error`)
-    } else {
-      parts.push(current instanceof Error ? current.message : String(current))
-    }
-    current = typeof current === "object" && "cause" in current ? current.cause : undefined
-  }
-  return parts.join(": ")
-}
 
 const parseJson = (body: string): unknown => {
   try {
@@ -134,7 +116,7 @@ export const make = (options: Options): Effect.Effect<BotApi, never, HttpClient.
     const client = httpClient.pipe(HttpClient.withTracerDisabledWhen(() => true))
 
     const transport = (method: string, error: unknown) =>
-      new TelegramTransportError({ method, message: redact(`Telegram ${method} failed: ${describe(error)}`) })
+      new TelegramTransportError({ method, message: redact(`Telegram ${method} failed: ${describeTransportError(error)}`) })
 
     const span = (method: string) =>
       Effect.withSpan(`Telegram.BotApi.${method === "download" ? "download" : "call"}`, {
