@@ -21,6 +21,7 @@ import * as Auth from "./Auth.js"
 import * as Connector from "./Connector.js"
 import * as FeedbackModule from "./Feedback.js"
 import * as Inbound from "./Inbound.js"
+import * as LinkingModule from "./Linking.js"
 import * as Messages from "./Messages.js"
 import * as Push from "./Push.js"
 import * as Replies from "./Replies.js"
@@ -118,11 +119,13 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
         maxCount: options.maxAttachments ?? 5,
         tokens
       })
+      const linking = LinkingModule.make({ ctx, connector, name: channelName, linking: ctx.linking, say: replies.say })
       const inbound = Inbound.make(ctx, replies, {
         attachments,
         name: channelName,
         welcomeText: options.welcomeText ?? "Hi! Send me a message to get started.",
-        feedback
+        feedback,
+        linking
       })
       const lanes = yield* ChatQueue.make()
       const seenNamespace = `${name}:${options.appId}`

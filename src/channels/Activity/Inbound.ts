@@ -16,6 +16,7 @@ import { isolationKey as checkIsolationKey, issueId } from "../../domain/Ids.js"
 import type { Attachments } from "./Attachments.js"
 import { unusableText } from "./Attachments.js"
 import * as Feedback from "./Feedback.js"
+import type { Linking } from "./Linking.js"
 import type { Replies, Target } from "./Replies.js"
 import type { Activity } from "./Schema.js"
 import { isGroup, ReferenceJson, referenceOf, tenantOf } from "./Schema.js"
@@ -58,6 +59,8 @@ export interface Options {
   readonly welcomeText: string
   readonly feedback: Feedback.FeedbackStore
   readonly attachments: Attachments
+  /** `/link`, `/unlink`, `/whoami` and the sign-in card. */
+  readonly linking: Linking
 }
 
 export interface Inbound {
@@ -76,7 +79,8 @@ export const make = (ctx: ChannelContext, replies: Replies, options: Options): I
       channel: name,
       nativeId: userIdOf(activity),
       attributes: {
-        user_id: activity.from.id,
+        // The channel account id (not `user_id`: the identity is the person already, never a group).
+        from_id: activity.from.id,
         conversation_id: activity.conversation.id,
         channel_id: activity.channelId,
         ...(activity.from.name === undefined ? {} : { name: activity.from.name }),
@@ -114,6 +118,11 @@ export const make = (ctx: ChannelContext, replies: Replies, options: Options): I
       }
       const group = isGroup(activity)
       const text = group ? stripMentions(activity) : (activity.text ?? "").trim()
+      const command = options.linking.commandOf(text)
+      if (command !== undefined) {
+        yield* remember(activity)
+        return yield* options.linking.run(command, activity, identityOf(activity))
+      }
       // A card's Action.Submit arrives as a message with `value` and no text: the agent gets the data as JSON.
       const input = text.length > 0 ?
         text :
@@ -149,7 +158,7 @@ export const make = (ctx: ChannelContext, replies: Replies, options: Options): I
         },
         stream: false
       }
-      yield* replies.answer(request, raw, target)
+      yield* replies.answer(request, raw, target, (error) => options.linking.challenge(activity, target, error))
     })
 
   const handleConversationUpdate = (activity: Activity) => {

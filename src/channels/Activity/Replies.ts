@@ -6,7 +6,7 @@ import type { Duration } from "effect"
 import { Effect, Option, Schedule } from "effect"
 import type { ChannelContext } from "../../core/Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
-import type { TurnError } from "../../domain/Errors.js"
+import type { LinkRequiredError, TurnError } from "../../domain/Errors.js"
 import type { AgentResponse } from "../../domain/Message.js"
 import { turnErrorText } from "../shared/ReplyText.js"
 import * as Cards from "./Cards.js"
@@ -45,8 +45,16 @@ export interface Replies {
   readonly render: (response: AgentResponse, target: Target, responseId?: string) => Array<Record<string, unknown>>
   /** A short plain text; failures are logged. */
   readonly say: (target: Target, text: string) => Effect.Effect<void>
-  /** Runs the request as a turn and sends its reply. */
-  readonly answer: (request: ChannelRequest, raw: unknown, target: Target) => Effect.Effect<void>
+  /**
+   * Runs the request as a turn and sends its reply; a turn refused for want of a linked account goes to
+   * `signIn` when given (a sign-in card, kept out of group chats), else its text is said like any refusal.
+   */
+  readonly answer: (
+    request: ChannelRequest,
+    raw: unknown,
+    target: Target,
+    signIn?: (error: LinkRequiredError) => Effect.Effect<void>
+  ) => Effect.Effect<void>
 }
 
 const logSendFailure = (error: ConnectorError) => Effect.logWarning("could not send to the conversation", error.message)
@@ -85,8 +93,12 @@ export const make = (connector: Connector, ctx: ChannelContext, options: Options
       Effect.catchAll(logSendFailure)
     )
 
-  const replyError = (target: Target, error: TurnError) =>
-    Effect.zipRight(Effect.logInfo("turn refused or failed", error._tag), say(target, turnErrorText(error)))
+  type SignIn = ((error: LinkRequiredError) => Effect.Effect<void>) | undefined
+
+  const replyError = (target: Target, error: TurnError, signIn?: SignIn) =>
+    error._tag === "LinkRequiredError" && signIn !== undefined ?
+      signIn(error) :
+      Effect.zipRight(Effect.logInfo("turn refused or failed", error._tag), say(target, turnErrorText(error)))
 
   // The indicator is renewed while the agent works (clients show it a few seconds); a failed one is skipped.
   const withTyping = (target: Target) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -99,12 +111,12 @@ export const make = (connector: Connector, ctx: ChannelContext, options: Options
       )
     )
 
-  const runOnce = (request: ChannelRequest, raw: unknown, target: Target) => {
+  const runOnce = (request: ChannelRequest, raw: unknown, target: Target, signIn: SignIn) => {
     const responseId = request.attributes?.responseId
     return ctx.run(request, raw).pipe(
       withTyping(target),
       Effect.matchEffect({
-        onFailure: (error) => replyError(target, error),
+        onFailure: (error) => replyError(target, error, signIn),
         onSuccess: ({ originating }) =>
           Option.isNone(originating) ?
             Effect.void :
@@ -113,10 +125,10 @@ export const make = (connector: Connector, ctx: ChannelContext, options: Options
     )
   }
 
-  const runStreaming = (request: ChannelRequest, raw: unknown, target: Target) =>
+  const runStreaming = (request: ChannelRequest, raw: unknown, target: Target, signIn: SignIn) =>
     Effect.gen(function*() {
       const started = yield* Effect.either(ctx.runStream(request, raw))
-      if (started._tag === "Left") return yield* replyError(target, started.left)
+      if (started._tag === "Left") return yield* replyError(target, started.left, signIn)
       const streamed = yield* Streaming.run(
         (activity) => send(target, activity),
         started.right,
@@ -142,10 +154,10 @@ export const make = (connector: Connector, ctx: ChannelContext, options: Options
       return yield* deliver(target, messages, responseId)
     })
 
-  const answer = (request: ChannelRequest, raw: unknown, target: Target): Effect.Effect<void> =>
+  const answer = (request: ChannelRequest, raw: unknown, target: Target, signIn?: SignIn): Effect.Effect<void> =>
     options.stream && target.teams && target.personal ?
-      runStreaming({ ...request, stream: true }, raw, target) :
-      runOnce({ ...request, stream: false }, raw, target)
+      runStreaming({ ...request, stream: true }, raw, target, signIn) :
+      runOnce({ ...request, stream: false }, raw, target, signIn)
 
   return { sendAll, render, say, answer }
 }
