@@ -138,6 +138,8 @@ describe("the server on Postgres", () => {
           const line = Exit.isFailure(b) ? StartupError.describeCause(b.cause) : Option.none()
           assert.isTrue(Option.isSome(line))
           assert.match(Option.getOrThrow(line), /another host runs the durable task queue on this database/)
+          // ... and how to run several hosts on one database
+          assert.include(Option.getOrThrow(line), "start every one of them with AGENT_HOST_CLUSTER=postgres")
           // A is undisturbed
           const next = yield* respond(a.url, { input: "still a", previous_response_id: stored["id"] })
           assert.strictEqual(textOf(next), "echo: still a (history 2)")

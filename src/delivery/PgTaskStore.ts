@@ -92,8 +92,9 @@ export const backend = Effect.gen(function*() {
   } else {
     return yield* new TaskStore.TaskStoreError({
       message: "another host runs the durable task queue on this database (it holds the queue's advisory lock): " +
-        "only one host per database may run it until cluster mode; stop the other host, or give this one its " +
-        "own DATABASE_URL"
+        "AGENT_HOST_STATE=postgres runs one host per database. To run several hosts on one database, start every " +
+        "one of them with AGENT_HOST_CLUSTER=postgres (docs/SCALING.md, cluster mode); otherwise stop the other " +
+        "host, or give this one its own DATABASE_URL"
     })
   }
 
