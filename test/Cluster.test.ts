@@ -5,7 +5,8 @@
  * turn id is admitted once; a push is a persisted message delivered once, by the owner of its destination.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Duration, Effect, Exit, Layer, Option, Redacted, Schedule, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Schedule, Scope, Stream } from "effect"
+import * as Http from "node:http"
 import * as Net from "node:net"
 import * as Cluster from "../src/cluster/Cluster.js"
 import * as AgentHost from "../src/core/AgentHost.js"
@@ -32,17 +33,24 @@ const freePort = Effect.async<number>((resume) => {
 const inputText = (turn: Turn) =>
   turn.input.map((m) => m.contents.map((c) => c._tag === "text" ? c.text : "").join("")).join("")
 
+/** Runners that began a `slow` turn (which then takes `slowTurn`). */
+const slowBegun: Array<string> = []
+const slowTurn = Duration.seconds(4)
+
 /** Answers `<runner>:<messages in history before this turn>:<input>`: where the turn ran and what it saw. */
 const labelled = (label: string) =>
   Layer.succeed(Target, {
     kind: "agent",
     name: "labelled",
     run: (turn) =>
-      Effect.sync(() => {
+      Effect.suspend(() => {
         const response: AgentResponse = {
           messages: [assistantMessage(`${label}:${turn.history.length}:${inputText(turn)}`)]
         }
-        return { response, result: response }
+        const done = Effect.succeed({ response, result: response })
+        if (inputText(turn) !== "slow") return done
+        slowBegun.push(label)
+        return Effect.zipRight(Effect.sleep(slowTurn), done)
       }),
     stream: (turn) =>
       Stream.make(
@@ -90,6 +98,34 @@ const say = (url: string, channel: string, body: Record<string, unknown>) =>
     if (r.status !== 200) throw new Error(`status ${r.status}: ${await r.text()}`)
     return (await r.json()) as { reply: string | null }
   })
+
+const post = (url: string, body: Record<string, unknown>) =>
+  Effect.promise(async () => {
+    try {
+      const r = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body)
+      })
+      return { status: r.status, body: await r.text() }
+    } catch (e) {
+      return { status: 0, body: String(e) }
+    }
+  })
+
+/** Another server on the host's request handler (as when embedded): still reachable while the host drains. */
+const embedded = (handler: AgentHost.AgentHost["Type"]["handler"]) =>
+  Effect.acquireRelease(
+    Effect.async<{ server: Http.Server; url: string }>((resume) => {
+      const server = Http.createServer(handler)
+      server.listen(0, "127.0.0.1", () =>
+        resume(Effect.succeed({
+          server,
+          url: `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}`
+        })))
+    }),
+    ({ server }) => Effect.sync(() => server.close())
+  )
 
 const twoRunners = Effect.gen(function*() {
   const url = yield* Postgres.database
@@ -156,6 +192,53 @@ describe("Cluster (two runners in one process)", () => {
             assert.match(text, /^[AB]:\d+:go$/)
           }
         }
+      }),
+    { timeout: 60_000 }
+  )
+
+  it.scopedLive(
+    "shutdown waits for the turns this runner forwarded: a slow one's caller gets its reply, new requests a 503",
+    () =>
+      Effect.gen(function*() {
+        const url = yield* Postgres.database
+        yield* Layer.build(runner("A", url, yield* freePort))
+        const scopeB = yield* Scope.make()
+        const b = yield* Layer.buildWithScope(runner("B", url, yield* freePort), scopeB)
+        yield* Effect.addFinalizer(() => Scope.close(scopeB, Exit.void))
+        yield* Effect.sleep(Duration.seconds(3))
+        // A session owned by A, reached through B.
+        let session = ""
+        for (let i = 0; session === "" && i < 40; i++) {
+          const probe = yield* ctxOf(b).run(request(`shared:drain${i}`, "probe"))
+          if (responseText(probe.result.response).startsWith("A:")) session = `drain${i}`
+        }
+        assert.notStrictEqual(session, "", "a key owned by A")
+        const hostB = Context.get(b, AgentHost.AgentHost)
+        const other = yield* embedded(hostB.handler)
+
+        const begun = slowBegun.length
+        const slow = yield* Effect.fork(post(`${hostB.url}/alpha/say`, { text: "slow", user: "u", session }))
+        yield* Effect.suspend(() => slowBegun.length > begun ? Effect.void : Effect.fail("waiting")).pipe(
+          Effect.retry(Schedule.spaced(Duration.millis(20)).pipe(Schedule.upTo(Duration.seconds(20)))),
+          Effect.orDie
+        )
+        assert.strictEqual(slowBegun[begun], "A", "the slow turn runs on A")
+        const stopStarted = yield* Clock.currentTimeMillis
+        const stopping = yield* Effect.fork(Scope.close(scopeB, Exit.void))
+        // While B drains, a new request is refused as on one node.
+        const refused = yield* post(`${other.url}/alpha/say`, { text: "late", user: "u", session: "drain-late" }).pipe(
+          Effect.delay(Duration.millis(20)),
+          Effect.repeat({ until: (r) => r.status !== 200 })
+        )
+        assert.strictEqual(refused.status, 503, refused.body)
+        assert.include(refused.body, "shutting_down")
+        // The forwarded turn outlives the close margin (2 s) B would otherwise wait: its caller gets the reply.
+        const reply = yield* Fiber.join(slow)
+        assert.strictEqual(reply.status, 200, reply.body)
+        assert.deepStrictEqual(JSON.parse(reply.body), { reply: "A:2:slow" })
+        yield* Fiber.join(stopping)
+        const stoppedIn = (yield* Clock.currentTimeMillis) - stopStarted
+        assert.isAbove(stoppedIn, Duration.toMillis(slowTurn) / 2, "B waited for the forwarded turn")
       }),
     { timeout: 60_000 }
   )

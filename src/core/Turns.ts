@@ -6,7 +6,8 @@
  *
  * Shutdown (`drain`): in-flight turns, running or queued, get a grace period; then every turn still running is
  * interrupted and fails with `TurnCancelled` (`reason: "shutdown"`), which each channel renders through its
- * usual error path (terminal stream event, SSE error frame, 503).
+ * usual error path (terminal stream event, SSE error frame, 503). In a cluster the grace covers the turns this
+ * host forwarded to other runners too: their callers wait for the replies, until the grace is over.
  */
 import {
   Cause,
@@ -63,8 +64,8 @@ export interface TurnsShape {
     effect: Effect.Effect<A, E, R>
   ) => Effect.Effect<A, E, R>
   /**
-   * Shutdown: tells channels the host is draining (`ChannelContext.draining`), waits until no turn is running or
-   * queued, at most `grace`, then interrupts every turn still running: each fails with `TurnCancelled`
+   * Shutdown: tells channels the host is draining (`ChannelContext.draining`), waits until no turn is running,
+   * queued or forwarded to another runner and awaited here, at most `grace`, then interrupts every turn still running: each fails with `TurnCancelled`
    * (`reason: "shutdown"`), and a turn submitted afterwards fails with it at once. Idempotent.
    */
   readonly drain: (grace: Duration.Duration) => Effect.Effect<void>
@@ -227,6 +228,10 @@ export const make = Effect.gen(function*() {
   const draining = yield* Deferred.make<void>()
   let stopped = false
   const running = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+  // Turns this host handed to another runner (cluster mode) and still waits for: shutdown waits for them too, in
+  // the same grace, so their callers get their replies; `stopping` ends the waits of those left after it.
+  let forwarding = 0
+  const stopping = yield* Deferred.make<void>()
   // Read-through caches of session ids and recent histories: this process is the only writer of a key's state (the
   // state directory has one owner; in a cluster, the key's owner, which drops them when ownership moves: `forget`),
   // so they never go stale; they save two statements per turn.
@@ -551,12 +556,47 @@ export const make = Effect.gen(function*() {
     )
   }
 
+  // A forwarded turn's wait, counted for shutdown. Both sides of the race are interruptible: route handlers run
+  // uninterruptibly, and the race must be able to stop its loser (the forwarded call, when the grace is over).
+  const stoppedByShutdown = (key: string | undefined) =>
+    Effect.interruptible(Effect.zipRight(Deferred.await(stopping), Effect.fail(shutdownError(key))))
+  const forwarded = <A>(key: string | undefined, wait: Effect.Effect<A, TurnError>): Effect.Effect<A, TurnError> =>
+    Effect.suspend(() => {
+      if (stopped) return Effect.fail(shutdownError(key))
+      forwarding++
+      return Effect.ensuring(
+        Effect.raceFirst(Effect.interruptible(wait), stoppedByShutdown(key)),
+        Effect.sync(() => forwarding--)
+      )
+    })
+  // A forwarded stream counts until its outcome is known (read by a fiber of the host, whoever reads the stream).
+  const forwardedStream = (key: string | undefined, start: Effect.Effect<TurnStream, TurnError>) =>
+    Effect.flatMap(
+      forwarded(key, start),
+      (turn) =>
+        Effect.suspend(() => {
+          forwarding++
+          return Effect.as(
+            Effect.forkIn(
+              Effect.interruptible(
+                Effect.ensuring(
+                  Effect.raceFirst(Effect.exit(turn.result), Effect.exit(stoppedByShutdown(key))),
+                  Effect.sync(() => forwarding--)
+                )
+              ),
+              hostScope
+            ),
+            turn
+          )
+        })
+    )
+
   // No turn running or queued. Polled during shutdown only (every 20 ms on the wall clock), so the hot path
   // carries no bookkeeping for it.
   const awaitIdle: Effect.Effect<void> = Effect.flatMap(
     sessions.stats,
     (stats) =>
-      running.size === 0 && stats.running === 0 && stats.queued === 0 ?
+      running.size === 0 && forwarding === 0 && stats.running === 0 && stats.queued === 0 ?
         Effect.void :
         Effect.zipRight(wallClockSleep(Duration.millis(20)), Effect.suspend(() => awaitIdle))
   )
@@ -569,6 +609,7 @@ export const make = Effect.gen(function*() {
       Effect.as(Effect.race(Effect.sleep(grace), wallClockSleep(grace)), false)
     ))
     stopped = true
+    yield* Deferred.succeed(stopping, undefined)
     const left = [...running]
     if (inTime || left.length === 0) return
     yield* Effect.logWarning(
@@ -709,7 +750,10 @@ export const make = Effect.gen(function*() {
         prepare(infoOf(channel), request, raw),
         (prepared) =>
           router !== undefined && prepared.request.session !== undefined ?
-            router.run(channel, prepared.request, prepared.isolation) :
+            forwarded(
+              prepared.request.session.isolationKey,
+              router.run(channel, prepared.request, prepared.isolation)
+            ) :
             runPrepared(channel, prepared)
       )
 
@@ -718,7 +762,10 @@ export const make = Effect.gen(function*() {
         prepare(infoOf(channel), request, raw),
         (prepared) =>
           router !== undefined && prepared.request.session !== undefined ?
-            router.runStream(channel, prepared.request, prepared.isolation) :
+            forwardedStream(
+              prepared.request.session.isolationKey,
+              router.runStream(channel, prepared.request, prepared.isolation)
+            ) :
             streamPrepared(channel, prepared)
       )
 
