@@ -4,7 +4,8 @@
  * a shared heartbeat closes its scope.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Mailbox, Scope, Stream, Supervisor, TestClock } from "effect"
+import { Chunk, Effect, Exit, Fiber, Mailbox, Scope, Stream, Supervisor, TestClock } from "effect"
+import * as LiveBody from "../src/http/LiveBody.js"
 import * as Sse from "../src/http/Sse.js"
 
 const until = (done: () => boolean) =>
@@ -22,6 +23,12 @@ const leavesNoFiber = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     assert.strictEqual(alive.length, 0, "fibers left running")
     return result
   })
+
+/** A sink recording what a live body writes (as the host's listener would send it). */
+const recordingSink = (written: Array<string>): LiveBody.Sink => ({
+  write: (text) => Effect.sync(() => written.push(text)),
+  unsafeWrite: (text) => written.push(text)
+})
 
 /** Collects what `stream` emits into `seen`, in a fiber. */
 const collect = <E>(stream: Stream.Stream<string, E>, seen: Array<string>) =>
@@ -97,6 +104,40 @@ describe("Sse heartbeats", () => {
           yield* Fiber.join(busyFiber)
           // A reader that stops interrupts `produce`'s body (here waiting forever).
           yield* Fiber.interrupt(quietFiber)
+          yield* Scope.close(scope, Exit.void)
+        })
+      )
+    }))
+
+  it.effect("written live (the host's listener): the same frames and heartbeats, straight to the connection", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      yield* leavesNoFiber(
+        Effect.gen(function*() {
+          const beats = yield* Scope.extend(Sse.heartbeat("10 seconds"), scope)
+          // A response of a heartbeat's stream carries its body's live run.
+          const response = Sse.response(beats.produce((emit) => Effect.zipRight(emit("hello"), Effect.never)))
+          assert.strictEqual(response.body._tag, "Stream")
+          const run = response.body._tag === "Stream" ? LiveBody.runOf(response.body.stream) : undefined
+          assert.isDefined(run)
+          const written: Array<string> = []
+          const fiber = yield* Effect.fork(run!(recordingSink(written)))
+          yield* until(() => written.length === 1)
+          // The first look sees "hello"; each later one a whole silent interval.
+          for (let i = 0; i < 3; i++) yield* TestClock.adjust("10 seconds")
+          assert.deepStrictEqual(written, ["hello", Sse.HEARTBEAT, Sse.HEARTBEAT])
+          // The caller went away: the body is interrupted, and its stream gets no heartbeat after.
+          yield* Fiber.interrupt(fiber)
+          yield* TestClock.adjust("10 seconds")
+          assert.strictEqual(written.length, 3)
+
+          // Any stream of frames: each chunk in one write, then done (the listener ends the response).
+          const plain: Array<string> = []
+          const frames = Stream.fromChunks(Chunk.make("a", "b"), Chunk.make("c"))
+          const plainResponse = Sse.response(frames)
+          if (plainResponse.body._tag !== "Stream") return assert.fail("not a stream body")
+          yield* LiveBody.runOf(plainResponse.body.stream)!(recordingSink(plain))
+          assert.deepStrictEqual(plain, ["ab", "c"])
           yield* Scope.close(scope, Exit.void)
         })
       )

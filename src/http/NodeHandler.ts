@@ -17,6 +17,7 @@ import { currentClientShield } from "./ClientShield.js"
 import * as Cors from "./Cors.js"
 import type { IncomingRequest } from "./IncomingRequest.js"
 import { fromNode } from "./IncomingRequest.js"
+import * as LiveBody from "./LiveBody.js"
 import * as RequestId from "./RequestId.js"
 
 /** A matched route: the handler to run, and what to name it in logs and spans. */
@@ -91,28 +92,55 @@ const drained = (nodeResponse: Http.ServerResponse): Effect.Effect<void> =>
     })
   })
 
+/**
+ * Runs a body's writing, the only interruptible part of a request (a client that goes away stops it here), then
+ * ends the response: as the platform does, a failed body ends what was sent (the client sees a truncated
+ * stream), and a real failure is logged.
+ */
+const writing = (nodeResponse: Http.ServerResponse, body: Effect.Effect<void, unknown>): Effect.Effect<void> =>
+  Effect.matchCauseEffect(Effect.interruptible(body), {
+    onSuccess: () => Effect.sync(() => nodeResponse.end()),
+    onFailure: (cause) => {
+      if (!nodeResponse.writableEnded) nodeResponse.end()
+      return Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("response stream failed", cause)
+    }
+  })
+
 /** Writes a stream body: every chunk as it comes, waiting for `drain` when the socket is full, then ends. */
 const writeStream = (
   nodeResponse: Http.ServerResponse,
   stream: Stream.Stream<Uint8Array, unknown>
 ): Effect.Effect<void> =>
-  Stream.runForEachChunk(Stream.orDie(stream), (chunk) => {
-    if (nodeResponse.destroyed) return Effect.interrupt
-    const data = coalesce(chunk)
-    if (data === undefined || nodeResponse.write(data)) return Effect.void
-    return drained(nodeResponse)
-  }).pipe(
-    // The only interruptible part of a request: a client that goes away stops its stream here.
-    Effect.interruptible,
-    Effect.matchCauseEffect({
-      onSuccess: () => Effect.sync(() => nodeResponse.end()),
-      onFailure: (cause) => {
-        // As the platform does: end what was sent (the client sees a truncated stream), log a real failure.
-        if (!nodeResponse.writableEnded) nodeResponse.end()
-        return Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("response stream failed", cause)
-      }
+  writing(
+    nodeResponse,
+    Stream.runForEachChunk(Stream.orDie(stream), (chunk) => {
+      if (nodeResponse.destroyed) return Effect.interrupt
+      const data = coalesce(chunk)
+      if (data === undefined || nodeResponse.write(data)) return Effect.void
+      return drained(nodeResponse)
     })
   )
+
+/**
+ * Writes a live body (see `LiveBody`): its `run` writes straight to the socket in this fiber, no stream run. A
+ * write after the client went away interrupts the run (the close listener interrupts the fiber anyway).
+ */
+const writeLive = (nodeResponse: Http.ServerResponse, run: LiveBody.Run): Effect.Effect<void> => {
+  const sink: LiveBody.Sink = {
+    write: (text) => {
+      if (nodeResponse.destroyed) return Effect.interrupt
+      const more = nodeResponse.write(text)
+      // Node corks the socket until its next tick, which waits for every microtask (the turn's fibers, when
+      // they run on): send now, so the caller sees each chunk of frames as it is ready.
+      nodeResponse.socket?.uncork()
+      return more ? Effect.void : drained(nodeResponse)
+    },
+    unsafeWrite: (text) => {
+      if (!nodeResponse.destroyed && !nodeResponse.writableEnded) nodeResponse.write(text)
+    }
+  }
+  return writing(nodeResponse, run(sink))
+}
 
 /**
  * Writes `response` to `nodeResponse`: synchronously for every body but a stream, whose writing is returned to
@@ -146,8 +174,10 @@ const write = (
         return undefined
       }
       throw new Error("a Raw response body must be a string or a Uint8Array")
-    case "Stream":
-      return writeStream(nodeResponse, body.stream)
+    case "Stream": {
+      const live = LiveBody.runOf(body.stream)
+      return live === undefined ? writeStream(nodeResponse, body.stream) : writeLive(nodeResponse, live)
+    }
     case "FormData":
       throw new Error("FormData response bodies are not supported")
   }

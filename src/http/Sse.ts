@@ -1,10 +1,15 @@
 /**
  * Server-sent events: framing, a heartbeat for quiet streams, and a response whose body writes every chunk of
  * ready events at once.
+ *
+ * Every stream built here carries a live run (see `LiveBody`): the host's listener writes its frames straight to
+ * the connection in the request's fiber, and a heartbeat writes its comment there too, so a response costs no
+ * mailbox, no forked producer and no stream run of its own. Other servers read the same responses as streams.
  */
 import { HttpServerResponse } from "@effect/platform"
 import type { Duration, Scope } from "effect"
 import { Chunk, Effect, Fiber, Mailbox, Stream } from "effect"
+import * as LiveBody from "./LiveBody.js"
 
 const encoder = new TextEncoder()
 
@@ -33,7 +38,8 @@ const bufferedFrames = 1024
 
 /** An open stream, as the ticker sees it. */
 interface Open {
-  readonly mailbox: Mailbox.Mailbox<string, any>
+  /** Sends a heartbeat comment. */
+  readonly beat: () => void
   /** Something was emitted since the ticker's last look. */
   sent: boolean
 }
@@ -46,9 +52,10 @@ interface Open {
  */
 export interface Heartbeat {
   /**
-   * A body written by `body` through `emit`, in a fiber of its own feeding a bounded mailbox the response
-   * reads. When the reader stops early (the caller went away), `body` is interrupted, and is over before the
-   * stream ends; `body` failing fails the stream.
+   * A body written by `body` through `emit`. Written by the host's listener, `body` runs in the request's fiber
+   * and `emit` writes to the connection (waiting only while its buffer is full); read as a stream, `body` runs in
+   * a fiber of its own feeding a bounded mailbox the reader takes from. When the reader stops early (the caller
+   * went away), `body` is interrupted, and is over before the stream ends; `body` failing fails the stream.
    */
   readonly produce: <E>(
     body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
@@ -62,7 +69,7 @@ export const heartbeat = (interval: Duration.DurationInput): Effect.Effect<Heart
     const open = new Set<Open>()
     const beat = Effect.sync(() => {
       for (const stream of open) {
-        if (!stream.sent) stream.mailbox.unsafeOffer(HEARTBEAT)
+        if (!stream.sent) stream.beat()
         stream.sent = false
       }
     })
@@ -70,11 +77,11 @@ export const heartbeat = (interval: Duration.DurationInput): Effect.Effect<Heart
 
     const produce = <E>(
       body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
-    ): Stream.Stream<string, E> =>
-      Stream.unwrap(Effect.gen(function*() {
+    ): Stream.Stream<string, E> => {
+      const stream = Stream.unwrap(Effect.gen(function*() {
         const mailbox = yield* Mailbox.make<string, E>({ capacity: bufferedFrames })
         // Starts as sent: the first comment follows at least a whole interval of silence.
-        const entry: Open = { mailbox, sent: true }
+        const entry: Open = { beat: () => mailbox.unsafeOffer(HEARTBEAT), sent: true }
         const emit = (frames: string) => {
           entry.sent = true
           return Effect.asVoid(mailbox.offer(frames))
@@ -93,6 +100,20 @@ export const heartbeat = (interval: Duration.DurationInput): Effect.Effect<Heart
           })
         )
       }))
+      // Written live: `body` writes to the connection itself, in the writer's fiber.
+      return LiveBody.attach(stream, (sink) =>
+        Effect.suspend(() => {
+          const entry: Open = { beat: () => sink.unsafeWrite(HEARTBEAT), sent: true }
+          open.add(entry)
+          return Effect.ensuring(
+            body((frames) => {
+              entry.sent = true
+              return sink.write(frames)
+            }),
+            Effect.sync(() => open.delete(entry))
+          )
+        }))
+    }
 
     const withHeartbeat = <E>(frames: Stream.Stream<string, E>): Stream.Stream<string, E> =>
       produce((emit) =>
@@ -113,17 +134,28 @@ export const withHeartbeat = <E>(
 ): Stream.Stream<string, E> =>
   Stream.unwrapScoped(Effect.map(heartbeat(interval), (beats) => beats.withHeartbeat(frames)))
 
+/** Writes every chunk of `frames` to `sink` in one write. */
+const writeFrames = <E>(frames: Stream.Stream<string, E>): LiveBody.Run => (sink) =>
+  Stream.runForEachChunk(frames, (chunk) => {
+    let text = ""
+    for (const f of chunk) text += f
+    return text.length === 0 ? Effect.void : sink.write(text)
+  })
+
 /** A `text/event-stream` response from a stream of frames; frames ready together are written together. */
 export const response = <E>(
   frames: Stream.Stream<string, E>,
   headers?: Record<string, string>
 ): HttpServerResponse.HttpServerResponse =>
   HttpServerResponse.stream(
-    Stream.mapChunks(frames, (chunk) => {
-      let text = ""
-      for (const f of chunk) text += f
-      return text.length === 0 ? Chunk.empty<Uint8Array>() : Chunk.of(encoder.encode(text))
-    }),
+    LiveBody.attach(
+      Stream.mapChunks(frames, (chunk) => {
+        let text = ""
+        for (const f of chunk) text += f
+        return text.length === 0 ? Chunk.empty<Uint8Array>() : Chunk.of(encoder.encode(text))
+      }),
+      LiveBody.runOf(frames) ?? writeFrames(frames)
+    ),
     {
       contentType: "text/event-stream",
       headers: headers === undefined ? sseHeaders : { ...sseHeaders, ...headers }
