@@ -5,7 +5,9 @@
  * the group.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Option, TestClock } from "effect"
+import { Effect, Either, Option, TestClock } from "effect"
+import type { AuthorizationConfig } from "../src/auth/Authorization.js"
+import * as Authorization from "../src/auth/Authorization.js"
 import * as Activity from "../src/channels/Activity/Activity.js"
 import * as Linking from "../src/channels/Activity/Linking.js"
 import * as StateStoreModule from "../src/state/StateStore.js"
@@ -40,29 +42,33 @@ const cardUrls = (fake: Fake.FakeBotFramework, conversationId: string): Array<st
 
 const createCalls = (fake: Fake.FakeBotFramework) => fake.calls.filter((c) => c.path === "/v3/conversations")
 
-const start = Effect.gen(function*() {
-  yield* atPlausibleTime
-  const idp = yield* FakeIdp.make()
-  const fake = yield* Fake.make()
-  const h = yield* LinkHarness.start({
-    idp,
-    channels: [Activity.make(channelOptions(fake))],
-    authorization: { requireLink: true },
-    store: StateStoreModule.layerMemory,
-    port: yield* LinkHarness.freePort
-  })
-  const send = (activity: Record<string, unknown>) =>
-    Effect.gen(function*() {
-      const answer = yield* Fake.post(h.host.url, activity, yield* fake.sign())
-      assert.strictEqual(answer.status, 202, answer.body)
+const start = (
+  authorization: AuthorizationConfig = { requireLink: true },
+  options: Partial<Activity.Options> = {}
+) =>
+  Effect.gen(function*() {
+    yield* atPlausibleTime
+    const idp = yield* FakeIdp.make()
+    const fake = yield* Fake.make()
+    const h = yield* LinkHarness.start({
+      idp,
+      channels: [Activity.make(channelOptions(fake, options))],
+      authorization,
+      store: StateStoreModule.layerMemory,
+      port: yield* LinkHarness.freePort
     })
-  return { h, fake, send }
-})
+    const send = (activity: Record<string, unknown>) =>
+      Effect.gen(function*() {
+        const answer = yield* Fake.post(h.host.url, activity, yield* fake.sign())
+        assert.strictEqual(answer.status, 202, answer.body)
+      })
+    return { h, fake, send }
+  })
 
 describe("Activity channel: account linking", () => {
   it.scoped("1:1: a sign-in card instead of the agent; the link completes; /whoami; /unlink challenges again", () =>
     Effect.gen(function*() {
-      const { fake, h, send } = yield* start
+      const { fake, h, send } = yield* start()
       yield* send(Fake.message(fake, "hi"))
       yield* fake.waitUntil(() => cardUrls(fake, "a:conv-1").length === 1)
       assert.strictEqual(h.turns.length, 0)
@@ -99,7 +105,7 @@ describe("Activity channel: account linking", () => {
 
   it.scoped("group: the challenge and /link go to the sender's 1:1 chat; the group gets a note, never the link", () =>
     Effect.gen(function*() {
-      const { fake, h, send } = yield* start
+      const { fake, h, send } = yield* start()
       const inGroup = (text: string, from?: Record<string, unknown>) =>
         Fake.message(fake, `<at>Bot</at> ${text}`, {
           conversation: group,
@@ -109,7 +115,13 @@ describe("Activity channel: account linking", () => {
 
       yield* send(inGroup("hi team"))
       yield* fake.waitUntil(() => textsTo(fake, group.id).length === 1)
-      assert.deepStrictEqual(textsTo(fake, group.id), [Linking.texts.sentLink])
+      // Addressed to the sender with a mention; no link.
+      assert.deepStrictEqual(textsTo(fake, group.id), [`<at>Ada</at> ${Linking.texts.sentLink}`])
+      assert.deepStrictEqual(messagesTo(fake, group.id)[0]!.entities, [{
+        type: "mention",
+        text: "<at>Ada</at>",
+        mentioned: { id: "29:user-1", name: "Ada" }
+      }])
       assert.strictEqual(h.turns.length, 0)
       // A 1:1 conversation with the sender, created through the connector in the sender's tenant.
       const created = createCalls(fake)
@@ -123,7 +135,7 @@ describe("Activity channel: account linking", () => {
       // `/link` after the mention: the same private chat (remembered), a fresh link, a note in the group.
       yield* send(inGroup("/link"))
       yield* fake.waitUntil(() => textsTo(fake, group.id).length === 2)
-      assert.strictEqual(textsTo(fake, group.id)[1], Linking.texts.sentLink)
+      assert.strictEqual(textsTo(fake, group.id)[1], `<at>Ada</at> ${Linking.texts.sentLink}`)
       assert.strictEqual(createCalls(fake).length, 1)
       assert.strictEqual(cardUrls(fake, dm).length, 2)
 
@@ -137,13 +149,13 @@ describe("Activity channel: account linking", () => {
 
       // `/whoami` in the group: the details go to the private chat.
       yield* send(inGroup("/whoami"))
-      yield* fake.waitUntil(() => textsTo(fake, group.id).includes(Linking.texts.sentWhoami))
+      yield* fake.waitUntil(() => textsTo(fake, group.id).includes(`<at>Ada</at> ${Linking.texts.sentWhoami}`))
       assert.isTrue(textsTo(fake, dm).some((t) => t.startsWith("You are linked as ada@example.com")))
 
       // Someone the bot cannot open a private chat with is told so in the group, without the link.
       fake.fail({ status: 403, code: "Forbidden", when: (c) => c.path === "/v3/conversations", times: 1 })
       yield* send(inGroup("hello", { id: "29:user-2", name: "Bo", aadObjectId: "aad-user-2" }))
-      yield* fake.waitUntil(() => textsTo(fake, group.id).includes(Linking.texts.noPrivateChat))
+      yield* fake.waitUntil(() => textsTo(fake, group.id).includes(`<at>Bo</at> ${Linking.texts.noPrivateChat}`))
       assert.strictEqual(createCalls(fake).length, 2)
       assert.strictEqual(h.turns.length, 1)
 
@@ -151,6 +163,23 @@ describe("Activity channel: account linking", () => {
         assert.notInclude(String(message.text), "http")
         assert.notInclude(JSON.stringify(message.attachments ?? []), "/link/start")
       }
+    }))
+
+  it.scoped("an allowlist that needs linked claims challenges too; Teams 1:1 streaming does not start before it", () =>
+    Effect.gen(function*() {
+      const allow = Either.getOrThrow(Authorization.parseAllow("claim:groups=agents-users"))
+      const { fake, h, send } = yield* start(allow, { stream: true })
+      yield* send(Fake.message(fake, "hi"))
+      yield* fake.waitUntil(() => cardUrls(fake, "a:conv-1").length === 1)
+      // The card only: no stream was opened for a turn that did not run.
+      const streamed = fake.sent().filter((c) => JSON.stringify(c.body.entities ?? []).includes("streaminfo"))
+      assert.strictEqual(streamed.length, 0)
+      assert.strictEqual(h.turns.length, 0)
+      const done = yield* FakeIdp.signIn(cardUrls(fake, "a:conv-1")[0]!)
+      assert.strictEqual(done.status, 200, done.body)
+      yield* send(Fake.message(fake, "hello"))
+      yield* fake.waitUntil(() => textsTo(fake, "a:conv-1").includes("echo: hello"))
+      assert.deepStrictEqual(h.turns[0]!.context.verified?.claims.groups, ["agents-users"])
     }))
 
   it("commands: only /link, /unlink, /whoami, alone; whoami text names the claims, not ids", () => {

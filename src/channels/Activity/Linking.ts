@@ -132,14 +132,31 @@ export const make = (deps: {
   })
 
   /**
+   * A short text for the group, addressed to the sender: in Teams with an `<at>` mention (a channel is busy, and
+   * the note is about one person's private chat).
+   */
+  const note = (activity: Activity, target: Target, text: string) => {
+    const name = activity.from.name?.replace(/[<>]/g, "").trim()
+    if (activity.channelId !== "msteams" || name === undefined || name.length === 0) return deps.say(target, text)
+    const at = `<at>${name}</at>`
+    return send(target, {
+      ...Cards.text(`${at} ${text}`),
+      entities: [{ type: "mention", text: at, mentioned: { id: activity.from.id, name } }]
+    }).pipe(
+      Effect.asVoid,
+      Effect.catchAll((error) => Effect.logWarning("could not send to the conversation", error.message))
+    )
+  }
+
+  /**
    * Sends `message` to the sender in private: in place in a 1:1 chat; from a group, to their 1:1 chat (a stored
-   * one that fails is replaced by a new one, once), and the group gets `note`, or `unreachable` when it failed.
+   * one that fails is replaced by a new one, once), and the group gets `sent`, or `unreachable` when it failed.
    */
   const privately = (
     activity: Activity,
     target: Target,
     message: Record<string, unknown>,
-    note: string,
+    sent: string,
     unreachable: string
   ): Effect.Effect<void> => {
     if (!isGroup(activity)) {
@@ -157,11 +174,11 @@ export const make = (deps: {
         ))
     return deliver(false).pipe(
       Effect.matchEffect({
-        onSuccess: () => deps.say(target, note),
+        onSuccess: () => note(activity, target, sent),
         onFailure: (error) =>
           Effect.zipRight(
             Effect.logWarning("could not open a private chat for the sign-in message", error.message),
-            deps.say(target, unreachable)
+            note(activity, target, unreachable)
           )
       })
     )

@@ -134,7 +134,7 @@ export const make = (connector: Connector, ctx: ChannelContext, options: Options
         started.right,
         options.streaming
       )
-      if (streamed._tag === "Failed") return yield* replyError(target, streamed.error)
+      if (streamed._tag === "Failed") return yield* replyError(target, streamed.error, signIn)
       if (streamed._tag === "Nothing") return
       const responseId = request.attributes?.responseId
       const messages = render(streamed.response, target, responseId)
