@@ -1,7 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import type { Layer } from "effect"
-import { ConfigProvider, Duration, Effect, Either, Option, Redacted, TestClock } from "effect"
+import { Cause, ConfigProvider, Duration, Effect, Either, Exit, Option, Redacted, TestClock } from "effect"
 import * as Authorization from "../src/auth/Authorization.js"
+import * as LinkState from "../src/auth/LinkState.js"
 import * as OidcLinker from "../src/auth/OidcLinker.js"
 import * as Time from "../src/domain/Time.js"
 import * as SqliteStateStore from "../src/state/sqlite/SqliteStateStore.js"
@@ -152,6 +153,54 @@ describe("OIDC identity linking", () => {
       const fresh = yield* challengeFor(h, "ada1")
       const done = yield* FakeIdp.signIn(fresh)
       assert.strictEqual(done.status, 200, done.body)
+    }))
+
+  it.scoped("a used state is refused as replayed for its whole life; once its seen row is pruned, its age refuses it", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp)
+      const link = yield* challengeFor(h, "ada1")
+      const done = yield* FakeIdp.signIn(link)
+      assert.strictEqual(done.status, 200, done.body)
+      if (done.stage !== "callback") return assert.fail("no callback")
+      const id = JSON.parse(
+        Buffer.from(new URL(link).searchParams.get("state")!.split(".")[1]!, "base64url").toString()
+      )
+        .j as string
+      // Just before the state expires, after a prune: still remembered, so a replay is refused as one.
+      yield* TestClock.adjust("9 minutes")
+      yield* h.store.pruneSeen(yield* Time.now, 1000)
+      const replay = yield* FakeIdp.get(done.callbackUrl, done.cookie)
+      assert.strictEqual(errorType(replay), "state_replayed")
+      // Past the seen window, pruned: only the state's own expiry is left, and it refuses.
+      yield* TestClock.adjust(LinkState.seenWindow)
+      yield* h.store.pruneSeen(yield* Time.now, 1000)
+      const late = yield* FakeIdp.get(done.callbackUrl, done.cookie)
+      assert.strictEqual(late.status, 400)
+      assert.strictEqual(errorType(late), "state_expired")
+      // The row was gone: marking the id now counts as new.
+      assert.isTrue(yield* h.store.markSeen(LinkState.seenNamespace, id, LinkState.seenWindow))
+      assert.isTrue(Option.isSome(yield* h.store.getLink("testchat", "ada1")))
+    }))
+
+  it.effect("a state that would outlive its seen window is refused at construction", () =>
+    Effect.gen(function*() {
+      const exit = yield* OidcLinker.make({
+        issuer: "https://login.example.com",
+        clientId: "c",
+        redirectBaseUrl: "https://bot.example.com",
+        stateTtl: Duration.sum(LinkState.seenWindow, Duration.minutes(1))
+      }).pipe(Effect.provide(StateStoreModule.layerMemory), Effect.exit)
+      assert.isTrue(Exit.isFailure(exit))
+      assert.include(String(Cause.pretty(Exit.isFailure(exit) ? exit.cause : Cause.empty)), "shorter stateTtl")
+      // at the window: fine
+      const ok = yield* OidcLinker.make({
+        issuer: "https://login.example.com",
+        clientId: "c",
+        redirectBaseUrl: "https://bot.example.com",
+        stateTtl: LinkState.seenWindow
+      }).pipe(Effect.provide(StateStoreModule.layerMemory), Effect.exit)
+      assert.isTrue(Exit.isSuccess(ok))
     }))
 
   it.scoped("a sign-in older than maxAge asks the person to sign in again (TestClock); auth_time is a verified claim", () =>

@@ -5,7 +5,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Duration, Effect, Layer, Option, Redacted, TestClock, TestServices } from "effect"
 import { assistantMessage, userMessage } from "../src/domain/Message.js"
 import * as PgDb from "../src/state/postgres/PgDb.js"
 import * as PgStateStore from "../src/state/postgres/PgStateStore.js"
@@ -18,6 +18,21 @@ const layerOn = (url: string) => PgStateStore.layer({ url: Redacted.make(url), m
 const layerFresh = Layer.unwrapScoped(Effect.map(Postgres.database, layerOn))
 
 contract("postgres", () => layerFresh)
+
+/**
+ * Advances the clock one prune interval at a time (each run happens in the layer's own fiber, on the pool) and
+ * reads until `done`: at most 100 intervals, each waited for on the live clock.
+ */
+const awaitPrune = <A>(read: Effect.Effect<A>, done: (a: A) => boolean): Effect.Effect<A> =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 100; i++) {
+      yield* TestClock.adjust(StateStore.defaultSeenPrune.interval)
+      yield* TestServices.provideLive(Effect.sleep(Duration.millis(20)))
+      const a = yield* read
+      if (done(a)) return a
+    }
+    return yield* read
+  })
 
 describe("PgStateStore", () => {
   it.scoped("keeps everything across a close and reopen (migrations applied once)", () =>
@@ -36,7 +51,7 @@ describe("PgStateStore", () => {
           createdAt: at(1)
         })
         yield* store.setCursor("c", "v")
-        yield* store.markSeen("n", "i")
+        yield* store.markSeen("n", "i", Duration.hours(1))
       })
       yield* Effect.scoped(Effect.provide(write, layerOn(url)))
       const read = Effect.gen(function*() {
@@ -46,10 +61,10 @@ describe("PgStateStore", () => {
         assert.deepStrictEqual(yield* store.loadHistory("s"), [userMessage("one"), assistantMessage("two")])
         assert.deepStrictEqual(Option.map(yield* store.getResponse("r"), (r) => r.createdAt), Option.some(at(1)))
         assert.deepStrictEqual(yield* store.getCursor("c"), Option.some("v"))
-        assert.isFalse(yield* store.markSeen("n", "i"))
+        assert.isFalse(yield* store.markSeen("n", "i", Duration.hours(1)))
         const sql = yield* SqlClient.SqlClient
         const applied = yield* sql<{ readonly n: string }>`SELECT count(*) AS n FROM agent_host_migrations`
-        assert.strictEqual(Number(applied[0]!.n), 4)
+        assert.strictEqual(Number(applied[0]!.n), 5)
       })
       yield* Effect.scoped(Effect.provide(
         read,
@@ -98,6 +113,43 @@ describe("PgStateStore", () => {
       )
     }))
 
+  it.scoped("seen ids stored before migration 5 get 24 hours from the upgrade; the layer prunes expired ones", () =>
+    Effect.gen(function*() {
+      const url = yield* Postgres.database
+      const onDb = <A>(effect: Effect.Effect<A, never, SqlClient.SqlClient | StateStore.StateStore>) =>
+        Effect.scoped(Effect.provide(
+          effect,
+          PgStateStore.layerWithoutDb.pipe(Layer.provideMerge(PgDb.layer({ url: Redacted.make(url) })))
+        ))
+      // The database as migration 4 left it, with a seen id in it.
+      yield* onDb(
+        Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          yield* sql`DELETE FROM agent_host_migrations WHERE migration_id >= 5`
+          yield* sql`ALTER TABLE seen_ids DROP COLUMN keep_until`
+          yield* sql`INSERT INTO seen_ids (namespace, id) VALUES ('telegram:1', '42')`
+        }).pipe(Effect.orDie)
+      )
+      const upgradedAt = 1_000_000_000
+      yield* TestClock.setTime(upgradedAt)
+      const keepUntil = (sql: SqlClient.SqlClient) =>
+        sql<{ readonly id: string; readonly k: string }>`SELECT id, keep_until AS k FROM seen_ids ORDER BY id`.pipe(
+          Effect.map((rows) => rows.map((r) => [r.id, Number(r.k)] as const)),
+          Effect.orDie
+        )
+      yield* onDb(Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const store = yield* StateStore.StateStore
+        assert.deepStrictEqual(yield* keepUntil(sql), [["42", upgradedAt + Duration.toMillis(Duration.hours(24))]])
+        yield* TestClock.adjust(Duration.hours(23))
+        assert.isFalse(yield* store.markSeen("telegram:1", "42", Duration.minutes(1)))
+        yield* store.markSeen("n", "long", Duration.hours(24))
+        // Interval by interval past the legacy row's window: a periodic run removes it, not the longer one.
+        const rows = yield* awaitPrune(keepUntil(sql), (rows) => rows.length === 1)
+        assert.deepStrictEqual(rows.map(([id]) => id), ["long"])
+      }))
+    }))
+
   it.scoped("two hosts on one database: markSeen admits an id once, appends from both are kept", () =>
     Effect.gen(function*() {
       const url = yield* Postgres.database
@@ -110,7 +162,11 @@ describe("PgStateStore", () => {
       const ids = Array.from({ length: 50 }, (_, i) => `u${i}`)
       const admitted = yield* Effect.forEach(
         ids,
-        (id) => Effect.all([storeA.markSeen("telegram", id), storeB.markSeen("telegram", id)], { concurrency: 2 }),
+        (id) =>
+          Effect.all([
+            storeA.markSeen("telegram", id, Duration.hours(1)),
+            storeB.markSeen("telegram", id, Duration.hours(1))
+          ], { concurrency: 2 }),
         { concurrency: 8 }
       )
       assert.isTrue(admitted.every(([x, y]) => x !== y))

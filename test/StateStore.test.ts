@@ -4,9 +4,10 @@
  * rows that no longer decode.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Logger, Option, Schema } from "effect"
+import { Duration, Effect, Layer, Logger, Option, Schema, TestClock, TestServices } from "effect"
 import * as Path from "node:path"
 import { assistantMessage, Message, userMessage } from "../src/domain/Message.js"
+import type * as Time from "../src/domain/Time.js"
 import * as NativeSqlite from "../src/state/sqlite/NativeSqlite.js"
 import * as SqliteStateStore from "../src/state/sqlite/SqliteStateStore.js"
 import * as StateDb from "../src/state/sqlite/StateDb.js"
@@ -100,7 +101,7 @@ describe("SqliteStateStore", () => {
           createdAt: at(1)
         })
         yield* store.setCursor("c", "v")
-        yield* store.markSeen("n", "i")
+        yield* store.markSeen("n", "i", Duration.hours(1))
       })
       yield* Effect.scoped(Effect.provide(write, SqliteStateStore.layer({ directory })))
       const read = Effect.gen(function*() {
@@ -110,7 +111,7 @@ describe("SqliteStateStore", () => {
         assert.deepStrictEqual(yield* store.loadHistory("s"), [userMessage("one"), assistantMessage("two")])
         assert.deepStrictEqual(Option.map(yield* store.getResponse("r"), (r) => r.inputItems), Option.some([1]))
         assert.deepStrictEqual(yield* store.getCursor("c"), Option.some("v"))
-        assert.isFalse(yield* store.markSeen("n", "i"))
+        assert.isFalse(yield* store.markSeen("n", "i", Duration.hours(1)))
       })
       yield* Effect.scoped(Effect.provide(read, SqliteStateStore.layer({ directory })))
     }))
@@ -170,5 +171,118 @@ describe("SqliteStateStore", () => {
         Layer.merge(layer, Logger.replace(Logger.defaultLogger, logger))
       ))
       assert.strictEqual(logs.filter((l) => l.includes("quarantined")).length, 4)
+    }))
+
+  it.scoped("sqlite: seen ids stored before migration 7 get 24 hours from the upgrade", () =>
+    Effect.gen(function*() {
+      const directory = yield* TempDir.make()
+      yield* Effect.scoped(Effect.provide(Effect.void, SqliteStateStore.layer({ directory })))
+      // The database as migration 6 left it, with a seen id in it.
+      const db = openRaw(directory)
+      db.exec("DELETE FROM agent_host_migrations WHERE migration_id >= 7")
+      db.exec("DROP INDEX seen_ids_by_keep_until")
+      db.exec("ALTER TABLE seen_ids DROP COLUMN keep_until")
+      db.prepare("INSERT INTO seen_ids (namespace, id) VALUES (?, ?)").run("telegram:1", "42")
+      db.close()
+      const upgradedAt = 1_000_000_000
+      yield* TestClock.setTime(upgradedAt)
+      yield* Effect.scoped(Effect.provide(
+        Effect.gen(function*() {
+          const store = yield* StateStore.StateStore
+          const raw = openRaw(directory)
+          const row = raw.prepare("SELECT keep_until AS k FROM seen_ids WHERE id = '42'").get() as { k: number }
+          raw.close()
+          assert.strictEqual(row.k, upgradedAt + Duration.toMillis(Duration.hours(24)))
+          yield* TestClock.adjust(Duration.hours(23))
+          assert.isFalse(yield* store.markSeen("telegram:1", "42", Duration.minutes(1)))
+        }),
+        SqliteStateStore.layer({ directory })
+      ))
+    }))
+
+  it.scoped("sqlite: the layer prunes expired seen ids at start and every interval", () =>
+    Effect.gen(function*() {
+      const directory = yield* TempDir.make()
+      const count = () => {
+        const raw = openRaw(directory)
+        const row = raw.prepare("SELECT count(*) AS n FROM seen_ids").get() as { n: number }
+        raw.close()
+        return row.n
+      }
+      yield* Effect.scoped(Effect.provide(
+        Effect.gen(function*() {
+          const store = yield* StateStore.StateStore
+          yield* store.markSeen("n", "short", Duration.minutes(1))
+          yield* store.markSeen("n", "long", Duration.hours(1))
+        }),
+        SqliteStateStore.layer({ directory })
+      ))
+      assert.strictEqual(count(), 2)
+      // Reopened past the short window: the run at start removes it (and only it).
+      yield* TestClock.adjust(Duration.minutes(2))
+      yield* Effect.scoped(Effect.provide(
+        Effect.gen(function*() {
+          yield* StateStore.StateStore
+          yield* awaitCount(count, 1, Duration.zero)
+          // Interval by interval past the long window: a periodic run removes it.
+          yield* awaitCount(count, 0, StateStore.defaultSeenPrune.interval)
+        }),
+        SqliteStateStore.layer({ directory })
+      ))
+    }))
+})
+
+/**
+ * Advances the clock by `step` and counts, until the count is `expected` (at most 100 steps, each waited for on the
+ * live clock): the prune runs in the layer's own fiber.
+ */
+const awaitCount = (count: () => number, expected: number, step: Duration.Duration) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 100 && count() !== expected; i++) {
+      yield* TestClock.adjust(step)
+      yield* TestServices.provideLive(Effect.sleep(Duration.millis(10)))
+    }
+    assert.strictEqual(count(), expected)
+  })
+
+describe("pruneSeenPeriodically", () => {
+  it.scoped("runs at start and every interval, in batches until a short one, at most maxBatches per run", () =>
+    Effect.gen(function*() {
+      let backlog = 23
+      const calls: Array<number> = []
+      const fake = {
+        pruneSeen: (_before: Time.EpochMillis, limit: number) =>
+          Effect.sync(() => {
+            const n = Math.min(limit, backlog)
+            backlog -= n
+            calls.push(n)
+            return n
+          })
+      }
+      const settings = { interval: Duration.minutes(5), batch: 5, maxBatches: 3 }
+      yield* StateStore.pruneSeenPeriodically(fake, settings)
+      yield* Effect.yieldNow()
+      // at start: three full batches, then the run stops (the backlog waits for the next one)
+      assert.deepStrictEqual(calls, [5, 5, 5])
+      yield* TestClock.adjust(Duration.minutes(4))
+      assert.deepStrictEqual(calls, [5, 5, 5])
+      yield* TestClock.adjust(Duration.minutes(1))
+      // the next run: one full batch, then a short one ends it
+      assert.deepStrictEqual(calls, [5, 5, 5, 5, 3])
+      yield* TestClock.adjust(Duration.minutes(5))
+      assert.deepStrictEqual(calls, [5, 5, 5, 5, 3, 0])
+    }))
+
+  it.scoped("a failed run is logged and the next one runs", () =>
+    Effect.gen(function*() {
+      let runs = 0
+      const fake = {
+        pruneSeen: () => Effect.suspend(() => ++runs === 1 ? Effect.die("disk on fire") : Effect.succeed(0))
+      }
+      yield* StateStore.pruneSeenPeriodically(fake, { interval: Duration.minutes(1), batch: 10, maxBatches: 1 })
+      yield* Effect.yieldNow()
+      assert.strictEqual(runs, 1)
+      yield* TestClock.adjust(Duration.minutes(1))
+      assert.strictEqual(runs, 2)
     }))
 })

@@ -626,7 +626,7 @@ describe("TaskRunner (sqlite)", () => {
           return yield* sql<{ readonly migration_id: number }>`SELECT migration_id FROM agent_host_migrations
             ORDER BY migration_id`
         }).pipe(Effect.provide(SqliteClient.layer({ filename })), Effect.orDie)
-        assert.deepStrictEqual(applied.map((m) => m.migration_id), [1, 2, 3, 4, 5, 6])
+        assert.deepStrictEqual(applied.map((m) => m.migration_id), [1, 2, 3, 4, 5, 6, 7])
       }))
   }
 })

@@ -8,7 +8,7 @@
  * restart still complete after it; in memory mode the key lives as long as the process).
  */
 import type { Redacted } from "effect"
-import { Effect, Either, Option, Redacted as RedactedModule, Schema } from "effect"
+import { Duration, Effect, Either, Option, Redacted as RedactedModule, Schema } from "effect"
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto"
 import { issueId } from "../domain/Ids.js"
 import { EpochMillis } from "../domain/Time.js"
@@ -101,6 +101,15 @@ export const loadKey = (
     yield* store.setCursor(keyCursor, b64(fresh))
     return keyFrom(fresh)
   })
+
+/**
+ * How long a used state's id is remembered (`StateStore.markSeen`): at least the longest a state lives, so a state
+ * is refused as replayed while its signature would still pass, and as expired after its seen row is pruned.
+ */
+export const seenWindow: Duration.Duration = Duration.hours(1)
+
+/** The namespace of used states in `StateStore.markSeen`. */
+export const seenNamespace = "auth:link-state"
 
 /** A new flow id from the CSPRNG. */
 export const newId: Effect.Effect<string> = issueId("")

@@ -48,7 +48,7 @@ export interface OidcSettings {
   readonly linkSessions?: boolean
   /** The state signing key; default: generated once and kept in the state store. */
   readonly stateKey?: Redacted.Redacted<string> | undefined
-  /** How long a sign-in link is valid (default 10 minutes). */
+  /** How long a sign-in link is valid (default 10 minutes; at most `LinkState.seenWindow`, one hour). */
   readonly stateTtl?: Duration.DurationInput
   /** Plain-HTTP provider URLs: allowed for loopback issuers always, elsewhere only with this. */
   readonly allowHttp?: boolean
@@ -79,7 +79,6 @@ export const signedInAt = (link: IdentityLink): Time.EpochMillis => {
 }
 
 const stateCookie = "agent_host_link"
-const seenNamespace = "auth:link-state"
 
 const loopback = (url: URL) => ["127.0.0.1", "localhost", "[::1]"].includes(url.hostname)
 
@@ -179,6 +178,14 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
   const redirectUri = `${base}${path}/callback`
   const secureCookie = base.startsWith("https:")
   const ttl = Duration.decode(settings.stateTtl ?? Duration.minutes(10))
+  // A used state must stay remembered as long as its signature holds: else a replay after the prune would pass.
+  if (Duration.greaterThan(ttl, LinkState.seenWindow)) {
+    return yield* Effect.dieMessage(
+      `OidcLinker: stateTtl ${Duration.format(ttl)} is longer than the ${
+        Duration.format(LinkState.seenWindow)
+      } a used sign-in state is remembered; use a shorter stateTtl`
+    )
+  }
   const timeout = Duration.toMillis(Duration.decode(settings.providerTimeout ?? Duration.seconds(10)))
   const scopes = settings.scopes ?? "openid email profile"
   const keep = settings.claims ?? defaultClaims
@@ -392,7 +399,7 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
       if (cookieOf(input) !== payload.id) return refused(input, LinkState.mismatched)
       const clear = { "set-cookie": cookie("", 0) }
       // Used up before anything else: a second callback with the same state is a replay, whatever happens next.
-      const fresh = yield* store.markSeen(seenNamespace, payload.id)
+      const fresh = yield* store.markSeen(LinkState.seenNamespace, payload.id, LinkState.seenWindow)
       if (!fresh) return refused(input, LinkState.replayed)
       const params = new URLSearchParams(input.query)
       const linked = yield* Effect.gen(function*() {

@@ -59,7 +59,8 @@ export const layerEntity = SessionEntity.toLayer(
     yield* turns.local.forget(key)
     const admit = (turnId: string) =>
       Effect.flatMap(
-        store.markSeen(turnSeenNamespace, turnId),
+        // Seen-id window: a forwarded turn is redelivered within hours at most.
+        store.markSeen(turnSeenNamespace, turnId, Duration.hours(24)),
         (first) => first ? Effect.void : Effect.fail(interruptedElsewhere(key))
       )
     return SessionEntity.of({

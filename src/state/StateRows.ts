@@ -108,6 +108,7 @@ export type Reads = Pick<
   | "deleteLink"
   | "linksFor"
   | "getCursor"
+  | "pruneSeen"
   | "quarantine"
   | "quarantined"
 >
@@ -317,6 +318,13 @@ export const make = (sql: SqlClient.SqlClient, dialect: Dialect): StateRows => {
         Effect.map((rows) => Option.fromNullable(rows[0]?.value)),
         Effect.orDie
       ),
+
+    // Oldest windows first, `limit` rows per statement (index seen_ids_by_keep_until): the write lock is held
+    // briefly, and a backlog goes over several calls.
+    pruneSeen: (before, limit) =>
+      sql<{ readonly id: string }>`DELETE FROM seen_ids WHERE (namespace, id) IN (
+          SELECT namespace, id FROM seen_ids WHERE keep_until < ${before} ORDER BY keep_until LIMIT ${limit}
+        ) RETURNING id`.pipe(Effect.map((rows) => rows.length), Effect.orDie),
 
     quarantine: (record) => insertQuarantine(record).pipe(Effect.asVoid, Effect.orDie),
     quarantined: sql<QuarantineRow>`SELECT source_table AS "sourceTable", key, reason, raw, at FROM quarantine

@@ -5,10 +5,12 @@
  * `layerMemory` keeps it in process; `SqliteStateStore.layer` (src/state/sqlite) persists it in the state dir, and
  * `Persistence.layerConfig` picks one from config.
  */
-import { Context, Effect, Layer, Option, Schema } from "effect"
+import type { Scope } from "effect"
+import { Context, Duration, Effect, Layer, Option, Schedule, Schema } from "effect"
 import type { ChannelIdentity } from "../domain/Identity.js"
 import { Message } from "../domain/Message.js"
 import type { EpochMillis } from "../domain/Time.js"
+import * as Time from "../domain/Time.js"
 
 /** A stored Responses API object: the response JSON, its input items, and its stream events (background). */
 export interface StoredResponse {
@@ -105,8 +107,17 @@ export interface StateStoreShape {
 
   readonly getCursor: (name: string) => Effect.Effect<Option.Option<string>>
   readonly setCursor: (name: string, value: string) => Effect.Effect<void>
-  /** Marks `id` seen in `namespace`; true the first time, false for a duplicate. */
-  readonly markSeen: (namespace: string, id: string) => Effect.Effect<boolean>
+  /**
+   * Marks `id` seen in `namespace` for `keepFor` (from now): true the first time, false for a duplicate within
+   * that window. An id whose window has passed counts as unseen again (pruned or not), so the window must cover
+   * every redelivery the caller dedupes: each caller documents its own.
+   */
+  readonly markSeen: (namespace: string, id: string, keepFor: Duration.Duration) => Effect.Effect<boolean>
+  /**
+   * Deletes at most `limit` seen ids whose window ended before `before`; returns how many. The store's layer runs
+   * it periodically (`pruneSeenPeriodically`); callers need not.
+   */
+  readonly pruneSeen: (before: EpochMillis, limit: number) => Effect.Effect<number>
 
   readonly quarantine: (record: QuarantineRecord) => Effect.Effect<void>
   readonly quarantined: Effect.Effect<ReadonlyArray<QuarantineRecord>>
@@ -137,7 +148,8 @@ export const makeMemory: Effect.Effect<StateStoreShape> = Effect.sync(() => {
   const events = new Map<string, Array<StoredEvent>>()
   const links = new Map<string, IdentityLink>()
   const cursors = new Map<string, string>()
-  const seen = new Map<string, Set<string>>()
+  // namespace + NUL + id -> the end of its window
+  const seen = new Map<string, EpochMillis>()
   const quarantine: Array<QuarantineRecord> = []
 
   return StateStore.of({
@@ -235,20 +247,82 @@ export const makeMemory: Effect.Effect<StateStoreShape> = Effect.sync(() => {
       ),
     getCursor: (name) => Effect.sync(() => Option.fromNullable(cursors.get(name))),
     setCursor: (name, value) => Effect.sync(() => void cursors.set(name, value)),
-    markSeen: (namespace, id) =>
-      Effect.sync(() => {
-        let set = seen.get(namespace)
-        if (set === undefined) {
-          set = new Set()
-          seen.set(namespace, set)
-        }
-        if (set.has(id)) return false
-        set.add(id)
+    markSeen: (namespace, id, keepFor) =>
+      Effect.map(Time.now, (now) => {
+        const k = linkKey(namespace, id)
+        const keepUntil = seen.get(k)
+        if (keepUntil !== undefined && keepUntil >= now) return false
+        seen.set(k, Time.plus(now, keepFor))
         return true
+      }),
+    pruneSeen: (before, limit) =>
+      Effect.sync(() => {
+        let n = 0
+        for (const [k, keepUntil] of seen) {
+          if (n >= limit) break
+          if (keepUntil < before) {
+            seen.delete(k)
+            n++
+          }
+        }
+        return n
       }),
     quarantine: (record) => Effect.sync(() => void quarantine.push(record)),
     quarantined: Effect.sync(() => quarantine.slice())
   })
 })
 
-export const layerMemory: Layer.Layer<StateStore> = Layer.effect(StateStore, makeMemory)
+/** How often a store's layer prunes expired seen ids, and in what batches. */
+export interface SeenPruneSettings {
+  /** Between runs (default 5 minutes); the first run is at start. */
+  readonly interval: Duration.Duration
+  /** Rows per delete (default 500): one statement holds the write lock only this long. */
+  readonly batch: number
+  /** Batches per run at most (default 100): a backlog is worked off over several runs. */
+  readonly maxBatches: number
+}
+
+export const defaultSeenPrune: SeenPruneSettings = {
+  interval: Duration.minutes(5),
+  batch: 500,
+  maxBatches: 100
+}
+
+/** One prune run: batches of expired seen ids until a short batch or `maxBatches`; returns how many it deleted. */
+export const pruneSeenOnce = (
+  store: Pick<StateStoreShape, "pruneSeen">,
+  settings: SeenPruneSettings = defaultSeenPrune
+): Effect.Effect<number> =>
+  Effect.flatMap(Time.now, (now) => {
+    const loop = (batches: number, total: number): Effect.Effect<number> =>
+      batches >= settings.maxBatches ? Effect.succeed(total) : Effect.flatMap(
+        store.pruneSeen(now, settings.batch),
+        (n) => n < settings.batch ? Effect.succeed(total + n) : loop(batches + 1, total + n)
+      )
+    return loop(0, 0)
+  })
+
+/**
+ * Prunes expired seen ids at start and every `interval`, for the life of the scope. A failed run is logged and
+ * the next one tries again.
+ */
+export const pruneSeenPeriodically = (
+  store: Pick<StateStoreShape, "pruneSeen">,
+  settings: SeenPruneSettings = defaultSeenPrune
+): Effect.Effect<void, never, Scope.Scope> =>
+  pruneSeenOnce(store, settings).pipe(
+    Effect.withSpan("StateStore.pruneSeen"),
+    Effect.tap((n) =>
+      n > 0 ? Effect.logDebug("pruned expired seen ids").pipe(Effect.annotateLogs({ n })) : Effect.void
+    ),
+    Effect.catchAllCause((cause) => Effect.logWarning("pruning expired seen ids failed; retrying later", cause)),
+    Effect.repeat(Schedule.spaced(settings.interval)),
+    Effect.forkScoped,
+    Effect.asVoid
+  )
+
+/** The in-process store, its expired seen ids pruned periodically (so it stays bounded). */
+export const layerMemoryWith = (settings: SeenPruneSettings = defaultSeenPrune): Layer.Layer<StateStore> =>
+  Layer.scoped(StateStore, Effect.tap(makeMemory, (store) => pruneSeenPeriodically(store, settings)))
+
+export const layerMemory: Layer.Layer<StateStore> = layerMemoryWith()

@@ -4,7 +4,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import type { Layer } from "effect"
-import { Effect, Option } from "effect"
+import { Duration, Effect, Option, TestClock } from "effect"
 import type { ChannelIdentity } from "../../src/domain/Identity.js"
 import { ChannelName } from "../../src/domain/Ids.js"
 import type { Message } from "../../src/domain/Message.js"
@@ -220,9 +220,42 @@ export const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.S
         yield* store.setCursor("telegram", "41")
         yield* store.setCursor("telegram", "42")
         assert.deepStrictEqual(yield* store.getCursor("telegram"), Option.some("42"))
-        assert.isTrue(yield* store.markSeen("telegram", "u1"))
-        assert.isFalse(yield* store.markSeen("telegram", "u1"))
-        assert.isTrue(yield* store.markSeen("teams", "u1"))
+        assert.isTrue(yield* store.markSeen("telegram", "u1", Duration.hours(1)))
+        assert.isFalse(yield* store.markSeen("telegram", "u1", Duration.hours(1)))
+        assert.isTrue(yield* store.markSeen("teams", "u1", Duration.hours(1)))
+      })
+    )
+
+    test(
+      "a seen id is a duplicate for its window, new after it (pruned or not), and renewed then",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        assert.isTrue(yield* store.markSeen("n", "a", Duration.minutes(1)))
+        yield* TestClock.adjust(Duration.seconds(60))
+        // the window's last instant still counts
+        assert.isFalse(yield* store.markSeen("n", "a", Duration.minutes(1)))
+        yield* TestClock.adjust(Duration.millis(1))
+        assert.isTrue(yield* store.markSeen("n", "a", Duration.minutes(1)))
+        assert.isFalse(yield* store.markSeen("n", "a", Duration.minutes(1)))
+        // a duplicate does not extend the window it hit
+        yield* TestClock.adjust(Duration.seconds(61))
+        assert.isTrue(yield* store.markSeen("n", "a", Duration.minutes(1)))
+      })
+    )
+
+    test(
+      "pruneSeen deletes expired ids only, at most `limit` per call",
+      Effect.gen(function*() {
+        const store = yield* StateStore.StateStore
+        for (const id of ["a", "b", "c"]) yield* store.markSeen("n", id, Duration.minutes(1))
+        yield* store.markSeen("m", "d", Duration.hours(1))
+        const later = Time.plus(yield* Time.now, Duration.minutes(2))
+        assert.strictEqual(yield* store.pruneSeen(later, 2), 2)
+        assert.strictEqual(yield* store.pruneSeen(later, 2), 1)
+        assert.strictEqual(yield* store.pruneSeen(later, 2), 0)
+        // within its window: kept, still a duplicate
+        assert.isFalse(yield* store.markSeen("m", "d", Duration.hours(1)))
+        assert.strictEqual(yield* store.pruneSeen(Time.plus(later, Duration.hours(1)), 10), 1)
       })
     )
 

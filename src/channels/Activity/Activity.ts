@@ -134,7 +134,12 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
         Effect.gen(function*() {
           if (activity.type !== "message" && activity.type !== "conversationUpdate") return
           if (activity.id !== undefined) {
-            const fresh = yield* ctx.state.markSeen(seenNamespace, `${activity.conversation.id}:${activity.id}`)
+            // Seen-id window: Bot Framework retries within minutes; a day is ample.
+            const fresh = yield* ctx.state.markSeen(
+              seenNamespace,
+              `${activity.conversation.id}:${activity.id}`,
+              Duration.hours(24)
+            )
             if (!fresh) return yield* Effect.logDebug("duplicate activity dropped", activity.id)
           }
           const work = annotate(inbound.handle(activity, raw, key as never)).pipe(

@@ -4,8 +4,8 @@
  * deferred response (type 5) at once while its turn runs in the background, autocomplete gets no suggestions,
  * and buttons, menus and modals a short ephemeral note. Anything else is a 4xx with a JSON error.
  */
-import type { Duration, FiberSet } from "effect"
-import { Clock, Effect, Either, Fiber, FiberSet as FiberSetModule, Queue, Schema, Stream } from "effect"
+import type { FiberSet } from "effect"
+import { Clock, Duration, Effect, Either, Fiber, FiberSet as FiberSetModule, Queue, Schema, Stream } from "effect"
 import type * as Crypto from "node:crypto"
 import type { ChannelCommand, ChannelContext, Route, TurnOutcome } from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
@@ -294,7 +294,8 @@ export const route = (deps: Deps): Route => {
         return errorJson(400, "invalid_interaction", "the interaction is for another application")
       }
       // A signed body may be replayed while its timestamp is fresh; each interaction runs once.
-      if (!(yield* ctx.state.markSeen(seenNamespace, interaction.id))) {
+      // Seen-id window: an interaction cannot be answered after 15 minutes, so an hour covers any redelivery.
+      if (!(yield* ctx.state.markSeen(seenNamespace, interaction.id, Duration.hours(1)))) {
         return errorJson(409, "duplicate_interaction", `interaction ${interaction.id} was already handled`)
       }
       switch (interaction.type) {

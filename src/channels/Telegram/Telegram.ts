@@ -139,7 +139,8 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
       /** Accepts an update once (duplicates are dropped) and queues it behind its chat's earlier updates. */
       const accept = (update: Update, raw: unknown) =>
         Effect.gen(function*() {
-          const fresh = yield* ctx.state.markSeen(seenNamespace, String(update.update_id))
+          // Seen-id window: Telegram keeps an update 24 h.
+          const fresh = yield* ctx.state.markSeen(seenNamespace, String(update.update_id), Duration.hours(24))
           if (!fresh) {
             yield* Effect.logDebug("duplicate update dropped", update.update_id)
             return

@@ -9,8 +9,9 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Effect, Layer } from "effect"
+import * as Time from "../../domain/Time.js"
 import * as StateRows from "../StateRows.js"
-import { StateStore } from "../StateStore.js"
+import { pruneSeenPeriodically, StateStore } from "../StateStore.js"
 import * as PgDb from "./PgDb.js"
 
 const { encodeIdentity, encodeMessage, toJson } = StateRows
@@ -75,15 +76,23 @@ export const make = Effect.gen(function*() {
     setCursor: (name, value) =>
       sql`INSERT INTO cursors (name, value) VALUES (${name}, ${value})
         ON CONFLICT (name) DO UPDATE SET value = excluded.value`.pipe(Effect.asVoid, Effect.orDie),
-    // Atomic across hosts: exactly one insert of an id wins.
-    markSeen: (namespace, id) =>
-      sql<{ readonly id: string }>`INSERT INTO seen_ids (namespace, id) VALUES (${namespace}, ${id})
-        ON CONFLICT DO NOTHING RETURNING id`.pipe(Effect.map((rows) => rows.length > 0), Effect.orDie)
+    // Atomic across hosts: exactly one insert of an id wins. A row whose window has passed (not yet pruned) is
+    // taken over: the id counts as new.
+    markSeen: (namespace, id, keepFor) =>
+      Effect.flatMap(Time.now, (now) =>
+        sql<{ readonly id: string }>`INSERT INTO seen_ids (namespace, id, keep_until)
+          VALUES (${namespace}, ${id}, ${Time.plus(now, keepFor)})
+          ON CONFLICT (namespace, id) DO UPDATE SET keep_until = excluded.keep_until
+            WHERE seen_ids.keep_until < ${now}
+          RETURNING id`.pipe(Effect.map((rows) => rows.length > 0), Effect.orDie))
   })
 })
 
-/** The store on an already open (and migrated) database. */
-export const layerWithoutDb: Layer.Layer<StateStore, never, SqlClient.SqlClient> = Layer.effect(StateStore, make)
+/** The store on an already open (and migrated) database, pruning expired seen ids periodically. */
+export const layerWithoutDb: Layer.Layer<StateStore, never, SqlClient.SqlClient> = Layer.scoped(
+  StateStore,
+  Effect.tap(make, (store) => pruneSeenPeriodically(store))
+)
 
 /** The store with its own pool on `options.url` (migrations applied first). */
 export const layer = (options: PgDb.Options): Layer.Layer<StateStore, PgDb.StateDatabaseUnavailable> =>

@@ -10,8 +10,9 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Effect, Layer } from "effect"
+import * as Time from "../../domain/Time.js"
 import * as StateRows from "../StateRows.js"
-import { StateStore } from "../StateStore.js"
+import { pruneSeenPeriodically, StateStore } from "../StateStore.js"
 import * as StateDb from "./StateDb.js"
 import type { Step } from "./StateWriter.js"
 import { StateWriter } from "./StateWriter.js"
@@ -29,7 +30,9 @@ const upsertAlias = "INSERT INTO session_aliases (key, alias) VALUES (?, ?) " +
   "ON CONFLICT (key) DO UPDATE SET alias = excluded.alias"
 const upsertCursor = "INSERT INTO cursors (name, value) VALUES (?, ?) " +
   "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
-const insertSeen = "INSERT INTO seen_ids (namespace, id) VALUES (?, ?) ON CONFLICT DO NOTHING"
+// A row whose window has passed (not yet pruned) is taken over: the id counts as new.
+const insertSeen = "INSERT INTO seen_ids (namespace, id, keep_until) VALUES (?, ?, ?) " +
+  "ON CONFLICT (namespace, id) DO UPDATE SET keep_until = excluded.keep_until WHERE seen_ids.keep_until < ?"
 
 export const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
@@ -81,14 +84,21 @@ export const make = Effect.gen(function*() {
           VALUES (${link.channel}, ${link.nativeId}, ${link.isolationKey}, ${link.subject}, ${toJson(link.claims)},
                   ${link.linkedAt})`.pipe(Effect.asVoid, Effect.orDie),
     setCursor: (name, value) => writer.write((statement) => void statement(upsertCursor).run(name, value)),
-    markSeen: (namespace, id) => writer.write((statement) => statement(insertSeen).run(namespace, id).changes > 0)
+    markSeen: (namespace, id, keepFor) =>
+      Effect.flatMap(
+        Time.now,
+        (now) =>
+          writer.write((statement) =>
+            statement(insertSeen).run(namespace, id, Time.plus(now, keepFor), now).changes > 0
+          )
+      )
   })
 })
 
-/** The store on an already open database (shared with other services). */
-export const layerWithoutDb: Layer.Layer<StateStore, never, SqlClient.SqlClient | StateWriter> = Layer.effect(
+/** The store on an already open database (shared with other services), pruning expired seen ids periodically. */
+export const layerWithoutDb: Layer.Layer<StateStore, never, SqlClient.SqlClient | StateWriter> = Layer.scoped(
   StateStore,
-  make
+  Effect.tap(make, (store) => pruneSeenPeriodically(store))
 )
 
 /** The store with its own database in `directory` (lock, WAL, migrations). */

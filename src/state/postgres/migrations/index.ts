@@ -6,6 +6,7 @@ import m0001 from "./0001_state.js"
 import m0002 from "./0002_checkpoints.js"
 import m0003 from "./0003_tasks.js"
 import m0004 from "./0004_conversations.js"
+import m0005 from "./0005_seen_keep_until.js"
 
 export const table = "agent_host_migrations"
 
@@ -13,7 +14,8 @@ export const loader = Migrator.fromRecord({
   "0001_state": m0001,
   "0002_checkpoints": m0002,
   "0003_tasks": m0003,
-  "0004_conversations": m0004
+  "0004_conversations": m0004,
+  "0005_seen_keep_until": m0005
 })
 
 /**

@@ -8,6 +8,7 @@ import m0003 from "./0003_epoch_millis.js"
 import m0004 from "./0004_response_user_key.js"
 import m0005 from "./0005_tasks.js"
 import m0006 from "./0006_conversations.js"
+import m0007 from "./0007_seen_keep_until.js"
 
 export const table = "agent_host_migrations"
 
@@ -17,7 +18,8 @@ export const loader = Migrator.fromRecord({
   "0003_epoch_millis": m0003,
   "0004_response_user_key": m0004,
   "0005_tasks": m0005,
-  "0006_conversations": m0006
+  "0006_conversations": m0006,
+  "0007_seen_keep_until": m0007
 })
 
 /**
