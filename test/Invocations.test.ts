@@ -1,8 +1,9 @@
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { Effect, Fiber, FiberRef } from "effect"
 import * as Invocations from "../src/channels/Invocations.js"
 import * as Agent from "../src/core/Agent.js"
 import { AgentHost } from "../src/core/AgentHost.js"
+import { currentClientShield } from "../src/http/ClientShield.js"
 import * as TestHost from "./utils/TestHost.js"
 
 const post = (url: string, body: string) =>
@@ -83,6 +84,37 @@ describe("Invocations busy policy", () => {
         assert.include(JSON.parse(second.body).error.message, "answering another message")
         const done = yield* Fiber.join(first)
         assert.strictEqual(done.status, 200)
+      }))
+  })
+})
+
+describe("Invocations turn fiber", () => {
+  // The turn reports the client shield of the fiber it runs in: `shielded` only in the request's own fiber.
+  layer(
+    TestHost.layer({
+      channels: [Invocations.make()],
+      target: Agent.layer(Agent.make({
+        name: "where",
+        run: () =>
+          Effect.map(FiberRef.get(currentClientShield), (shield) => ({
+            messages: [{ role: "assistant", contents: [{ _tag: "text", text: shield }] }]
+          }))
+      }))
+    })
+  )((it) => {
+    it.effect("a blocking turn on an idle session runs in the request's fiber, shielded from the client", () =>
+      Effect.gen(function*() {
+        const host = yield* AgentHost
+        const keyed = yield* post(`${host.url}/invocations`, JSON.stringify({ message: "a", session_id: "inline" }))
+        assert.strictEqual(JSON.parse(keyed.body).response, "shielded")
+        const fresh = yield* post(`${host.url}/invocations`, JSON.stringify({ message: "b" }))
+        assert.strictEqual(JSON.parse(fresh.body).response, "shielded")
+        // Under on_disconnect: cancel the turn needs a fiber of its own (interrupting the wait cancels it).
+        const cancel = yield* post(
+          `${host.url}/invocations`,
+          JSON.stringify({ message: "c", session_id: "inline", on_disconnect: "cancel" })
+        )
+        assert.strictEqual(JSON.parse(cancel.body).response, "none")
       }))
   })
 })

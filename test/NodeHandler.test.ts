@@ -1,9 +1,10 @@
 import { HttpServerResponse } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import type { Scope } from "effect"
-import { Deferred, Effect, Logger, Stream, Tracer } from "effect"
+import { Deferred, Effect, Fiber, FiberRef, Logger, Stream, Tracer } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
+import { currentClientShield } from "../src/http/ClientShield.js"
 import { json } from "../src/http/HttpBody.js"
 import * as NodeHandler from "../src/http/NodeHandler.js"
 
@@ -107,6 +108,20 @@ describe("NodeHandler", () => {
         String(Buffer.byteLength(JSON.stringify({ ran: "HEAD", url: "/run" })))
       )
       assert.strictEqual(head.body, "")
+    }))
+
+  it.scoped("a handler runs in a request fiber (a turn may run inline there); a fiber it forks is not one", () =>
+    Effect.gen(function*() {
+      const shield = FiberRef.get(currentClientShield)
+      const { port } = yield* serve(() =>
+        handle(Effect.gen(function*() {
+          const own = yield* shield
+          const forked = yield* Fiber.join(yield* Effect.fork(shield))
+          return json({ own, forked })
+        }))
+      )
+      const answer = yield* request(port, "/run", "POST")
+      assert.deepStrictEqual(JSON.parse(answer.body), { own: "interrupts", forked: "none" })
     }))
 
   it.scoped("a defect is a logged 500 with the JSON envelope", () =>

@@ -6,13 +6,18 @@
  */
 import { FiberRef } from "effect"
 
-/** `none`: not an HTTP request's fiber; `interrupts`: a disconnect interrupts it; `shielded`: it does not. */
-export type ClientShield = "none" | "interrupts" | "shielded"
+/**
+ * `none`: not an HTTP request's fiber; `interrupts`: a disconnect interrupts it; `shielded`: it does not;
+ * `requests`: the listener's runtime, whose forks (`Runtime.runFork`) are request fibers.
+ */
+export type ClientShield = "none" | "interrupts" | "shielded" | "requests"
 
 /**
  * Not inherited: a fiber the handler forks is not the request's fiber (something else may interrupt it, e.g. the
- * scope it was forked in), so a turn must not run inline there.
+ * scope it was forked in), so a turn must not run inline there. Forking applies this to every fiber, the
+ * listener's `runFork` of a request's fiber too; hence the `requests` value of its runtime, which forks become
+ * `interrupts` (a value set on the runtime would otherwise never reach a fiber).
  */
 export const currentClientShield: FiberRef.FiberRef<ClientShield> = FiberRef.unsafeMake<ClientShield>("none", {
-  fork: () => "none"
+  fork: (parent) => parent === "requests" ? "interrupts" : "none"
 })

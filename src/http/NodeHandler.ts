@@ -207,7 +207,8 @@ export const make = (options: Options): Listener => {
     fiberRefs: FiberRefs.updateAs(options.runtime.fiberRefs, {
       fiberId: FiberId.none,
       fiberRef: currentClientShield,
-      value: "interrupts" as ClientShield
+      // Each fiber forked from it (a request's) starts as `interrupts` (see ClientShield).
+      value: "requests" as ClientShield
     }),
     runtimeFlags: RuntimeFlags.disable(options.runtime.runtimeFlags, RuntimeFlags.Interruption)
   })
