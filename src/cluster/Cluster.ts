@@ -24,6 +24,7 @@ import * as TaskRunner from "../delivery/TaskRunner.js"
 import * as CheckpointStore from "../state/CheckpointStore.js"
 import * as Persistence from "../state/Persistence.js"
 import * as PgStateStore from "../state/postgres/PgStateStore.js"
+import * as PushAdmin from "./PushAdmin.js"
 import * as Pushes from "./Pushes.js"
 import * as SessionEntity from "./SessionEntity.js"
 
@@ -141,11 +142,13 @@ export const layerState = (options: Options, settings: Persistence.PersistenceSe
 
 /**
  * A host (`AgentHost.layer(...)`) as one runner of the cluster: the cluster core (sessions as entities, pushes as
- * persisted messages). The admin routes' task runner is an empty in-memory one: cluster pushes are not its tasks.
+ * persisted messages). The admin task routes run over the push messages (`PushAdmin`); the task runner they would
+ * otherwise use is an empty in-memory one.
  * Provide the target, the host config and the shared state (`Persistence` in postgres mode, or `layerState`).
  */
 export const layerRunner = <A, E, R>(options: Options, host: Layer.Layer<A, E, R>) =>
   host.pipe(
+    Layer.provide(PushAdmin.layer(options)),
     Layer.provideMerge(layerCore(options, AgentHost.layerCoreWith({ push: Pushes.layer }))),
     Layer.provideMerge(TaskRunner.layerMemory())
   )

@@ -22,9 +22,17 @@ import type { HostedRunResult } from "../domain/ChannelRequest.js"
 import { PushFailed } from "../domain/Errors.js"
 import { ChannelIdentity, identityToken } from "../domain/Identity.js"
 
+/** A push as its message stores it (JSON of the encoded form, in the cluster's message table: src/cluster/PushAdmin.ts). */
+export const DeliverPayload = Schema.Struct({
+  idempotencyKey: Schema.String,
+  channel: Schema.String,
+  identity: ChannelIdentity,
+  body: PushBody
+})
+
 export const PushEntity = Entity.make("AgentHostPush", [
   Rpc.make("Deliver", {
-    payload: { idempotencyKey: Schema.String, channel: Schema.String, identity: ChannelIdentity, body: PushBody },
+    payload: DeliverPayload,
     primaryKey: (payload) => payload.idempotencyKey,
     error: PushFailed
   })
