@@ -32,7 +32,7 @@ export const DeliverPayload = Schema.Struct({
 
 export const PushEntity = Entity.make("AgentHostPush", [
   Rpc.make("Deliver", {
-    payload: DeliverPayload,
+    payload: DeliverPayload.fields,
     primaryKey: (payload) => payload.idempotencyKey,
     error: PushFailed
   })
