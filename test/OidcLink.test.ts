@@ -275,12 +275,91 @@ describe("OIDC identity linking", () => {
       assert.include(String(Either.getLeft(noClient).pipe(Option.getOrThrow)), "AGENT_HOST_OIDC_CLIENT_ID")
     }))
 
+  it.scoped("opening a link shows a page naming the identity; only its button's POST goes on to the provider", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp)
+      const link = yield* challengeFor(h, "ada1")
+      const opened = yield* Effect.promise(() =>
+        fetch(link, { redirect: "manual" }).then(async (r) => ({
+          status: r.status,
+          headers: r.headers,
+          body: await r.text()
+        }))
+      )
+      assert.strictEqual(opened.status, 200)
+      assert.include(opened.body, "data-status=\"confirm\"")
+      assert.include(opened.body, "Link testchat user ada1 to your account?")
+      assert.include(opened.body, `<form method="post" action="${h.host.url}/link/start">`)
+      assert.include(opened.headers.get("content-security-policy") ?? "", "frame-ancestors 'none'")
+      // A GET alone neither reaches the provider nor binds the browser.
+      assert.isNull(opened.headers.get("location"))
+      assert.isNull(opened.headers.get("set-cookie"))
+      assert.strictEqual(idp.authorizeRequests.length, 0)
+      // A JSON client is told the same.
+      const asJson = yield* FakeIdp.get(link)
+      assert.strictEqual(asJson.status, 200)
+      assert.strictEqual(JSON.parse(asJson.body).status, "confirm")
+
+      // Another site's page posting the form for the visitor: refused, nothing started.
+      const post = (headers: Record<string, string>, body: string) =>
+        Effect.promise(() =>
+          fetch(`${h.host.url}/link/start`, {
+            method: "POST",
+            redirect: "manual",
+            headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json", ...headers },
+            body
+          }).then(async (r) => ({ status: r.status, body: await r.text() }))
+        )
+      const state = FakeIdp.confirmForm(opened.body)!.state
+      const form = new URLSearchParams({ state }).toString()
+      const fromElsewhere = yield* post({ origin: "https://evil.example" }, form)
+      assert.strictEqual(fromElsewhere.status, 403)
+      assert.strictEqual(errorType(fromElsewhere), "cross_site_post")
+      const crossSite = yield* post({ "sec-fetch-site": "cross-site" }, form)
+      assert.strictEqual(crossSite.status, 403)
+      // A page that hides where it is (`Origin: null`) is not this host's page either; this host's page does not
+      // hide it (its referrer policy keeps the origin on same-origin posts).
+      assert.strictEqual((yield* post({ origin: "null" }, form)).status, 403)
+      assert.strictEqual(opened.headers.get("referrer-policy"), "same-origin")
+      // A post without a state, or with a forged one, is refused like a GET would be.
+      assert.strictEqual(errorType(yield* post({ origin: h.host.url }, "")), "state_missing")
+      assert.strictEqual(errorType(yield* post({ origin: h.host.url }, `state=${state}x`)), "state_forged")
+      const huge = yield* post({ origin: h.host.url }, `state=${"a".repeat(20_000)}`)
+      assert.strictEqual(huge.status, 413)
+      assert.strictEqual(idp.authorizeRequests.length, 0)
+
+      // The button: on to the provider (303), the browser bound by the cookie.
+      const pressed = yield* FakeIdp.confirm(opened.body, h.host.url)
+      assert.strictEqual(pressed.status, 303)
+      assert.isTrue(pressed.headers.get("location")!.startsWith(`${idp.issuer}/authorize?`))
+      assert.include(pressed.headers.get("set-cookie") ?? "", "HttpOnly")
+    }))
+
+  it.scoped("the confirmation page escapes the identity it names", () =>
+    Effect.gen(function*() {
+      const idp = yield* FakeIdp.make()
+      const h = yield* startHost(idp)
+      const offer = yield* h.linker.linking!.offer({
+        channel: "testchat",
+        nativeId: "\"><script>alert(1)</script>",
+        attributes: { username: "<img src=x onerror=alert(2)>&" }
+      } as never)
+      const body = yield* Effect.promise(() => fetch(offer.url).then((r) => r.text()))
+      assert.notInclude(body, "<script>")
+      assert.notInclude(body, "<img")
+      assert.include(body, "@&lt;img src=x onerror=alert(2)&gt;&amp; (&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;)")
+      // The escaped form still carries the exact state.
+      assert.strictEqual(FakeIdp.confirmForm(body)!.state, new URL(offer.url).searchParams.get("state"))
+    }))
+
   it.scoped("a callback in another browser (no cookie) is refused without using the state up", () =>
     Effect.gen(function*() {
       const idp = yield* FakeIdp.make()
       const h = yield* startHost(idp)
       const link = yield* challengeFor(h, "ada1")
-      const start = yield* Effect.promise(() => fetch(link, { redirect: "manual" }))
+      const confirmation = yield* Effect.promise(() => fetch(link).then((r) => r.text()))
+      const start = yield* FakeIdp.confirm(confirmation, h.host.url)
       const cookie = (start.headers.get("set-cookie") ?? "").split(";")[0]!
       assert.include(start.headers.get("set-cookie") ?? "", "HttpOnly")
       const authorize = yield* Effect.promise(() => fetch(start.headers.get("location")!, { redirect: "manual" }))

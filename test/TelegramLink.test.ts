@@ -59,6 +59,9 @@ describe("Telegram account linking", () => {
       yield* post(webhook, message(42, "/link", {}, updateId()), SECRET)
       yield* fake.waitFor("sendMessage", 2)
       const url = buttonUrl(fake, 42)!
+      // The link opens a page naming who is being linked; its button goes on to the provider.
+      const confirmation = yield* Effect.promise(() => fetch(url).then((r) => r.text()))
+      assert.include(confirmation, "Link telegram user @ada (42) to your account?")
       const done = yield* FakeIdp.signIn(url)
       assert.strictEqual(done.status, 200, done.body)
 
@@ -99,6 +102,9 @@ describe("Telegram account linking", () => {
         assert.notInclude(String(call.params.text), "http")
         assert.isUndefined(call.params.reply_markup)
       }
+      // The page names the person (the sender), not the group.
+      const confirmation = yield* Effect.promise(() => fetch(buttonUrl(fake, 43)!).then((r) => r.text()))
+      assert.include(confirmation, "Link telegram user @ada (43) to your account?")
       const done = yield* FakeIdp.signIn(buttonUrl(fake, 43)!)
       assert.strictEqual(done.status, 200, done.body)
       // The person is linked, not the group; the group keeps its own conversation.

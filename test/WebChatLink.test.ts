@@ -117,14 +117,21 @@ describe("WebChat account linking", () => {
       assert.deepStrictEqual(yield* logTexts(page), [])
       assert.isTrue(yield* p(() => page.locator("#unlink-account").isHidden()))
 
-      // "Link your account": the sign-in runs in a new tab (the host's /link/start, the provider, the callback).
+      // "Link your account": the sign-in runs in a new tab (the host's /link/start page naming the browser by its
+      // tag, its button, the provider, the callback).
       const signInTab = yield* p(async () => {
         const [tab] = await Promise.all([
           context.waitForEvent("page"),
           page.getByRole("button", { name: "Link your account" }).click()
         ])
-        await tab.waitForSelector("body[data-status]")
+        await tab.waitForSelector("body[data-status=confirm]")
         return tab
+      })
+      const question = yield* p(() => signInTab.locator("h1").innerText())
+      assert.match(question, /^Link webchat user web chat browser [0-9a-f]{8} to your account\?$/)
+      yield* p(async () => {
+        await signInTab.getByRole("button", { name: "Continue to sign in" }).click()
+        await signInTab.waitForSelector("body[data-status=linked]")
       })
       assert.strictEqual(yield* p(() => signInTab.locator("body").getAttribute("data-status")), "linked")
       assert.include(yield* p(() => signInTab.locator("h1").innerText()), "Account linked")

@@ -31,6 +31,8 @@ export interface LinkStatePayload {
   readonly expiresAt: EpochMillis
   /** Random id: the single-use key, and the seed of the PKCE verifier and nonce. */
   readonly id: string
+  /** How the confirmation page names the identity (a username, a display name), when the channel gave one. */
+  readonly label?: string | undefined
 }
 
 const version = "v1"
@@ -45,7 +47,13 @@ export interface LinkStateKey {
   readonly nonce: (id: string) => string
 }
 
-const Payload = Schema.Struct({ c: Schema.String, n: Schema.String, e: EpochMillis, j: Schema.String })
+const Payload = Schema.Struct({
+  c: Schema.String,
+  n: Schema.String,
+  e: EpochMillis,
+  j: Schema.String,
+  d: Schema.optional(Schema.String)
+})
 const decodePayload = Schema.decodeUnknownEither(Schema.parseJson(Payload))
 
 const problem = (kind: LinkStateProblem, message: string) => new LinkStateError({ problem: kind, message })
@@ -55,7 +63,13 @@ export const keyFrom = (secret: Uint8Array): LinkStateKey => {
   return {
     sign: (payload) => {
       const body = b64(
-        Buffer.from(JSON.stringify({ c: payload.channel, n: payload.nativeId, e: payload.expiresAt, j: payload.id }))
+        Buffer.from(JSON.stringify({
+          c: payload.channel,
+          n: payload.nativeId,
+          e: payload.expiresAt,
+          j: payload.id,
+          ...(payload.label === undefined ? {} : { d: payload.label })
+        }))
       )
       return `${version}.${body}.${b64(mac("state", body))}`
     },
@@ -72,7 +86,7 @@ export const keyFrom = (secret: Uint8Array): LinkStateKey => {
       const decoded = decodePayload(Buffer.from(parts[1]!, "base64url").toString("utf8"))
       if (Either.isLeft(decoded)) return Either.left(problem("malformed", "the sign-in link is not readable"))
       const p = decoded.right
-      return Either.right({ channel: p.c, nativeId: p.n, expiresAt: p.e, id: p.j })
+      return Either.right({ channel: p.c, nativeId: p.n, expiresAt: p.e, id: p.j, label: p.d })
     },
     codeVerifier: (id) => b64(mac("pkce", id)),
     nonce: (id) => b64(mac("nonce", id))

@@ -3,8 +3,9 @@
  * (Entra ID, Google, Keycloak, Auth0: configurations, not code) and is linked to the person's subject, with the
  * claims the provider signed (email, groups, ...).
  *
- * The flow: `offer(identity)` → `GET <path>/start?state=…` (checks the signed state, sets a browser-binding
- * cookie, redirects to the provider with PKCE and a nonce) → the provider → `GET <path>/callback` (state checked
+ * The flow: `offer(identity)` → `GET <path>/start?state=…` (checks the signed state, shows a page naming the
+ * identity being linked) → its button, `POST <path>/start` (state in the form; sets a browser-binding cookie,
+ * redirects to the provider with PKCE and a nonce) → the provider → `GET <path>/callback` (state checked
  * and used up, code exchanged, ID token checked: issuer, audience, nonce, expiry, signature against the JWKS) →
  * the link is stored in the state store's links table. Every failure is a 4xx page (or JSON, for a client that
  * asks for it) saying what to do, never a 5xx.
@@ -17,7 +18,9 @@ import * as oauth from "oauth4webapi"
 import type { ChannelLinking, LinkOffer, LinkView, Route, RouteInput } from "../core/Channel.js"
 import type { ChannelIdentity } from "../domain/Identity.js"
 import { identityToken } from "../domain/Identity.js"
+import * as Redact from "../domain/Redact.js"
 import * as Time from "../domain/Time.js"
+import { describeBodyError, readText } from "../http/HttpBody.js"
 import { joinPath } from "../http/Router.js"
 import type { IdentityLink } from "../state/StateStore.js"
 import { StateStore } from "../state/StateStore.js"
@@ -130,6 +133,28 @@ const page = (
   })
 }
 
+/**
+ * How the confirmation page names an identity: the channel's `display_name` instead of the native id (a channel
+ * whose id is a secret, such as a web chat browser's, names it this way), else `@username (id)`, else the id.
+ */
+const labelOf = (identity: ChannelIdentity): string | undefined => {
+  const text = (value: unknown) => typeof value === "string" && value.length > 0 ? value.slice(0, 64) : undefined
+  const display = text(identity.attributes?.display_name)
+  if (display !== undefined) return display
+  const username = text(identity.attributes?.username)
+  return username === undefined ? undefined : `@${username} (${identity.nativeId})`
+}
+
+/**
+ * How logs name an identity: its channel and a tag of its native id, never the id (some channels' ids are bearers,
+ * such as a web chat browser's; the linker cannot tell which).
+ */
+const logName = (identity: { readonly channel: string; readonly nativeId: string }) =>
+  `${identity.channel}:#${Redact.tag(identity.nativeId)}`
+
+/** The most a confirmation form post may carry: the state (at most ~2.8 KB) and little else. */
+const maxConfirmBytes = 8 * 1024
+
 const refused = (input: RouteInput, error: LinkStateError) =>
   page(input, 400, `state_${error.problem}`, "Sign-in link not accepted", error.message)
 
@@ -232,7 +257,14 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
     const person = personOf(identity)
     const id = yield* LinkState.newId
     const expiresAt = Time.plus(yield* Time.now, ttl)
-    const state = key.sign({ channel: person.channel, nativeId: person.nativeId, expiresAt, id })
+    // The label comes from the identity as the channel saw it: in a group, its attributes describe the speaker.
+    const state = key.sign({
+      channel: person.channel,
+      nativeId: person.nativeId,
+      expiresAt,
+      id,
+      label: labelOf(identity)
+    })
     return {
       challengeId: id,
       url: `${base}${path}/start?state=${state}`,
@@ -267,7 +299,7 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
         store.deleteLink(person.channel, person.nativeId),
         (removed) =>
           removed ?
-            Effect.logInfo("identity unlinked").pipe(Effect.annotateLogs({ identity: identityToken(person) })) :
+            Effect.logInfo("identity unlinked").pipe(Effect.annotateLogs({ identity: logName(person) })) :
             Effect.void
       )
     }
@@ -321,9 +353,83 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
   const cookie = (value: string, maxAge: number) =>
     `${stateCookie}=${value}; Path=${path}; Max-Age=${maxAge}; HttpOnly; SameSite=Lax${secureCookie ? "; Secure" : ""}`
 
+  /**
+   * `GET <path>/start`: a page naming the identity being linked, with a button that posts the state back. Opening a
+   * link never reaches the provider by itself: whoever opened a link someone else forwarded sees whose chat
+   * identity their sign-in would attach to, and can stop.
+   */
+  const confirm = (input: RouteInput) =>
+    Effect.gen(function*() {
+      const token = input.query.get("state")
+      const checked = yield* checkState(token)
+      if (Either.isLeft(checked)) return refused(input, checked.left)
+      const payload = checked.right
+      const who = `${payload.channel} user ${payload.label ?? payload.nativeId}`
+      const question = `Link ${who} to your account?`
+      const warning = "Continue only if you asked for this link yourself in that chat: the account you sign in " +
+        "with next is linked to it, and whoever uses that chat acts with your account's access."
+      const accept = String(input.request.headers.accept ?? "")
+      if (accept.includes("application/json") && !accept.includes("text/html")) {
+        return Response.text(JSON.stringify({ status: "confirm", message: `${question} ${warning}` }), {
+          status: 200,
+          contentType: "application/json",
+          headers: { "cache-control": "no-store" }
+        })
+      }
+      const html = `<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" ` +
+        `content="width=device-width"><title>Link your account</title></head><body data-status="confirm">` +
+        `<h1>${escapeHtml(question)}</h1><p>${escapeHtml(warning)}</p>` +
+        `<form method="post" action="${escapeHtml(`${base}${path}/start`)}">` +
+        `<input type="hidden" name="state" value="${escapeHtml(token!)}">` +
+        `<button type="submit">Continue to sign in</button></form></body></html>`
+      return Response.text(html, {
+        status: 200,
+        contentType: "text/html; charset=utf-8",
+        headers: {
+          "cache-control": "no-store",
+          // Not `no-referrer`: the browser would then send `Origin: null` with the button's post, which is refused.
+          // The provider still gets no referrer (another origin).
+          "referrer-policy": "same-origin",
+          // The page is never framed (no clickjacking of the button) and runs no script. (No `form-action`: the
+          // post's redirect to the provider would break it.)
+          "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+          "x-frame-options": "DENY"
+        }
+      })
+    })
+
+  const origin = new URL(base).origin
+
+  /**
+   * A post from another site's page (a form that submits itself) would skip the confirmation: a browser names the
+   * page a post comes from (`Origin`, `Sec-Fetch-Site`), and only this host's own page may post.
+   */
+  const crossSite = (input: RouteInput): boolean => {
+    const from = input.request.headers.origin
+    if (typeof from === "string" && from !== origin) return true
+    const site = input.request.headers["sec-fetch-site"]
+    return typeof site === "string" && site !== "same-origin" && site !== "none"
+  }
+
+  /** `POST <path>/start` (the confirmation's button, the state in the form): on to the provider. */
   const start = (input: RouteInput) =>
     Effect.gen(function*() {
-      const checked = yield* checkState(input.query.get("state"))
+      if (crossSite(input)) {
+        return page(
+          input,
+          403,
+          "cross_site_post",
+          "Sign-in not started",
+          "the sign-in must be confirmed on this host's own page; open the link you were sent"
+        )
+      }
+      const body = yield* Effect.either(readText(input.request, maxConfirmBytes))
+      if (Either.isLeft(body)) {
+        const problem = describeBodyError(body.left)
+        return page(input, problem.status, problem.type, "Sign-in not started", problem.message)
+      }
+      const token = new URLSearchParams(body.right).get("state")
+      const checked = yield* checkState(token)
       if (Either.isLeft(checked)) return refused(input, checked.left)
       const payload = checked.right
       const as = yield* Effect.either(discover)
@@ -347,14 +453,15 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
       target.searchParams.set("client_id", settings.clientId)
       target.searchParams.set("redirect_uri", redirectUri)
       target.searchParams.set("scope", scopes)
-      target.searchParams.set("state", input.query.get("state")!)
+      target.searchParams.set("state", token!)
       target.searchParams.set("nonce", key.nonce(payload.id))
       target.searchParams.set("code_challenge", challenge)
       target.searchParams.set("code_challenge_method", "S256")
       if (maxAgeSeconds !== undefined) target.searchParams.set("max_age", String(maxAgeSeconds))
       const maxAge = Math.max(1, Math.ceil((payload.expiresAt - (yield* Time.now)) / 1000))
+      // 303: the browser follows with a GET.
       return Response.empty({
-        status: 302,
+        status: 303,
         headers: {
           location: target.href,
           "set-cookie": cookie(payload.id, maxAge),
@@ -463,7 +570,7 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
         linkedAt: yield* Time.now
       })
       yield* Effect.logInfo("identity linked").pipe(
-        Effect.annotateLogs({ identity: identityToken(identity), subject: idToken.sub })
+        Effect.annotateLogs({ identity: logName(identity), subject: idToken.sub })
       )
       const who = typeof claims.email === "string" ? claims.email : idToken.sub
       return page(
@@ -471,7 +578,9 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
         200,
         "linked",
         "Account linked",
-        `${identityToken(identity)} is now linked to ${who}. You can close this page and go back to the chat.`,
+        `${payload.channel} user ${
+          payload.label ?? payload.nativeId
+        } is now linked to ${who}. You can close this page and go back to the chat.`,
         clear
       )
     })
@@ -489,7 +598,8 @@ export const make = Effect.fn("OidcLinker.make")(function*(settings: OidcSetting
       )
 
   const routes: ReadonlyArray<Route> = [
-    { method: "GET", path: "/start", handler: guard(start) },
+    { method: "GET", path: "/start", handler: guard(confirm) },
+    { method: "POST", path: "/start", handler: guard(start) },
     { method: "GET", path: "/callback", handler: guard(callback) }
   ]
 

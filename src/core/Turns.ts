@@ -352,7 +352,8 @@ export const make = Effect.gen(function*() {
           channel: request.channel,
           operation: request.operation,
           stream: request.stream,
-          session: request.session?.isolationKey ?? "none"
+          // A digest, as on the turn's span: a key can hold a bearer (a web chat browser id).
+          session_sha256: request.session === undefined ? "none" : isolationKeyDigest(request.session.isolationKey)
         })
       ),
       LogLevel.Debug
@@ -726,7 +727,9 @@ export const make = Effect.gen(function*() {
       const alias = yield* issueId(`${isolationKey}#`)
       yield* store.setAlias(isolationKey, alias)
       aliases.set(isolationKey, alias)
-      yield* Effect.logInfo("session reset").pipe(Effect.annotateLogs({ channel, session: isolationKey }))
+      yield* Effect.logInfo("session reset").pipe(
+        Effect.annotateLogs({ channel, session_sha256: isolationKeyDigest(isolationKey) })
+      )
       return alias
     })
 

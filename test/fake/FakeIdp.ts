@@ -212,11 +212,40 @@ export const make = (options: { readonly clientId?: string; readonly clientSecre
     return fake
   })
 
-/** What a browser does with a sign-in link: start, the provider, the callback, with the cookie carried over. */
+/** The confirmation page's form (`GET /link/start`): where it posts, and the state it carries. */
+export const confirmForm = (html: string): { readonly action: string; readonly state: string } | undefined => {
+  const action = /<form method="post" action="([^"]*)">/.exec(html)?.[1]
+  const state = /<input type="hidden" name="state" value="([^"]*)">/.exec(html)?.[1]
+  const unescape = (s: string) =>
+    s.replace(/&quot;/g, "\"").replace(/&#39;/g, "'").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&")
+  return action === undefined || state === undefined ? undefined : { action: unescape(action), state: unescape(state) }
+}
+
+const postConfirm = async (html: string, origin: string) => {
+  const form = confirmForm(html)
+  if (form === undefined) throw new Error(`no confirmation form in: ${html}`)
+  return fetch(form.action, {
+    method: "POST",
+    redirect: "manual",
+    headers: { "content-type": "application/x-www-form-urlencoded", origin, "sec-fetch-site": "same-origin" },
+    body: new URLSearchParams({ state: form.state }).toString()
+  })
+}
+
+/** Presses the confirmation page's button as a browser would (a form post from the host's own page). */
+export const confirm = (html: string, origin: string) => Effect.promise(() => postConfirm(html, origin))
+
+/**
+ * What a browser does with a sign-in link: the confirmation page and its button, the provider, the callback, with
+ * the cookie carried over.
+ */
 export const signIn = (url: string) =>
   Effect.promise(async () => {
-    const start = await fetch(url, { redirect: "manual" })
-    if (start.status !== 302) return { status: start.status, body: await start.text(), stage: "start" as const }
+    const page = await fetch(url, { redirect: "manual", headers: { accept: "text/html" } })
+    const html = await page.text()
+    if (page.status !== 200) return { status: page.status, body: html, stage: "confirm" as const }
+    const start = await postConfirm(html, new URL(url).origin)
+    if (start.status !== 303) return { status: start.status, body: await start.text(), stage: "start" as const }
     const cookie = (start.headers.get("set-cookie") ?? "").split(";")[0]!
     const authorize = await fetch(start.headers.get("location")!, { redirect: "manual" })
     if (authorize.status !== 302) {

@@ -70,6 +70,8 @@ export const start = <R>(options: {
   readonly store: Layer.Layer<StateStore, unknown>
   readonly port: number
   readonly oidc?: Partial<OidcSettings>
+  /** More host settings (e.g. `tracing`). */
+  readonly settings?: Partial<HostConfig.HostConfigShape>
 }): Effect.Effect<LinkHost, never, Scope.Scope> =>
   Effect.gen(function*() {
     const turns: Array<Recorded> = []
@@ -86,7 +88,7 @@ export const start = <R>(options: {
       Layer.provideMerge(AgentHost.layerCoreWith({ authorization })),
       Layer.provide(Agent.layer(recordingAgent(turns))),
       Layer.provideMerge(options.store),
-      Layer.provide(HostConfig.layer({ port: options.port, host: "127.0.0.1" }))
+      Layer.provide(HostConfig.layer({ ...options.settings, port: options.port, host: "127.0.0.1" }))
     )
     const context = yield* Layer.build(hostLayer as Layer.Layer<AgentHost.AgentHost | StateStore | IdentityLinker>)
       .pipe(Effect.orDie)

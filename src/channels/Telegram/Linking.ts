@@ -33,7 +33,12 @@ const personOf = (request: ChannelRequest): ChannelIdentity | undefined => {
   if (identity === undefined) return undefined
   const user = request.attributes?.user_id
   return typeof user === "number" ?
-    { channel: identity.channel, nativeId: String(user), attributes: { user_id: user } } :
+    // The username names the person on the sign-in confirmation page.
+    {
+      channel: identity.channel,
+      nativeId: String(user),
+      attributes: { user_id: user, username: identity.attributes?.username }
+    } :
     identity
 }
 

@@ -19,6 +19,7 @@ import type { ChannelIdentity } from "../../domain/Identity.js"
 import { isolationKey, issueId } from "../../domain/Ids.js"
 import type { Message } from "../../domain/Message.js"
 import { responseText, userMessage } from "../../domain/Message.js"
+import * as Redact from "../../domain/Redact.js"
 import { errorJson, json } from "../../http/HttpBody.js"
 import { readJsonObject } from "../../http/JsonObject.js"
 import { joinPath } from "../../http/Router.js"
@@ -285,7 +286,11 @@ export const make = (options: Options = {}): Channel => {
             if (linking === undefined) return noLinking
             const identity = identityOf(read.body.user as string)
             if (unlink) return json({ unlinked: yield* linking.unlink(identity) })
-            const offer = yield* linking.offer(identity)
+            // The sign-in page names the browser by its tag: its id is a bearer.
+            const offer = yield* linking.offer({
+              ...identity,
+              attributes: { display_name: `web chat browser ${Redact.tag(identity.nativeId)}` }
+            })
             return json({ url: offer.url, expiresAt: offer.expiresAt, message: offer.message })
           })
         )

@@ -1,0 +1,91 @@
+/**
+ * A web chat browser id is a bearer (whoever holds it reads the browser's conversations, and once linked with
+ * shared sessions, the person's): it must never reach a log line, a span or a metric. A whole linking session (an
+ * unlinked message, the challenge, sign-in, messages, unlink) runs with every log level, tracing on, and the
+ * logs, span names and attributes and metric labels are searched for the raw id.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Logger, LogLevel, Metric, Tracer } from "effect"
+import * as WebChat from "../src/channels/WebChat/WebChat.js"
+import * as Redact from "../src/domain/Redact.js"
+import * as LogLine from "../src/internal/LogLine.js"
+import * as StateStoreModule from "../src/state/StateStore.js"
+import * as FakeIdp from "./fake/FakeIdp.js"
+import * as LinkHarness from "./fake/LinkHarness.js"
+
+const browserId = "browser-7f3a9c2e41d84b6a"
+
+describe("web chat bearer ids in logs", () => {
+  it.scopedLive("a linking session logs, traces and counts the browser by a short tag, never by its id", () =>
+    Effect.gen(function*() {
+      const lines: Array<string> = []
+      const capture = Logger.make((options) => void lines.push(LogLine.formatJson(options)))
+      const native = yield* Effect.tracer
+      const spans: Array<Tracer.Span> = []
+      const tracer = Tracer.make({
+        span: (...args) => {
+          const span = native.span(...args)
+          spans.push(span)
+          return span
+        },
+        context: (f, fiber) => native.context(f, fiber)
+      })
+      yield* Effect.gen(function*() {
+        const idp = yield* FakeIdp.make()
+        const h = yield* LinkHarness.start({
+          idp,
+          channels: [WebChat.make()],
+          authorization: {},
+          store: StateStoreModule.layerMemory,
+          port: yield* LinkHarness.freePort,
+          oidc: { linkSessions: true },
+          settings: { tracing: true }
+        })
+        const say = (text: string) =>
+          Effect.promise(() =>
+            fetch(`${h.host.url}/webchat/messages`, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({ user: browserId, message: text })
+            }).then(async (r) => ({ status: r.status, body: await r.text() }))
+          )
+        // Before linking: the browser's own conversation key (webchat:<id>:<session>).
+        const before = yield* say("hello?")
+        assert.strictEqual(before.status, 200, before.body)
+        const session = /"session":"([^"]+)"/.exec(before.body)?.[1]
+        assert.isString(session, before.body)
+        const get = (path: string) => Effect.promise(() => fetch(`${h.host.url}${path}`).then((r) => r.status))
+        assert.strictEqual(yield* get(`/webchat/history?user=${browserId}&session=${session}`), 200)
+        assert.strictEqual(yield* get(`/webchat/account?user=${browserId}`), 200)
+        assert.strictEqual((yield* h.post("/webchat/reset", { user: browserId, session })).status, 200)
+        const offer = yield* h.post("/webchat/link", { user: browserId })
+        assert.strictEqual(offer.status, 200, JSON.stringify(offer.body))
+        const confirmation = yield* Effect.promise(() => fetch(offer.body.url).then((r) => r.text()))
+        assert.notInclude(confirmation, browserId)
+        assert.strictEqual((yield* FakeIdp.signIn(offer.body.url)).status, 200)
+        const answered = yield* say("now?")
+        assert.strictEqual(answered.status, 200, answered.body)
+        assert.include(answered.body, "echo: now?")
+        assert.deepStrictEqual((yield* h.post("/webchat/unlink", { user: browserId })).body, { unlinked: true })
+      }).pipe(
+        Effect.scoped,
+        Effect.withTracer(tracer),
+        Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
+        Logger.withMinimumLogLevel(LogLevel.All)
+      )
+      // The session did log about the browser (by its tag), so the search below searched something.
+      assert.isAbove(lines.length, 5)
+      assert.isAbove(spans.length, 5)
+      const leaks = [
+        ...lines,
+        ...spans.flatMap((span) => [
+          `span ${span.name}`,
+          ...[...span.attributes].map(([name, value]) => `span ${span.name}: ${name}=${String(value)}`)
+        ]),
+        ...Metric.unsafeSnapshot().map((pair) => `metric ${JSON.stringify(pair.metricKey)}`)
+      ].filter((text) => text.includes(browserId))
+      assert.deepStrictEqual(leaks, [])
+      // The tag is what they say instead.
+      assert.isTrue(lines.some((line) => line.includes(Redact.tag(browserId))))
+    }))
+})
