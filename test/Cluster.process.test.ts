@@ -4,7 +4,10 @@
  * killed with SIGKILL mid-load. Asserted: its shards move to the others within the configured time (every key
  * answers again), an in-flight turn fails only with a clear 503 (or the connection to the killed runner breaks),
  * every acknowledged turn is in the shared history, every acknowledged turn's push is delivered, and no push is
- * delivered twice beyond the ones in flight on the killed runner (the documented crash window).
+ * delivered twice beyond the ones in flight on the killed runner (the documented crash window). Beside that load,
+ * Responses chains (`store: true`, each `previous_response_id` the chain's last acknowledged response) run over
+ * all three: after the kill every acknowledged response is retrievable from a survivor, and every chain continues
+ * on a survivor with its history.
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as PgClient from "@effect/sql-pg/PgClient"
@@ -15,7 +18,10 @@ import * as Postgres from "./utils/Postgres.js"
 import * as ServerProcess from "./utils/ServerProcess.js"
 
 const KEYS = 24
+// Concurrent `say` turns (each pushes); also the bound on duplicate pushes.
 const CONCURRENCY = 6
+// Concurrent Responses chains.
+const CHAINS = 2
 // Shard timing of the runners: a dead runner's shards move within about LOCK + REFRESH.
 const LOCK_SECONDS = 4
 const REFRESH_MILLIS = 500
@@ -78,6 +84,36 @@ const say = (url: string, key: string, id: string) =>
     }
   })
 
+interface Answer {
+  readonly status: number | "connection"
+  readonly body: string
+}
+
+const request = (url: string, method: "GET" | "POST", body?: unknown) =>
+  Effect.promise(async (): Promise<Answer> => {
+    try {
+      const r = await fetch(url, {
+        method,
+        headers: { "content-type": "application/json" },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(30_000)
+      })
+      return { status: r.status, body: await r.text() }
+    } catch (e) {
+      return { status: "connection", body: String(e) }
+    }
+  })
+
+/** One Responses conversation: the responses acknowledged (in order) and every attempt made. */
+interface Chain {
+  readonly acked: Array<{ readonly id: string; readonly runner: number }>
+  attempts: number
+  readonly failures: Array<Answer & { readonly runner: number }>
+}
+
+// The default agent says which turn of the conversation it answers.
+const turnOf = (body: string) => Number(/This is turn (\d+) of this conversation/.exec(body)?.[1] ?? NaN)
+
 describe("cluster: a runner killed mid-load", () => {
   it.live(
     "its shards move, in-flight turns fail clearly, nothing acknowledged is lost, pushes once",
@@ -121,14 +157,49 @@ describe("cluster: a runner killed mid-load", () => {
               sent.push({ runner, key, id, at, ...reply })
             }
           })
-        const load = yield* Effect.forkScoped(
-          Effect.forEach(Array.from({ length: CONCURRENCY }, (_, w) => w), worker, {
-            concurrency: "unbounded",
-            discard: true
+        const steps = yield* Ref.make(0)
+        const chains: Array<Chain> = Array.from({ length: CHAINS }, () => ({ acked: [], attempts: 0, failures: [] }))
+        const chainStep = (c: number, runner: number) =>
+          Effect.gen(function*() {
+            const chain = chains[c]!
+            const n = yield* Ref.getAndUpdate(steps, (x) => x + 1)
+            const last = chain.acked.at(-1)
+            chain.attempts++
+            const answer = yield* request(`${runners[runner]!.url}/v1/responses`, "POST", {
+              input: `chain ${c} step ${n}`,
+              store: true,
+              ...(last === undefined ? {} : { previous_response_id: last.id })
+            })
+            if (answer.status === 200) chain.acked.push({ id: String(JSON.parse(answer.body).id), runner })
+            else chain.failures.push({ ...answer, runner })
           })
+        // Each chain begins on the runner that will be killed, before the load: some of what it acknowledged must
+        // be found on the survivors.
+        const victim = 2
+        for (let c = 0; c < CHAINS; c++) yield* chainStep(c, victim)
+        assert.deepStrictEqual(chains.map((c) => c.acked.length), chains.map(() => 1), "each chain's first response")
+        const chainWorker = (c: number) =>
+          Effect.gen(function*() {
+            const chain = chains[c]!
+            while (true) {
+              const live = [0, 1, 2].filter((i) => alive[i])
+              // Round robin per chain: each chain's responses are made on every runner in turn.
+              yield* chainStep(c, live[(chain.attempts + c) % live.length]!)
+            }
+          })
+        const load = yield* Effect.forkScoped(
+          Effect.all([
+            Effect.forEach(Array.from({ length: CONCURRENCY }, (_, w) => w), worker, {
+              concurrency: "unbounded",
+              discard: true
+            }),
+            Effect.forEach(Array.from({ length: CHAINS }, (_, c) => c), chainWorker, {
+              concurrency: "unbounded",
+              discard: true
+            })
+          ], { concurrency: "unbounded", discard: true })
         )
         yield* Effect.sleep(Duration.seconds(3))
-        const victim = 2
         alive[victim] = false
         const killedAt = yield* Clock.currentTimeMillis
         yield* runners[victim]!.kill("SIGKILL")
@@ -187,6 +258,54 @@ describe("cluster: a runner killed mid-load", () => {
         const duplicates = [...counts.values()].reduce((n, c) => n + c - 1, 0)
         yield* Effect.log(`pushes delivered ${fake.received.length}, duplicates ${duplicates}`)
         assert.isAtMost(duplicates, CONCURRENCY, "duplicates only for pushes in flight on the killed runner")
+
+        // Responses: a failure is the connection to the killed runner, or a 503 from a survivor.
+        for (const f of chains.flatMap((c) => c.failures)) {
+          if (f.status === "connection") {
+            assert.strictEqual(f.runner, victim, `a connection failure on a survivor: ${f.body}`)
+            continue
+          }
+          assert.strictEqual(f.status, 503, f.body)
+        }
+        const survivors = [0, 1, 2].filter((i) => i !== victim)
+        const responses = chains.flatMap((c) => c.acked)
+        yield* Effect.log(
+          `responses acknowledged ${responses.length} (${
+            responses.filter((r) => r.runner === victim).length
+          } by the killed runner), failed ${chains.reduce((n, c) => n + c.failures.length, 0)}`
+        )
+        assert.isAbove(
+          responses.filter((r) => r.runner === victim).length,
+          0,
+          "the killed runner acknowledged some responses"
+        )
+        // Every acknowledged response is retrievable from a survivor (stored in Postgres before it was answered).
+        const missing: Array<string> = []
+        for (const [i, r] of responses.entries()) {
+          const got = yield* request(`${runners[survivors[i % 2]!]!.url}/v1/responses/${r.id}`, "GET")
+          if (got.status !== 200 || JSON.parse(got.body).id !== r.id || JSON.parse(got.body).status !== "completed") {
+            missing.push(`${r.id}: ${got.status} ${got.body.slice(0, 200)}`)
+          }
+        }
+        assert.deepStrictEqual(missing, [], "acknowledged responses not retrievable from a survivor")
+        // Every chain continues on a survivor from its last acknowledged response, with its history: the agent
+        // counts at least the acknowledged turns (at most every attempt: a failed turn may have kept its input).
+        const continued: Array<string> = []
+        for (const [c, chain] of chains.entries()) {
+          const last = chain.acked.at(-1)
+          assert.isDefined(last, `chain ${c} has acknowledged responses`)
+          const next = yield* request(`${runners[survivors[c % 2]!]!.url}/v1/responses`, "POST", {
+            input: `chain ${c} after the kill`,
+            store: true,
+            previous_response_id: last!.id
+          })
+          assert.strictEqual(next.status, 200, next.body)
+          const turn = turnOf(next.body)
+          assert.isAtLeast(turn, chain.acked.length + 1, next.body)
+          assert.isAtMost(turn, chain.attempts + 1, next.body)
+          continued.push(`turn ${turn} (acknowledged ${chain.acked.length}, attempts ${chain.attempts})`)
+        }
+        yield* Effect.log(`chains continued on survivors: ${continued.join(", ")}`)
       }).pipe(Effect.scoped),
     { timeout: 240_000 }
   )
