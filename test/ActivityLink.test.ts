@@ -77,6 +77,9 @@ describe("Activity channel: account linking", () => {
       // The card is the only thing sent: no URL in the text.
       assert.notInclude(textsTo(fake, "a:conv-1")[0]!, "http")
 
+      // The link opens a page naming who is being linked; its button goes on to the provider.
+      const confirmation = yield* Effect.promise(() => fetch(url).then((r) => r.text()))
+      assert.include(confirmation, "Link activity user Ada (Teams) to your account?")
       const done = yield* FakeIdp.signIn(url)
       assert.strictEqual(done.status, 200, done.body)
       assert.isTrue(Option.isSome(yield* h.store.getLink("activity", "aad-user-1")))

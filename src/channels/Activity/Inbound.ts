@@ -83,7 +83,11 @@ export const make = (ctx: ChannelContext, replies: Replies, options: Options): I
         from_id: activity.from.id,
         conversation_id: activity.conversation.id,
         channel_id: activity.channelId,
-        ...(activity.from.name === undefined ? {} : { name: activity.from.name }),
+        ...(activity.from.name === undefined ? {} : {
+          name: activity.from.name,
+          // How the sign-in confirmation page names the person (the ids mean nothing to them).
+          display_name: `${activity.from.name} (${activity.channelId === "msteams" ? "Teams" : activity.channelId})`
+        }),
         ...(tenant === undefined ? {} : { tenant_id: tenant })
       }
     }
