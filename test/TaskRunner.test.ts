@@ -497,6 +497,63 @@ describe("TaskRunner (sqlite)", () => {
       yield* Scope.close(second, Exit.void)
     }))
 
+  it.scoped("transitions write many rows in one go, re-insert deleted ones, and are read, listed and pruned", () =>
+    Effect.gen(function*() {
+      const filename = yield* tmpDb
+      const row = (id: string, status: TaskStore.TaskStatus, at: number): TaskStore.TaskRecord => ({
+        id,
+        name: "test.job",
+        idempotencyKey: id,
+        status,
+        attempts: 0,
+        phase: 2,
+        nextAttemptAt: Time.fromMillis(5),
+        lastError: null,
+        payload: "{}",
+        retry: null,
+        shared: null,
+        createdAt: Time.fromMillis(0),
+        updatedAt: Time.fromMillis(at)
+      })
+      const store = Context.get(
+        yield* Layer.build(
+          TaskStore.layerSqlite().pipe(Layer.provide(StateDb.layer({ directory: Path.dirname(filename) })), Layer.orDie)
+        ),
+        TaskStore.TaskStore
+      )
+      for (const id of ["a", "b", "c", "d"]) yield* store.insert(row(id, "pending", 1), { dedupe: false })
+      // a, b and the never-stored x are claimed alike; c succeeds; d fails.
+      const claimed = ["a", "b", "x"].map((id) => ({ ...row(id, "running", 10), attempts: 1 }))
+      yield* store.transition(claimed)
+      yield* store.transition([{ ...row("c", "succeeded", 10), attempts: 1 }, {
+        ...row("d", "failed", 10),
+        lastError: "no"
+      }])
+      const read = (id: string) => Effect.map(store.get(id), Option.getOrThrow)
+      for (const id of ["a", "b", "x"]) {
+        const stored = yield* read(id)
+        assert.deepStrictEqual([stored.status, stored.attempts, stored.phase, stored.nextAttemptAt], [
+          "running",
+          1,
+          2,
+          5
+        ])
+      }
+      assert.deepStrictEqual((yield* read("d")).lastError, "no")
+      // Later changes of the same task are written after its transition.
+      yield* store.transition([{ ...row("a", "succeeded", 20), attempts: 1 }])
+      yield* store.update({ ...row("b", "pending", 20), attempts: 0 })
+      assert.deepStrictEqual((yield* store.unfinished).map((r) => [r.id, r.status]), [["b", "pending"], [
+        "x",
+        "running"
+      ]])
+      assert.deepStrictEqual((yield* store.list("succeeded", 10)).map((r) => r.id), ["a", "c"])
+      assert.deepStrictEqual((yield* store.list("failed", 10)).map((r) => r.id), ["d"])
+      assert.deepStrictEqual((yield* store.list("running", 10)).map((r) => r.id), ["x"])
+      assert.strictEqual(yield* store.pruneFinished(Time.fromMillis(15)), 2)
+      assert.deepStrictEqual((yield* store.list(undefined, 10)).map((r) => r.id).sort(), ["a", "b", "x"])
+    }))
+
   it.scoped("a shared payload is stored once, with its tasks, and read by every task after a restart", () =>
     Effect.gen(function*() {
       const filename = yield* tmpDb
@@ -626,7 +683,7 @@ describe("TaskRunner (sqlite)", () => {
           return yield* sql<{ readonly migration_id: number }>`SELECT migration_id FROM agent_host_migrations
             ORDER BY migration_id`
         }).pipe(Effect.provide(SqliteClient.layer({ filename })), Effect.orDie)
-        assert.deepStrictEqual(applied.map((m) => m.migration_id), [1, 2, 3, 4, 5, 6, 7])
+        assert.deepStrictEqual(applied.map((m) => m.migration_id), [1, 2, 3, 4, 5, 6, 7, 8])
       }))
   }
 })

@@ -98,7 +98,7 @@ export const backend = Effect.gen(function*() {
     })
   }
 
-  const commit = ({ inserts, updates }: Batch) =>
+  const commit = ({ inserts, transitions, updates }: Batch) =>
     Effect.gen(function*() {
       let duplicates: Map<string, TaskRecord> | undefined
       // Keys inserted by this batch, for duplicates within it.
@@ -126,7 +126,9 @@ export const backend = Effect.gen(function*() {
         }
         yield* sql`INSERT INTO agent_host_tasks ${sql.insert(toRow(row))}`
       }
-      for (const row of updates) {
+      // Transitions are written row by row here, like snapshots (a multi-row statement is SQLite's saving).
+      const rows = transitions === undefined ? updates : [...updates, ...transitions.flatMap((t) => t.rows)]
+      for (const row of rows) {
         // Deleted meanwhile (retention, by hand): the snapshot is the task.
         yield* sql`INSERT INTO agent_host_tasks ${sql.insert(toRow(row))}
           ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,

@@ -369,7 +369,8 @@ export const make = (options: Options = {}) =>
         timer: undefined
       }
       live.set(row.id, entry)
-      byKey.set(row.idempotencyKey, entry)
+      // A task scheduled without a key has its id as its key: nobody schedules by it, the store dedupes it anyway.
+      if (row.idempotencyKey !== row.id) byKey.set(row.idempotencyKey, entry)
       return entry
     }
 
@@ -400,7 +401,9 @@ export const make = (options: Options = {}) =>
       Effect.clockWith((clock) => {
         const row = { ...entry.row, status, lastError, updatedAt: Time.fromMillis(clock.unsafeCurrentTimeMillis()) }
         entry.row = row
-        return Effect.matchCauseEffect(store.update(row), {
+        // Only status, last error and time change (phases and retry times were committed when made): tasks that
+        // finish alike in the same millisecond are written together.
+        return Effect.matchCauseEffect(store.transition([row]), {
           onFailure: (cause) => {
             forget(entry)
             return Effect.logError("could not record a task's outcome", cause)
@@ -595,18 +598,29 @@ export const make = (options: Options = {}) =>
     // handler; a new worker takes its place. The loop is uninterruptible but for the wait and the handler.
     const work = (worker: Worker): Effect.Effect<void> =>
       Effect.uninterruptibleMask((restore) => {
-        const done = Effect.sync(() => {
+        // Hand-written rather than `ensuring` + `suspend` per attempt: these are the steps every task takes. An
+        // attempt records its own failures, so only a defect reaches `onFailure`.
+        const next = (): Effect.Effect<void> => {
+          if (worker.retiring || closing) return Effect.void
+          // A claimed task in hand: no wait, and no interruptible region to enter and leave.
+          const entry = claimed.shift()
+          return entry === undefined ? Effect.flatMap(restore(nextClaimed), take) : take(entry)
+        }
+        const take = (entry: Entry): Effect.Effect<void> => {
+          busy++
+          return Effect.matchCauseEffect(attempt(entry, worker, restore), { onFailure: stopped, onSuccess: done })
+        }
+        const done = (): Effect.Effect<void> => {
           busy--
           poke()
-        })
-        const loop: Effect.Effect<void> = Effect.flatMap(restore(nextClaimed), (entry) => {
-          busy++
-          return Effect.zipRight(
-            Effect.ensuring(attempt(entry, worker, restore), done),
-            Effect.suspend(() => worker.retiring || closing ? Effect.void : loop)
-          )
-        })
-        return loop
+          return next()
+        }
+        const stopped = (cause: Cause.Cause<never>): Effect.Effect<void> => {
+          busy--
+          poke()
+          return Effect.failCause(cause)
+        }
+        return next()
       })
 
     const startWorker = Effect.suspend(() => {
@@ -647,7 +661,8 @@ export const make = (options: Options = {}) =>
         }
         if (batch.length === 0) return
         claiming = batch.length
-        const recorded = yield* Effect.either(store.updateAll(batch.map((entry) => entry.row)))
+        // Status, attempts and time: one statement for the batch (per distinct attempt count).
+        const recorded = yield* Effect.either(store.transition(batch.map((entry) => entry.row)))
         claiming = 0
         if (recorded._tag === "Left") {
           // Not durable: leave them pending in memory and try later rather than run them unrecorded.

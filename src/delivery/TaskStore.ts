@@ -76,11 +76,27 @@ export interface Insert {
   readonly dedupe: boolean
 }
 
-/** What one commit writes, atomically. */
+/**
+ * Stored tasks that change the same way at once (the claim of a batch, the tasks that succeeded in the same
+ * millisecond): every row's `status`, `attempts`, `lastError` and `updatedAt` are these, and its other columns are
+ * as stored. A backend with a multi-row statement writes the group as one; the others write `rows`.
+ */
+export interface Transition {
+  readonly status: TaskStatus
+  readonly attempts: number
+  readonly lastError: string | null
+  readonly updatedAt: Time.EpochMillis
+  /** The tasks after the change (also what is written when a row was deleted meanwhile). */
+  readonly rows: ReadonlyArray<TaskRecord>
+}
+
+/** What one commit writes, atomically: inserts, then snapshots, then transitions. */
 export interface Batch {
   readonly inserts: ReadonlyArray<Insert>
   /** Snapshots of stored tasks, one per task (the latest). */
   readonly updates: ReadonlyArray<TaskRecord>
+  /** A task is in at most one transition of a batch, and in no snapshot handed over after its transition. */
+  readonly transitions?: ReadonlyArray<Transition> | undefined
 }
 
 /**
@@ -116,6 +132,12 @@ export interface TaskStoreShape extends Omit<Backend, "commit"> {
   readonly update: (row: TaskRecord) => Effect.Effect<void, TaskStoreError>
   /** Records snapshots of stored tasks in the next group commit and waits for that commit. */
   readonly updateAll: (rows: ReadonlyArray<TaskRecord>) => Effect.Effect<void, TaskStoreError>
+  /**
+   * Records changes of stored tasks that only set `status`, `attempts`, `lastError` and `updatedAt` (every other
+   * column of each row is as stored) in the next group commit, and waits for that commit. Rows that change the
+   * same way are written together (one statement on SQLite), so a claim or a run of successes costs one.
+   */
+  readonly transition: (rows: ReadonlyArray<TaskRecord>) => Effect.Effect<void, TaskStoreError>
   /** Records a snapshot in the next group commit without waiting (a failed commit is logged by the writer). */
   readonly updateLater: (row: TaskRecord) => Effect.Effect<void>
   /**
@@ -139,9 +161,20 @@ export const defaults = { maxBatch: 2048 } as const
 
 type Committed = Exit.Exit<ReadonlyMap<string, TaskRecord>, TaskStoreError>
 
+interface Group {
+  readonly status: TaskStatus
+  readonly attempts: number
+  readonly lastError: string | null
+  readonly updatedAt: Time.EpochMillis
+  readonly rows: Array<TaskRecord>
+}
+
 interface Pending {
   readonly inserts: Array<Insert>
   readonly updates: Map<string, TaskRecord>
+  /** Transitions by what they set; `transitioned` holds their task ids. */
+  transitions: Map<string, Group> | undefined
+  transitioned: Set<string> | undefined
   size: number
   /**
    * Resumed with the batch's outcome once it is committed (or failed). Plain callbacks registered by `Effect.async`,
@@ -150,7 +183,16 @@ interface Pending {
   waiters: Array<(exit: Committed) => void> | undefined
 }
 
-const pending = (): Pending => ({ inserts: [], updates: new Map(), size: 0, waiters: undefined })
+const pending = (): Pending => ({
+  inserts: [],
+  updates: new Map(),
+  transitions: undefined,
+  transitioned: undefined,
+  size: 0,
+  waiters: undefined
+})
+
+const groupKey = (row: TaskRecord) => `${row.status} ${row.attempts} ${row.updatedAt} ${row.lastError ?? ""}`
 
 const noDuplicates: ReadonlyMap<string, TaskRecord> = new Map()
 
@@ -170,9 +212,10 @@ export const make = (backend: Backend, options: Options = {}) =>
     // Set while the writer waits for work.
     let wake: (() => void) | undefined
 
-    // The batch a new row joins; wakes the writer if it waits.
-    const batchFor = (): Pending => {
-      if (open.size >= maxBatch) {
+    // The batch a new row joins; wakes the writer if it waits. A task already in a transition of the open batch
+    // starts a new one, so its changes are written in the order they were made.
+    const batchFor = (id?: string): Pending => {
+      if (open.size >= maxBatch || (id !== undefined && open.transitioned?.has(id) === true)) {
         full.push(open)
         open = pending()
       }
@@ -205,7 +248,11 @@ export const make = (backend: Backend, options: Options = {}) =>
 
     const commitOne = (batch: Pending) =>
       Effect.flatMap(
-        Effect.exit(backend.commit({ inserts: batch.inserts, updates: [...batch.updates.values()] })),
+        Effect.exit(backend.commit({
+          inserts: batch.inserts,
+          updates: [...batch.updates.values()],
+          transitions: batch.transitions === undefined ? undefined : [...batch.transitions.values()]
+        })),
         (exit) => {
           committing = undefined
           const waiters = batch.waiters
@@ -261,7 +308,7 @@ export const make = (backend: Backend, options: Options = {}) =>
         }),
       update: (row) =>
         Effect.suspend(() => {
-          const batch = batchFor()
+          const batch = batchFor(row.id)
           batch.updates.set(row.id, row)
           return awaitBatch(batch)
         }),
@@ -272,8 +319,38 @@ export const make = (backend: Backend, options: Options = {}) =>
           let first: Pending | undefined
           let last: Pending | undefined
           for (const row of rows) {
-            const batch = batchFor()
+            const batch = batchFor(row.id)
             batch.updates.set(row.id, row)
+            first ??= batch
+            last = batch
+          }
+          if (last === undefined) return Effect.void
+          if (first === last) return awaitBatch(last)
+          return Effect.zipRight(awaitBatch(first!), awaitBatch(last))
+        }),
+      transition: (rows) =>
+        Effect.suspend(() => {
+          let first: Pending | undefined
+          let last: Pending | undefined
+          // Rows of one call usually change alike (a claim): the key is built again only when a field differs.
+          let key = ""
+          let previous: TaskRecord | undefined
+          for (const row of rows) {
+            const batch = batchFor(row.id)
+            if (
+              previous === undefined || row.status !== previous.status || row.attempts !== previous.attempts ||
+              row.updatedAt !== previous.updatedAt || row.lastError !== previous.lastError
+            ) key = groupKey(row)
+            previous = row
+            const groups = batch.transitions ??= new Map()
+            const group = groups.get(key)
+            if (group === undefined) {
+              const { attempts, lastError, status, updatedAt } = row
+              groups.set(key, { status, attempts, lastError, updatedAt, rows: [row] })
+            } else {
+              group.rows.push(row)
+            }
+            ;(batch.transitioned ??= new Set()).add(row.id)
             first ??= batch
             last = batch
           }
@@ -283,7 +360,7 @@ export const make = (backend: Backend, options: Options = {}) =>
         }),
       updateLater: (row) =>
         Effect.sync(() => {
-          batchFor().updates.set(row.id, row)
+          batchFor(row.id).updates.set(row.id, row)
         }),
       flush,
       shared: backend.shared,
@@ -332,7 +409,7 @@ export const memoryBackend = (keepFinished = 10_000): Backend => {
   }
 
   return {
-    commit: ({ inserts, updates }) =>
+    commit: ({ inserts, transitions, updates }) =>
       Effect.sync(() => {
         let duplicates: Map<string, TaskRecord> | undefined
         const added: Array<SharedPayload> = []
@@ -350,6 +427,7 @@ export const memoryBackend = (keepFinished = 10_000): Backend => {
           put(row)
         }
         for (const row of updates) put(row)
+        if (transitions !== undefined) { for (const group of transitions) for (const row of group.rows) put(row) }
         for (const payload of added) {
           if (shared.get(payload.hash)?.refs === 0) shared.delete(payload.hash)
         }
@@ -443,8 +521,16 @@ const INSERT_PAYLOAD = `INSERT INTO agent_host_task_payloads (hash, body, create
 const HOLDER_BY_KEY = `SELECT * FROM agent_host_tasks WHERE idempotency_key = ? AND idempotency_key <> id
   ORDER BY created_at LIMIT 1`
 const HOLDER_BY_ID = `SELECT * FROM agent_host_tasks WHERE id = ? AND idempotency_key = id`
-// Shared payloads go with the last task naming them (a trigger, see the migration).
-const PRUNE = `DELETE FROM agent_host_tasks WHERE status IN ('succeeded', 'failed', 'cancelled') AND updated_at < ?`
+// Many rows in one statement: a claim or a run of successes (`Transition`).
+const TRANSITION = `UPDATE agent_host_tasks SET status = ?, attempts = ?, last_error = ?, updated_at = ?
+  WHERE id IN (SELECT value FROM json_each(?))`
+const EXISTS = `SELECT 1 AS found FROM agent_host_tasks WHERE id = ?`
+// The status indexes are partial (migration 7): a query names its index's condition (`status = 'succeeded'` or
+// `status <> 'succeeded'`) word for word, or SQLite does not use it. Shared payloads go with the last task naming
+// them (a trigger, see migration 5).
+const PRUNE_SUCCEEDED = `DELETE FROM agent_host_tasks WHERE status = 'succeeded' AND updated_at < ?`
+const PRUNE_FAILED = `DELETE FROM agent_host_tasks WHERE status <> 'succeeded' AND status IN ('failed', 'cancelled')
+  AND updated_at < ?`
 
 const insertRow = (statement: StateWriter.Statements, row: TaskRecord) =>
   statement(INSERT).run(
@@ -463,14 +549,54 @@ const insertRow = (statement: StateWriter.Statements, row: TaskRecord) =>
     row.updatedAt
   )
 
+// Inserts go in statements of `INSERT_CHUNK` rows (measured ~5 µs a row against ~7.5 µs one by one).
+const INSERT_CHUNK = 16
+const INSERT_MANY = `INSERT INTO agent_host_tasks (id, name, idempotency_key, status, attempts, phase, next_attempt_at,
+  last_error, payload, retry, shared, created_at, updated_at) VALUES ${
+  Array.from({ length: INSERT_CHUNK }, () => "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").join(", ")
+}`
+
+const insertRows = (statement: StateWriter.Statements, rows: ReadonlyArray<TaskRecord>) => {
+  let i = 0
+  if (rows.length >= INSERT_CHUNK) {
+    const many = statement(INSERT_MANY)
+    const params: Array<unknown> = new Array(13 * INSERT_CHUNK)
+    for (; i + INSERT_CHUNK <= rows.length; i += INSERT_CHUNK) {
+      let p = 0
+      for (let j = i; j < i + INSERT_CHUNK; j++) {
+        const row = rows[j]!
+        params[p++] = row.id
+        params[p++] = row.name
+        params[p++] = row.idempotencyKey
+        params[p++] = row.status
+        params[p++] = row.attempts
+        params[p++] = row.phase
+        params[p++] = row.nextAttemptAt
+        params[p++] = row.lastError
+        params[p++] = row.payload
+        params[p++] = row.retry
+        params[p++] = row.shared
+        params[p++] = row.createdAt
+        params[p++] = row.updatedAt
+      }
+      many.run(...params)
+    }
+  }
+  for (; i < rows.length; i++) insertRow(statement, rows[i]!)
+}
+
 /**
  * A batch as one `StateWriter` step: prepared single-row statements inside the writer's transaction, which the
  * profile showed costs a third of the same batch as multi-row statements through `SqlClient`.
  */
-const commitStep = ({ inserts, updates }: Batch): StateWriter.Step<ReadonlyMap<string, TaskRecord>> => (statement) => {
+const commitStep = (
+  { inserts, transitions, updates }: Batch
+): StateWriter.Step<ReadonlyMap<string, TaskRecord>> =>
+(statement) => {
   let duplicates: Map<string, TaskRecord> | undefined
   // Keys inserted by this batch, for duplicates within it.
   let inserted: Map<string, TaskRecord> | undefined
+  const rows: Array<TaskRecord> = []
   for (const { dedupe, row, shared } of inserts) {
     if (dedupe) {
       const stored = (statement(HOLDER_BY_KEY).get(row.idempotencyKey) ??
@@ -483,8 +609,9 @@ const commitStep = ({ inserts, updates }: Batch): StateWriter.Step<ReadonlyMap<s
       ;(inserted ??= new Map()).set(row.idempotencyKey, row)
     }
     if (shared !== undefined) statement(INSERT_PAYLOAD).run(shared.hash, shared.json, row.createdAt)
-    insertRow(statement, row)
+    rows.push(row)
   }
+  insertRows(statement, rows)
   for (const row of updates) {
     const changed = statement(UPDATE).run(
       row.status,
@@ -498,6 +625,18 @@ const commitStep = ({ inserts, updates }: Batch): StateWriter.Step<ReadonlyMap<s
     )
     // Deleted meanwhile (retention, by hand): the snapshot is the task.
     if (changed.changes === 0) insertRow(statement, row)
+  }
+  if (transitions !== undefined) {
+    for (const { attempts, lastError, rows, status, updatedAt } of transitions) {
+      // One statement for the group: a multi-row UPDATE costs ~5.5 µs a row against ~7 µs for an UPDATE each.
+      const ids = JSON.stringify(rows.map((row) => row.id))
+      const changed = statement(TRANSITION).run(status, attempts, lastError, updatedAt, ids)
+      if (changed.changes < rows.length) {
+        for (const row of rows) {
+          if (statement(EXISTS).get(row.id) === undefined) insertRow(statement, row)
+        }
+      }
+    }
   }
   return duplicates ?? noDuplicates
 }
@@ -531,8 +670,11 @@ export const sqliteBackend: Effect.Effect<
         Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), (row) => row.body)),
         Effect.mapError(sqlError("read"))
       ),
-    unfinished: sql<SqlRow>`SELECT * FROM agent_host_tasks WHERE status IN ('pending', 'running')
-      ORDER BY next_attempt_at`.pipe(Effect.map((rows) => rows.map(fromSql)), Effect.mapError(sqlError("load"))),
+    unfinished: sql<SqlRow>`SELECT * FROM agent_host_tasks
+      WHERE status <> 'succeeded' AND status IN ('pending', 'running') ORDER BY next_attempt_at`.pipe(
+      Effect.map((rows) => rows.map(fromSql)),
+      Effect.mapError(sqlError("load"))
+    ),
     get: (id) =>
       sql<SqlRow>`SELECT * FROM agent_host_tasks WHERE id = ${id}`.pipe(
         Effect.map((rows) => rows[0] === undefined ? Option.none() : Option.some(fromSql(rows[0]))),
@@ -541,12 +683,19 @@ export const sqliteBackend: Effect.Effect<
     list: (status, limit) =>
       (status === undefined ?
         sql<SqlRow>`SELECT * FROM agent_host_tasks ORDER BY updated_at DESC LIMIT ${limit}` :
-        sql<SqlRow>`SELECT * FROM agent_host_tasks WHERE status = ${status}
+        status === "succeeded" ?
+        sql<SqlRow>`SELECT * FROM agent_host_tasks WHERE status = 'succeeded' ORDER BY updated_at DESC LIMIT ${limit}` :
+        sql<SqlRow>`SELECT * FROM agent_host_tasks WHERE status <> 'succeeded' AND status = ${status}
           ORDER BY updated_at DESC LIMIT ${limit}`).pipe(
           Effect.map((rows) => rows.map(fromSql)),
           Effect.mapError(sqlError("list"))
         ),
-    pruneFinished: (olderThan) => write("prune", (statement) => statement(PRUNE).run(olderThan).changes)
+    pruneFinished: (olderThan) =>
+      write(
+        "prune",
+        (statement) =>
+          statement(PRUNE_SUCCEEDED).run(olderThan).changes + statement(PRUNE_FAILED).run(olderThan).changes
+      )
   }
   return backend
 })

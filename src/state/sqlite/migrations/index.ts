@@ -9,6 +9,7 @@ import m0004 from "./0004_response_user_key.js"
 import m0005 from "./0005_tasks.js"
 import m0006 from "./0006_conversations.js"
 import m0007 from "./0007_seen_keep_until.js"
+import m0008 from "./0008_task_status_indexes.js"
 
 export const table = "agent_host_migrations"
 
@@ -19,7 +20,8 @@ export const loader = Migrator.fromRecord({
   "0004_response_user_key": m0004,
   "0005_tasks": m0005,
   "0006_conversations": m0006,
-  "0007_seen_keep_until": m0007
+  "0007_seen_keep_until": m0007,
+  "0008_task_status_indexes": m0008
 })
 
 /**
