@@ -508,6 +508,26 @@ export const fromSql = (row: SqlRow): TaskRecord => ({
   updatedAt: Time.fromMillis(Number(row.updated_at))
 })
 
+/** A row selected as values, columns in `SqlRow`'s order. */
+const fromValues = (row: ReadonlyArray<unknown>): TaskRecord => {
+  const status = row[3] as string
+  return {
+    id: row[0] as string,
+    name: row[1] as string,
+    idempotencyKey: row[2] as string,
+    status: isStatus(status) ? status : "failed",
+    attempts: Number(row[4]),
+    phase: Number(row[5]),
+    nextAttemptAt: Time.fromMillis(Number(row[6])),
+    lastError: row[7] as string | null,
+    payload: row[8] as string,
+    retry: row[9] as string | null,
+    shared: (row[10] as string | null) ?? null,
+    createdAt: Time.fromMillis(Number(row[11])),
+    updatedAt: Time.fromMillis(Number(row[12]))
+  }
+}
+
 const describeCause = (cause: unknown): string =>
   typeof cause === "object" && cause !== null && "message" in cause ? String(cause.message) : String(cause)
 
@@ -670,9 +690,12 @@ export const sqliteBackend: Effect.Effect<
         Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), (row) => row.body)),
         Effect.mapError(sqlError("read"))
       ),
-    unfinished: sql<SqlRow>`SELECT * FROM agent_host_tasks
-      WHERE status <> 'succeeded' AND status IN ('pending', 'running') ORDER BY next_attempt_at`.pipe(
-      Effect.map((rows) => rows.map(fromSql)),
+    // Resuming reads every unfinished row: as arrays (an object per row costs about twice as much) and sorted
+    // here rather than through a temporary b-tree.
+    unfinished: sql`SELECT id, name, idempotency_key, status, attempts, phase, next_attempt_at, last_error, payload,
+      retry, shared, created_at, updated_at FROM agent_host_tasks
+      WHERE status <> 'succeeded' AND status IN ('pending', 'running')`.values.pipe(
+      Effect.map((rows) => rows.map(fromValues).sort((a, b) => a.nextAttemptAt - b.nextAttemptAt)),
       Effect.mapError(sqlError("load"))
     ),
     get: (id) =>
