@@ -52,16 +52,24 @@ const labelled = (label: string) =>
         slowBegun.push(label)
         return Effect.zipRight(Effect.sleep(slowTurn), done)
       }),
-    stream: (turn) =>
-      Stream.make(
+    stream: (turn) => {
+      const updates = Stream.make(
         { contents: [{ _tag: "text" as const, text: `${label}:` }], messageId: "m" },
         { contents: [{ _tag: "text" as const, text: `${turn.history.length}:${inputText(turn)}` }], messageId: "m" }
       )
+      if (inputText(turn) !== "slow") return updates
+      return Stream.concat(
+        Stream.drain(
+          Stream.fromEffect(Effect.zipRight(Effect.sync(() => slowBegun.push(label)), Effect.sleep(slowTurn)))
+        ),
+        updates
+      )
+    }
   })
 
 const deliveries: Array<PushChannels.Delivery> = []
 
-const runner = (label: string, url: string, runnerPort: number) => {
+const runner = (label: string, url: string, runnerPort: number, shutdownGrace = Duration.seconds(10)) => {
   const options: Cluster.Options = {
     databaseUrl: Redacted.make(url),
     runnerHost: "127.0.0.1",
@@ -76,7 +84,7 @@ const runner = (label: string, url: string, runnerPort: number) => {
     Layer.provideMerge(Cluster.layerCore(options, AgentHost.layerCoreWith({ push: Cluster.Pushes.layer }))),
     Layer.provide(labelled(label)),
     Layer.provide(PgStateStore.layer({ url: Redacted.make(url), maxConnections: 4 })),
-    Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" }))
+    Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", shutdownGrace }))
   )
 }
 
@@ -125,6 +133,35 @@ const embedded = (handler: AgentHost.AgentHost["Type"]["handler"]) =>
         })))
     }),
     ({ server }) => Effect.sync(() => server.close())
+  )
+
+/**
+ * Runner A, and runner B (in a scope of its own, to stop it) with `grace`, reached also through another server on
+ * its handler; a session (`alpha` channel key) owned by A.
+ */
+const receivingHost = (grace: Duration.Duration) =>
+  Effect.gen(function*() {
+    const url = yield* Postgres.database
+    yield* Layer.build(runner("A", url, yield* freePort))
+    const scopeB = yield* Scope.make()
+    const b = yield* Layer.buildWithScope(runner("B", url, yield* freePort, grace), scopeB)
+    yield* Effect.addFinalizer(() => Scope.close(scopeB, Exit.void))
+    yield* Effect.sleep(Duration.seconds(3))
+    const sessions: Array<string> = []
+    for (let i = 0; sessions.length < 1 && i < 40; i++) {
+      const probe = yield* ctxOf(b).run(request(`shared:drain${i}`, "probe"))
+      if (responseText(probe.result.response).startsWith("A:")) sessions.push(`drain${i}`)
+    }
+    assert.strictEqual(sessions.length, 1, "a key owned by A")
+    const hostB = Context.get(b, AgentHost.AgentHost)
+    const other = yield* embedded(hostB.handler)
+    return { b, hostB, other, scopeB, sessions }
+  })
+
+const awaitBegun = (count: number) =>
+  Effect.suspend(() => slowBegun.length >= count ? Effect.void : Effect.fail("waiting")).pipe(
+    Effect.retry(Schedule.spaced(Duration.millis(20)).pipe(Schedule.upTo(Duration.seconds(20)))),
+    Effect.orDie
   )
 
 const twoRunners = Effect.gen(function*() {
@@ -196,49 +233,59 @@ describe("Cluster (two runners in one process)", () => {
     { timeout: 60_000 }
   )
 
+  for (const stream of [false, true]) {
+    it.scopedLive(
+      `shutdown waits for the turns this runner forwarded (${
+        stream ? "a stream" : "a turn"
+      }): a slow one's caller gets its reply, new requests a 503`,
+      () =>
+        Effect.gen(function*() {
+          const { hostB, other, scopeB, sessions } = yield* receivingHost(Duration.seconds(10))
+          const begun = slowBegun.length
+          const slow = yield* Effect.fork(
+            post(`${hostB.url}/alpha/say`, { text: "slow", user: "u", session: sessions[0], stream })
+          )
+          yield* awaitBegun(begun + 1)
+          assert.strictEqual(slowBegun[begun], "A", "the slow turn runs on A")
+          const stopStarted = yield* Clock.currentTimeMillis
+          const stopping = yield* Effect.fork(Scope.close(scopeB, Exit.void))
+          // While B drains, a new request is refused as on one node.
+          const refused = yield* post(`${other.url}/alpha/say`, { text: "late", user: "u", session: "drain-late" })
+            .pipe(
+              Effect.delay(Duration.millis(20)),
+              Effect.repeat({ until: (r) => r.status !== 200 })
+            )
+          assert.strictEqual(refused.status, 503, refused.body)
+          assert.include(refused.body, "shutting_down")
+          // The forwarded turn outlives the close margin (2 s) B would otherwise wait: its caller gets the reply.
+          const reply = yield* Fiber.join(slow)
+          assert.strictEqual(reply.status, 200, reply.body)
+          assert.deepStrictEqual(JSON.parse(reply.body), { reply: "A:2:slow" })
+          yield* Fiber.join(stopping)
+          const stoppedIn = (yield* Clock.currentTimeMillis) - stopStarted
+          assert.isAbove(stoppedIn, Duration.toMillis(slowTurn) / 2, "B waited for the forwarded turn")
+        }),
+      { timeout: 60_000 }
+    )
+  }
+
   it.scopedLive(
-    "shutdown waits for the turns this runner forwarded: a slow one's caller gets its reply, new requests a 503",
+    "after the grace a forwarded turn's caller gets the shutdown 503, without waiting for the turn",
     () =>
       Effect.gen(function*() {
-        const url = yield* Postgres.database
-        yield* Layer.build(runner("A", url, yield* freePort))
-        const scopeB = yield* Scope.make()
-        const b = yield* Layer.buildWithScope(runner("B", url, yield* freePort), scopeB)
-        yield* Effect.addFinalizer(() => Scope.close(scopeB, Exit.void))
-        yield* Effect.sleep(Duration.seconds(3))
-        // A session owned by A, reached through B.
-        let session = ""
-        for (let i = 0; session === "" && i < 40; i++) {
-          const probe = yield* ctxOf(b).run(request(`shared:drain${i}`, "probe"))
-          if (responseText(probe.result.response).startsWith("A:")) session = `drain${i}`
-        }
-        assert.notStrictEqual(session, "", "a key owned by A")
-        const hostB = Context.get(b, AgentHost.AgentHost)
-        const other = yield* embedded(hostB.handler)
-
+        const { hostB, scopeB, sessions } = yield* receivingHost(Duration.seconds(1))
         const begun = slowBegun.length
-        const slow = yield* Effect.fork(post(`${hostB.url}/alpha/say`, { text: "slow", user: "u", session }))
-        yield* Effect.suspend(() => slowBegun.length > begun ? Effect.void : Effect.fail("waiting")).pipe(
-          Effect.retry(Schedule.spaced(Duration.millis(20)).pipe(Schedule.upTo(Duration.seconds(20)))),
-          Effect.orDie
+        const slow = yield* Effect.fork(
+          post(`${hostB.url}/alpha/say`, { text: "slow", user: "u", session: sessions[0] })
         )
-        assert.strictEqual(slowBegun[begun], "A", "the slow turn runs on A")
+        yield* awaitBegun(begun + 1)
         const stopStarted = yield* Clock.currentTimeMillis
-        const stopping = yield* Effect.fork(Scope.close(scopeB, Exit.void))
-        // While B drains, a new request is refused as on one node.
-        const refused = yield* post(`${other.url}/alpha/say`, { text: "late", user: "u", session: "drain-late" }).pipe(
-          Effect.delay(Duration.millis(20)),
-          Effect.repeat({ until: (r) => r.status !== 200 })
-        )
-        assert.strictEqual(refused.status, 503, refused.body)
-        assert.include(refused.body, "shutting_down")
-        // The forwarded turn outlives the close margin (2 s) B would otherwise wait: its caller gets the reply.
-        const reply = yield* Fiber.join(slow)
-        assert.strictEqual(reply.status, 200, reply.body)
-        assert.deepStrictEqual(JSON.parse(reply.body), { reply: "A:2:slow" })
-        yield* Fiber.join(stopping)
+        yield* Scope.close(scopeB, Exit.void)
         const stoppedIn = (yield* Clock.currentTimeMillis) - stopStarted
-        assert.isAbove(stoppedIn, Duration.toMillis(slowTurn) / 2, "B waited for the forwarded turn")
+        const reply = yield* Fiber.join(slow)
+        assert.strictEqual(reply.status, 503, reply.body)
+        assert.include(reply.body, "shutting down")
+        assert.isBelow(stoppedIn, Duration.toMillis(slowTurn), "B stopped without waiting for the turn")
       }),
     { timeout: 60_000 }
   )
