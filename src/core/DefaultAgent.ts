@@ -56,7 +56,20 @@ const callName = (turn: Turn, callId: string): string | undefined => {
   return undefined
 }
 
-const countTokens = (s: string) => (s.length === 0 ? 0 : s.trim().split(/\s+/).length)
+/** Whitespace-separated words, counted without splitting (this runs on every turn). */
+const countTokens = (s: string) => {
+  let count = 0
+  let inWord = false
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    // What `\s` matches below U+00A1; other white space (rare in prompts) counts as a word character.
+    const space = c === 32 || (c >= 9 && c <= 13) || c === 160
+    if (!space && !inWord) count++
+    inWord = !space
+  }
+  // As `s.trim().split(/\s+/).length` counted: white space alone is one (empty) word.
+  return count === 0 && s.length > 0 ? 1 : count
+}
 
 interface Plan {
   readonly contents: ReadonlyArray<Content>

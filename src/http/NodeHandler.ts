@@ -10,7 +10,19 @@
  */
 import { Cookies, HttpServerError, HttpServerResponse, HttpTraceContext } from "@effect/platform"
 import type { Fiber } from "effect"
-import { Cause, Chunk, Effect, FiberId, FiberRefs, Option, Runtime, RuntimeFlags, Stream } from "effect"
+import {
+  Cause,
+  Chunk,
+  Effect,
+  FiberId,
+  FiberRef,
+  FiberRefs,
+  HashMap,
+  Option,
+  Runtime,
+  RuntimeFlags,
+  Stream
+} from "effect"
 import type * as Http from "node:http"
 import type { ClientShield } from "./ClientShield.js"
 import { currentClientShield } from "./ClientShield.js"
@@ -197,6 +209,14 @@ const rescue = (nodeResponse: Http.ServerResponse): void => {
   }
 }
 
+/** `refs` with the log annotation `request_id`. */
+const annotated = (refs: FiberRefs.FiberRefs, fiberId: FiberId.Runtime, id: string): FiberRefs.FiberRefs =>
+  FiberRefs.updateAs(refs, {
+    fiberId,
+    fiberRef: FiberRef.currentLogAnnotations,
+    value: HashMap.set(FiberRefs.getOrDefault(refs, FiberRef.currentLogAnnotations), "request_id", id)
+  })
+
 /** The request listener. */
 export const make = (options: Options): Listener => {
   // Handlers run uninterruptibly: a client disconnect is observed only in regions a handler makes interruptible
@@ -259,11 +279,8 @@ export const make = (options: Options): Listener => {
         )
       }
     })
-    // Every line this request's fiber logs names it (the id `RequestId.stamp` set: the caller's, or a fresh one).
-    const id = request.headers[RequestId.HEADER]
-    const annotated = typeof id === "string" ? Effect.annotateLogs(handled, "request_id", id) : handled
-    if (!tracing) return annotated
-    return Effect.withSpan(annotated, `http.server ${request.method}`, {
+    if (!tracing) return handled
+    return Effect.withSpan(handled, `http.server ${request.method}`, {
       kind: "server",
       parent: Option.getOrUndefined(HttpTraceContext.fromHeaders(request.headers)),
       captureStackTrace: false,
@@ -296,7 +313,12 @@ export const make = (options: Options): Listener => {
       if (streaming === undefined) return
       fiber = runFork(streaming)
     } else {
-      fiber = runFork(run(request, nodeResponse, routed))
+      // Every line this request's fiber logs names it (the id `RequestId.stamp` set: the caller's, or a fresh one),
+      // set in the fiber's refs as it is forked: no `annotateLogs` region (two ref copies and a dozen steps).
+      const id = request.headers[RequestId.HEADER]
+      fiber = typeof id === "string" ?
+        runFork(run(request, nodeResponse, routed), { updateRefs: (refs, fiberId) => annotated(refs, fiberId, id) }) :
+        runFork(run(request, nodeResponse, routed))
     }
     // Most handlers answer before runFork returns; only a response still open needs to hear of a disconnect.
     if (!nodeResponse.writableEnded) {

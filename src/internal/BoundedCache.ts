@@ -14,12 +14,18 @@ import * as Size from "../domain/Size.js"
 
 export interface ByteBound<V> {
   readonly maxBytes: Bytes
-  /** The size of a value; called once per `set`. */
+  /** The size of a value; called once per `set` that does not say the size. */
   readonly sizeOf: (value: V) => Bytes
 }
 
+/** A cached value and the size it was cached with. */
+export interface Sized<V> {
+  readonly value: V
+  readonly size: Bytes
+}
+
 export class BoundedCache<K, V> {
-  private readonly map = new Map<K, { readonly value: V; readonly size: Bytes }>()
+  private readonly map = new Map<K, Sized<V>>()
   private total: Bytes = Size.bytes(0)
   constructor(private readonly capacity: number, private readonly bound?: ByteBound<V>) {}
 
@@ -41,9 +47,19 @@ export class BoundedCache<K, V> {
     return entry.value
   }
 
-  set(key: K, value: V): void {
+  /** The entry of `key` with its size, without making it the most recently used. */
+  peek(key: K): Sized<V> | undefined {
+    return this.map.get(key)
+  }
+
+  /**
+   * Caches `value`. `size`, when the caller knows it (e.g. summed incrementally from the previous value's), is
+   * used instead of calling `sizeOf`.
+   */
+  set(key: K, value: V, size?: Bytes): void {
     this.delete(key)
-    const size = this.bound === undefined ? Size.bytes(0) : this.bound.sizeOf(value)
+    if (this.bound === undefined) size = Size.bytes(0)
+    else size ??= this.bound.sizeOf(value)
     if (this.bound !== undefined && size > this.bound.maxBytes) return
     this.map.set(key, { value, size })
     this.total = Size.add(this.total, size)
