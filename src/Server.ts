@@ -6,12 +6,9 @@ import type { HttpClient } from "@effect/platform"
 import { FetchHttpClient } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Config, ConfigError, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
-import * as Activity from "./channels/Activity/Activity.js"
 import * as ChatCompletions from "./channels/ChatCompletions/index.js"
-import * as Discord from "./channels/Discord/Discord.js"
 import * as Invocations from "./channels/Invocations.js"
 import * as Responses from "./channels/Responses/index.js"
-import * as Telegram from "./channels/Telegram/Telegram.js"
 import * as WebChat from "./channels/WebChat/WebChat.js"
 import * as AgentHost from "./core/AgentHost.js"
 import type { Channel } from "./core/Channel.js"
@@ -75,6 +72,10 @@ export const layerLogging = Layer.merge(
   Layer.unwrapEffect(Effect.map(logLevel, (level) => Logger.minimumLogLevel(level)))
 )
 
+/** A variable that is set and not blank (what turns a channel on; its `fromConfig` then reads the rest). */
+const isSet = (name: string): Effect.Effect<boolean, ConfigError.ConfigError> =>
+  Effect.map(Config.option(Config.string(name)), (value) => Option.isSome(value) && value.value.trim().length > 0)
+
 /** The channels enabled by the environment; they may need an `HttpClient` (Telegram's Bot API calls). */
 export const channelsFromEnv: Effect.Effect<
   ReadonlyArray<Channel<never, HttpClient.HttpClient>>,
@@ -98,20 +99,27 @@ export const channelsFromEnv: Effect.Effect<
     // Web chat: the page at AGENT_HOST_WEBCHAT_PATH (default "/"); AGENT_HOST_WEBCHAT=false turns it off.
     const webchat = yield* Config.boolean("AGENT_HOST_WEBCHAT").pipe(Config.withDefault(true))
     if (webchat) channels.push(WebChat.make(yield* WebChat.config))
-    // Telegram: enabled by TELEGRAM_BOT_TOKEN (see docs/TELEGRAM.md).
-    const telegram = yield* Telegram.fromConfig
-    if (Option.isSome(telegram)) channels.push(telegram.value)
+    // Telegram: enabled by TELEGRAM_BOT_TOKEN (see docs/TELEGRAM.md). Each channel below is imported only when its
+    // variable is set: its module (schemas, clients) is then evaluated, not on every start.
+    if (yield* isSet("TELEGRAM_BOT_TOKEN")) {
+      const Telegram = yield* Effect.promise(() => import("./channels/Telegram/Telegram.js"))
+      channels.push(...Option.toArray(yield* Telegram.fromConfig))
+    }
     // MCP: AGENT_HOST_MCP=true (docs/MCP.md); imported only then, the SDK is large.
     if (yield* Config.boolean("AGENT_HOST_MCP").pipe(Config.withDefault(false))) {
       const { Mcp } = yield* Effect.promise(() => import("./channels/Mcp/index.js"))
       channels.push(...Option.toArray(yield* Mcp.fromConfig))
     }
     // Bot Framework activities (Teams, via Azure Bot Service): enabled by MICROSOFT_APP_ID (see docs/TEAMS.md).
-    const activity = yield* Activity.fromConfig
-    if (Option.isSome(activity)) channels.push(activity.value)
+    if (yield* isSet("MICROSOFT_APP_ID")) {
+      const Activity = yield* Effect.promise(() => import("./channels/Activity/Activity.js"))
+      channels.push(...Option.toArray(yield* Activity.fromConfig))
+    }
     // Discord: enabled by DISCORD_APPLICATION_ID and DISCORD_PUBLIC_KEY (see docs/DISCORD.md).
-    const discord = yield* Discord.fromConfig
-    if (Option.isSome(discord)) channels.push(discord.value)
+    if (yield* isSet("DISCORD_APPLICATION_ID")) {
+      const Discord = yield* Effect.promise(() => import("./channels/Discord/Discord.js"))
+      channels.push(...Option.toArray(yield* Discord.fromConfig))
+    }
     // A2A: AGENT_HOST_A2A=true (docs/A2A.md); imported only then.
     if (yield* Config.boolean("AGENT_HOST_A2A").pipe(Config.withDefault(false))) {
       const { A2A } = yield* Effect.promise(() => import("./channels/A2A/index.js"))
