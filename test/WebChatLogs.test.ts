@@ -6,14 +6,31 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Logger, LogLevel, Metric, Tracer } from "effect"
+import * as Telegram from "../src/channels/Telegram/Telegram.js"
 import * as WebChat from "../src/channels/WebChat/WebChat.js"
+import { ResponseTargets } from "../src/domain/Identity.js"
 import * as Redact from "../src/domain/Redact.js"
 import * as LogLine from "../src/internal/LogLine.js"
 import * as StateStoreModule from "../src/state/StateStore.js"
 import * as FakeIdp from "./fake/FakeIdp.js"
+import * as FakeTelegram from "./fake/FakeTelegram.js"
 import * as LinkHarness from "./fake/LinkHarness.js"
+import { message, post, SECRET, sentTexts, updateId } from "./fake/TelegramHarness.js"
 
 const browserId = "browser-7f3a9c2e41d84b6a"
+
+const allLinked = { run: (request: any) => Effect.succeed({ ...request, responseTarget: ResponseTargets.allLinked }) }
+
+/** The URL of the last sign-in button sent to `chatId`. */
+const buttonUrl = (fake: FakeTelegram.FakeTelegram, chatId: number): string | undefined => {
+  for (const call of [...fake.callsOf("sendMessage")].reverse()) {
+    if (Number(call.params.chat_id) !== chatId) continue
+    const markup = call.params.reply_markup as { inline_keyboard: ReadonlyArray<ReadonlyArray<{ url?: string }>> }
+    const url = markup?.inline_keyboard[0]?.[0]?.url
+    if (url !== undefined) return url
+  }
+  return undefined
+}
 
 describe("web chat bearer ids in logs", () => {
   it.scopedLive("a linking session logs, traces and counts the browser by a short tag, never by its id", () =>
@@ -32,9 +49,20 @@ describe("web chat bearer ids in logs", () => {
       })
       yield* Effect.gen(function*() {
         const idp = yield* FakeIdp.make()
+        const fake = yield* FakeTelegram.make()
         const h = yield* LinkHarness.start({
           idp,
-          channels: [WebChat.make()],
+          channels: [
+            Telegram.make({
+              token: fake.token,
+              apiBase: fake.url,
+              stream: false,
+              webhookUrl: "https://bot.example.test/telegram/webhook",
+              secretToken: SECRET,
+              hooks: allLinked
+            }),
+            WebChat.make({ hooks: allLinked })
+          ],
           authorization: {},
           store: StateStoreModule.layerMemory,
           port: yield* LinkHarness.freePort,
@@ -66,6 +94,20 @@ describe("web chat bearer ids in logs", () => {
         const answered = yield* say("now?")
         assert.strictEqual(answered.status, 200, answered.body)
         assert.include(answered.body, "echo: now?")
+        // The person in Telegram too: a reply there fans out to the browser (a durable push to webchat:<id>), and
+        // one here to Telegram.
+        const webhook = `${h.host.url}/telegram/webhook`
+        yield* post(webhook, message(42, "/link", {}, updateId()), SECRET)
+        yield* fake.waitUntil(() => buttonUrl(fake, 42) !== undefined)
+        assert.strictEqual((yield* FakeIdp.signIn(buttonUrl(fake, 42)!)).status, 200)
+        yield* post(webhook, message(42, "from telegram", {}, updateId()), SECRET)
+        yield* fake.waitUntil(() => sentTexts(fake, 42).includes("echo: from telegram"))
+        const again = yield* say("and from here")
+        assert.strictEqual(again.status, 200, again.body)
+        yield* fake.waitUntil(() => sentTexts(fake, 42).some((t) => t.includes("echo: and from here")))
+        // Lets the durable push to the browser run, so its logs are searched too (it logs nothing when it succeeds:
+        // a shorter wait only searches less, it cannot fail the test).
+        yield* Effect.sleep("500 millis")
         assert.deepStrictEqual((yield* h.post("/webchat/unlink", { user: browserId })).body, { unlinked: true })
       }).pipe(
         Effect.scoped,
@@ -88,4 +130,15 @@ describe("web chat bearer ids in logs", () => {
       // The tag is what they say instead.
       assert.isTrue(lines.some((line) => line.includes(Redact.tag(browserId))))
     }))
+})
+
+describe("Redact", () => {
+  it("tags an identity token's native id and keeps its channel; a bare name stays", () => {
+    assert.match(Redact.tag(browserId), /^[0-9a-f]{8}$/)
+    assert.strictEqual(Redact.tag(browserId), Redact.tag(browserId))
+    assert.notStrictEqual(Redact.tag(browserId), Redact.tag(`${browserId}x`))
+    assert.strictEqual(Redact.token(`webchat:${browserId}`), `webchat:#${Redact.tag(browserId)}`)
+    assert.strictEqual(Redact.token("webchat:a:b"), `webchat:#${Redact.tag("a:b")}`)
+    assert.strictEqual(Redact.token("active"), "active")
+  })
 })

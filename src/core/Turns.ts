@@ -39,6 +39,7 @@ import { AccessDenied, AgentError, InvalidIsolationKey, InvalidRequest, TurnCanc
 import { isolationKeyDigest, isolationKeyProblem, issueId } from "../domain/Ids.js"
 import type { AgentResponseUpdate, Message } from "../domain/Message.js"
 import { ResponseAccumulator } from "../domain/Message.js"
+import * as Redact from "../domain/Redact.js"
 import type { Bytes } from "../domain/Size.js"
 import * as Size from "../domain/Size.js"
 import { wallClockSleep } from "../domain/Time.js"
@@ -328,8 +329,9 @@ export const make = Effect.gen(function*() {
     if (refused.length === 0) return
     const shown = refused.slice(0, 10).map((token) => token.length > 100 ? `${token.slice(0, 100)}...` : token)
     const more = refused.length > shown.length ? ` and ${refused.length - shown.length} more` : ""
+    // The caller is told what it named; the log tags it (a native id can be a bearer: a web chat browser's).
     yield* Effect.logInfo("response target refused").pipe(
-      Effect.annotateLogs({ channel: prepared.channel, refused: shown.join(",") })
+      Effect.annotateLogs({ channel: prepared.channel, refused: refused.slice(0, 10).map(Redact.token).join(",") })
     )
     yield* Metric.increment(deniedCounterFor(prepared.channel, "response_target_refused"))
     return yield* new AccessDenied({

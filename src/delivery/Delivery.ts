@@ -15,6 +15,7 @@ import type { ChannelIdentity, ResponseTarget } from "../domain/Identity.js"
 import { identityToken } from "../domain/Identity.js"
 import { issueId } from "../domain/Ids.js"
 import type { AgentResponse, Message } from "../domain/Message.js"
+import * as Redact from "../domain/Redact.js"
 import * as Time from "../domain/Time.js"
 import { StateStore } from "../state/StateStore.js"
 
@@ -355,7 +356,7 @@ export const make = Effect.gen(function*() {
     }
     for (const s of skipped) {
       yield* Effect.logWarning("response target skipped").pipe(
-        Effect.annotateLogs({ channel: from, target: s.target, reason: s.reason })
+        Effect.annotateLogs({ channel: from, target: Redact.token(s.target), reason: s.reason })
       )
     }
     if (destinations.length === 0 && !includesOriginating) {
@@ -413,7 +414,7 @@ export const make = Effect.gen(function*() {
           Effect.zipRight(Effect.sync(() => scheduled++)),
           Effect.catchAll((error) =>
             Effect.logWarning("push could not be scheduled").pipe(
-              Effect.annotateLogs({ target: token, reason: error.message })
+              Effect.annotateLogs({ target: Redact.token(token), reason: error.message })
             )
           )
         )
