@@ -4,6 +4,8 @@
  * host runs on the runner owning its key, one at a time and in order with one history; streams are forwarded; a
  * turn id is admitted once; a push is a persisted message delivered once, by the owner of its destination.
  */
+import { EntityId } from "@effect/cluster/EntityId"
+import * as Sharding from "@effect/cluster/Sharding"
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Context, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Schedule, Scope, Stream } from "effect"
 import * as Http from "node:http"
@@ -76,7 +78,9 @@ const runner = (label: string, url: string, runnerPort: number, shutdownGrace = 
     runnerPort,
     shards: 30,
     lockExpiration: Duration.seconds(4),
-    refreshInterval: Duration.millis(500)
+    refreshInterval: Duration.millis(500),
+    // Local turns pass the wire schemas too, so what a remote runner would refuse fails here.
+    simulateRemoteSerialization: true
   }
   return AgentHost.layer({
     channels: [PushChannels.make("alpha", deliveries), PushChannels.make("beta", deliveries)]
@@ -166,11 +170,13 @@ const awaitBegun = (count: number) =>
 
 const twoRunners = Effect.gen(function*() {
   const url = yield* Postgres.database
-  const a = yield* Layer.build(runner("A", url, yield* freePort))
-  const b = yield* Layer.build(runner("B", url, yield* freePort))
+  const portA = yield* freePort
+  const portB = yield* freePort
+  const a = yield* Layer.build(runner("A", url, portA))
+  const b = yield* Layer.build(runner("B", url, portB))
   // Let both runners see each other and settle the shard assignment (a few refreshes of 500 ms).
   yield* Effect.sleep(Duration.seconds(3))
-  return { a, b }
+  return { a, b, idA: `127.0.0.1:${portA}` }
 })
 
 const ctxOf = (context: Context.Context<Turns>) => Context.get(context, Turns).contextFor("test")
@@ -291,14 +297,40 @@ describe("Cluster (two runners in one process)", () => {
   )
 
   it.scopedLive(
-    "a forwarded turn id is admitted once: a resend after its runner died is refused, not run twice",
+    "a forwarded turn id is admitted once (a resend after its runner died is refused); a runner's own turn writes no mark",
     () =>
       Effect.gen(function*() {
-        const { a } = yield* twoRunners
+        const { a, idA } = yield* twoRunners
         const clientFor = yield* Effect.provide(Cluster.SessionEntity.SessionEntity.client, a)
-        const payload = { turnId: "turn_fixed", channel: "test", request: request("once", "hello") }
+        // Sent as if received by another runner: whichever runner owns the key, it is a forwarded turn.
+        const payload = {
+          turnId: "turn_fixed",
+          from: "elsewhere:1",
+          channel: "test",
+          request: request("once", "hello")
+        }
         const first = yield* clientFor("once").Run(payload)
         assert.strictEqual(first.result.response.messages.length, 1)
+        // A runner's own turn is not written to the store on the way (no resend can outlive it): its id stays new.
+        const sharding = Context.get(a, Sharding.Sharding)
+        const ownKey = Array.from({ length: 200 }, (_, i) => `own${i}`).find((key) =>
+          sharding.hasShardId(sharding.getShardId(EntityId.make(key), "default"))
+        )!
+        const own = yield* clientFor(ownKey).Run({
+          turnId: "turn_own",
+          from: idA,
+          channel: "test",
+          request: request(ownKey, "mine")
+        })
+        assert.strictEqual(responseText(own.result.response), "A:0:mine")
+        // The same id forwarded by another runner is admitted: the own turn left no mark to refuse it by.
+        const forwarded = yield* clientFor(ownKey).Run({
+          turnId: "turn_own",
+          from: "elsewhere:1",
+          channel: "test",
+          request: request(ownKey, "again")
+        })
+        assert.strictEqual(responseText(forwarded.result.response), "A:2:again")
         const again = yield* Effect.exit(clientFor("once").Run(payload))
         assert.isTrue(Exit.isFailure(again))
         const failure = Exit.isFailure(again) ?

@@ -516,6 +516,25 @@ const coldStart: Scenario["round"] = async (ctx) => {
  * the runners (one loader per runner, connections/n each); every request is a new session, so turns spread over
  * the shards and most are forwarded to another runner once there are several.
  */
+/** CPU seconds of the bench's Postgres: the postmaster (`<dir>/data/postmaster.pid`) and its backends. */
+const postgresCpuSeconds = (dir: string): number => {
+  const postmaster = Number(Fs.readFileSync(Path.join(dir, "data", "postmaster.pid"), "utf8").split("\n")[0])
+  let total = cpuSeconds(postmaster) ?? NaN
+  for (const entry of Fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = Fs.readFileSync(`/proc/${entry}/stat`, "utf8")
+      // ppid is the second field after the command.
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === postmaster) {
+        total += cpuSeconds(Number(entry)) ?? 0
+      }
+    } catch {
+      // The process ended meanwhile.
+    }
+  }
+  return total
+}
+
 const clusterRound: Scenario["round"] = async (ctx) => {
   const PostgresServer = await import("../../test/utils/PostgresServer.js")
   if (PostgresServer.binDir() === undefined) {
@@ -564,17 +583,24 @@ const clusterRound: Scenario["round"] = async (ctx) => {
         await Promise.all(
           hosts.map((h) => load(ctx.loader, { url: url(h), body, connections, durationSeconds: ctx.warmupSeconds }))
         )
+        const hostCpu = () => hosts.reduce((n, h) => n + (cpuSeconds(h.server.child.pid) ?? NaN), 0)
+        const hostsBefore = hostCpu()
+        const pgBefore = postgresCpuSeconds(pgDir)
         const results = await Promise.all(
           hosts.map((h) => load(ctx.loader, { url: url(h), body, connections, durationSeconds: ctx.args.duration }))
         )
+        const hostsUsed = hostCpu() - hostsBefore
+        const pgUsed = postgresCpuSeconds(pgDir) - pgBefore
         const rate = results.reduce((n, r) => n + r.requestsPerSecond, 0)
+        const turns = results.reduce((n, r) => n + r.requests, 0)
         rates.push(rate)
-        list.push({
-          metric: `turns/s ${size} runner${size === 1 ? "" : "s"}`,
-          unit: "turns/s",
-          value: rate,
-          better: "higher"
-        })
+        const runners = `${size} runner${size === 1 ? "" : "s"}`
+        list.push(
+          { metric: `turns/s ${runners}`, unit: "turns/s", value: rate, better: "higher" },
+          // CPU per turn does not count time spent waiting for the shared core: the cost that grows with runners.
+          { metric: `hosts CPU/turn ${runners}`, unit: "µs", value: (hostsUsed * 1e6) / turns, better: "lower" },
+          { metric: `Postgres CPU/turn ${runners}`, unit: "µs", value: (pgUsed * 1e6) / turns, better: "lower" }
+        )
         const failures = results.reduce((n, r) => n + r.failures, 0)
         if (failures > 0) ctx.log(`cluster ${size}: ${failures} failed or non-2xx responses`)
       } finally {

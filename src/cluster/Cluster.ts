@@ -46,6 +46,12 @@ export interface Options {
   readonly refreshInterval?: Duration.DurationInput
   /** How often a runner looks in storage for persisted messages it was not told about (default 2 seconds). */
   readonly messagePollInterval?: Duration.DurationInput
+  /**
+   * Encode and decode messages to entities on this runner as if they crossed the network (default false): tests
+   * turn it on so a one-runner cluster catches what a remote one would refuse; it costs a schema round trip of the
+   * request and its outcome per local turn.
+   */
+  readonly simulateRemoteSerialization?: boolean
 }
 
 export const config: Config.Config<Options> = Config.all({
@@ -89,8 +95,7 @@ export const shardingConfig = (options: Options): Partial<ShardingConfig.Shardin
     entityReplyPollInterval: Duration.millis(200),
     sendRetryInterval: Duration.millis(100),
     entityTerminationTimeout: Duration.seconds(5),
-    // Local turns still pass the schemas, so a one-runner cluster catches what a remote one would refuse.
-    simulateRemoteSerialization: true
+    simulateRemoteSerialization: options.simulateRemoteSerialization ?? false
   }
 }
 
@@ -112,6 +117,9 @@ export const layerSharding = (options: Options): Layer.Layer<Sharding.Sharding |
     Layer.provide(PgClient.layer({ url: options.databaseUrl, maxConnections: 8 }))
   )
 
+/** This runner's address as a string: unique in the cluster, it tells a runner's own turns from forwarded ones. */
+export const runnerId = (options: Options) => `${options.runnerHost}:${options.runnerPort}`
+
 /**
  * Turns `core` (a layer building `Turns`, e.g. `AgentHost.layerCoreWith({ push: Pushes.layer })`) into a cluster
  * runner's core: it gets the `TurnRouter`, the session entity runs on its `Turns`, and one sharding instance serves
@@ -121,9 +129,9 @@ export const layerCore = <A, E, R>(
   options: Options,
   core: Layer.Layer<A, E, R>
 ) =>
-  SessionEntity.layerEntity.pipe(
+  SessionEntity.layerEntity(runnerId(options)).pipe(
     Layer.provideMerge(core),
-    Layer.provide(SessionEntity.layerRouter),
+    Layer.provide(SessionEntity.layerRouter(runnerId(options))),
     Layer.provideMerge(layerSharding(options))
   )
 

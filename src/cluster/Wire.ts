@@ -26,14 +26,30 @@ import { ChannelSession } from "../domain/Identity.js"
 import { AgentResponse, AgentResponseUpdate } from "../domain/Message.js"
 
 /** A turn handed to the runner owning its key: prepared (hook, checks, authorization) by the receiving host. */
-export const TurnPayload = {
+export const TurnPayloadFields = {
   /** Issued by the receiving host; the owner admits it once (a resend after a runner died mid-turn is refused). */
   turnId: Schema.String,
+  /** The runner address (`host:port`) of the receiving host: the owner tells its own turns from forwarded ones. */
+  from: Schema.String,
   channel: Schema.String,
   request: ChannelRequest,
   user: Schema.optional(Schema.String),
   chat: Schema.optional(Schema.String)
 }
+
+const TurnPayloadStruct = Schema.Struct(TurnPayloadFields)
+
+/**
+ * The payload schema of a forwarded turn. A transformation rather than the struct: the entity client calls a
+ * payload schema's `make`, which validates the whole request against a type AST it derives anew on every call
+ * (no parser cache hit), a cost per turn; the request was already checked by the host that prepared it.
+ */
+export const TurnPayload: Schema.Schema<typeof TurnPayloadStruct.Type, typeof TurnPayloadStruct.Encoded> = Schema
+  .transform(TurnPayloadStruct, Schema.typeSchema(TurnPayloadStruct), {
+    strict: true,
+    decode: (payload) => payload,
+    encode: (payload) => payload
+  })
 
 export const isolationOf = (payload: { readonly user?: string | undefined; readonly chat?: string | undefined }) =>
   ({ user: payload.user, chat: payload.chat }) satisfies IsolationKeys
