@@ -24,7 +24,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { Scope } from "effect"
-import { Cause, Clock, Context, Duration, Effect, Fiber, Option, Schema } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Option, Schema } from "effect"
 import * as NativeSqlite from "./NativeSqlite.js"
 
 /** How long a batch retries while another connection holds the write lock (the other connections' busy_timeout). */
@@ -310,15 +310,16 @@ export const make = (options: Options): Effect.Effect<StateWriterShape, StateWri
       return Effect.sync(() => clearImmediate(handle))
     })
 
-    const flusher = yield* Effect.forkDaemon(
-      Effect.forever(Effect.zipRight(Effect.zipRight(waitForWork, nextMacrotask), flushBatch))
-    )
+    // Added before the flusher is forked in the scope, so it runs after the flusher was interrupted: what is
+    // still queued is written before the connection closes.
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         closed = true
-        yield* Fiber.interrupt(flusher)
         while (pending.length > 0 || waitingForRoom.length > 0) yield* flushBatch
       })
+    )
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.zipRight(Effect.zipRight(waitForWork, nextMacrotask), flushBatch))
     )
 
     const closedError = new StateWriterClosed({ database })
