@@ -113,7 +113,6 @@ const parseJson = (text: string): unknown => {
   }
 }
 
-
 const header = (headers: Readonly<Record<string, string | undefined>>, name: string): number | undefined => {
   const value = headers[name]
   if (value === undefined) return undefined

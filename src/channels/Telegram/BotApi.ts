@@ -96,7 +96,6 @@ const ApiReply = Schema.Struct({
 })
 const decodeReply = Schema.decodeUnknownEither(ApiReply)
 
-
 const parseJson = (body: string): unknown => {
   try {
     return JSON.parse(body)
@@ -116,7 +115,10 @@ export const make = (options: Options): Effect.Effect<BotApi, never, HttpClient.
     const client = httpClient.pipe(HttpClient.withTracerDisabledWhen(() => true))
 
     const transport = (method: string, error: unknown) =>
-      new TelegramTransportError({ method, message: redact(`Telegram ${method} failed: ${describeTransportError(error)}`) })
+      new TelegramTransportError({
+        method,
+        message: redact(`Telegram ${method} failed: ${describeTransportError(error)}`)
+      })
 
     const span = (method: string) =>
       Effect.withSpan(`Telegram.BotApi.${method === "download" ? "download" : "call"}`, {
