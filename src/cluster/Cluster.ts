@@ -6,6 +6,7 @@
  * each keyed turn on the runner owning its key (`SessionEntity`) and a `PushScheduler` of persisted messages
  * (`Pushes`). Loaded by `Server.ts` only when selected (dynamic import), so `npm start` loads none of it.
  */
+import type * as MessageStorage from "@effect/cluster/MessageStorage"
 import { RunnerAddress } from "@effect/cluster/RunnerAddress"
 import * as RunnerHealth from "@effect/cluster/RunnerHealth"
 import * as ClusterRunners from "@effect/cluster/Runners"
@@ -104,13 +105,16 @@ export const shardingConfig = (options: Options): Partial<ShardingConfig.Shardin
  * composed by hand so the config is explicit (see `shardingConfig`). Its own pool: the runner storage reserves a
  * connection for the advisory shard locks, which Postgres drops when this process dies (kill -9 included).
  */
-export const layerSharding = (options: Options): Layer.Layer<Sharding.Sharding | ClusterRunners.Runners, unknown> =>
+export const layerSharding = (
+  options: Options
+): Layer.Layer<Sharding.Sharding | ClusterRunners.Runners | MessageStorage.MessageStorage, unknown> =>
   Layer.provide(SocketRunner.layer, [layerSocketServer, layerClientProtocol]).pipe(
     Layer.provide(RunnerHealth.layerPing.pipe(
       Layer.provide(ClusterRunners.layerRpc),
       Layer.provide(layerClientProtocol)
     )),
-    Layer.provide(Layer.orDie(SqlMessageStorage.layer)),
+    // Kept in the output: the workflow engine (`WorkflowTarget.layerEngineCluster`) journals in the same storage.
+    Layer.provideMerge(Layer.orDie(SqlMessageStorage.layer)),
     Layer.provide(Layer.orDie(SqlRunnerStorage.layer)),
     Layer.provide(ShardingConfig.layer(shardingConfig(options))),
     Layer.provide(RpcSerialization.layerMsgPack),
@@ -123,7 +127,9 @@ export const runnerId = (options: Options) => `${options.runnerHost}:${options.r
 /**
  * Turns `core` (a layer building `Turns`, e.g. `AgentHost.layerCoreWith({ push: Pushes.layer })`) into a cluster
  * runner's core: it gets the `TurnRouter`, the session entity runs on its `Turns`, and one sharding instance serves
- * them all.
+ * them all. What `core` needs of the cluster (`Sharding`, `MessageStorage`) comes from the same instance, so a
+ * workflow target composed into it (`WorkflowTarget.layerEngineCluster`) runs its executions as entities of this
+ * cluster.
  */
 export const layerCore = <A, E, R>(
   options: Options,

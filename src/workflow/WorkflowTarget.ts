@@ -11,7 +11,7 @@
  * See docs/WORKFLOWS.md.
  */
 import { ClusterWorkflowEngine, RunnerAddress, SingleRunner } from "@effect/cluster"
-import type { ShardingConfig } from "@effect/cluster"
+import type { MessageStorage, Sharding, ShardingConfig } from "@effect/cluster"
 import type { SqlClient } from "@effect/sql"
 import type { Workflow } from "@effect/workflow"
 import { Workflow as WorkflowModule, WorkflowEngine } from "@effect/workflow"
@@ -409,3 +409,17 @@ export const layerEngineSql = (
     ),
     WorkflowStoreModule.layerSql
   )
+
+/**
+ * The durable engine of a cluster (`AGENT_HOST_CLUSTER=postgres`, src/cluster): `ClusterWorkflowEngine` on the
+ * runners' own `Sharding` and `MessageStorage` (Postgres), and the workflow store on the SqlClient of the context (the
+ * shared state database). Each execution is an entity sharded over the runners: exactly one runner runs it (the owner
+ * of its shard), and when that runner stops or dies, the runner taking the shard replays it from the journal
+ * (finished activities are read back, not run again). Compose it into the core `Cluster.layerCore` builds, so it
+ * shares that runner's sharding.
+ */
+export const layerEngineCluster: Layer.Layer<
+  WorkflowEngine.WorkflowEngine | WorkflowStore,
+  never,
+  Sharding.Sharding | MessageStorage.MessageStorage | SqlClient.SqlClient
+> = Layer.merge(ClusterWorkflowEngine.layer, WorkflowStoreModule.layerSql)
