@@ -131,6 +131,9 @@ describe("cluster: a runner killed mid-load", () => {
               AGENT_HOST_CLUSTER_SHARDS: "30",
               AGENT_HOST_CLUSTER_LOCK_EXPIRATION: `${LOCK_SECONDS} seconds`,
               AGENT_HOST_CLUSTER_REFRESH_INTERVAL: `${REFRESH_MILLIS} millis`,
+              // The agent counts a chain's turns from the history it sees: the default window (200 messages) would
+              // cap the count at 101 on a fast run, below the acknowledged turns the test checks for.
+              AGENT_HOST_HISTORY_LIMIT: "100000",
               LOG_LEVEL: "warning"
             }
             const server = yield* ServerProcess.spawnServer(env, undefined, "test/fixtures/clusterHost.ts")
