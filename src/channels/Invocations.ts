@@ -5,7 +5,7 @@
  * `"on_disconnect": "cancel"` (or the `x-agent-on-disconnect` header) cancels the turn when the caller goes away.
  * Also when the host's shutdown stops the turn: an `event: error` frame, or a 503 with `retry-after`.
  */
-import { Effect, Either, Option, Schema, Stream } from "effect"
+import { Effect, Either, Option, Schema } from "effect"
 import type { Channel, ChannelContext, ChannelHooks } from "../core/Channel.js"
 import * as ChannelModule from "../core/Channel.js"
 import type { OnDisconnect } from "../core/Sessions.js"
@@ -126,16 +126,24 @@ export const make = (options: Options = {}): Channel => {
           const started = yield* ctx.runStream(request, body).pipe(Effect.either)
           if (started._tag === "Left") return turnErrorJson(started.left)
           const turn = started.right
-          const frames = turn.updates.pipe(
-            Stream.mapConcat((update) => {
-              let text = ""
-              for (const part of update.contents) if (part._tag === "text") text += part.text
-              return text.length === 0 ? [] : [Sse.frame(text)]
-            }),
-            Stream.concat(
-              Stream.fromEffect(Effect.as(turn.result, "data: [DONE]\n\n"))
-            ),
-            Stream.catchAll((error) => Stream.make(Sse.frame(error.message, "error")))
+          // Written as the turn runs: the text of each chunk of updates as `data:` frames, then `[DONE]` once the
+          // turn is over, or an `error` frame.
+          const frames = Sse.produce((emit) =>
+            ChannelModule.forEachUpdateChunk(turn, (chunk) => {
+              let out = ""
+              for (const update of chunk) {
+                let text = ""
+                for (const part of update.contents) if (part._tag === "text") text += part.text
+                if (text.length > 0) out += Sse.frame(text)
+              }
+              return out.length === 0 ? Effect.void : emit(out)
+            }).pipe(
+              Effect.zipRight(turn.result),
+              Effect.matchEffect({
+                onSuccess: () => emit("data: [DONE]\n\n"),
+                onFailure: (error) => emit(Sse.frame(error.message, "error"))
+              })
+            )
           )
           return Sse.response(frames, sessionId === undefined ? undefined : { "x-session-id": sessionId })
         })

@@ -15,6 +15,8 @@ export interface Agent {
   readonly skills?: ReadonlyArray<TargetSkill>
   readonly run: (turn: Turn) => Effect.Effect<AgentResponse, AgentError>
   readonly stream: (turn: Turn) => Stream.Stream<AgentResponseUpdate, AgentError>
+  /** `stream`'s updates all at once, when the agent has them together (see `TargetShape.updates`). */
+  readonly updates?: (turn: Turn) => Effect.Effect<ReadonlyArray<AgentResponseUpdate>, AgentError>
 }
 
 interface Introduction {
@@ -27,6 +29,11 @@ export type MakeOptions =
   | Introduction & {
     readonly run: (turn: Turn) => Effect.Effect<AgentResponse, AgentError>
     readonly stream?: (turn: Turn) => Stream.Stream<AgentResponseUpdate, AgentError>
+    /**
+     * The streamed updates all at once, for an agent that has them together: streamed turns then run no stream.
+     * Without `stream`, the agent's stream is made from it.
+     */
+    readonly updates?: (turn: Turn) => Effect.Effect<ReadonlyArray<AgentResponseUpdate>, AgentError>
   }
   | Introduction & {
     readonly run?: undefined
@@ -63,6 +70,15 @@ export const make = (options: MakeOptions): Agent => {
   }
   if (options.run !== undefined) {
     const run = options.run
+    const updates = options.updates
+    if (updates !== undefined) {
+      return {
+        ...introduction,
+        run,
+        updates,
+        stream: options.stream ?? ((turn) => Stream.flatMap(updates(turn), Stream.fromIterable))
+      }
+    }
     return {
       ...introduction,
       run,
@@ -88,7 +104,8 @@ export const toTarget = (agent: Agent): Target["Type"] => ({
   ...(agent.description === undefined ? {} : { description: agent.description }),
   ...(agent.skills === undefined ? {} : { skills: agent.skills }),
   run: (turn) => Effect.map(agent.run(turn), (response) => ({ response, result: response })),
-  stream: agent.stream
+  stream: agent.stream,
+  ...(agent.updates === undefined ? {} : { updates: agent.updates })
 })
 
 export const layer = (agent: Agent): Layer.Layer<Target> => Layer.succeed(Target, toTarget(agent))

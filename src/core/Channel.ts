@@ -3,7 +3,8 @@
  * (`ChannelContext`). A channel module imports this file and the domain, nothing else of the core.
  */
 import type { HttpServerResponse } from "@effect/platform"
-import type { Effect, Option, Scope, Stream } from "effect"
+import type { Chunk, Effect, Option, Scope } from "effect"
+import { Stream } from "effect"
 import type { WebSocket } from "ws"
 import type { ChannelRequest, HostedRunResult } from "../domain/ChannelRequest.js"
 import type { ChannelStartupError, PushFailed, TurnError } from "../domain/Errors.js"
@@ -175,7 +176,21 @@ export interface TurnStream {
   readonly updates: Stream.Stream<AgentResponseUpdate, TurnError>
   /** Completes when the turn (with its delivery) does, whether or not `updates` was consumed. */
   readonly result: Effect.Effect<TurnOutcome, TurnError>
+  /**
+   * Reads `updates` without a stream run: `f` gets each chunk as it comes (a loop over the turn's mailbox, a
+   * fraction of a stream run's steps). Absent on some turns (forwarded ones): `forEachUpdateChunk` covers both.
+   */
+  readonly forEachChunk?: <E>(
+    f: (chunk: Chunk.Chunk<AgentResponseUpdate>) => Effect.Effect<void, E>
+  ) => Effect.Effect<void, TurnError | E>
 }
+
+/** Runs `f` on each chunk of a turn's updates as they come: `turn.forEachChunk` when it has one. */
+export const forEachUpdateChunk = <E>(
+  turn: TurnStream,
+  f: (chunk: Chunk.Chunk<AgentResponseUpdate>) => Effect.Effect<void, E>
+): Effect.Effect<void, TurnError | E> =>
+  turn.forEachChunk === undefined ? Stream.runForEachChunk(turn.updates, f) : turn.forEachChunk(f)
 
 /** A sign-in link for one channel identity (single use, short-lived). */
 export interface LinkOffer {

@@ -308,7 +308,8 @@ const stream = (turn: Turn): ReadonlyArray<AgentResponseUpdate> => {
 export const agent: Agent.Agent = Agent.make({
   name,
   run: (turn) => Effect.sync(() => run(turn)),
-  stream: (turn) => Stream.suspend(() => Stream.fromIterable(stream(turn)))
+  stream: (turn) => Stream.suspend(() => Stream.fromIterable(stream(turn))),
+  updates: (turn) => Effect.sync(() => stream(turn))
 })
 
 export const layer: Layer.Layer<Target> = Agent.layer(agent)

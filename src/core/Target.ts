@@ -47,6 +47,11 @@ export interface TargetShape extends TargetInfo {
   readonly run: (turn: Turn) => Effect.Effect<TargetResult, AgentError>
   /** Streaming run; the final result is the fold of the updates (`value` carries a structured result). */
   readonly stream: (turn: Turn) => Stream.Stream<AgentResponseUpdate, AgentError>
+  /**
+   * The same updates as `stream`, all at once, for a target that has them all together (the default agent): a
+   * streamed turn then runs no stream of the target's. Absent: `stream` is read.
+   */
+  readonly updates?: (turn: Turn) => Effect.Effect<ReadonlyArray<AgentResponseUpdate>, AgentError>
 }
 
 export class Target extends Context.Tag("effect-agent-host/Target")<Target, TargetShape>() {}

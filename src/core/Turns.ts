@@ -11,6 +11,7 @@
  */
 import {
   Cause,
+  Chunk,
   Context,
   Deferred,
   Duration,
@@ -695,47 +696,65 @@ export const make = Effect.gen(function*() {
     )
   }
 
+  // A target's updates as the turn reads them: all at once when the target has them together (no stream run),
+  // else its stream read chunk by chunk; a defect is the agent's failure either way.
+  const targetUpdates = (
+    turn: Turn,
+    onChunk: (chunk: Iterable<AgentResponseUpdate>) => Effect.Effect<void>
+  ): Effect.Effect<void, TurnError> => {
+    const whole = target.updates
+    if (whole !== undefined) {
+      return Effect.flatMap(whole(turn).pipe(withRequestContext(turn.context)), onChunk).pipe(
+        Effect.catchAllDefect((defect) => Effect.fail(agentDefect(defect)))
+      )
+    }
+    const updates = target.stream(turn).pipe(
+      Stream.provideService(RequestContext, turn.context),
+      Stream.catchAllCause((cause) => {
+        const failure = Cause.failureOption(cause)
+        if (Option.isSome(failure)) return Stream.fail(failure.value)
+        if (Cause.isInterruptedOnly(cause)) return Stream.failCause(cause)
+        return Stream.fail(agentDefect(Cause.squash(cause)))
+      })
+    )
+    return Stream.runForEachChunk(updates, onChunk).pipe(
+      Effect.catchAllDefect((defect) => Effect.fail(agentDefect(defect)))
+    )
+  }
+
   const streamPrepared = (
     channel: string,
     prepared: Prepared,
     guard?: Effect.Effect<void, TurnError>
   ): Effect.Effect<TurnStream, TurnError> =>
-    Effect.gen(function*() {
+    Effect.flatMap(Mailbox.make<AgentResponseUpdate, TurnError>(), (mailbox) => {
       const info = infoOf(channel)
       const transform = info.streamTransform
-      const mailbox = yield* Mailbox.make<AgentResponseUpdate, TurnError>()
       const sessionKey = prepared.request.session?.isolationKey
       // Set before the mailbox ends, so a consumer that saw the end never cancels a turn that is finishing.
       let finished = false
-      const work = tracked(
-        info,
-        sessionKey,
-        Effect.gen(function*() {
-          if (guard !== undefined) yield* guard
-          const turn = yield* beginTurn(prepared.request, prepared.isolation)
-          const acc = new ResponseAccumulator()
-          const updates = target.stream(turn).pipe(
-            Stream.provideService(RequestContext, turn.context),
-            Stream.catchAllCause((cause) => {
-              const failure = Cause.failureOption(cause)
-              if (Option.isSome(failure)) return Stream.fail(failure.value)
-              if (Cause.isInterruptedOnly(cause)) return Stream.failCause(cause)
-              return Stream.fail(agentDefect(Cause.squash(cause)))
-            })
-          )
-          yield* Stream.runForEachChunk(updates, (chunk) =>
-            Effect.suspend(() => {
-              for (const update of chunk) acc.add(update)
-              if (transform === undefined) return mailbox.offerAll(chunk)
-              return Effect.flatMap(
-                Effect.forEach(chunk, transform),
-                (shaped) => mailbox.offerAll(shaped.flatMap((o) => Option.isSome(o) ? [o.value] : []))
-              )
-            })).pipe(Effect.catchAllDefect((defect) => Effect.fail(agentDefect(defect))))
-          const response = acc.done()
-          return yield* finishTurn(prepared.request, turn, response, response)
-        })
-      ).pipe(
+      const acc = new ResponseAccumulator()
+      const offer = (chunk: Iterable<AgentResponseUpdate>): Effect.Effect<void> => {
+        if (transform === undefined) {
+          for (const update of chunk) acc.add(update)
+          return mailbox.offerAll(chunk)
+        }
+        const updates = Array.from(chunk)
+        for (const update of updates) acc.add(update)
+        return Effect.flatMap(
+          Effect.forEach(updates, transform),
+          (shaped) => mailbox.offerAll(shaped.flatMap((o) => Option.isSome(o) ? [o.value] : []))
+        )
+      }
+      const body = Effect.flatMap(
+        beginTurn(prepared.request, prepared.isolation),
+        (turn) =>
+          Effect.flatMap(targetUpdates(turn, offer), () => {
+            const response = acc.done()
+            return finishTurn(prepared.request, turn, response, response)
+          })
+      )
+      const work = tracked(info, sessionKey, guard === undefined ? body : Effect.zipRight(guard, body)).pipe(
         Effect.onExit((exit) => {
           finished = true
           if (Exit.isSuccess(exit)) return mailbox.end
@@ -744,28 +763,45 @@ export const make = Effect.gen(function*() {
           return mailbox.failCause(exit.cause)
         })
       )
-      const result = yield* submit(info, prepared.request, work)
-      if (prepared.request.onDisconnect !== "cancel") {
-        // The turn's outcome is memoised so `updates` and `result` may both be consumed.
-        const cached = yield* Effect.cached(result)
-        const updates = Mailbox.toStream(mailbox).pipe(Stream.ensuring(mailbox.shutdown))
-        return { updates, result: cached }
+      // Reads the mailbox chunk by chunk until it ends: no stream run.
+      const loop = <E>(f: (chunk: Chunk.Chunk<AgentResponseUpdate>) => Effect.Effect<void, E>) => {
+        const next: Effect.Effect<void, TurnError | E> = Effect.flatMap(mailbox.takeAll, ([chunk, done]) => {
+          const written = Chunk.isEmpty(chunk) ? Effect.void : f(chunk)
+          return done ? written : Effect.zipRight(written, next)
+        })
+        return next
       }
-      // `cancel`: the caller is whoever consumes `updates`; abandoning them before the end cancels the turn.
-      const key = prepared.request.session?.isolationKey ?? "none"
-      const waiter = yield* Effect.forkIn(result, hostScope)
-      const cached = yield* Effect.cached(
-        Effect.catchAllCause(Fiber.join(waiter), (cause) =>
-          Cause.isInterruptedOnly(cause) ?
-            Effect.fail(new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })) :
-            Effect.failCause(cause))
-      )
-      const updates = Mailbox.toStream(mailbox).pipe(
-        Stream.ensuring(
-          Effect.zipRight(mailbox.shutdown, Effect.suspend(() => finished ? Effect.void : Fiber.interrupt(waiter)))
-        )
-      )
-      return { updates, result: cached }
+      return Effect.flatMap(submit(info, prepared.request, work), (result): Effect.Effect<TurnStream> => {
+        if (prepared.request.onDisconnect !== "cancel") {
+          // The turn's outcome is memoised so `updates` and `result` may both be consumed.
+          return Effect.map(Effect.cached(result), (cached) => ({
+            updates: Mailbox.toStream(mailbox).pipe(Stream.ensuring(mailbox.shutdown)),
+            forEachChunk: (f) => Effect.ensuring(loop(f), mailbox.shutdown),
+            result: cached
+          }))
+        }
+        // `cancel`: the caller is whoever consumes `updates`; abandoning them before the end cancels the turn.
+        const key = prepared.request.session?.isolationKey ?? "none"
+        return Effect.flatMap(Effect.forkIn(result, hostScope), (waiter) => {
+          const abandon = Effect.zipRight(
+            mailbox.shutdown,
+            Effect.suspend(() => finished ? Effect.void : Fiber.interrupt(waiter))
+          )
+          return Effect.map(
+            Effect.cached(
+              Effect.catchAllCause(Fiber.join(waiter), (cause) =>
+                Cause.isInterruptedOnly(cause) ?
+                  Effect.fail(new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })) :
+                  Effect.failCause(cause))
+            ),
+            (cached) => ({
+              updates: Mailbox.toStream(mailbox).pipe(Stream.ensuring(abandon)),
+              forEachChunk: (f) => Effect.ensuring(loop(f), abandon),
+              result: cached
+            })
+          )
+        })
+      })
     })
 
   const resetLocal = (channel: string, isolationKey: string) =>

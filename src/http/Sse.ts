@@ -64,6 +64,62 @@ export interface Heartbeat {
   readonly withHeartbeat: <E>(frames: Stream.Stream<string, E>) => Stream.Stream<string, E>
 }
 
+/**
+ * A body written by `body` through `emit` (see `Heartbeat.produce`), with heartbeats on the streams of `open`
+ * (none when undefined).
+ */
+const produceIn = <E>(
+  open: Set<Open> | undefined,
+  body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
+): Stream.Stream<string, E> => {
+  const stream = Stream.unwrap(Effect.gen(function*() {
+    const mailbox = yield* Mailbox.make<string, E>({ capacity: bufferedFrames })
+    // Starts as sent: the first comment follows at least a whole interval of silence.
+    const entry: Open = { beat: () => mailbox.unsafeOffer(HEARTBEAT), sent: true }
+    const emit = (frames: string) => {
+      entry.sent = true
+      return Effect.asVoid(mailbox.offer(frames))
+    }
+    open?.add(entry)
+    // A daemon the stream's own finalizer interrupts: cheaper than a scope per stream. Interruptible
+    // explicitly, as a fork inherits its parent's flags.
+    const producer = yield* Effect.forkDaemon(
+      Effect.interruptible(Effect.flatMap(Effect.exit(body(emit)), (exit) => mailbox.done(exit)))
+    )
+    return Stream.ensuring(
+      Mailbox.toStream(mailbox),
+      Effect.suspend(() => {
+        open?.delete(entry)
+        return Fiber.interrupt(producer)
+      })
+    )
+  }))
+  // Written live: `body` writes to the connection itself, in the writer's fiber.
+  return LiveBody.attach(stream, (sink) => {
+    if (open === undefined) return body(sink.write)
+    return Effect.suspend(() => {
+      const entry: Open = { beat: () => sink.unsafeWrite(HEARTBEAT), sent: true }
+      open.add(entry)
+      return Effect.ensuring(
+        body((frames) => {
+          entry.sent = true
+          return sink.write(frames)
+        }),
+        Effect.sync(() => open.delete(entry))
+      )
+    })
+  })
+}
+
+/**
+ * A body written by `body` through `emit`, without heartbeats (a stream that is never quiet for long): written by
+ * the host's listener, `body` runs in the request's fiber and `emit` writes to the connection (see
+ * `Heartbeat.produce`).
+ */
+export const produce = <E>(
+  body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
+): Stream.Stream<string, E> => produceIn(undefined, body)
+
 export const heartbeat = (interval: Duration.DurationInput): Effect.Effect<Heartbeat, never, Scope.Scope> =>
   Effect.gen(function*() {
     const open = new Set<Open>()
@@ -77,43 +133,7 @@ export const heartbeat = (interval: Duration.DurationInput): Effect.Effect<Heart
 
     const produce = <E>(
       body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
-    ): Stream.Stream<string, E> => {
-      const stream = Stream.unwrap(Effect.gen(function*() {
-        const mailbox = yield* Mailbox.make<string, E>({ capacity: bufferedFrames })
-        // Starts as sent: the first comment follows at least a whole interval of silence.
-        const entry: Open = { beat: () => mailbox.unsafeOffer(HEARTBEAT), sent: true }
-        const emit = (frames: string) => {
-          entry.sent = true
-          return Effect.asVoid(mailbox.offer(frames))
-        }
-        open.add(entry)
-        // A daemon the stream's own finalizer interrupts: cheaper than a scope per stream. Interruptible
-        // explicitly, as a fork inherits its parent's flags.
-        const producer = yield* Effect.forkDaemon(
-          Effect.interruptible(Effect.flatMap(Effect.exit(body(emit)), (exit) => mailbox.done(exit)))
-        )
-        return Stream.ensuring(
-          Mailbox.toStream(mailbox),
-          Effect.suspend(() => {
-            open.delete(entry)
-            return Fiber.interrupt(producer)
-          })
-        )
-      }))
-      // Written live: `body` writes to the connection itself, in the writer's fiber.
-      return LiveBody.attach(stream, (sink) =>
-        Effect.suspend(() => {
-          const entry: Open = { beat: () => sink.unsafeWrite(HEARTBEAT), sent: true }
-          open.add(entry)
-          return Effect.ensuring(
-            body((frames) => {
-              entry.sent = true
-              return sink.write(frames)
-            }),
-            Effect.sync(() => open.delete(entry))
-          )
-        }))
-    }
+    ): Stream.Stream<string, E> => produceIn(open, body)
 
     const withHeartbeat = <E>(frames: Stream.Stream<string, E>): Stream.Stream<string, E> =>
       produce((emit) =>

@@ -543,14 +543,16 @@ export const make = (options: Options = {}): Channel => {
         renderer: StreamRenderer,
         publish: (events: ReadonlyArray<RenderedEvent>) => Effect.Effect<void>
       ) =>
-        prepared.liveText ?
-          Stream.runForEachChunk(turn.updates, (chunk) =>
-            Effect.suspend(() => {
+        ChannelModule.forEachUpdateChunk(
+          turn,
+          prepared.liveText ?
+            (chunk) => {
               const out: Array<RenderedEvent> = []
               for (const update of chunk) renderer.update(update, out)
               return out.length === 0 ? Effect.void : publish(out)
-            })) :
-          Stream.runDrain(turn.updates)
+            } :
+            () => Effect.void
+        )
 
       /**
        * A foreground stream, rendered as the response is written, then stored, then its terminal event sent (so a
