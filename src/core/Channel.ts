@@ -228,6 +228,18 @@ export interface ChannelLinking {
   readonly unlink: (identity: ChannelIdentity) => Effect.Effect<boolean>
 }
 
+/** What a blocking turn may do besides its own work (`ChannelContext.run`). */
+export interface RunExtras {
+  /**
+   * The channel's own record of the reply (e.g. a stored response), written with it: called with the outcome
+   * once the reply's history append is queued, inside the turn (a caller that goes away does not stop it). It
+   * must complete only once its write is committed (a `ChannelState` write does): the reply's append commits
+   * with it or before it, so the turn waits for one commit, not two. Not called when the turn fails, nor when
+   * it runs on another host (cluster mode): the caller then records after `run` as usual.
+   */
+  readonly withReply?: (outcome: TurnOutcome) => Effect.Effect<void>
+}
+
 /** The host as a channel sees it. */
 export interface ChannelContext {
   readonly channel: string
@@ -235,7 +247,7 @@ export interface ChannelContext {
    * Runs a turn in the request's session: authorize, run the target, record, deliver (schedule pushes, shape the
    * originating reply). `raw` reaches the run hook.
    */
-  readonly run: (request: ChannelRequest, raw?: unknown) => Effect.Effect<TurnOutcome, TurnError>
+  readonly run: (request: ChannelRequest, raw?: unknown, extras?: RunExtras) => Effect.Effect<TurnOutcome, TurnError>
   /**
    * Starts a streaming turn. Fails at once when the turn cannot start (validation, busy, denied); the turn
    * belongs to the session, so abandoning `updates` does not cancel it (unless `onDisconnect` is `cancel`).

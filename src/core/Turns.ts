@@ -50,7 +50,7 @@ import { BoundedCache } from "../internal/BoundedCache.js"
 import * as ConversationStoreModule from "../state/ConversationStore.js"
 import { ConversationStore } from "../state/ConversationStore.js"
 import { StateStore } from "../state/StateStore.js"
-import type { ChannelContext, ChannelHooks, TurnOutcome, TurnStream } from "./Channel.js"
+import type { ChannelContext, ChannelHooks, RunExtras, TurnOutcome, TurnStream } from "./Channel.js"
 import { Channels } from "./Channels.js"
 import { HostConfig } from "./HostConfig.js"
 import type { IsolationKeys, RequestContextValue } from "./RequestContext.js"
@@ -159,6 +159,8 @@ interface Prepared {
   readonly isolation: IsolationKeys
   /** The caller's fiber may run the turn itself (see `InlineTurns`). */
   readonly inline: boolean
+  /** The caller's record of the reply, committed with it (`RunExtras.withReply`). */
+  readonly withReply?: ((outcome: TurnOutcome) => Effect.Effect<void>) | undefined
 }
 
 /**
@@ -489,7 +491,8 @@ export const make = Effect.gen(function*() {
     request: ChannelRequest,
     turn: Turn,
     response: HostedRunResult["response"],
-    result: unknown
+    result: unknown,
+    withReply?: (outcome: TurnOutcome) => Effect.Effect<void>
   ): Effect.Effect<TurnOutcome> =>
     Effect.flatMap(delivery.resolve(request), (plan) => {
       const annotated = annotate(response, request, plan)
@@ -504,7 +507,7 @@ export const make = Effect.gen(function*() {
         (originating): TurnOutcome => ({ result: hosted, originating })
       )
       const sessionId = turn.sessionId
-      if (sessionId === undefined) return deliver
+      if (sessionId === undefined) return withReply === undefined ? deliver : Effect.tap(deliver, withReply)
       // What startTurn cached (the history and this turn's input), unless it was evicted or dropped meanwhile.
       const cached = histories.peek(sessionId)?.value
       const last = turn.input[turn.input.length - 1]
@@ -513,17 +516,27 @@ export const make = Effect.gen(function*() {
           cached :
           recent([...turn.history, ...turn.input])
       extendHistory(sessionId, base, annotated.messages)
-      return Effect.zipRight(store.appendHistory(sessionId, annotated.messages), deliver)
+      if (withReply === undefined) return Effect.zipRight(store.appendHistory(sessionId, annotated.messages), deliver)
+      // The append is queued, not waited for: the caller's write is committed with it or after it (writes commit
+      // in order), and the turn completes only once that write has.
+      return Effect.zipRight(
+        store.appendHistory(sessionId, annotated.messages, { wait: false }),
+        Effect.tap(deliver, withReply)
+      )
     })
 
-  const runTurn = (request: ChannelRequest, isolation: IsolationKeys) =>
+  const runTurn = (
+    request: ChannelRequest,
+    isolation: IsolationKeys,
+    withReply?: (outcome: TurnOutcome) => Effect.Effect<void>
+  ) =>
     Effect.gen(function*() {
       const turn = yield* beginTurn(request, isolation)
       const out = yield* target.run(turn).pipe(
         withRequestContext(turn.context),
         Effect.catchAllDefect((defect) => Effect.fail(agentDefect(defect)))
       )
-      return yield* finishTurn(request, turn, out.response, out.result)
+      return yield* finishTurn(request, turn, out.response, out.result, withReply)
     })
 
   // A turn's work as it runs (in the actor, or detached): refused once shutdown has stopped turns, tracked while
@@ -685,7 +698,7 @@ export const make = Effect.gen(function*() {
   ): Effect.Effect<TurnOutcome, TurnError> => {
     const info = infoOf(channel)
     const request = prepared.request
-    const turn = runTurn(request, prepared.isolation)
+    const turn = runTurn(request, prepared.isolation, prepared.withReply)
     return Effect.flatten(
       submit(
         info,
@@ -830,7 +843,7 @@ export const make = Effect.gen(function*() {
   }
 
   const contextFor = (channel: string): ChannelContext => {
-    const run = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnOutcome, TurnError> =>
+    const run = (request: ChannelRequest, raw?: unknown, extras?: RunExtras): Effect.Effect<TurnOutcome, TurnError> =>
       Effect.flatMap(
         prepare(infoOf(channel), request, raw),
         (prepared) =>
@@ -839,7 +852,10 @@ export const make = Effect.gen(function*() {
               prepared.request.session.isolationKey,
               router.run(channel, prepared.request, prepared.isolation)
             ) :
-            runPrepared(channel, prepared)
+            runPrepared(
+              channel,
+              extras?.withReply === undefined ? prepared : { ...prepared, withReply: extras.withReply }
+            )
       )
 
     const runStream = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnStream, TurnError> =>
@@ -879,7 +895,7 @@ export const make = Effect.gen(function*() {
     return {
       channel,
       run: settings.tracing ?
-        (request, raw) => Effect.withSpan(run(request, raw), "agent_host.turn", span(request)) :
+        (request, raw, extras) => Effect.withSpan(run(request, raw, extras), "agent_host.turn", span(request)) :
         run,
       runStream: settings.tracing ?
         (request, raw) => Effect.withSpan(runStream(request, raw), "agent_host.turn", span(request)) :

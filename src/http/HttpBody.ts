@@ -232,17 +232,24 @@ export const readJson = (
 
 const jsonHeaders = { "content-type": "application/json" } as const
 
+/** A JSON response of text already serialised (e.g. also stored as it is). */
+export const jsonText = (
+  text: string,
+  status = 200,
+  headers?: Record<string, string>
+): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.text(text, {
+    status,
+    contentType: "application/json",
+    headers: headers === undefined ? jsonHeaders : { ...jsonHeaders, ...headers }
+  })
+
 /** A JSON response; the body is serialised here, once. */
 export const json = (
   body: unknown,
   status = 200,
   headers?: Record<string, string>
-): HttpServerResponse.HttpServerResponse =>
-  HttpServerResponse.text(JSON.stringify(body), {
-    status,
-    contentType: "application/json",
-    headers: headers === undefined ? jsonHeaders : { ...jsonHeaders, ...headers }
-  })
+): HttpServerResponse.HttpServerResponse => jsonText(JSON.stringify(body), status, headers)
 
 /**
  * Headers of a 503 answered because the host is shutting down: retry after a few seconds (on the restarted

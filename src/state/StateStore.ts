@@ -23,6 +23,11 @@ export interface StoredResponse {
   readonly userKey?: string
   /** The response resource as served on the wire (JSON-safe). */
   readonly response: unknown
+  /**
+   * `JSON.stringify(response)`, when the caller has it already (it served it as the body): a store that keeps
+   * JSON text writes this instead of serialising the resource again. Write-only: reads never return it.
+   */
+  readonly responseJson?: string
   /** The input items of the request that created it (JSON-safe). */
   readonly inputItems: ReadonlyArray<unknown>
   /** When it was created (the wire's `created_at` is this in seconds); retention counts from here. */
@@ -188,7 +193,12 @@ export const makeMemory: Effect.Effect<StateStoreShape> = Effect.sync(() => {
         if (history === undefined) histories.set(sessionId, [...messages])
         else history.push(...messages)
       }),
-    putResponse: (response) => Effect.sync(() => void responses.set(response.id, response)),
+    putResponse: (response) =>
+      Effect.sync(() => {
+        if (response.responseJson === undefined) return void responses.set(response.id, response)
+        const { responseJson: _, ...stored } = response
+        responses.set(response.id, stored)
+      }),
     getResponse: (id) => Effect.sync(() => Option.fromNullable(responses.get(id))),
     deleteResponse: (id) =>
       Effect.sync(() => {

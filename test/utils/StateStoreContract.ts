@@ -119,6 +119,22 @@ export const contract = (name: string, makeLayer: () => Layer.Layer<StateStore.S
           Option.some(undefined)
         )
         assert.isTrue(Option.isNone(yield* store.getResponse("missing")))
+        // given its JSON text too (a channel that served it as the body), it reads back the same, without the text
+        const { id: _, ...rest } = response
+        yield* store.putResponse({ ...rest, id: "resp_3", responseJson: JSON.stringify(response.response) })
+        assert.deepStrictEqual(yield* store.getResponse("resp_3"), Option.some({ ...rest, id: "resp_3" }))
+        // and a status query finds it by the status in that text
+        yield* store.putResponse({
+          ...rest,
+          id: "resp_4",
+          response: { id: "resp_4", status: "queued" },
+          responseJson: JSON.stringify({ id: "resp_4", status: "queued" })
+        })
+        assert.deepStrictEqual(
+          (yield* store.responsesWithStatus(["queued"])).map((r) => r.id),
+          ["resp_4"]
+        )
+        assert.isTrue(yield* store.deleteResponse("resp_4"))
 
         yield* store.appendResponseEvents("resp_1", [{ sequence: 1, event: { type: "a" } }, {
           sequence: 2,

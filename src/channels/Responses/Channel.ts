@@ -22,6 +22,7 @@
  * `response.incomplete`, so neither polling nor a `?stream=true` replay waits forever. The state dir has a single
  * owner, so whatever is unfinished at startup belongs to a process that is gone.
  */
+import type { HttpServerResponse } from "@effect/platform"
 import type { Scope } from "effect"
 import { Cause, Duration, Effect, Either, Exit, Fiber, Option, Stream } from "effect"
 import type {
@@ -38,11 +39,11 @@ import type { OnDisconnect } from "../../core/Sessions.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { TurnError } from "../../domain/Errors.js"
 import { isShutdown } from "../../domain/Errors.js"
-import { isolationKey, issueId } from "../../domain/Ids.js"
+import { isolationKey, issueId, randomId } from "../../domain/Ids.js"
 import type { Message } from "../../domain/Message.js"
 import * as Time from "../../domain/Time.js"
 import { makeChecker } from "../../http/ApiKeys.js"
-import { json } from "../../http/HttpBody.js"
+import { json, jsonText } from "../../http/HttpBody.js"
 import { readJsonObject } from "../../http/JsonObject.js"
 import { ON_DISCONNECT_HEADER, onDisconnectOf } from "../../http/OnDisconnect.js"
 import * as Sse from "../../http/Sse.js"
@@ -254,13 +255,15 @@ export const make = (options: Options = {}): Channel => {
           Effect.void :
           conversations.end(prepared.conversation.turn, prepared.conversation.items, final)
 
-      const store = (prepared: Prepared, response: Obj) =>
+      /** Stores `response` (if the request asked to); `responseJson`, when given, is its JSON text. */
+      const store = (prepared: Prepared, response: Obj, responseJson?: string) =>
         prepared.store ?
           ctx.state.putResponse({
             id: prepared.id,
             sessionKey: prepared.sessionKey,
             ...(prepared.userKey === undefined ? {} : { userKey: prepared.userKey }),
             response,
+            ...(responseJson === undefined ? {} : { responseJson }),
             inputItems: prepared.items,
             createdAt: prepared.createdAt
           }) :
@@ -285,15 +288,16 @@ export const make = (options: Options = {}): Channel => {
 
       /** Reads, validates and maps a create request; a Left is the error to answer with. */
       const prepare = (input: RouteInput): Effect.Effect<Either.Either<Prepared, Refusal>> =>
-        Effect.flatMap(Effect.either(readJsonObject(input.request, ctx.settings)), (raw) =>
-          Either.isLeft(raw) ?
+        Effect.matchEffect(readJsonObject(input.request, ctx.settings), {
+          onFailure: (problem) =>
             Effect.succeed(Either.left<Refusal>({
-              status: raw.left.status,
-              code: raw.left.type,
-              message: raw.left.message,
+              status: problem.status,
+              code: problem.type,
+              message: problem.message,
               param: null
-            })) :
-            prepareBody(raw.right, input, (id) => storedPrevious(id, input), "http"))
+            })),
+          onSuccess: (raw) => prepareBody(raw, input, (id) => storedPrevious(id, input), "http")
+        })
 
       /**
        * Validates and maps a create body (HTTP, or a WebSocket `response.create`); `previous` finds the response a
@@ -304,98 +308,64 @@ export const make = (options: Options = {}): Channel => {
         input: RouteInput,
         previousOf: (id: string) => Effect.Effect<Option.Option<Previous>>,
         transport: "http" | "websocket"
-      ): Effect.Effect<Either.Either<Prepared, Refusal>> =>
-        Effect.gen(function*() {
-          const decoded = decodeCreateBody(raw)
-          if (!("body" in decoded)) return invalid(decoded.message, decoded.param)
-          const body = decoded.body
-          if (body.input == null) {
-            return Either.left<Refusal>({
-              status: 400,
-              code: "missing_required_parameter",
-              message: "input is required",
-              param: "input"
-            })
-          }
-          if (body.previous_response_id != null && body.conversation != null) {
-            return invalid("send previous_response_id or conversation, not both", "conversation")
-          }
-          if (transport === "websocket" && body.background === true) {
-            return invalid("WebSocket responses stream on the socket: background is not available here", "background")
-          }
-          if (body.background === true && body.store === false) {
-            return invalid("background responses must be stored (store: true)", "store")
-          }
-          const explicit = onDisconnectOf(input.request, body.on_disconnect, "continue")
-          if (typeof explicit !== "string") return invalid(explicit.message, explicit.param)
-          const asked = body.on_disconnect != null || (input.request.headers[ON_DISCONNECT_HEADER] ?? "") !== ""
-          if (body.background === true && asked && explicit === "cancel") {
-            return invalid(
-              "a background response has no caller to wait for it: on_disconnect cancel needs a foreground request",
-              "on_disconnect"
-            )
-          }
-          const onDisconnect: OnDisconnect = body.background === true ?
-            "continue" :
-            asked ?
-            explicit :
-            options.onDisconnect ?? "continue"
-          const target = parseResponseTarget(body.response_target)
-          if (target !== undefined && "message" in target) return invalid(target.message, target.param)
-          // Response ids double as handles for GET/DELETE, so they come from the CSPRNG.
-          const id = yield* issueId("resp_")
-          const base = id.slice(5)
-          const user = input.isolation.user
-          const parsed = parseInput(
-            body.input,
-            (kind, n) => `${kind}_${base}_in${n}`,
-            (content) => sealer.open(content, user)
+      ): Effect.Effect<Either.Either<Prepared, Refusal>> => {
+        const decoded = decodeCreateBody(raw)
+        if (!("body" in decoded)) return Effect.succeed(invalid(decoded.message, decoded.param))
+        const body = decoded.body
+        if (body.input == null) {
+          return Effect.succeed(Either.left<Refusal>({
+            status: 400,
+            code: "missing_required_parameter",
+            message: "input is required",
+            param: "input"
+          }))
+        }
+        if (body.previous_response_id != null && body.conversation != null) {
+          return Effect.succeed(invalid("send previous_response_id or conversation, not both", "conversation"))
+        }
+        if (transport === "websocket" && body.background === true) {
+          return Effect.succeed(
+            invalid("WebSocket responses stream on the socket: background is not available here", "background")
           )
-          if ("message" in parsed) return invalid(parsed.message, parsed.param)
+        }
+        if (body.background === true && body.store === false) {
+          return Effect.succeed(invalid("background responses must be stored (store: true)", "store"))
+        }
+        const explicit = onDisconnectOf(input.request, body.on_disconnect, "continue")
+        if (typeof explicit !== "string") return Effect.succeed(invalid(explicit.message, explicit.param))
+        const asked = body.on_disconnect != null || (input.request.headers[ON_DISCONNECT_HEADER] ?? "") !== ""
+        if (body.background === true && asked && explicit === "cancel") {
+          return Effect.succeed(invalid(
+            "a background response has no caller to wait for it: on_disconnect cancel needs a foreground request",
+            "on_disconnect"
+          ))
+        }
+        const onDisconnect: OnDisconnect = body.background === true ?
+          "continue" :
+          asked ?
+          explicit :
+          options.onDisconnect ?? "continue"
+        const target = parseResponseTarget(body.response_target)
+        if (target !== undefined && "message" in target) return Effect.succeed(invalid(target.message, target.param))
+        // Response ids double as handles for GET/DELETE, so they come from the CSPRNG.
+        const id = `resp_${randomId()}`
+        const base = id.slice(5)
+        const user = input.isolation.user
+        const parsed = parseInput(
+          body.input,
+          (kind, n) => `${kind}_${base}_in${n}`,
+          (content) => sealer.open(content, user)
+        )
+        if ("message" in parsed) return Effect.succeed(invalid(parsed.message, parsed.param))
 
-          let sessionKey: string
-          // A key made from the new response id names a session nothing is stored under yet.
-          let fresh = false
-          let conversation: ConversationTurn | undefined
-          if (body.previous_response_id != null) {
-            const previous = yield* previousOf(body.previous_response_id)
-            if (Option.isNone(previous)) {
-              return Either.left<Refusal>({
-                status: 404,
-                code: "previous_response_not_found",
-                message: `Previous response with id '${body.previous_response_id}' not found.`,
-                param: "previous_response_id"
-              })
-            }
-            // A tool output answers a call of the response it continues (or one sent with it).
-            const calls = new Set(previous.value.callIds)
-            for (const item of parsed.items) {
-              if (item.type === "function_call") calls.add(String(item["call_id"]))
-              else if (item.type === "function_call_output" && !calls.has(String(item["call_id"]))) {
-                return invalid(
-                  `No tool call found for function call output with call_id '${
-                    String(item["call_id"])
-                  }': it must answer a function_call of response '${body.previous_response_id}' or of this input.`,
-                  "input"
-                )
-              }
-            }
-            sessionKey = previous.value.sessionKey
-            yield* conversations.release(sessionKey)
-          } else if (body.conversation != null) {
-            const begun = yield* conversations.begin(body.conversation, user, parsed.items.length)
-            if (Either.isLeft(begun)) return Either.left(begun.left)
-            conversation = begun.right
-            sessionKey = conversation.sessionKey
-            fresh = conversation.fresh
-          } else if (input.isolation.chat !== undefined) {
-            sessionKey = input.isolation.chat
-          } else {
-            sessionKey = `${name}:${id}`
-            fresh = true
-          }
+        // `fresh`: a key made from the new response id names a session nothing is stored under yet.
+        const finish = (
+          sessionKey: string,
+          fresh: boolean,
+          conversation: ConversationTurn | undefined
+        ): Effect.Effect<Either.Either<Prepared, Refusal>> => {
           const key = isolationKey(sessionKey)
-          if (Either.isLeft(key)) return Either.left(turnRefusal(key.left))
+          if (Either.isLeft(key)) return Effect.succeed(Either.left(turnRefusal(key.left)))
           const identity = identityOf(name, body)
           const request: ChannelRequest = {
             channel: name,
@@ -413,26 +383,67 @@ export const make = (options: Options = {}): Channel => {
             stream: transport === "websocket" || body.stream === true,
             onDisconnect
           }
-          const createdAt = yield* Time.now
-          return Either.right<Prepared>({
-            id,
-            body,
-            request,
-            skeleton: makeSkeleton(id, createdAt, body, defaultModel),
-            items: parsed.items,
-            sessionKey,
-            userKey: input.isolation.user,
-            store: body.store !== false,
-            createdAt,
-            liveText: target === undefined || target.kind === "originating",
-            ...(conversation === undefined ? {} : {
-              conversation: {
-                turn: conversation,
-                items: Conversations.conversationCopy(parsed.items, base, (itemId) => itemId.includes(`_${base}_in`))
+          return Effect.map(Time.now, (createdAt) =>
+            Either.right<Prepared>({
+              id,
+              body,
+              request,
+              skeleton: makeSkeleton(id, createdAt, body, defaultModel),
+              items: parsed.items,
+              sessionKey,
+              userKey: input.isolation.user,
+              store: body.store !== false,
+              createdAt,
+              liveText: target === undefined || target.kind === "originating",
+              ...(conversation === undefined ? {} : {
+                conversation: {
+                  turn: conversation,
+                  items: Conversations.conversationCopy(parsed.items, base, (itemId) => itemId.includes(`_${base}_in`))
+                }
+              })
+            }))
+        }
+
+        const previousId = body.previous_response_id
+        if (previousId != null) {
+          return Effect.flatMap(previousOf(previousId), (previous) => {
+            if (Option.isNone(previous)) {
+              return Effect.succeed(Either.left<Refusal>({
+                status: 404,
+                code: "previous_response_not_found",
+                message: `Previous response with id '${previousId}' not found.`,
+                param: "previous_response_id"
+              }))
+            }
+            // A tool output answers a call of the response it continues (or one sent with it).
+            const calls = new Set(previous.value.callIds)
+            for (const item of parsed.items) {
+              if (item.type === "function_call") calls.add(String(item["call_id"]))
+              else if (item.type === "function_call_output" && !calls.has(String(item["call_id"]))) {
+                return Effect.succeed(invalid(
+                  `No tool call found for function call output with call_id '${
+                    String(item["call_id"])
+                  }': it must answer a function_call of response '${previousId}' or of this input.`,
+                  "input"
+                ))
               }
-            })
+            }
+            const sessionKey = previous.value.sessionKey
+            return Effect.zipRight(conversations.release(sessionKey), finish(sessionKey, false, undefined))
           })
-        })
+        }
+        if (body.conversation != null) {
+          return Effect.flatMap(
+            conversations.begin(body.conversation, user, parsed.items.length),
+            (begun) =>
+              Either.isLeft(begun) ?
+                Effect.succeed(Either.left(begun.left)) :
+                finish(begun.right.sessionKey, begun.right.fresh, begun.right)
+          )
+        }
+        if (input.isolation.chat !== undefined) return finish(input.isolation.chat, false, undefined)
+        return finish(`${name}:${id}`, true, undefined)
+      }
 
       const outOfBand = (prepared: Prepared): Record<string, string> => ({
         ...prepared.body.metadata,
@@ -510,31 +521,56 @@ export const make = (options: Options = {}): Channel => {
         return Cause.isInterruptedOnly(exit.cause) ? interrupted() : { defect: Cause.squash(exit.cause) }
       }
 
-      /** A blocking turn: the final resource, or the turn's error. */
-      const runBlocking = (prepared: Prepared) =>
-        Effect.gen(function*() {
-          const outcome = yield* Effect.either(ctx.run(prepared.request, prepared.body))
-          const completedAt = yield* Time.now
-          if (Either.isLeft(outcome)) {
-            const error = outcome.left
-            if (isShutdown(error)) {
-              yield* store(
-                prepared,
-                resource(prepared.skeleton, { status: "incomplete", output: [], incompleteReason: SHUTDOWN_REASON })
-              )
-            } else if (error._tag === "AgentError" || error._tag === "TurnCancelled") {
-              yield* store(
-                prepared,
-                resource(prepared.skeleton, { status: "failed", output: [], error: failureOf(error) })
-              )
-            }
-            return turnErrorResponse(error)
+      /** What a blocking turn that failed stores (a shutdown or an agent failure), then its error answer. */
+      const blockingFailed = (prepared: Prepared, error: TurnError) => {
+        const answer = turnErrorResponse(error)
+        if (isShutdown(error)) {
+          return Effect.as(
+            store(
+              prepared,
+              resource(prepared.skeleton, { status: "incomplete", output: [], incompleteReason: SHUTDOWN_REASON })
+            ),
+            answer
+          )
+        }
+        if (error._tag === "AgentError" || error._tag === "TurnCancelled") {
+          return Effect.as(
+            store(prepared, resource(prepared.skeleton, { status: "failed", output: [], error: failureOf(error) })),
+            answer
+          )
+        }
+        return Effect.succeed(answer)
+      }
+
+      /**
+       * A blocking turn: the final resource, or the turn's error. A stored response is written with the reply
+       * (`withReply`: one commit, not two, and committed before the 200), serialised once for the row and the
+       * body; a turn that ran elsewhere (cluster mode) did not call it, so it is stored here after.
+       */
+      const runBlocking = (prepared: Prepared): Effect.Effect<HttpServerResponse.HttpServerResponse> => {
+        let recorded: { readonly final: Obj; readonly text: string } | undefined
+        const record = (outcome: TurnOutcome) =>
+          Effect.flatMap(Time.now, (completedAt) => {
+            const final = finishedResource(prepared, outcome, completedAt)
+            const text = JSON.stringify(final)
+            recorded = { final, text }
+            return store(prepared, final, text)
+          })
+        const answer = () => {
+          const { final, text } = recorded!
+          return prepared.conversation === undefined ?
+            Effect.succeed(jsonText(text)) :
+            Effect.as(conclude(prepared, final), jsonText(text))
+        }
+        return Effect.matchEffect(
+          ctx.run(prepared.request, prepared.body, prepared.store ? { withReply: record } : {}),
+          {
+            onFailure: (error) => blockingFailed(prepared, error),
+            // Not recorded with the reply: `store: false`, or the turn ran on another host.
+            onSuccess: (outcome) => recorded === undefined ? Effect.flatMap(record(outcome), answer) : answer()
           }
-          const final = finishedResource(prepared, outcome.right, completedAt)
-          yield* store(prepared, final)
-          yield* conclude(prepared, final)
-          return json(final)
-        })
+        )
+      }
 
       /** Consumes a turn's updates, rendering each chunk into `publish` (nothing when not shown live). */
       const render = (
@@ -668,12 +704,18 @@ export const make = (options: Options = {}): Channel => {
       // Handlers run uninterruptibly: a caller that goes away does not stop the stored response from being
       // written; only the wait for a turn under `on_disconnect: cancel` is interruptible (the turn makes it so).
       const create = ChannelModule.handler((input) =>
+        authorized(input.request) ?
+          Effect.flatMap(prepare(input), (prepared) => {
+            if (Either.isLeft(prepared)) return Effect.succeed(refusalResponse(prepared.left))
+            const p = prepared.right
+            return p.body.stream !== true && p.body.background !== true ? runBlocking(p) : startStreamed(p)
+          }) :
+          Effect.succeed(unauthorized)
+      )
+
+      /** A streamed or background create: the turn starts, then the response renders as it runs. */
+      const startStreamed = (p: Prepared) =>
         Effect.gen(function*() {
-          if (!authorized(input.request)) return unauthorized
-          const prepared = yield* prepare(input)
-          if (Either.isLeft(prepared)) return refusalResponse(prepared.left)
-          const p = prepared.right
-          if (p.body.stream !== true && p.body.background !== true) return yield* runBlocking(p)
           const started = yield* Effect.either(ctx.runStream(p.request, p.body))
           if (Either.isLeft(started)) return turnErrorResponse(started.left)
           if (p.body.background !== true) {
@@ -684,7 +726,6 @@ export const make = (options: Options = {}): Channel => {
             follow(background, 0) :
             json(resource(p.skeleton, { status: "queued", output: [] }))
         })
-      )
 
       const notFound = (id: string) => errorResponse(404, "response_not_found", `No response found with id '${id}'.`)
 

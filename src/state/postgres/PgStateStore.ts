@@ -47,7 +47,8 @@ export const make = Effect.gen(function*() {
     putResponse: (response) =>
       sql`INSERT INTO responses (id, session_key, user_key, response, input_items, status, created_at)
         VALUES (${response.id}, ${response.sessionKey ?? null}, ${response.userKey ?? null},
-          ${toJson(response.response)}, ${toJson(response.inputItems)}, ${statusOf(response.response)},
+          ${response.responseJson ?? toJson(response.response)}, ${toJson(response.inputItems)},
+          ${statusOf(response.response)},
           ${response.createdAt})
         ON CONFLICT (id) DO UPDATE SET session_key = excluded.session_key, user_key = excluded.user_key,
           response = excluded.response, input_items = excluded.input_items, status = excluded.status,

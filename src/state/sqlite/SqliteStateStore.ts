@@ -60,7 +60,7 @@ export const make = Effect.gen(function*() {
           response.id,
           response.sessionKey ?? null,
           response.userKey ?? null,
-          toJson(response.response),
+          response.responseJson ?? toJson(response.response),
           toJson(response.inputItems),
           response.createdAt
         )
