@@ -8,10 +8,10 @@
 import { HttpServerResponse } from "@effect/platform"
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer, Option } from "effect"
-import * as AgentHost from "../src/core/AgentHost.js"
 import * as Channel from "../src/core/Channel.js"
 import * as DefaultAgent from "../src/core/DefaultAgent.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import type { ChannelRequest } from "../src/domain/ChannelRequest.js"
 import type { ChannelName, IsolationKey } from "../src/domain/Ids.js"
 import { responseText, userMessage } from "../src/domain/Message.js"
@@ -50,7 +50,7 @@ export const plainText = Channel.make("plain", (ctx) =>
   }))
 
 /** The channel in a host of its own: the default agent, in-memory state; it needs a HostConfig. */
-export const PlainTextApp = AgentHost.layerWithCore({ channels: [plainText] }).pipe(
+export const PlainTextApp = HostLayers.layerWithCore({ channels: [plainText] }).pipe(
   Layer.provide(DefaultAgent.layer),
   Layer.provide(StateStore.layerMemory)
 )

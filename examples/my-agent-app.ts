@@ -8,8 +8,8 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import * as Invocations from "../src/channels/Invocations.js"
 import * as Agent from "../src/core/Agent.js"
-import * as AgentHost from "../src/core/AgentHost.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import { textOf } from "../src/domain/Content.js"
 import * as StateStore from "../src/state/StateStore.js"
 
@@ -29,7 +29,7 @@ export const shoutingAgent = Agent.make({
 })
 
 /** The app: the host with the Invocations channel, your agent and in-memory state; it needs a HostConfig. */
-export const AppLive = AgentHost.layerWithCore({ channels: [Invocations.make()] }).pipe(
+export const AppLive = HostLayers.layerWithCore({ channels: [Invocations.make()] }).pipe(
   Layer.provide(Agent.layer(shoutingAgent)),
   Layer.provide(StateStore.layerMemory)
 )

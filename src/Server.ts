@@ -14,6 +14,7 @@ import * as AgentHost from "./core/AgentHost.js"
 import type { Channel } from "./core/Channel.js"
 import * as DefaultAgent from "./core/DefaultAgent.js"
 import * as HostConfig from "./core/HostConfig.js"
+import * as HostLayers from "./core/HostLayers.js"
 import type { Sessions } from "./core/Sessions.js"
 import type { Target } from "./core/Target.js"
 import type { Turns } from "./core/Turns.js"
@@ -187,7 +188,7 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
       }
       if (settings.mode === "memory") {
         return host.pipe(
-          Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),
+          Layer.provideMerge(HostLayers.layerCoreWith({ push: DurablePush.layerMemory })),
           Layer.provide(target),
           Layer.provide(config),
           Layer.provide(Persistence.layer(settings))
@@ -197,7 +198,7 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
         // Durable pushes on the Postgres pool; imported only here, as the stores are (Persistence.layerWith).
         const PgTaskStore = yield* Effect.promise(() => import("./delivery/PgTaskStore.js"))
         return host.pipe(
-          Layer.provideMerge(AgentHost.layerCoreWith({ push: PgTaskStore.layerPush })),
+          Layer.provideMerge(HostLayers.layerCoreWith({ push: PgTaskStore.layerPush })),
           Layer.provide(target),
           Layer.provide(config),
           Layer.provide(Persistence.layerWith(settings, {
@@ -209,7 +210,7 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
         )
       }
       return host.pipe(
-        Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerSqlite })),
+        Layer.provideMerge(HostLayers.layerCoreWith({ push: DurablePush.layerSqlite })),
         Layer.provide(target),
         Layer.provide(config),
         Layer.provide(

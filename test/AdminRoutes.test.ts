@@ -4,6 +4,7 @@ import * as AgentHost from "../src/core/AgentHost.js"
 import { PushFailed } from "../src/core/Channel.js"
 import * as DefaultAgent from "../src/core/DefaultAgent.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import * as AdminRoutes from "../src/delivery/AdminRoutes.js"
 import * as DurablePush from "../src/delivery/DurablePush.js"
 import * as StateStore from "../src/state/StateStore.js"
@@ -22,7 +23,7 @@ const channels = [
 ]
 
 const hostLayer = AgentHost.layer({ channels }).pipe(
-  Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),
+  Layer.provideMerge(HostLayers.layerCoreWith({ push: DurablePush.layerMemory })),
   Layer.provide(DefaultAgent.layer),
   Layer.provide(StateStore.layerMemory),
   Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", apiKeys: ["admin-key"] }))
@@ -118,7 +119,7 @@ describe("AdminRoutes", () => {
 
 const hostWith = (settings: Partial<HostConfig.HostConfigShape>) =>
   AgentHost.layer({ channels: [AdminRoutes.make(), PushChannels.make("alpha", [])] }).pipe(
-    Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),
+    Layer.provideMerge(HostLayers.layerCoreWith({ push: DurablePush.layerMemory })),
     Layer.provide(DefaultAgent.layer),
     Layer.provide(StateStore.layerMemory),
     Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", ...settings }))

@@ -9,6 +9,7 @@ import * as Agent from "../src/core/Agent.js"
 import * as AgentHost from "../src/core/AgentHost.js"
 import type { Channel } from "../src/core/Channel.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import type { ChannelIdentity } from "../src/domain/Identity.js"
 import { assistantMessage } from "../src/domain/Message.js"
 import { StateStore } from "../src/state/StateStore.js"
@@ -49,7 +50,7 @@ const hostWith = <E, R>(
   agent: Agent.Agent
 ) =>
   AgentHost.layer({ channels }).pipe(
-    Layer.provideMerge(AgentHost.layerCoreWith({ authorization })),
+    Layer.provideMerge(HostLayers.layerCoreWith({ authorization })),
     Layer.provide(Agent.layer(agent)),
     Layer.provideMerge(StateStoreModule.layerMemory),
     Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", apiKeys: [API_KEY] }))
@@ -57,7 +58,7 @@ const hostWith = <E, R>(
 
 /** The `npm start` core (authorization from the environment), with `env` as the environment. */
 const hostFromEnv = (env: Record<string, string>, agent: Agent.Agent) =>
-  AgentHost.layerWithCore({ channels }).pipe(
+  HostLayers.layerWithCore({ channels }).pipe(
     Layer.provide(Agent.layer(agent)),
     Layer.provideMerge(StateStoreModule.layerMemory),
     Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", apiKeys: [API_KEY] })),

@@ -13,6 +13,7 @@ import * as Net from "node:net"
 import * as Cluster from "../src/cluster/Cluster.js"
 import * as AgentHost from "../src/core/AgentHost.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import type { Turn } from "../src/core/Target.js"
 import { Target } from "../src/core/Target.js"
 import { Turns } from "../src/core/Turns.js"
@@ -85,7 +86,7 @@ const runner = (label: string, url: string, runnerPort: number, shutdownGrace = 
   return AgentHost.layer({
     channels: [PushChannels.make("alpha", deliveries), PushChannels.make("beta", deliveries)]
   }).pipe(
-    Layer.provideMerge(Cluster.layerCore(options, AgentHost.layerCoreWith({ push: Cluster.Pushes.layer }))),
+    Layer.provideMerge(Cluster.layerCore(options, HostLayers.layerCoreWith({ push: Cluster.Pushes.layer }))),
     Layer.provide(labelled(label)),
     Layer.provide(PgStateStore.layer({ url: Redacted.make(url), maxConnections: 4 })),
     Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", shutdownGrace }))

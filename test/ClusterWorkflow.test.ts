@@ -11,6 +11,7 @@ import * as Net from "node:net"
 import * as Cluster from "../src/cluster/Cluster.js"
 import * as AgentHost from "../src/core/AgentHost.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import { Turns } from "../src/core/Turns.js"
 import type { ChannelRequest } from "../src/domain/ChannelRequest.js"
 import type { IsolationKey } from "../src/domain/Ids.js"
@@ -65,7 +66,7 @@ const runner = (label: string, url: string, log: Array<string>, gate: Deferred.D
       Layer.provideMerge(
         Cluster.layerCore(
           options,
-          AgentHost.layerCoreWith({ push: Cluster.Pushes.layer }).pipe(Layer.provideMerge(target))
+          HostLayers.layerCoreWith({ push: Cluster.Pushes.layer }).pipe(Layer.provideMerge(target))
         )
       ),
       Layer.provide(PgStateStore.layerWithoutDb.pipe(Layer.provideMerge(PgDb.layer({

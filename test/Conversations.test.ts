@@ -13,6 +13,7 @@ import * as Responses from "../src/channels/Responses/index.js"
 import * as Agent from "../src/core/Agent.js"
 import * as AgentHost from "../src/core/AgentHost.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import type { Message } from "../src/domain/Message.js"
 import * as Persistence from "../src/state/Persistence.js"
 import * as Postgres from "./utils/Postgres.js"
@@ -381,7 +382,7 @@ describe("Conversations", () => {
 
 describe("Conversations on persistent state", () => {
   const hostOn = (settings: Persistence.PersistenceSettings) =>
-    AgentHost.layerWithCore({ channels: [Responses.make()] }).pipe(
+    HostLayers.layerWithCore({ channels: [Responses.make()] }).pipe(
       Layer.provide(echoAgent),
       Layer.provideMerge(Persistence.layer(settings)),
       Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" }))

@@ -3,6 +3,7 @@ import { ConfigProvider, Effect, Layer } from "effect"
 import * as AgentHost from "../src/core/AgentHost.js"
 import * as DefaultAgent from "../src/core/DefaultAgent.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import * as RuntimeMode from "../src/core/RuntimeMode.js"
 import * as DurablePush from "../src/delivery/DurablePush.js"
 import type { HostedRunResult } from "../src/domain/ChannelRequest.js"
@@ -52,7 +53,7 @@ const channels = [
 const PUSH_KEY = "delivery-push-key"
 
 const hostLayer = AgentHost.layer({ channels }).pipe(
-  Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),
+  Layer.provideMerge(HostLayers.layerCoreWith({ push: DurablePush.layerMemory })),
   Layer.provide(DefaultAgent.layer),
   Layer.provideMerge(StateStore.layerMemory),
   Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", pushKeys: [PUSH_KEY] }))
@@ -452,7 +453,7 @@ describe("RuntimeMode", () => {
         const build = (env: Record<string, string>) =>
           Layer.build(
             DurablePush.layerMemory.pipe(
-              Layer.provide(AgentHost.layerCore),
+              Layer.provide(HostLayers.layerCore),
               Layer.provide(DefaultAgent.layer),
               Layer.provide(StateStore.layerMemory),
               Layer.provide(HostConfig.layer())

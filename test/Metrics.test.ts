@@ -5,6 +5,7 @@ import * as AgentHost from "../src/core/AgentHost.js"
 import { PushFailed } from "../src/core/Channel.js"
 import * as DefaultAgent from "../src/core/DefaultAgent.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import * as DurablePush from "../src/delivery/DurablePush.js"
 import * as MetricsRoute from "../src/delivery/MetricsRoute.js"
 import * as Prometheus from "../src/internal/Prometheus.js"
@@ -100,7 +101,7 @@ const hostLayer = AgentHost.layer({
     })
   ]
 }).pipe(
-  Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })),
+  Layer.provideMerge(HostLayers.layerCoreWith({ push: DurablePush.layerMemory })),
   Layer.provide(DefaultAgent.layer),
   Layer.provide(StateStore.layerMemory),
   Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1", adminKeys: [key] }))

@@ -9,6 +9,7 @@ import * as Responses from "../src/channels/Responses/index.js"
 import * as Agent from "../src/core/Agent.js"
 import * as AgentHost from "../src/core/AgentHost.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import * as DurablePush from "../src/delivery/DurablePush.js"
 import * as TaskRunner from "../src/delivery/TaskRunner.js"
 import type { HostedRunResult } from "../src/domain/ChannelRequest.js"
@@ -53,7 +54,7 @@ const hostLayer = Layer.unwrapScoped(
     TempDir.make("push-bounds-"),
     (dir) =>
       AgentHost.layer({ channels: [PushChannels.make("alpha", log, { hooks }), Responses.make()] }).pipe(
-        Layer.provideMerge(AgentHost.layerCoreWith({ push: DurablePush.layerSqlite })),
+        Layer.provideMerge(HostLayers.layerCoreWith({ push: DurablePush.layerSqlite })),
         Layer.provide(agent),
         Layer.provideMerge(StateStore.layerMemory),
         Layer.provide(
@@ -178,7 +179,7 @@ const stalled = PushChannels.make("slow", stalledLog, {
 const stalledHost = Layer.unwrapScoped(
   Effect.map(TempDir.make("push-full-"), (dir) =>
     AgentHost.layer({ channels: [stalled, Responses.make()] }).pipe(
-      Layer.provideMerge(AgentHost.layerCoreWith({
+      Layer.provideMerge(HostLayers.layerCoreWith({
         push: DurablePush.layer.pipe(Layer.provideMerge(TaskRunner.layerSqlite({ concurrency: 1, queueCapacity: 1 })))
       })),
       Layer.provide(agent),

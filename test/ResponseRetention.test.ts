@@ -11,6 +11,7 @@ import * as Responses from "../src/channels/Responses/index.js"
 import * as AgentHost from "../src/core/AgentHost.js"
 import * as DefaultAgent from "../src/core/DefaultAgent.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import * as Time from "../src/domain/Time.js"
 import * as Persistence from "../src/state/Persistence.js"
 import * as NativeSqlite from "../src/state/sqlite/NativeSqlite.js"
@@ -22,7 +23,7 @@ const retention = Duration.hours(1)
 const interval = Duration.minutes(1)
 
 const hostLayer = (settings: Persistence.PersistenceSettings) =>
-  AgentHost.layerWithCore({ channels: [Responses.make()] }).pipe(
+  HostLayers.layerWithCore({ channels: [Responses.make()] }).pipe(
     Layer.provide(DefaultAgent.layer),
     Layer.provideMerge(Persistence.layer(settings)),
     Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" }))

@@ -13,6 +13,7 @@ import * as Responses from "../src/channels/Responses/index.js"
 import * as Agent from "../src/core/Agent.js"
 import * as AgentHost from "../src/core/AgentHost.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import type { Turn } from "../src/core/Target.js"
 import type { AgentResponseUpdate, Message } from "../src/domain/Message.js"
 import * as StateStore from "../src/state/StateStore.js"
@@ -65,7 +66,7 @@ const post = (url: string, body: unknown) =>
 const start = (gate: Deferred.Deferred<void>, seen: Array<Turn>) =>
   Effect.gen(function*() {
     const layer = AgentHost.layer({ channels: [Responses.make(), Invocations.make()], listen: false }).pipe(
-      Layer.provideMerge(AgentHost.layerCore),
+      Layer.provideMerge(HostLayers.layerCore),
       Layer.provide(Agent.layer(gatedAgent(gate, seen))),
       Layer.provideMerge(StateStore.layerMemory),
       Layer.provide(HostConfig.layer({ shutdownGrace: grace }))

@@ -5,9 +5,9 @@ import { Context, Deferred, Effect, Layer } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import * as AgentHost from "../src/core/AgentHost.js"
 import { AgentHost as Host } from "../src/core/AgentHost.js"
 import * as HostConfig from "../src/core/HostConfig.js"
+import * as HostLayers from "../src/core/HostLayers.js"
 import * as StateStore from "../src/state/StateStore.js"
 import * as WorkflowOutput from "../src/workflow/WorkflowOutput.js"
 import * as WorkflowRecovery from "../src/workflow/WorkflowRecovery.js"
@@ -46,7 +46,7 @@ const hostWith = (
   } = {}
 ) =>
   WorkflowRecovery.layer({ interval: "100 millis" }).pipe(
-    Layer.provideMerge(AgentHost.layerWithCore({ channels: [PushChannels.make("pusher", log, { push })] })),
+    Layer.provideMerge(HostLayers.layerWithCore({ channels: [PushChannels.make("pusher", log, { push })] })),
     Layer.provideMerge(gatedTarget),
     Layer.provideMerge(options.engine ?? WorkflowTarget.layerEngineMemory),
     Layer.provideMerge(options.state ?? StateStore.layerMemory),

@@ -12,6 +12,7 @@ import * as Cluster from "../../src/cluster/Cluster.js"
 import * as AgentHost from "../../src/core/AgentHost.js"
 import * as DefaultAgent from "../../src/core/DefaultAgent.js"
 import * as HostConfig from "../../src/core/HostConfig.js"
+import * as HostLayers from "../../src/core/HostLayers.js"
 import { Turns } from "../../src/core/Turns.js"
 import * as DurablePush from "../../src/delivery/DurablePush.js"
 import type { IsolationKey } from "../../src/domain/Ids.js"
@@ -79,8 +80,8 @@ const runner = (port: number) => {
       Layer.provide(HostConfig.layer({ port: 0, host: "127.0.0.1" }))
     )
   const layer: Layer.Layer<Turns, unknown> = mode === "single" ?
-    host(AgentHost.layerCoreWith({ push: DurablePush.layerMemory })) as never :
-    host(Cluster.layerCore(options, AgentHost.layerCoreWith({ push: Cluster.Pushes.layer }))) as never
+    host(HostLayers.layerCoreWith({ push: DurablePush.layerMemory })) as never :
+    host(Cluster.layerCore(options, HostLayers.layerCoreWith({ push: Cluster.Pushes.layer }))) as never
   return layer
 }
 

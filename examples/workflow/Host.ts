@@ -4,8 +4,8 @@
  */
 import { FetchHttpClient } from "@effect/platform"
 import { Effect, Layer } from "effect"
-import * as AgentHost from "../../src/core/AgentHost.js"
 import * as HostConfig from "../../src/core/HostConfig.js"
+import * as HostLayers from "../../src/core/HostLayers.js"
 import * as Server from "../../src/Server.js"
 import * as Persistence from "../../src/state/Persistence.js"
 import * as WorkflowRecovery from "../../src/workflow/WorkflowRecovery.js"
@@ -32,7 +32,7 @@ export const layerFromEnv = Layer.unwrapEffect(
   Effect.map(Server.channelsFromEnv, (channels) =>
     // Recovery sits above the host: it pushes endings whose turn is gone to channels that can push.
     WorkflowRecovery.layer().pipe(
-      Layer.provideMerge(AgentHost.layerWithCore({ channels })),
+      Layer.provideMerge(HostLayers.layerWithCore({ channels })),
       Layer.provide(FetchHttpClient.layer),
       Layer.provideMerge(layerTarget),
       Layer.provideMerge(layerStores),

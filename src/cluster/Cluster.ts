@@ -20,7 +20,7 @@ import * as RpcSerialization from "@effect/rpc/RpcSerialization"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import type { Redacted } from "effect"
 import { Config, Duration, Layer, Option } from "effect"
-import * as AgentHost from "../core/AgentHost.js"
+import * as HostLayers from "../core/HostLayers.js"
 import * as TaskRunner from "../delivery/TaskRunner.js"
 import * as CheckpointStore from "../state/CheckpointStore.js"
 import * as Persistence from "../state/Persistence.js"
@@ -125,7 +125,7 @@ export const layerSharding = (
 export const runnerId = (options: Options) => `${options.runnerHost}:${options.runnerPort}`
 
 /**
- * Turns `core` (a layer building `Turns`, e.g. `AgentHost.layerCoreWith({ push: Pushes.layer })`) into a cluster
+ * Turns `core` (a layer building `Turns`, e.g. `HostLayers.layerCoreWith({ push: Pushes.layer })`) into a cluster
  * runner's core: it gets the `TurnRouter`, the session entity runs on its `Turns`, and one sharding instance serves
  * them all. What `core` needs of the cluster (`Sharding`, `MessageStorage`) comes from the same instance, so a
  * workflow target composed into it (`WorkflowTarget.layerEngineCluster`) runs its executions as entities of this
@@ -163,7 +163,7 @@ export const layerState = (options: Options, settings: Persistence.PersistenceSe
 export const layerRunner = <A, E, R>(options: Options, host: Layer.Layer<A, E, R>) =>
   host.pipe(
     Layer.provide(PushAdmin.layer(options)),
-    Layer.provideMerge(layerCore(options, AgentHost.layerCoreWith({ push: Pushes.layer }))),
+    Layer.provideMerge(layerCore(options, HostLayers.layerCoreWith({ push: Pushes.layer }))),
     Layer.provideMerge(TaskRunner.layerMemory())
   )
 

@@ -12,11 +12,10 @@
  * stays unready until the configuration is fixed and the host restarted.
  */
 import { HttpServerResponse } from "@effect/platform"
-import type { ConfigError, MetricHook } from "effect"
+import type { MetricHook } from "effect"
 import { Cause } from "effect"
 import { Context, Duration, Effect, Exit, Layer, Metric, MetricKey, MetricLabel, Option, Schedule, Scope } from "effect"
 import * as Http from "node:http"
-import * as Authorization from "../auth/Authorization.js"
 import { Authorizer } from "../auth/Authorizer.js"
 import { IdentityLinker } from "../auth/IdentityLinker.js"
 import * as Delivery from "../delivery/Delivery.js"
@@ -31,16 +30,11 @@ import { hostCheck, isJsonContentType } from "../http/RequestGuards.js"
 import { joinPath, Router } from "../http/Router.js"
 import * as Upgrade from "../http/Upgrade.js"
 import { StateHealth } from "../state/StateHealth.js"
-import type { StateStore } from "../state/StateStore.js"
-import * as StateStoreModule from "../state/StateStore.js"
 import type { Channel, ChannelContribution, RouteInput, UpgradeRoute } from "./Channel.js"
 import * as Channels from "./Channels.js"
-import * as DefaultAgent from "./DefaultAgent.js"
 import { HostConfig } from "./HostConfig.js"
-import * as HostConfigModule from "./HostConfig.js"
 import type { IsolationKeys } from "./RequestContext.js"
 import { noIsolationKeys } from "./RequestContext.js"
-import * as Sessions from "./Sessions.js"
 import { Target } from "./Target.js"
 import * as Turns from "./Turns.js"
 
@@ -599,7 +593,7 @@ export const make = <E, R>(options: Options<E, R>) =>
 
 /**
  * The host with its channels. Requires the target, the state store and the host config; the core services
- * (sessions, delivery, turns) come from `layerCore` or your own layers.
+ * (sessions, delivery, turns) come from `HostLayers.layerCore` or your own layers.
  */
 export const layer = <E, R>(
   options: Options<E, R>
@@ -609,57 +603,5 @@ export const layer = <E, R>(
   Exclude<R, Scope.Scope> | HostConfig | Turns.Turns | Channels.Channels | Authorizer | Target
 > => Layer.scoped(AgentHost, make(options))
 
-/**
- * Core services: sessions from config, delivery, and the given authorization (`Authorization.layer(config)`,
- * default: from the environment) and push scheduler (`DurablePush.layerSqlite` / `layerMemory`, default: in
- * process). Provide `Target`, `StateStore` and `HostConfig` (and what the chosen layers need) to it.
- */
-export const layerCoreWith = <AE = never, AR = never, POut = never, PE = never, PR = never>(options: {
-  readonly authorization?: Layer.Layer<Authorizer, AE, AR>
-  readonly push?: Layer.Layer<Delivery.PushScheduler | POut, PE, PR>
-}): Layer.Layer<
-  Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery | Delivery.PushScheduler | POut,
-  ConfigError.ConfigError | AE | PE,
-  Target | StateStore | HostConfig | Exclude<AR | PR, Channels.Channels | StateStore>
-> =>
-  Turns.layer.pipe(
-    Layer.provideMerge(Delivery.layer),
-    Layer.provideMerge(
-      (options.push ?? Delivery.layerPushInProcess) as Layer.Layer<Delivery.PushScheduler | POut, PE, PR>
-    ),
-    Layer.provideMerge(Sessions.layerConfig),
-    Layer.provideMerge(
-      (options.authorization ?? Authorization.layerConfig) as Layer.Layer<Authorizer, AE, AR>
-    ),
-    Layer.provideMerge(Channels.layer)
-  ) as never
-
-/** Core services with their defaults: authorization from the environment, in-process pushes. */
-export const layerCore: Layer.Layer<
-  Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery | Delivery.PushScheduler,
-  ConfigError.ConfigError,
-  Target | StateStore | HostConfig
-> = layerCoreWith({})
-
-/** `layer` with `layerCore` under it. */
-export const layerWithCore = <E, R>(options: Options<E, R>) => layer(options).pipe(Layer.provideMerge(layerCore))
-
 export const isolationKeysOf = (input: RouteInput): Option.Option<IsolationKeys> =>
   input.isolation === noIsolationKeys ? Option.none() : Option.some(input.isolation)
-
-/**
- * The host for tests: real HTTP on 127.0.0.1 with an ephemeral port, core services, in-memory state, and the
- * default agent unless you pass your own target. Substitute any of them.
- */
-export const layerTest = <E, R, TE = never, TR = never>(options: {
-  readonly channels: ReadonlyArray<Channel<E, R>>
-  /** The target; it may need services of its own (an engine, a fake upstream). */
-  readonly target?: Layer.Layer<Target, TE, TR>
-  readonly store?: Layer.Layer<StateStore>
-  readonly settings?: Partial<HostConfig["Type"]>
-}) =>
-  layerWithCore({ channels: options.channels }).pipe(
-    Layer.provide(options.target ?? DefaultAgent.layer),
-    Layer.provide(options.store ?? StateStoreModule.layerMemory),
-    Layer.provide(HostConfigModule.layer({ port: 0, host: "127.0.0.1", ...options.settings }))
-  )

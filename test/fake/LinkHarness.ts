@@ -17,6 +17,7 @@ import type { AgentHostShape } from "../../src/core/AgentHost.js"
 import * as AgentHost from "../../src/core/AgentHost.js"
 import type { Channel } from "../../src/core/Channel.js"
 import * as HostConfig from "../../src/core/HostConfig.js"
+import * as HostLayers from "../../src/core/HostLayers.js"
 import type { RequestContextValue } from "../../src/core/RequestContext.js"
 import { RequestContext } from "../../src/core/RequestContext.js"
 import { textOf } from "../../src/domain/Content.js"
@@ -85,7 +86,7 @@ export const start = <R>(options: {
     const authorization = Authorization.layer(options.authorization).pipe(Layer.provide(OidcLinker.layer(settings)))
     const hostLayer = AgentHost.layer({ channels: options.channels }).pipe(
       Layer.provide(FetchHttpClient.layer),
-      Layer.provideMerge(AgentHost.layerCoreWith({ authorization })),
+      Layer.provideMerge(HostLayers.layerCoreWith({ authorization })),
       Layer.provide(Agent.layer(recordingAgent(turns))),
       Layer.provideMerge(options.store),
       Layer.provide(HostConfig.layer({ ...options.settings, port: options.port, host: "127.0.0.1" }))

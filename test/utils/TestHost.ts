@@ -1,10 +1,10 @@
 /**
- * Starts the real host on 127.0.0.1 with an ephemeral port, for tests (see `AgentHost.layerTest`).
+ * Starts the real host on 127.0.0.1 with an ephemeral port, for tests (see `HostLayers.layerTest`).
  */
 import type { Layer } from "effect"
-import * as AgentHost from "../../src/core/AgentHost.js"
 import type { Channel } from "../../src/core/Channel.js"
 import type { HostConfigShape } from "../../src/core/HostConfig.js"
+import * as HostLayers from "../../src/core/HostLayers.js"
 import type { Target } from "../../src/core/Target.js"
 import type * as StateStore from "../../src/state/StateStore.js"
 
@@ -17,4 +17,4 @@ export interface Options<E, R, TE = never, TR = never> {
 }
 
 /** The host with core services, the default agent (or `target`), memory state (or `store`), port 0. */
-export const layer = <E, R, TE = never, TR = never>(options: Options<E, R, TE, TR>) => AgentHost.layerTest(options)
+export const layer = <E, R, TE = never, TR = never>(options: Options<E, R, TE, TR>) => HostLayers.layerTest(options)

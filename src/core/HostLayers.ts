@@ -1,0 +1,73 @@
+/**
+ * The layers that assemble a host: the core services under `AgentHost.layer` (`layerCoreWith`, `layerCore`),
+ * the host with them (`layerWithCore`), and the host for tests (`layerTest`).
+ */
+import type { ConfigError } from "effect"
+import { Layer } from "effect"
+import * as Authorization from "../auth/Authorization.js"
+import type { Authorizer } from "../auth/Authorizer.js"
+import * as Delivery from "../delivery/Delivery.js"
+import type { StateStore } from "../state/StateStore.js"
+import * as StateStoreModule from "../state/StateStore.js"
+import * as AgentHost from "./AgentHost.js"
+import type { Channel } from "./Channel.js"
+import * as Channels from "./Channels.js"
+import * as DefaultAgent from "./DefaultAgent.js"
+import type { HostConfig } from "./HostConfig.js"
+import * as HostConfigModule from "./HostConfig.js"
+import * as Sessions from "./Sessions.js"
+import type { Target } from "./Target.js"
+import * as Turns from "./Turns.js"
+
+/**
+ * Core services: sessions from config, delivery, and the given authorization (`Authorization.layer(config)`,
+ * default: from the environment) and push scheduler (`DurablePush.layerSqlite` / `layerMemory`, default: in
+ * process). Provide `Target`, `StateStore` and `HostConfig` (and what the chosen layers need) to it.
+ */
+export const layerCoreWith = <AE = never, AR = never, POut = never, PE = never, PR = never>(options: {
+  readonly authorization?: Layer.Layer<Authorizer, AE, AR>
+  readonly push?: Layer.Layer<Delivery.PushScheduler | POut, PE, PR>
+}): Layer.Layer<
+  Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery | Delivery.PushScheduler | POut,
+  ConfigError.ConfigError | AE | PE,
+  Target | StateStore | HostConfig | Exclude<AR | PR, Channels.Channels | StateStore>
+> =>
+  Turns.layer.pipe(
+    Layer.provideMerge(Delivery.layer),
+    Layer.provideMerge(
+      (options.push ?? Delivery.layerPushInProcess) as Layer.Layer<Delivery.PushScheduler | POut, PE, PR>
+    ),
+    Layer.provideMerge(Sessions.layerConfig),
+    Layer.provideMerge(
+      (options.authorization ?? Authorization.layerConfig) as Layer.Layer<Authorizer, AE, AR>
+    ),
+    Layer.provideMerge(Channels.layer)
+  ) as never
+
+/** Core services with their defaults: authorization from the environment, in-process pushes. */
+export const layerCore: Layer.Layer<
+  Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery | Delivery.PushScheduler,
+  ConfigError.ConfigError,
+  Target | StateStore | HostConfig
+> = layerCoreWith({})
+
+/** `layer` with `layerCore` under it. */
+export const layerWithCore = <E, R>(options: AgentHost.Options<E, R>) =>
+  AgentHost.layer(options).pipe(Layer.provideMerge(layerCore))
+
+/**
+ * The host for tests: real HTTP on 127.0.0.1 with an ephemeral port, core services, in-memory state, and the
+ * default agent unless you pass your own target. Substitute any of them.
+ */
+export const layerTest = <E, R, TE = never, TR = never>(options: {
+  readonly channels: ReadonlyArray<Channel<E, R>>
+  /** The target; it may need services of its own (an engine, a fake upstream). */
+  readonly target?: Layer.Layer<Target, TE, TR>
+  readonly store?: Layer.Layer<StateStore>
+  readonly settings?: Partial<HostConfig["Type"]>
+}) =>
+  layerWithCore({ channels: options.channels }).pipe(
+    Layer.provide(options.target ?? DefaultAgent.layer),
+    Layer.provide(options.store ?? StateStoreModule.layerMemory),
+    Layer.provide(HostConfigModule.layer({ port: 0, host: "127.0.0.1", ...options.settings }))
+  )
