@@ -9,7 +9,7 @@
 import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import type { CliApp } from "@effect/cli"
 import type { Duration } from "effect"
-import { Cause, ConfigProvider, Effect, Either, Logger, LogLevel, Option } from "effect"
+import { Cause, ConfigProvider, Effect, Either, HashSet, Logger, LogLevel, Option } from "effect"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import type * as AdminModule from "./Admin.js"
@@ -48,6 +48,27 @@ const identityArg = Args.text({ name: "identity" }).pipe(
   Args.withDescription("a channel identity: <channel>:<native id>, e.g. telegram:123456789"),
   Args.mapEffect((text) => argFromEither(parseIdentity(text)))
 )
+
+/**
+ * `flags` over `base`: a setting given by a flag is read from the flags, every other one from `base` alone, so a bad
+ * setting is reported as itself (`ConfigProvider.orElse` would report it as "missing from the flags" too).
+ */
+const withFlags = (
+  flags: Map<string, string>,
+  base: ConfigProvider.ConfigProvider
+): ConfigProvider.ConfigProvider => {
+  const given = ConfigProvider.fromMap(flags, { pathDelim: "_", seqDelim: "," }).flattened
+  return ConfigProvider.fromFlat(ConfigProvider.makeFlat({
+    load: (path, primitive, split) => (flags.has(path.join("_")) ? given : base.flattened).load(path, primitive, split),
+    enumerateChildren: (path) =>
+      Effect.zipWith(
+        given.enumerateChildren(path),
+        base.flattened.enumerateChildren(path),
+        (a, b) => HashSet.union(a, b)
+      ),
+    patch: base.flattened.patch
+  }))
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Handlers (imported when run, so `--help` loads neither the host nor SQLite)
@@ -105,18 +126,13 @@ const serve = Command.make(
           (AgentModule) => AgentModule.load(agent.value)
         ).pipe(Effect.mapError((e) => new CliFailure({ message: e.message }))) :
         Server.targetFromEnv
-      // The flags win over the environment; everything else is read from it as `npm start` reads it. One map
-      // (not the flags `orElse` the environment), so a bad setting is reported as itself, not as a missing flag.
-      const overrides: Record<string, string> = {}
-      if (Option.isSome(port)) overrides["PORT"] = String(port.value)
-      if (Option.isSome(stateDir)) overrides["AGENT_HOST_STATE_DIR"] = stateDir.value
-      if (Object.keys(overrides).length === 0) return yield* Launch.launch(target)
-      const env = new Map<string, string>()
-      for (const [name, value] of Object.entries({ ...process.env, ...overrides })) {
-        if (value !== undefined) env.set(name, value)
-      }
-      return yield* Launch.launch(target).pipe(
-        Effect.withConfigProvider(ConfigProvider.fromMap(env, { pathDelim: "_", seqDelim: "," }))
+      // The flags win over the environment; everything else is read from it as `npm start` reads it.
+      const flags = new Map<string, string>()
+      if (Option.isSome(port)) flags.set("PORT", String(port.value))
+      if (Option.isSome(stateDir)) flags.set("AGENT_HOST_STATE_DIR", stateDir.value)
+      if (flags.size === 0) return yield* Launch.launch(target)
+      return yield* Effect.configProviderWith((environment) =>
+        Launch.launch(target).pipe(Effect.withConfigProvider(withFlags(flags, environment)))
       )
     })
 ).pipe(Command.withDescription("run the host: what `npm start` runs, optionally with your agent"))

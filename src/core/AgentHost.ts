@@ -22,6 +22,7 @@ import * as Delivery from "../delivery/Delivery.js"
 import { ChannelStartupError } from "../domain/Errors.js"
 import { HostConfigurationError } from "../domain/Errors.js"
 import { isolationKeyProblem } from "../domain/Ids.js"
+import { onWallClock } from "../domain/Time.js"
 import { makeMatcher } from "../http/ApiKeys.js"
 import { errorJson, json, shuttingDownHeaders } from "../http/HttpBody.js"
 import type { IncomingRequest } from "../http/IncomingRequest.js"
@@ -76,6 +77,8 @@ const refused = json(
 
 // How long shutdown waits, after the grace, for open responses to write their terminal events and finish.
 const closeMargin = Duration.seconds(2)
+// How often shutdown closes the connections that went idle.
+const pollIdle = Duration.millis(20)
 
 /** The first retry of a failed channel startup waits this long; each next one twice as long, up to the cap. */
 export const startupRetryBase: Duration.Duration = Duration.seconds(1)
@@ -542,23 +545,20 @@ export const make = <E, R>(options: Options<E, R>) =>
             upgrades.closeAll(1001, "server shutting down")
             // Streams still open end with their terminal event now; wait for them, closing each connection as it
             // goes idle. On the wall clock, deliberately: a test's TestClock must not be able to hold this open.
-            yield* Effect.async<void>((resume) => {
-              const done = () => {
-                clearInterval(poll)
-                clearTimeout(timer)
-                resume(Effect.void)
-              }
-              const poll = setInterval(() => {
-                server.closeIdleConnections()
-                if (closed) done()
-              }, 20)
-              const timer = setTimeout(() => {
-                server.closeAllConnections()
-                upgrades.terminateAll()
-                done()
-              }, Duration.toMillis(closeMargin))
-              if (closed) done()
-            })
+            yield* Effect.sync(() => {
+              server.closeIdleConnections()
+              return closed
+            }).pipe(
+              Effect.repeat({
+                schedule: Schedule.spaced(pollIdle).pipe(Schedule.upTo(closeMargin)),
+                until: (isClosed) => isClosed
+              }),
+              onWallClock
+            )
+            if (!closed) {
+              server.closeAllConnections()
+              upgrades.terminateAll()
+            }
           })
       )
       const bound = server.address()

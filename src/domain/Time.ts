@@ -39,12 +39,18 @@ export const plus = (time: EpochMillis, duration: Duration.DurationInput): Epoch
 export const between = (earlier: EpochMillis, later: EpochMillis): Duration.Duration =>
   Duration.millis(Math.max(0, later - earlier))
 
+// The system clock, used whatever `Clock` the fiber has (a test's TestClock included): see `onWallClock`.
+const wallClock = Clock.make()
+
 /**
- * Sleeps on the wall clock, not the Effect clock. For shutdown waits only: a test's TestClock that nobody advances
- * must not hold shutdown open (they race this against the Effect clock, so a test can still end them early).
+ * Runs `effect` on the wall clock, not the fiber's `Clock`. For shutdown waits only: a test's TestClock that nobody
+ * advances must not hold shutdown open.
  */
-export const wallClockSleep = (duration: Duration.Duration): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), Duration.toMillis(duration))
-    return Effect.sync(() => clearTimeout(timer))
-  })
+export const onWallClock = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.withClock(effect, wallClock)
+
+/**
+ * Sleeps on the wall clock (see `onWallClock`). Callers race this against the Effect clock, so a test can still end
+ * the wait early.
+ */
+export const wallClockSleep = (duration: Duration.Duration): Effect.Effect<void> => onWallClock(Effect.sleep(duration))
