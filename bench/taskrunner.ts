@@ -50,7 +50,12 @@ export interface Throughput {
  * scheduler checks `accepting` first (the runner refuses tasks past twice its queue capacity); while it is false,
  * schedulers wait on one shared poller rather than each polling.
  */
-export const throughput = (n: number) =>
+/** How the bench's 512 schedulers are made: a loop each over its share (default), or a fiber forked per task. */
+export type Harness = "loops" | "fork"
+
+const schedulers = 512
+
+export const throughput = (n: number, harness: Harness = "loops") =>
   Effect.gen(function*() {
     const runner = yield* TaskRunner.TaskRunner
     const { done } = yield* countingHandler(n)
@@ -70,13 +75,30 @@ export const throughput = (n: number) =>
       room = gate
       return Effect.zipRight(Effect.forkDaemon(poll(gate)), Deferred.await(gate))
     })
+    const scheduleOne = (i: number) => Effect.zipRight(admitted, runner.schedule(Noop, i))
     const start = performance.now()
     const cpu0 = process.cpuUsage()
-    yield* Effect.forEach(
-      Array.from({ length: n }, (_, i) => i),
-      (i) => Effect.zipRight(admitted, runner.schedule(Noop, i)),
-      { concurrency: 512, discard: true }
-    )
+    if (harness === "fork") {
+      yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), scheduleOne, { concurrency: 512, discard: true })
+    } else {
+      // 512 schedulers, each a loop over its share (task i goes to scheduler i mod 512): still 512 `schedule`
+      // calls at once, without a forked fiber per task, which cost about as much as the task itself.
+      yield* Effect.forEach(
+        Array.from({ length: Math.min(schedulers, n) }, (_, s) => s),
+        (s) =>
+          Effect.suspend(() => {
+            let i = s
+            return Effect.whileLoop({
+              while: () => i < n,
+              body: () => scheduleOne(i),
+              step: () => {
+                i += schedulers
+              }
+            })
+          }),
+        { concurrency: "unbounded", discard: true }
+      )
+    }
     const scheduled = performance.now()
     yield* Deferred.await(done)
     yield* drained
@@ -97,12 +119,13 @@ const isMain = process.argv[1] !== undefined && import.meta.url === Url.pathToFi
 
 if (isMain) {
   const n = Number(process.argv[2] ?? 20_000)
+  const harness: Harness = process.argv[3] === "fork" ? "fork" : "loops"
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "bench-tasks-"))
-  Effect.runPromise(throughput(n).pipe(Effect.provide(sqliteRunner(dir)), Effect.scoped)).then((r) =>
+  Effect.runPromise(throughput(n, harness).pipe(Effect.provide(sqliteRunner(dir)), Effect.scoped)).then((r) =>
     console.log(
       `tasks: ${r.tasks}; scheduled in ${r.scheduledMs.toFixed(0)} ms; all run in ${r.totalMs.toFixed(0)} ms; ${
         Math.round(r.tasksPerSecond)
-      } tasks/s; ${r.cpuMicrosPerTask.toFixed(1)} µs CPU per task`
+      } tasks/s; ${r.cpuMicrosPerTask.toFixed(1)} µs CPU per task (${harness})`
     )
   ).finally(() => Fs.rmSync(dir, { recursive: true, force: true }))
 }
