@@ -1,6 +1,7 @@
 /**
  * Durable runner figures, in-process, on the host's real state database (`bench/taskrunner.ts`):
- *   tsx bench/probes/Runner.ts throughput <tasks> <dir>  no-op tasks scheduled+completed per second
+ *   tsx bench/probes/Runner.ts throughput <tasks> <dir>  no-op tasks scheduled+completed per second (512 loops)
+ *   tsx bench/probes/Runner.ts throughput-fork <tasks> <dir>  the same, a fiber forked per task (the old harness)
  *   tsx bench/probes/Runner.ts fill <tasks> <dir>        schedules never-finishing tasks, exits without shutdown
  *   tsx bench/probes/Runner.ts resume <tasks> <dir>      reopens the database: time until every task has run
  * Prints one JSON line: the figures, or `{ "skip": why }`.
@@ -55,7 +56,7 @@ const main = (): Effect.Effect<unknown, unknown> => {
     ? fill
     : mode === "resume"
     ? resume(t0, cpu0)
-    : throughput(count)
+    : throughput(count, mode === "throughput-fork" ? "fork" : "loops")
   return Effect.flatMap(Layer.build(sqliteRunner(dir)), (context) => Effect.provide(program, context)).pipe(
     Effect.scoped
   )

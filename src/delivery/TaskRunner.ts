@@ -238,7 +238,20 @@ interface Handler {
 interface Worker {
   fiber: Fiber.RuntimeFiber<void, never> | undefined
   retiring: boolean
+  /** The attempt in progress: its task and handler. */
+  entry: Entry | undefined
+  handler: Handler | undefined
+  /** Runs the handler interruptibly (the worker's loop is not). */
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** Records the handler's exit; made once per worker. */
+  outcome: {
+    readonly onSuccess: () => Effect.Effect<void>
+    readonly onFailure: (cause: Cause.Cause<TaskFailure>) => Effect.Effect<void>
+  }
 }
+
+const identityRestore = <A, E, R>(effect: Effect.Effect<A, E, R>) => effect
+const noOutcome: Worker["outcome"] = { onSuccess: () => Effect.void, onFailure: () => Effect.void }
 
 /** No payload in memory: decode the stored one. */
 const notDecoded: unique symbol = Symbol("notDecoded")
@@ -338,15 +351,18 @@ export const make = (options: Options = {}) =>
     const handlers = new Map<string, Handler>()
     const live = new Map<string, Entry>()
     const byKey = new Map<string, Entry>()
-    const running = new Set<Entry>()
+    // Tasks whose handler runs (each has `entry.worker`).
+    let running = 0
     // Ready tasks, in order. Unbounded as a queue, bounded by `hardLimit` through `schedule` (live entries only).
     const ready = new Fifo<Entry>()
     // Claimed tasks (their attempt committed) waiting for a worker, and the workers waiting for one.
     const claimed = new Fifo<Entry>()
     const idle = new Fifo<(entry: Entry) => void>()
-    // Workers in an attempt; tasks the claimer is committing.
+    // Workers in an attempt; tasks the claimer is committing; workers started and not retired. Workers start
+    // on demand, when claimed tasks wait and fewer than `concurrency` run: a runner with no work holds none.
     let busy = 0
     let claiming = 0
+    let workers = 0
     // Set while the claimer waits for ready tasks or for room.
     let wakeClaimer: (() => void) | undefined
     const poke = () => wakeClaimer?.()
@@ -398,20 +414,18 @@ export const make = (options: Options = {}) =>
     // delivered but not recorded (what a crash repeats). The entry is forgotten once the outcome is stored, so a
     // lookup never sees an older stored state.
     const finish = (entry: Entry, status: TaskStatus, lastError: string | null) =>
-      Effect.clockWith((clock) => {
-        const row = { ...entry.row, status, lastError, updatedAt: Time.fromMillis(clock.unsafeCurrentTimeMillis()) }
+      Effect.clockWith((clock) => finishAt(entry, status, lastError, clock.unsafeCurrentTimeMillis()))
+
+    // One wait, resumed by the group commit's callback: the path of every task that succeeds.
+    const finishAt = (entry: Entry, status: TaskStatus, lastError: string | null, now: number): Effect.Effect<void> =>
+      Effect.async((resume) => {
+        const row = { ...entry.row, status, lastError, updatedAt: Time.fromMillis(now) }
         entry.row = row
         // Only status, last error and time change (phases and retry times were committed when made): tasks that
         // finish alike in the same millisecond are written together.
-        return Effect.matchCauseEffect(store.transition([row]), {
-          onFailure: (cause) => {
-            forget(entry)
-            return Effect.logError("could not record a task's outcome", cause)
-          },
-          onSuccess: () => {
-            forget(entry)
-            return Effect.void
-          }
+        store.submitTransition(row, (exit) => {
+          forget(entry)
+          resume(Exit.isSuccess(exit) ? Effect.void : Effect.logError("could not record a task's outcome", exit.cause))
         })
       })
 
@@ -517,12 +531,7 @@ export const make = (options: Options = {}) =>
     // One attempt, on `worker`'s fiber, in its uninterruptible region: only the handler runs interruptibly
     // (`restore`), and its exit is then recorded like any other. Written without a generator and with as few
     // steps as it can: this is the path every task takes.
-    const run = (
-      entry: Entry,
-      handler: Handler,
-      worker: Worker,
-      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-    ): Effect.Effect<void> => {
+    const run = (entry: Entry, handler: Handler, worker: Worker): Effect.Effect<void> => {
       // Cancelled while its shared payload was read (already finished).
       if (entry.cancelled) return Effect.void
       const row = entry.row
@@ -538,26 +547,13 @@ export const make = (options: Options = {}) =>
         shared: entry.shared
       }
       entry.worker = worker
-      running.add(entry)
-      return Effect.matchCauseEffect(restore(handler.run(entry.payload, context)), {
-        onSuccess: () => {
-          running.delete(entry)
-          entry.worker = undefined
-          return finish(entry, "succeeded", null)
-        },
-        onFailure: (cause) => {
-          running.delete(entry)
-          entry.worker = undefined
-          return failed(entry, handler, Exit.failCause(cause) as Exit.Failure<void, TaskFailure>)
-        }
-      })
+      running++
+      worker.entry = entry
+      worker.handler = handler
+      return Effect.matchCauseEffect(worker.restore(handler.run(entry.payload, context)), worker.outcome)
     }
 
-    const attempt = (
-      entry: Entry,
-      worker: Worker,
-      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-    ): Effect.Effect<void> => {
+    const attempt = (entry: Entry, worker: Worker): Effect.Effect<void> => {
       // Cancelled while claimed (then already finished), or shutting down (put back by the finalizer).
       if (entry.cancelled || entry.row.status !== "running" || closing || live.get(entry.row.id) !== entry) {
         return Effect.void
@@ -565,9 +561,9 @@ export const make = (options: Options = {}) =>
       const handler = handlers.get(entry.row.name)
       if (handler === undefined) return finish(entry, "failed", `no handler named "${entry.row.name}"`)
       const prepared = prepare(entry, handler)
-      if (prepared === undefined) return run(entry, handler, worker, restore)
+      if (prepared === undefined) return run(entry, handler, worker)
       // Not ready (already recorded), or ready after reading its shared payload.
-      return Effect.flatMap(prepared, (ready) => ready ? run(entry, handler, worker, restore) : Effect.void)
+      return Effect.flatMap(prepared, (ready) => ready ? run(entry, handler, worker) : Effect.void)
     }
 
     const nextClaimed: Effect.Effect<Entry> = Effect.suspend(() => {
@@ -592,44 +588,84 @@ export const make = (options: Options = {}) =>
       else waiter(entry)
     }
 
-    // Attempts run on `concurrency` worker fibers rather than a fiber each: forking one per attempt was half the
-    // cost of running a task. To cancel a running task, its worker is interrupted (see `cancel`): it is marked
+    // Attempts run on up to `concurrency` worker fibers rather than a fiber each: forking one per attempt was half
+    // the cost of running a task. To cancel a running task, its worker is interrupted (see `cancel`): it is marked
     // retiring first, so it stops after that attempt and never carries the interruption into another task's
-    // handler; a new worker takes its place. The loop is uninterruptible but for the wait and the handler.
+    // handler; the claimer starts another in its place when tasks wait. The loop is uninterruptible but for the
+    // wait and the handler. Its continuations are made once per worker, not per attempt, and it reads the clock
+    // once: these are the steps every task takes.
     const work = (worker: Worker): Effect.Effect<void> =>
-      Effect.uninterruptibleMask((restore) => {
-        // Hand-written rather than `ensuring` + `suspend` per attempt: these are the steps every task takes. An
-        // attempt records its own failures, so only a defect reaches `onFailure`.
-        const next = (): Effect.Effect<void> => {
-          if (worker.retiring || closing) return Effect.void
-          // A claimed task in hand: no wait, and no interruptible region to enter and leave.
-          const entry = claimed.shift()
-          return entry === undefined ? Effect.flatMap(restore(nextClaimed), take) : take(entry)
-        }
-        const take = (entry: Entry): Effect.Effect<void> => {
-          busy++
-          return Effect.matchCauseEffect(attempt(entry, worker, restore), { onFailure: stopped, onSuccess: done })
-        }
-        const done = (): Effect.Effect<void> => {
-          busy--
-          poke()
+      Effect.clockWith((clock) =>
+        Effect.uninterruptibleMask((restore) => {
+          worker.restore = restore
+          // An attempt records its own failures, so only a defect reaches `onFailure`.
+          const next = (): Effect.Effect<void> => {
+            if (worker.retiring || closing) return Effect.void
+            // A claimed task in hand: no wait, and no interruptible region to enter and leave.
+            const entry = claimed.shift()
+            return entry === undefined ? Effect.flatMap(restore(nextClaimed), take) : take(entry)
+          }
+          const after = {
+            onSuccess: (): Effect.Effect<void> => {
+              busy--
+              poke()
+              return next()
+            },
+            onFailure: (cause: Cause.Cause<never>): Effect.Effect<void> => {
+              busy--
+              if (!worker.retiring) workers--
+              worker.retiring = true
+              poke()
+              return Effect.failCause(cause)
+            }
+          }
+          const take = (entry: Entry): Effect.Effect<void> => {
+            busy++
+            return Effect.matchCauseEffect(attempt(entry, worker), after)
+          }
+          worker.outcome = {
+            onSuccess: () => {
+              const entry = worker.entry!
+              running--
+              entry.worker = undefined
+              worker.entry = undefined
+              return finishAt(entry, "succeeded", null, clock.unsafeCurrentTimeMillis())
+            },
+            onFailure: (cause) => {
+              const entry = worker.entry!
+              running--
+              entry.worker = undefined
+              worker.entry = undefined
+              return failed(entry, worker.handler!, Exit.failCause(cause) as Exit.Failure<void, TaskFailure>)
+            }
+          }
           return next()
-        }
-        const stopped = (cause: Cause.Cause<never>): Effect.Effect<void> => {
-          busy--
-          poke()
-          return Effect.failCause(cause)
-        }
-        return next()
-      })
+        })
+      )
 
     const startWorker = Effect.suspend(() => {
-      const worker: Worker = { fiber: undefined, retiring: false }
-      // Started from wherever `start` or `cancel` run, maybe an uninterruptible region (a layer being built):
-      // the handlers must stay interruptible.
+      const worker: Worker = {
+        fiber: undefined,
+        retiring: false,
+        entry: undefined,
+        handler: undefined,
+        restore: identityRestore,
+        outcome: noOutcome
+      }
+      workers++
+      // Started from the claimer or from `start`, maybe an uninterruptible region: the handlers must stay
+      // interruptible.
       return Effect.map(FiberSet.run(fibers, Effect.interruptible(work(worker))), (fiber) => {
         worker.fiber = fiber
       })
+    })
+
+    // Workers for the claimed tasks that no idle worker took, up to `concurrency`.
+    const startWorkers = Effect.suspend(() => {
+      const wanted = Math.min(claimed.length, concurrency - workers)
+      if (wanted <= 0 || closing) return Effect.void
+      let i = 0
+      return Effect.whileLoop({ while: () => i < wanted, body: () => startWorker, step: () => i++ })
     })
 
     const claimerIdle = Effect.async<void>((resume) => {
@@ -648,6 +684,8 @@ export const make = (options: Options = {}) =>
     // of the workers, so a worker does not wait for a commit per task.
     const claimer = Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
+        // Replaces retired workers while claimed tasks wait.
+        yield* startWorkers
         const room = 2 * concurrency - busy - claimed.length
         if (ready.length === 0 || room <= 0 || closing) return yield* restore(claimerIdle)
         const now = yield* Time.now
@@ -670,6 +708,7 @@ export const make = (options: Options = {}) =>
           return
         }
         for (const entry of batch) handOver(entry)
+        yield* startWorkers
       })
     ).pipe(Effect.forever)
 
@@ -678,7 +717,6 @@ export const make = (options: Options = {}) =>
       started = true
       return Effect.gen(function*() {
         yield* FiberSet.run(fibers, Effect.interruptible(claimer))
-        for (let i = 0; i < concurrency; i++) yield* startWorker
         const unfinished = yield* store.unfinished.pipe(
           Effect.catchAll((e) =>
             Effect.as(Effect.logError("could not load stored tasks", e.message), [] as ReadonlyArray<TaskRecord>)
@@ -746,10 +784,10 @@ export const make = (options: Options = {}) =>
           known.storing ??= Deferred.unsafeMake(FiberId.none)
           return Deferred.await(known.storing)
         }
-        if (live.size - running.size >= hardLimit) {
+        if (live.size - running >= hardLimit) {
           return Effect.fail(
             new TaskRunnerError({
-              message: `the task runner already holds ${live.size - running.size} waiting tasks (limit ${hardLimit}, ` +
+              message: `the task runner already holds ${live.size - running} waiting tasks (limit ${hardLimit}, ` +
                 `twice its queue capacity ${capacity}); check \`accepting\` before scheduling more`
             })
           )
@@ -784,36 +822,49 @@ export const make = (options: Options = {}) =>
         entry.stored = false
         // The shared payload is committed with the row, in one transaction: a stored task never names a missing
         // one. With a key, a stored task holding it (from before a restart, or finished) is the answer instead.
-        const answer = (exit: Exit.Exit<TaskHandle, TaskRunnerError>) => {
-          if (entry.storing !== undefined) Deferred.unsafeDone(entry.storing, exit)
-          return exit
-        }
-        return Effect.matchEffect(store.insert(row, { shared, dedupe: key !== undefined }), {
-          onFailure: (e) => {
-            forget(entry)
-            return answer(Exit.fail(new TaskRunnerError({ message: e.message })))
-          },
-          onSuccess: (stored) => {
-            if (stored.id !== id) {
-              forget(entry)
-              return answer(Exit.succeed(handleOf(stored)))
-            }
-            entry.stored = true
-            const handle = answer(Exit.succeed(handleOf(row)))
-            if (!started) {
-              return Effect.zipRight(
-                Effect.logDebug("task scheduled before start; it runs once the runner starts"),
-                handle
-              )
-            }
-            if (row.nextAttemptAt <= now) {
-              enqueue(entry)
-              return handle
-            }
-            return Effect.zipRight(enqueueAt(entry, row.nextAttemptAt), handle)
-          }
-        })
+        // The bookkeeping runs in the commit's callback (a due task is queued even if its caller has gone); the
+        // caller waits once, for its answer.
+        const dedupe = key !== undefined
+        return Effect.async<TaskHandle, TaskRunnerError>((resume) =>
+          store.submitInsert(row, { shared, dedupe }, (exit) => resume(stored(entry, now, exit)))
+        )
       })
+
+    // A schedule's answer once its commit is done.
+    const stored = (
+      entry: Entry,
+      now: number,
+      exit: TaskStore.Committed
+    ): Effect.Effect<TaskHandle, TaskRunnerError> => {
+      const row = entry.row
+      let answer: Exit.Exit<TaskHandle, TaskRunnerError>
+      if (Exit.isFailure(exit)) {
+        forget(entry)
+        const failure = Cause.failureOption(exit.cause)
+        answer = Option.isSome(failure) ?
+          Exit.fail(new TaskRunnerError({ message: failure.value.message })) :
+          Exit.failCause(exit.cause as Cause.Cause<never>)
+      } else {
+        const holder = exit.value.get(row.id)
+        if (holder !== undefined) {
+          forget(entry)
+          answer = Exit.succeed(handleOf(holder))
+        } else {
+          entry.stored = true
+          answer = Exit.succeed(handleOf(row))
+        }
+      }
+      if (entry.storing !== undefined) Deferred.unsafeDone(entry.storing, answer)
+      if (!entry.stored) return answer
+      if (!started) {
+        return Effect.zipRight(Effect.logDebug("task scheduled before start; it runs once the runner starts"), answer)
+      }
+      if (row.nextAttemptAt <= now) {
+        enqueue(entry)
+        return answer
+      }
+      return Effect.zipRight(enqueueAt(entry, row.nextAttemptAt), answer)
+    }
 
     const get = (id: string) =>
       Effect.suspend(() => {
@@ -832,9 +883,11 @@ export const make = (options: Options = {}) =>
         const worker = entry.worker
         if (worker !== undefined) {
           // Its worker records the interrupted attempt as cancelled and stops; another takes its place.
+          if (!worker.retiring) workers--
           worker.retiring = true
           if (worker.fiber !== undefined) yield* Fiber.interrupt(worker.fiber)
-          if (!closing) yield* startWorker
+          // The claimer starts another worker if claimed tasks wait.
+          poke()
           return true
         }
         yield* finish(entry, "cancelled", "cancelled")
@@ -882,7 +935,8 @@ export const make = (options: Options = {}) =>
       Effect.gen(function*() {
         closing = true
         // Workers running a handler stop after it (`closing`); the others wait for work and are interrupted below.
-        const busyWorkers = () => [...running].flatMap((e) => e.worker?.fiber === undefined ? [] : [e.worker.fiber])
+        const busyWorkers = () =>
+          [...live.values()].flatMap((e) => e.worker?.fiber === undefined ? [] : [e.worker.fiber])
         const inFlight = busyWorkers()
         if (inFlight.length > 0) {
           // Finalizers are uninterruptible; the wait itself must not be, or the timeout could not end it.
@@ -927,10 +981,10 @@ export const make = (options: Options = {}) =>
         ),
       stats: Effect.sync(() => ({
         queued: ready.length + claiming + claimed.length,
-        running: running.size,
+        running,
         live: live.size
       })),
-      accepting: Effect.sync(() => live.size - running.size < capacity),
+      accepting: Effect.sync(() => live.size - running < capacity),
       capacity
     })
   })

@@ -141,6 +141,19 @@ export interface TaskStoreShape extends Omit<Backend, "commit"> {
   /** Records a snapshot in the next group commit without waiting (a failed commit is logged by the writer). */
   readonly updateLater: (row: TaskRecord) => Effect.Effect<void>
   /**
+   * `insert` as a callback, for the runner's hot path: hands the row to the next group commit and calls
+   * `committed` with that commit's outcome (on success, a map from insert id to the stored task that won a dedupe;
+   * the row was written when its id is not in it). The caller waits in its own `Effect.async`, so a schedule is
+   * one suspension and no effect of the store's.
+   */
+  readonly submitInsert: (
+    row: TaskRecord,
+    options: { readonly shared?: SharedPayload | undefined; readonly dedupe: boolean },
+    committed: (exit: Committed) => void
+  ) => void
+  /** `transition([row])` as a callback (see `submitInsert`): a task's outcome, on the runner's hot path. */
+  readonly submitTransition: (row: TaskRecord, committed: (exit: Committed) => void) => void
+  /**
    * Waits until everything handed over before it has been written (fails if the last batch did; an earlier batch
    * that failed was logged, and its waiters told).
    */
@@ -159,7 +172,8 @@ export const defaults = { maxBatch: 2048 } as const
 // ---------------------------------------------------------------------------------------------------------------
 // Group commit
 
-type Committed = Exit.Exit<ReadonlyMap<string, TaskRecord>, TaskStoreError>
+/** A commit's outcome: on success, the stored task of every deduplicated insert that was not written, by insert id. */
+export type Committed = Exit.Exit<ReadonlyMap<string, TaskRecord>, TaskStoreError>
 
 interface Group {
   readonly status: TaskStatus
@@ -175,6 +189,8 @@ interface Pending {
   /** Transitions by what they set; `transitioned` holds their task ids. */
   transitions: Map<string, Group> | undefined
   transitioned: Set<string> | undefined
+  /** The group the last transitioned row joined: the next row usually changes alike (no key to build). */
+  lastGroup: Group | undefined
   size: number
   /**
    * Resumed with the batch's outcome once it is committed (or failed). Plain callbacks registered by `Effect.async`,
@@ -188,11 +204,36 @@ const pending = (): Pending => ({
   updates: new Map(),
   transitions: undefined,
   transitioned: undefined,
+  lastGroup: undefined,
   size: 0,
   waiters: undefined
 })
 
 const groupKey = (row: TaskRecord) => `${row.status} ${row.attempts} ${row.updatedAt} ${row.lastError ?? ""}`
+
+/** Adds a transitioned row to its group in `batch`. */
+const addTransition = (batch: Pending, row: TaskRecord) => {
+  const last = batch.lastGroup
+  if (
+    last !== undefined && row.status === last.status && row.attempts === last.attempts &&
+    row.updatedAt === last.updatedAt && row.lastError === last.lastError
+  ) {
+    last.rows.push(row)
+  } else {
+    const key = groupKey(row)
+    const groups = batch.transitions ??= new Map()
+    let group = groups.get(key)
+    if (group === undefined) {
+      const { attempts, lastError, status, updatedAt } = row
+      group = { status, attempts, lastError, updatedAt, rows: [row] }
+      groups.set(key, group)
+    } else {
+      group.rows.push(row)
+    }
+    batch.lastGroup = group
+  }
+  ;(batch.transitioned ??= new Set()).add(row.id)
+}
 
 const noDuplicates: ReadonlyMap<string, TaskRecord> = new Map()
 
@@ -332,25 +373,9 @@ export const make = (backend: Backend, options: Options = {}) =>
         Effect.suspend(() => {
           let first: Pending | undefined
           let last: Pending | undefined
-          // Rows of one call usually change alike (a claim): the key is built again only when a field differs.
-          let key = ""
-          let previous: TaskRecord | undefined
           for (const row of rows) {
             const batch = batchFor(row.id)
-            if (
-              previous === undefined || row.status !== previous.status || row.attempts !== previous.attempts ||
-              row.updatedAt !== previous.updatedAt || row.lastError !== previous.lastError
-            ) key = groupKey(row)
-            previous = row
-            const groups = batch.transitions ??= new Map()
-            const group = groups.get(key)
-            if (group === undefined) {
-              const { attempts, lastError, status, updatedAt } = row
-              groups.set(key, { status, attempts, lastError, updatedAt, rows: [row] })
-            } else {
-              group.rows.push(row)
-            }
-            ;(batch.transitioned ??= new Set()).add(row.id)
+            addTransition(batch, row)
             first ??= batch
             last = batch
           }
@@ -362,6 +387,16 @@ export const make = (backend: Backend, options: Options = {}) =>
         Effect.sync(() => {
           batchFor(row.id).updates.set(row.id, row)
         }),
+      submitInsert: (row, { dedupe, shared }, committed) => {
+        const batch = batchFor()
+        batch.inserts.push({ row, shared, dedupe })
+        onCommit(batch, committed)
+      },
+      submitTransition: (row, committed) => {
+        const batch = batchFor(row.id)
+        addTransition(batch, row)
+        onCommit(batch, committed)
+      },
       flush,
       shared: backend.shared,
       unfinished: backend.unfinished,
