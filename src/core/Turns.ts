@@ -786,12 +786,13 @@ export const make = Effect.gen(function*() {
       }
       return Effect.flatMap(submit(info, prepared.request, work), (result): Effect.Effect<TurnStream> => {
         if (prepared.request.onDisconnect !== "cancel") {
-          // The turn's outcome is memoised so `updates` and `result` may both be consumed.
-          return Effect.map(Effect.cached(result), (cached) => ({
+          // `result` only waits for the turn's outcome (a deferred, or the detached fiber's exit): it may be run any
+          // number of times, by `updates`' reader and anyone else, with no memo of its own.
+          return Effect.succeed({
             updates: Mailbox.toStream(mailbox).pipe(Stream.ensuring(mailbox.shutdown)),
             forEachChunk: (f) => Effect.ensuring(loop(f), mailbox.shutdown),
-            result: cached
-          }))
+            result
+          })
         }
         // `cancel`: the caller is whoever consumes `updates`; abandoning them before the end cancels the turn.
         const key = prepared.request.session?.isolationKey ?? "none"

@@ -609,15 +609,14 @@ export const make = (options: Options = {}): Channel => {
         turn: TurnStream,
         publish: (events: ReadonlyArray<RenderedEvent>) => Effect.Effect<void>
       ): Effect.Effect<Option.Option<Obj>> =>
-        Effect.uninterruptibleMask((restore) =>
-          Effect.gen(function*() {
-            const renderer = new StreamRenderer(prepared.skeleton)
-            const exit = yield* Effect.exit(restore(
-              Effect.zipRight(
-                Effect.zipRight(publish(renderer.start("in_progress")), render(prepared, turn, renderer, publish)),
-                turn.result
-              )
-            ))
+        // Plain `flatMap`s, no generator: this runs once per streamed response.
+        Effect.uninterruptibleMask((restore) => {
+          const renderer = new StreamRenderer(prepared.skeleton)
+          const rendered = Effect.zipRight(
+            Effect.zipRight(publish(renderer.start("in_progress")), render(prepared, turn, renderer, publish)),
+            turn.result
+          )
+          return Effect.flatMap(Effect.exit(restore(rendered)), (exit): Effect.Effect<Option.Option<Obj>> => {
             // Interrupted: the reader stopped (the caller went away).
             if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
               const left = Effect.uninterruptibleMask((restoreLeft) =>
@@ -626,23 +625,23 @@ export const make = (options: Options = {}): Channel => {
                   (awaited) => settle(prepared, renderer, endingOf(awaited, () => "shutdown"), true)
                 )
               )
-              yield* Effect.forkIn(Effect.interruptible(left), scope)
-              return Option.none()
+              return Effect.as(Effect.forkIn(Effect.interruptible(left), scope), Option.none())
             }
-            const { final, out } = yield* settle(prepared, renderer, endingOf(exit, () => "shutdown"), false)
-            yield* restore(publish(out))
-            return Option.some(final)
+            return Effect.flatMap(
+              settle(prepared, renderer, endingOf(exit, () => "shutdown"), false),
+              ({ final, out }) => Effect.as(restore(publish(out)), Option.some(final))
+            )
           })
-        )
+        })
 
       /** Ends a rendering and stores the final resource; returns it and the last events. */
       const settle = (prepared: Prepared, renderer: StreamRenderer, ending: Ending, whole: boolean) =>
-        Effect.gen(function*() {
+        Effect.suspend(() => {
           const out: Array<RenderedEvent> = []
-          const final = yield* endRendering(prepared, renderer, ending, out, whole)
-          yield* store(prepared, final)
-          yield* conclude(prepared, final)
-          return { final, out }
+          return Effect.flatMap(
+            endRendering(prepared, renderer, ending, out, whole),
+            (final) => Effect.as(Effect.zipRight(store(prepared, final), conclude(prepared, final)), { final, out })
+          )
         })
 
       /**

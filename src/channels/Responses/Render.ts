@@ -268,11 +268,20 @@ export class StreamRenderer {
   /** `response.created` (queued or in progress) and `response.in_progress`. */
   start(initial: "queued" | "in_progress"): Array<RenderedEvent> {
     const out: Array<RenderedEvent> = []
-    this.push(out, "response.created", { response: resource(this.skeleton, { status: initial, output: [] }) })
-    this.push(out, "response.in_progress", {
-      response: resource(this.skeleton, { status: "in_progress", output: [] })
-    })
+    // The resource is serialised once when both events carry the same one (a foreground stream).
+    const inProgress = JSON.stringify(resource(this.skeleton, { status: "in_progress", output: [] }))
+    const created = initial === "in_progress" ?
+      inProgress :
+      JSON.stringify(resource(this.skeleton, { status: initial, output: [] }))
+    this.pushResponse(out, "response.created", created)
+    this.pushResponse(out, "response.in_progress", inProgress)
     return out
+  }
+
+  /** An event whose only field is `response`, already serialised: the JSON `push` would build. */
+  private pushResponse(out: Array<RenderedEvent>, type: string, response: string): void {
+    const sequence = ++this.sequence
+    out.push({ sequence, type, json: `{"type":"${type}","sequence_number":${sequence},"response":${response}}` })
   }
 
   private closeOpen(out: Array<RenderedEvent>, status: string): void {
