@@ -149,12 +149,33 @@ export const config: Config.Config<Option.Option<OtlpSettings>> = Config.all({
   })
 )
 
+// Without an endpoint nothing is exported, so the other variables are not read: a start reads 4 variables here,
+// not 16 (each a few dozen Effect steps of a still-cold interpreter, twice per start; see docs/PERFORMANCE.md).
+const anyEndpoint = Config.map(
+  Config.all([
+    nonEmpty("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    nonEmpty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    nonEmpty("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
+    nonEmpty("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+  ]),
+  (endpoints) => endpoints.some(Option.isSome)
+)
+
+/**
+ * `config`, read only when an OTLP endpoint is set: none otherwise (what `config` gives then too, without
+ * checking variables that would not be used).
+ */
+export const settingsFromEnv: Effect.Effect<Option.Option<OtlpSettings>, ConfigError.ConfigError> = Effect.flatMap(
+  anyEndpoint,
+  (any) => any ? config : Effect.succeedNone
+)
+
 /**
  * Whether traces will be exported: the default of `AGENT_HOST_TRACING` (spans cost nothing unless someone
  * receives them).
  */
-export const tracesExported: Config.Config<boolean> = Config.map(
-  config,
+export const tracesExported: Effect.Effect<boolean, ConfigError.ConfigError> = Effect.map(
+  settingsFromEnv,
   (settings) => Option.isSome(settings) && Option.isSome(settings.value.traces)
 )
 
@@ -171,7 +192,7 @@ export const layer = (settings: OtlpSettings): Layer.Layer<Resource> =>
 /** `layer` configured from the environment; nothing at all (no import) when no OTLP endpoint is set. */
 export const layerFromEnv: Layer.Layer<never, ConfigError.ConfigError> = Layer.unwrapEffect(
   Effect.map(
-    config,
+    settingsFromEnv,
     // The SDK's Resource service is an implementation detail of the export: not part of this layer's type.
     (settings): Layer.Layer<never> =>
       Option.isSome(settings) ? layer(settings.value) as Layer.Layer<never> : Layer.empty

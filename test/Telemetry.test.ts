@@ -87,6 +87,24 @@ describe("Telemetry (OTLP export)", () => {
       assert.include(String(badHeaders), "key=value")
     }).pipe(Effect.runPromise))
 
+  it("reads the other variables only when an endpoint is set (what a start reads)", () =>
+    Effect.gen(function*() {
+      // No endpoint: nothing is exported, so a variable that only matters then is not read.
+      assert.isTrue(Option.isNone(yield* withEnv({ OTEL_EXPORTER_OTLP_HEADERS: "novalue" })(Telemetry.settingsFromEnv)))
+      assert.isFalse(yield* withEnv({})(Telemetry.tracesExported))
+      // A per-signal endpoint alone is enough; then every variable is read and checked as by `config`.
+      const env = { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://c/t", OTEL_SERVICE_NAME: "svc" }
+      assert.deepStrictEqual(yield* withEnv(env)(Telemetry.settingsFromEnv), yield* withEnv(env)(Telemetry.config))
+      assert.isTrue(yield* withEnv(env)(Telemetry.tracesExported))
+      assert.isFalse(yield* withEnv({ OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: "http://c/m" })(Telemetry.tracesExported))
+      const bad = yield* Effect.flip(
+        withEnv({ OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: "http://c", OTEL_EXPORTER_OTLP_HEADERS: "novalue" })(
+          Telemetry.settingsFromEnv
+        )
+      )
+      assert.include(String(bad), "key=value")
+    }).pipe(Effect.runPromise))
+
   it.scopedLive(
     "a turn's request and turn spans reach an OTLP receiver with channel, operation and a key digest",
     () =>

@@ -10,7 +10,7 @@ import type { HttpServerResponse } from "@effect/platform"
 import { Cause, Effect, Runtime } from "effect"
 import * as Http from "node:http"
 import type { Duplex } from "node:stream"
-import { WebSocketServer } from "ws"
+import type { WebSocketServer } from "ws"
 import type { WebSocketAccept } from "../core/Channel.js"
 import { isWebSocketAccept } from "../core/Channel.js"
 import { errorJson } from "./HttpBody.js"
@@ -74,7 +74,15 @@ const failed = errorJson(500, "server_error", "the server failed to handle the r
 const serverError = (socket: Duplex) => refuse(socket, failed)
 
 export const make = (options: Options): Upgrades => {
-  const wss = new WebSocketServer({ noServer: true, maxPayload: options.maxPayload, perMessageDeflate: false })
+  // `ws` is imported on the first accepted upgrade, not at startup (most hosts never see one): evaluating it is a
+  // few ms of a cold start. `wss` is set once it is loaded; until then there is no WebSocket to close.
+  let wss: WebSocketServer | undefined
+  const load = Effect.promise(() => import("ws")).pipe(
+    Effect.map(({ WebSocketServer }) =>
+      wss ??= new WebSocketServer({ noServer: true, maxPayload: options.maxPayload, perMessageDeflate: false })
+    )
+  )
+  const server = Effect.suspend(() => wss === undefined ? load : Effect.succeed(wss))
   const runFork = Runtime.runFork(options.runtime)
 
   const listener: UpgradeListener = (nodeRequest, socket, head) => {
@@ -101,8 +109,7 @@ export const make = (options: Options): Upgrades => {
             )
           ),
         onSuccess: (decided) =>
-          Effect.sync(() => {
-            if (isRefusal(decided)) return refuse(socket, decided)
+          isRefusal(decided) ? Effect.sync(() => refuse(socket, decided)) : Effect.map(server, (wss) => {
             if (socket.destroyed) return
             wss.handleUpgrade(nodeRequest, socket, head, (ws) => {
               runFork(
@@ -123,10 +130,10 @@ export const make = (options: Options): Upgrades => {
   return {
     listener,
     closeAll: (code, reason) => {
-      for (const ws of wss.clients) ws.close(code, reason)
+      for (const ws of wss?.clients ?? []) ws.close(code, reason)
     },
     terminateAll: () => {
-      for (const ws of wss.clients) ws.terminate()
+      for (const ws of wss?.clients ?? []) ws.terminate()
     }
   }
 }

@@ -1,0 +1,55 @@
+/**
+ * The state database's migrations on real SQLite files (temp dirs): a new database gets every migration, one
+ * migrated by an older host gets the rest, and a current one gets none (answered by one query, without the
+ * migrator: every start after the first).
+ */
+import { Migrator, SqlClient } from "@effect/sql"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as Path from "node:path"
+import m0001 from "../src/state/sqlite/migrations/0001_state.js"
+import m0002 from "../src/state/sqlite/migrations/0002_checkpoints.js"
+import m0003 from "../src/state/sqlite/migrations/0003_epoch_millis.js"
+import * as Migrations from "../src/state/sqlite/migrations/index.js"
+import * as TempDir from "./utils/TempDir.js"
+
+const recorded = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  Effect.map(
+    sql<{ readonly id: number }>`SELECT migration_id AS id FROM ${sql(Migrations.table)} ORDER BY migration_id`,
+    (rows) => rows.map((row) => row.id)
+  ))
+
+const withDatabase = <A, E>(use: Effect.Effect<A, E, SqlClient.SqlClient>) =>
+  Effect.flatMap(
+    TempDir.make(),
+    (dir) => use.pipe(Effect.provide(SqliteClient.layer({ filename: Path.join(dir, "state.db") })), Effect.orDie)
+  )
+
+const all = Array.from({ length: Migrations.latestId }, (_, i) => i + 1)
+
+describe("state database migrations", () => {
+  it.scoped("a new database gets every migration; run again, none", () =>
+    withDatabase(Effect.gen(function*() {
+      const first = yield* Migrations.run
+      assert.deepStrictEqual(first.map(([id]) => id), all)
+      assert.deepStrictEqual(yield* Migrations.run, [])
+      assert.deepStrictEqual(yield* recorded, all)
+    })))
+
+  it.scoped("a database an older host migrated gets the migrations it lacks", () =>
+    withDatabase(Effect.gen(function*() {
+      const older = Migrator.make({})({
+        loader: Migrator.fromRecord({ "0001_state": m0001, "0002_checkpoints": m0002, "0003_epoch_millis": m0003 }),
+        table: Migrations.table
+      })
+      assert.deepStrictEqual((yield* older).map(([id]) => id), [1, 2, 3])
+      const rest = yield* Migrations.run
+      assert.deepStrictEqual(rest.map(([id]) => id), all.slice(3))
+      assert.deepStrictEqual(yield* recorded, all)
+      // The tables of the later migrations exist.
+      const sql = yield* SqlClient.SqlClient
+      const tables = yield* sql<{ readonly name: string }>`SELECT name FROM sqlite_master WHERE type = 'table'`
+      assert.includeMembers(tables.map((t) => t.name), ["agent_host_tasks", "conversations"])
+    })))
+})
