@@ -87,6 +87,8 @@ export const channelMembers = (channel: string): Allowlist => ({ _tag: "ChannelM
 
 const cachedLoader = (loader: Effect.Effect<Iterable<string>>): Effect.Effect<ReadonlySet<string>> => {
   // One load at a time; concurrent callers share it. A failed load is not cached, so the next call retries.
+  // Not effect's `Cache`: it can only be made in an effect, and `nativeIds` is a plain constructor (allowlists are
+  // values, built in config and user code); see docs/PERFORMANCE.md "Caches".
   let current: Deferred.Deferred<ReadonlySet<string>> | undefined
   return Effect.suspend(() => {
     if (current !== undefined) return Deferred.await(current)
