@@ -6,7 +6,7 @@
 import { Migrator, SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Logger, LogLevel } from "effect"
 import * as Path from "node:path"
 import m0001 from "../src/state/sqlite/migrations/0001_state.js"
 import m0002 from "../src/state/sqlite/migrations/0002_checkpoints.js"
@@ -26,14 +26,33 @@ const withDatabase = <A, E>(use: Effect.Effect<A, E, SqlClient.SqlClient>) =>
     (dir) => use.pipe(Effect.provide(SqliteClient.layer({ filename: Path.join(dir, "state.db") })), Effect.orDie)
   )
 
+/** Runs `effect` with debug logging, collecting the messages logged (the migrator logs each migration and its end). */
+const logged = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const messages: Array<string> = []
+    const collect = Logger.make(({ message }) => void messages.push(String(message)))
+    const result = yield* effect.pipe(
+      Effect.provide(Logger.replace(Logger.defaultLogger, collect)),
+      Logger.withMinimumLogLevel(LogLevel.Debug)
+    )
+    return { result, messages }
+  })
+
 const all = Array.from({ length: Migrations.latestId }, (_, i) => i + 1)
 
 describe("state database migrations", () => {
   it.scoped("a new database gets every migration; run again, none", () =>
     withDatabase(Effect.gen(function*() {
-      const first = yield* Migrations.run
-      assert.deepStrictEqual(first.map(([id]) => id), all)
-      assert.deepStrictEqual(yield* Migrations.run, [])
+      const first = yield* logged(Migrations.run)
+      assert.deepStrictEqual(first.result.map(([id]) => id), all)
+      assert.include(first.messages, "Migrations complete")
+      // Current: answered without the migrator (it would log its end), twice in a row (a start, then the task
+      // store's check).
+      for (let i = 0; i < 2; i++) {
+        const again = yield* logged(Migrations.run)
+        assert.deepStrictEqual(again.result, [])
+        assert.deepStrictEqual(again.messages, [])
+      }
       assert.deepStrictEqual(yield* recorded, all)
     })))
 

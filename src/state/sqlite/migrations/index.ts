@@ -36,7 +36,7 @@ const migrate = Migrator.make({})({ loader, table })
 /**
  * Applies the migrations not yet applied to the `SqlClient`'s database (none when `StateDb` already did): a
  * service that needs its tables runs this on a client it was handed. When the database already has the newest
- * migration (every start but the first, and the task store's check after `StateDb`), one query answers, instead
+ * migration (every start but the first, and the task store's check after `StateDb`), two queries answer, instead
  * of the migrator's table check, loader and bookkeeping (~600 Effect steps, a few ms of a cold start); the
  * migrator would apply nothing then either, since it applies only ids above the newest recorded one.
  */
@@ -46,10 +46,12 @@ export const run: Effect.Effect<
   SqlClient.SqlClient
 > = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  // Fails on a new database (no table yet): the migrator then creates it.
-  const rows = yield* sql<{ readonly id: number | null }>`SELECT max(migration_id) AS id FROM ${sql(table)}`.pipe(
-    Effect.orElseSucceed(() => [])
-  )
-  const recorded = rows[0]?.id ?? 0
-  return recorded >= latestId ? [] : yield* migrate
+  // Not a query on the table itself: on a new database it would fail, and the client caches a failed prepare
+  // for its statement cache's lifetime (the next check would fail too).
+  const tables = yield* sql<
+    { readonly name: string }
+  >`SELECT name FROM sqlite_master WHERE type = 'table' AND name = ${table}`
+  if (tables.length === 0) return yield* migrate
+  const rows = yield* sql<{ readonly id: number | null }>`SELECT max(migration_id) AS id FROM ${sql(table)}`
+  return (rows[0]?.id ?? 0) >= latestId ? [] : yield* migrate
 })
