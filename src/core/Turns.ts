@@ -387,16 +387,19 @@ export const make = Effect.gen(function*() {
   }
 
   // At debug only: at info it would be a line per turn on the hot path; `agent_host_turns_total` counts them.
+  // The annotations (a SHA-256 of the key) are built only when the line is logged.
   const logRequest = (request: ChannelRequest) =>
     Effect.whenLogLevel(
-      Effect.logDebug("channel request").pipe(
-        Effect.annotateLogs({
-          channel: request.channel,
-          operation: request.operation,
-          stream: request.stream,
-          // A digest, as on the turn's span: a key can hold a bearer (a web chat browser id).
-          session_sha256: request.session === undefined ? "none" : isolationKeyDigest(request.session.isolationKey)
-        })
+      Effect.suspend(() =>
+        Effect.logDebug("channel request").pipe(
+          Effect.annotateLogs({
+            channel: request.channel,
+            operation: request.operation,
+            stream: request.stream,
+            // A digest, as on the turn's span: a key can hold a bearer (a web chat browser id).
+            session_sha256: request.session === undefined ? "none" : isolationKeyDigest(request.session.isolationKey)
+          })
+        )
       ),
       LogLevel.Debug
     )
