@@ -68,25 +68,65 @@ describe("Telegram per-chat order", () => {
       }))
   }
 
-  it.scoped("a chat with 16 updates waiting is told to try again; the others are answered in order", () =>
+  it.scoped("a chat with 16 updates waiting gets 429 for the next; delivered again, it is answered in order", () =>
     Effect.gen(function*() {
       const gate = yield* Deferred.make<void>()
       const started = yield* Deferred.make<void>()
       const h = yield* Harness.start({ agent: gatedEcho(gate, started, "m0") })
       yield* h.post(message(32, "m0", {}, updateId()))
       yield* Deferred.await(started)
-      for (let i = 1; i <= 17; i++) yield* h.post(message(32, `m${i}`, {}, updateId()))
-      // The 17th waiting update is refused at once, while m0 still runs; another chat is not affected.
-      yield* h.fake.waitFor("sendMessage", 1)
-      assert.deepStrictEqual(sentTexts(h.fake, 32), [
-        "I'm busy with your earlier messages. Please try again in a moment."
-      ])
+      for (let i = 1; i <= 16; i++) {
+        assert.strictEqual((yield* h.post(message(32, `m${i}`, {}, updateId()))).status, 200)
+      }
+      // The 17th waiting update is refused with a retry Telegram honours (it redelivers, holding the chat's
+      // later updates meanwhile); nothing about it is kept, so the redelivery is not taken for a duplicate.
+      const seventeenth = message(32, "m17", {}, updateId())
+      const refused = yield* h.post(seventeenth)
+      assert.strictEqual(refused.status, 429)
+      assert.strictEqual(refused.retryAfter, "1")
+      const error = JSON.parse(refused.body).error
+      assert.strictEqual(error.type, "MailboxFull")
+      assert.include(error.message, "telegram:32 already has 16 update(s) waiting")
+      // Another chat is not affected.
       yield* h.post(message(33, "elsewhere", {}, updateId()))
-      yield* h.fake.waitFor("sendMessage", 2)
+      yield* h.fake.waitFor("sendMessage", 1)
       assert.deepStrictEqual(sentTexts(h.fake, 33), ["echo: elsewhere (history 0)"])
+      assert.deepStrictEqual(sentTexts(h.fake, 32), [])
       yield* Deferred.succeed(gate, undefined)
-      yield* h.fake.waitFor("sendMessage", 2 + 17)
-      const answers = sentTexts(h.fake, 32).slice(1)
-      assert.deepStrictEqual(answers, Array.from({ length: 17 }, (_, i) => `echo: m${i} (history ${2 * i})`))
+      yield* h.fake.waitFor("sendMessage", 1 + 17)
+      assert.strictEqual((yield* h.post(seventeenth)).status, 200)
+      yield* h.fake.waitFor("sendMessage", 1 + 18)
+      assert.deepStrictEqual(
+        sentTexts(h.fake, 32),
+        Array.from({ length: 18 }, (_, i) => `echo: m${i} (history ${2 * i})`)
+      )
+    }))
+
+  it.scoped("polling: a chat with 16 updates waiting holds the poller back; nothing is dropped", () =>
+    Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
+      const started = yield* Deferred.make<void>()
+      const fake = yield* Fake.make()
+      const h = yield* Harness.start({
+        fake,
+        webhook: false,
+        options: { pollingTimeoutSeconds: 1 },
+        agent: gatedEcho(gate, started, "m0")
+      })
+      for (let i = 0; i <= 18; i++) fake.enqueueUpdate(message(34, `m${i}`))
+      fake.enqueueUpdate(message(35, "behind"))
+      yield* Deferred.await(started)
+      // m0 runs, m1..m16 wait, m17 is refused: the batch stops there and the poller waits for room before asking
+      // again from m17, so the later chat waits too (polling keeps Telegram's order; nothing is dropped).
+      yield* Deferred.succeed(gate, undefined)
+      yield* fake.waitFor("sendMessage", 20, 15_000)
+      assert.deepStrictEqual(
+        sentTexts(fake, 34),
+        Array.from({ length: 19 }, (_, i) => `echo: m${i} (history ${2 * i})`)
+      )
+      assert.deepStrictEqual(sentTexts(fake, 35), ["echo: behind (history 0)"])
+      const replies = fake.callsOf("sendMessage").map((c) => c.params.text)
+      assert.isAbove(replies.indexOf("echo: behind (history 0)"), replies.indexOf("echo: m0 (history 0)"))
+      assert.strictEqual(h.turns.length, 20)
     }))
 })

@@ -33,7 +33,10 @@ export interface Harness {
   /** Every turn the agent received. */
   readonly turns: Array<Turn>
   /** Posts to the webhook with the secret header (none when `secret` is null). */
-  readonly post: (body: unknown, secret?: string | null) => Effect.Effect<{ status: number; body: string }>
+  readonly post: (
+    body: unknown,
+    secret?: string | null
+  ) => Effect.Effect<{ status: number; body: string; retryAfter: string | null }>
 }
 
 const lastUserText = (turn: Turn) => {
@@ -71,7 +74,7 @@ export const post = (url: string, body: unknown, secret: string | null) =>
         ...(secret === null ? {} : { "x-telegram-bot-api-secret-token": secret })
       },
       body: typeof body === "string" ? body : JSON.stringify(body)
-    }).then(async (r) => ({ status: r.status, body: await r.text() }))
+    }).then(async (r) => ({ status: r.status, body: await r.text(), retryAfter: r.headers.get("retry-after") }))
   )
 
 export const start = (startOptions: StartOptions = {}) =>

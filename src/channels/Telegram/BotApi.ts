@@ -4,11 +4,16 @@
  * Failures are typed (`TelegramApiError` for what Telegram said, `TelegramTransportError` for everything between)
  * and the token is redacted from every message. The URL carries the token, so the HttpClient's own span (which
  * records `url.full`) is turned off; each call gets a span of its own naming only the method.
+ *
+ * At most `maxInFlight` requests are in flight at once (the others wait their turn, `Limiter`): the HTTP client opens a
+ * connection per concurrent request, so without a bound a burst of updates from many chats opens one per chat
+ * and the host spends its time connecting (on loopback the listener's backlog overflowed and connects timed out).
  */
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import type { Duration } from "effect"
 import { Chunk, Effect, Redacted, Schedule, Schema, Stream } from "effect"
 import { describeTransportError } from "../../http/ClientErrors.js"
+import * as Limiter from "../shared/Limiter.js"
 
 /** Telegram answered `ok: false` (or an HTTP error status). */
 export class TelegramApiError extends Schema.TaggedError<TelegramApiError>()("TelegramApiError", {
@@ -61,7 +66,11 @@ export interface Options {
   readonly apiBase?: string
   /** Per-request timeout unless a call sets its own (default 30 s). */
   readonly timeout?: Duration.DurationInput
+  /** Requests in flight at once (default `defaultMaxInFlight`); a held getUpdates long poll counts as one. */
+  readonly maxInFlight?: number
 }
+
+export const defaultMaxInFlight = 32
 
 export interface CallOptions {
   readonly timeout?: Duration.DurationInput
@@ -106,7 +115,9 @@ const parseJson = (body: string): unknown => {
 
 /** Builds a client for one bot on the given `HttpClient` (production: `FetchHttpClient.layer`). */
 export const make = (options: Options): Effect.Effect<BotApi, never, HttpClient.HttpClient> =>
-  Effect.map(HttpClient.HttpClient, (httpClient) => {
+  Effect.gen(function*() {
+    const httpClient = yield* HttpClient.HttpClient
+    const inFlight = yield* Limiter.make(options.maxInFlight ?? defaultMaxInFlight)
     const token = Redacted.value(options.token)
     const apiBase = (options.apiBase ?? "https://api.telegram.org").replace(/\/+$/, "")
     const defaultTimeout = options.timeout ?? "30 seconds"
@@ -132,7 +143,8 @@ export const make = (options: Options): Effect.Effect<BotApi, never, HttpClient.
       client.execute(request).pipe(
         Effect.flatMap((response) => Effect.map(response.text, (body) => ({ status: response.status, body }))),
         Effect.mapError((error) => transport(method, error)),
-        Effect.timeoutFail({ duration: timeout, onTimeout: () => transport(method, "timed out") })
+        Effect.timeoutFail({ duration: timeout, onTimeout: () => transport(method, "timed out") }),
+        inFlight.withPermit
       )
 
     const send = (method: string, request: HttpClientRequest.HttpClientRequest, timeout: Duration.DurationInput) =>
@@ -229,10 +241,11 @@ export const make = (options: Options): Effect.Effect<BotApi, never, HttpClient.
           )
         }),
         Effect.timeoutFail({ duration: defaultTimeout, onTimeout: () => transport("download", "timed out") }),
+        inFlight.withPermit,
         span("download")
       )
 
-    return { botId, call, callMultipart, download, redact }
+    return { botId, call, callMultipart, download, redact } satisfies BotApi
   })
 
 /**

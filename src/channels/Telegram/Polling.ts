@@ -1,11 +1,15 @@
 /**
  * Long-polling transport: a scoped `getUpdates` loop that hands each update to the channel and stores the next
  * offset (cursor `telegram:<bot_id>:offset`) after each batch, so a restarted host continues where it left off.
- * Failures back off (429 waits at least `retry_after`); a 409 Conflict (another consumer) leaves it idle.
+ * Failures back off (429 waits at least `retry_after`); a 409 Conflict (another consumer) leaves it idle. When the
+ * channel's queue refuses an update (full), the batch stops there, the offset stays on that update and the next
+ * call, once the queue has room for it, gets it again: the queue's bound holds the poller back instead of
+ * dropping updates, and the order of a chat's updates is kept.
  */
 import type { Schedule, Scope } from "effect"
 import { Duration, Effect, Option, Schedule as ScheduleModule, Schema } from "effect"
 import type { ChannelContext } from "../../core/Channel.js"
+import type { Offered } from "../shared/ChatQueue.js"
 import type { BotApiError } from "./BotApi.js"
 import * as BotApi from "./BotApi.js"
 import type { Update } from "./Updates.js"
@@ -18,6 +22,8 @@ export interface Options {
   readonly timeoutSeconds: number
   /** Delays between failed getUpdates calls. */
   readonly backoff: Schedule.Schedule<unknown, unknown>
+  /** Waits until the queue would take `update` (after `accept` refused it). */
+  readonly awaitRoom: (update: Update) => Effect.Effect<void>
 }
 
 /**
@@ -27,7 +33,7 @@ export interface Options {
 export const run = (
   api: BotApi.BotApi,
   ctx: ChannelContext,
-  accept: (update: Update, raw: unknown) => Effect.Effect<void>,
+  accept: (update: Update, raw: unknown) => Effect.Effect<Offered>,
   options: Options
 ): Effect.Effect<void> =>
   Effect.gen(function*() {
@@ -46,16 +52,34 @@ export const run = (
         Schema.Array(Schema.Unknown),
         { timeout: Duration.seconds(options.timeoutSeconds + 15) }
       )
-      yield* Effect.uninterruptible(Effect.gen(function*() {
+      const refused = yield* Effect.uninterruptible(Effect.gen(function*() {
+        let refused: { readonly update: Update; readonly offered: Offered } | undefined
         for (const item of items) {
           const id = (item as { readonly update_id?: unknown } | null)?.update_id
           const update = decodeUpdate(item)
-          if (update._tag === "Right") yield* accept(update.right, item)
-          else yield* Effect.logWarning("malformed update skipped", update.left.message)
+          if (update._tag === "Right") {
+            const offered = yield* accept(update.right, item)
+            // Not taken: the offset stays on it, so the next call returns it (and what follows) again.
+            if (offered !== "queued") {
+              refused = { update: update.right, offered }
+              break
+            }
+          } else {
+            yield* Effect.logWarning("malformed update skipped", update.left.message)
+          }
           if (typeof id === "number" && (offset === undefined || id + 1 > offset)) offset = id + 1
         }
         if (items.length > 0 && offset !== undefined) yield* ctx.state.setCursor(options.cursor, String(offset))
+        return refused
       }))
+      if (refused !== undefined) {
+        yield* Effect.logInfo(
+          refused.offered === "chat_full" ?
+            "a chat has as many updates waiting as it may: polling waits for it" :
+            "the channel has as many updates queued as it may: polling waits"
+        )
+        yield* options.awaitRoom(refused.update)
+      }
     })
     const backoff = ScheduleModule.intersect(
       options.backoff,
@@ -83,7 +107,7 @@ export const run = (
 export const start = (
   api: BotApi.BotApi,
   ctx: ChannelContext,
-  accept: (update: Update, raw: unknown) => Effect.Effect<void>,
+  accept: (update: Update, raw: unknown) => Effect.Effect<Offered>,
   options: Options
 ): Effect.Effect<void, never, Scope.Scope> =>
   Effect.gen(function*() {

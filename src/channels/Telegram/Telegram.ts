@@ -124,39 +124,47 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
       const chats = yield* ChatQueue.make()
       const seenNamespace = `telegram:${api.botId}`
 
-      // A chat with too many updates waiting hears what a full session mailbox would say.
-      const busy = (chat: Inbound.Chat) =>
-        replies.replyError(
-          chat.target,
-          new MailboxFull({
-            key: chat.key,
-            limit: ChatQueue.defaultMaxWaiting,
-            retryAfter: Duration.seconds(1),
-            message: `chat ${chat.key} already has ${ChatQueue.defaultMaxWaiting} update(s) waiting`
-          })
-        ).pipe(annotate)
-
-      /** Accepts an update once (duplicates are dropped) and queues it behind its chat's earlier updates. */
-      const accept = (update: Update, raw: unknown) =>
-        Effect.gen(function*() {
-          // Seen-id window: Telegram keeps an update 24 h.
-          const fresh = yield* ctx.state.markSeen(seenNamespace, String(update.update_id), Duration.hours(24))
-          if (!fresh) {
-            yield* Effect.logDebug("duplicate update dropped", update.update_id)
-            return
-          }
+      /**
+       * Queues an update behind its chat's earlier updates, or says which bound refused it (then nothing about it
+       * was kept, not even its id: the transport has Telegram deliver it again). Duplicates are dropped in the
+       * chat's turn, so the acknowledgement does not wait for the seen-id commit, and two copies of one update,
+       * queued on the same chat, are still handled once.
+       */
+      const accept = (update: Update, raw: unknown): Effect.Effect<ChatQueue.Offered> =>
+        Effect.suspend(() => {
           const chat = inbound.chatOf(update)
           if (Either.isLeft(chat)) {
-            return yield* Effect.logWarning("update skipped: its chat has no valid session key", chat.left).pipe(
-              annotate
+            return Effect.as(
+              Effect.logWarning("update skipped: its chat has no valid session key", chat.left).pipe(annotate),
+              "queued" as const
             )
           }
-          const work = annotate(inbound.handleUpdate(update, raw, chat.right)).pipe(
+          const work = Effect.gen(function*() {
+            // Seen-id window: Telegram keeps an update 24 h.
+            const fresh = yield* ctx.state.markSeen(seenNamespace, String(update.update_id), Duration.hours(24))
+            if (!fresh) return yield* Effect.logDebug("duplicate update dropped", update.update_id)
+            yield* inbound.handleUpdate(update, raw, chat.right)
+          }).pipe(
+            annotate,
             Effect.catchAllCause((cause) => Effect.logError("update handling failed", cause))
           )
-          const onFull = chat.right === undefined ? Effect.void : busy(chat.right)
-          yield* chats.run(chat.right?.key, work, onFull)
+          return chats.offer(chat.right?.key, work)
         })
+
+      /** What a refused update is answered (webhook: 429 with retry-after; polling: the batch stops there). */
+      const refusal = (update: Update, offered: Exclude<ChatQueue.Offered, "queued">) => {
+        const chat = inbound.chatOf(update)
+        const key = Either.isRight(chat) && chat.right !== undefined ? chat.right.key : name
+        return new MailboxFull({
+          key,
+          limit: offered === "chat_full" ? ChatQueue.defaultMaxWaiting : ChatQueue.defaultMaxPending,
+          retryAfter: Duration.seconds(1),
+          message: offered === "chat_full" ?
+            `chat ${key} already has ${ChatQueue.defaultMaxWaiting} update(s) waiting; deliver this one again later` :
+            `the ${name} channel already has ${ChatQueue.defaultMaxPending} update(s) queued or running; ` +
+            `deliver this one again later`
+        })
+      }
 
       // Missing configuration and answers like 401 (bad token) can never succeed: the host stops retrying those.
       const startupError = (message: string, retryable = false) =>
@@ -192,7 +200,11 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
           yield* Polling.start(api, ctx, accept, {
             cursor: `telegram:${api.botId}:offset`,
             timeoutSeconds: options.pollingTimeoutSeconds ?? 30,
-            backoff: pollingBackoff
+            backoff: pollingBackoff,
+            awaitRoom: (update) => {
+              const chat = inbound.chatOf(update)
+              return chats.awaitRoom(Either.isRight(chat) ? chat.right?.key : undefined)
+            }
           })
         }
         const username = (yield* bot).username
@@ -200,7 +212,7 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
       }).pipe(annotate)
 
       const push = Push.make(replies)
-      const routes: Array<Route> = mode === "webhook" ? [Webhook.route(ctx, secret, accept)] : []
+      const routes: Array<Route> = mode === "webhook" ? [Webhook.route(ctx, secret, accept, refusal)] : []
       return {
         path: options.path ?? `/${name}`,
         routes,

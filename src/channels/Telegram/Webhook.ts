@@ -1,13 +1,22 @@
 /**
  * Webhook transport: `POST <path>/webhook` checks Telegram's secret header (constant time), decodes the Update
- * and acknowledges at once; at startup `setWebhook` registers the URL, the secret and the update kinds.
+ * and acknowledges as soon as it is queued; at startup `setWebhook` registers the URL, the secret and the update
+ * kinds.
+ *
+ * When the queue refuses the update (its chat, or the whole channel, has as many updates waiting as it may hold)
+ * the answer is 429 with `retry-after` and nothing about the update is kept: Telegram delivers it again later,
+ * and meanwhile holds that chat's later updates (it delivers a chat's updates in sequence), so none is lost and
+ * the chat's order holds.
  */
 import type { Scope } from "effect"
 import { Effect, Schema } from "effect"
 import * as Crypto from "node:crypto"
 import type { ChannelContext, Route } from "../../core/Channel.js"
 import * as ChannelModule from "../../core/Channel.js"
+import type { MailboxFull } from "../../domain/Errors.js"
 import { describeBodyError, errorJson, json, readJson } from "../../http/HttpBody.js"
+import { turnErrorJson } from "../../http/TurnErrors.js"
+import type { Offered } from "../shared/ChatQueue.js"
 import type { BotApiError } from "./BotApi.js"
 import * as BotApi from "./BotApi.js"
 import type { Update } from "./Updates.js"
@@ -26,11 +35,15 @@ export const configProblem = (webhookUrl: string | undefined, secret: string | u
   return undefined
 }
 
-/** The webhook route; `accept` takes a decoded update (its turn runs in the background). */
+/**
+ * The webhook route; `accept` queues a decoded update (its turn runs in the background) or refuses it, and
+ * `refusal` names why.
+ */
 export const route = (
   ctx: ChannelContext,
   secret: string | undefined,
-  accept: (update: Update, raw: unknown) => Effect.Effect<void>
+  accept: (update: Update, raw: unknown) => Effect.Effect<Offered>,
+  refusal: (update: Update, offered: Exclude<Offered, "queued">) => MailboxFull
 ): Route => {
   const expectedSecret = secret === undefined ? undefined : sha256(secret)
   const secretMatches = (header: string | undefined) =>
@@ -55,8 +68,9 @@ export const route = (
       if (update._tag === "Left") {
         return errorJson(400, "invalid_update", `the body is not a Telegram Update: ${update.left.message}`)
       }
-      // Acknowledge at once: the turn runs in the background, in order with the chat's other updates.
-      yield* accept(update.right, raw)
+      // Acknowledge once queued: the turn runs in the background, in order with the chat's other updates.
+      const offered = yield* accept(update.right, raw)
+      if (offered !== "queued") return turnErrorJson(refusal(update.right, offered))
       return json({ ok: true })
     })
   )
