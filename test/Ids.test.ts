@@ -52,9 +52,13 @@ describe("issued ids", () => {
       const second = yield* issuedUnderSeed(7)
       for (const kind of Object.keys(first) as Array<keyof typeof first>) {
         assert.notStrictEqual(first[kind], second[kind], `${kind} ids repeat under the same seed`)
-        // 32 hex digits after the prefix (a task id's prefix includes its creation time, for index locality): 128
-        // bits, URL- and header-safe.
-        assert.match(first[kind], /^(inv_|resp_|c|task_[0-9a-f]{12})?[0-9a-f]{32}$/, `${kind} id ${first[kind]}`)
+        // 32 hex digits after the prefix (a task or response id's prefix includes its creation time, for index
+        // locality): 128 bits, URL- and header-safe.
+        assert.match(
+          first[kind],
+          /^(inv_|c|resp_[0-9a-f]{12}|task_[0-9a-f]{12})?[0-9a-f]{32}$/,
+          `${kind} id ${first[kind]}`
+        )
       }
     }))
 })

@@ -118,6 +118,7 @@ describe("Response retention", () => {
       raw.exec("DELETE FROM agent_host_migrations WHERE migration_id >= 3")
       raw.exec("DROP INDEX IF EXISTS responses_by_status")
       raw.exec("ALTER TABLE responses DROP COLUMN user_key")
+      raw.exec("ALTER TABLE responses DROP COLUMN status")
       const ten = Math.floor((start - Duration.toMillis(Duration.minutes(10))) / 1000)
       raw.prepare(
         "INSERT INTO responses (id, session_key, response, input_items, created_at) VALUES (?, NULL, ?, '[]', ?)"

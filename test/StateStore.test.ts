@@ -180,6 +180,8 @@ describe("SqliteStateStore", () => {
       // The database as migration 6 left it, with a seen id in it.
       const db = openRaw(directory)
       db.exec("DELETE FROM agent_host_migrations WHERE migration_id >= 7")
+      db.exec("DROP INDEX responses_by_status")
+      db.exec("ALTER TABLE responses DROP COLUMN status")
       db.exec("DROP INDEX seen_ids_by_keep_until")
       db.exec("ALTER TABLE seen_ids DROP COLUMN keep_until")
       db.prepare("INSERT INTO seen_ids (namespace, id) VALUES (?, ?)").run("telegram:1", "42")
@@ -195,6 +197,42 @@ describe("SqliteStateStore", () => {
           assert.strictEqual(row.k, upgradedAt + Duration.toMillis(Duration.hours(24)))
           yield* TestClock.adjust(Duration.hours(23))
           assert.isFalse(yield* store.markSeen("telegram:1", "42", Duration.minutes(1)))
+        }),
+        SqliteStateStore.layer({ directory })
+      ))
+    }))
+
+  it.scoped("sqlite: responses stored before migration 9 get the status their JSON holds", () =>
+    Effect.gen(function*() {
+      const directory = yield* TempDir.make()
+      yield* Effect.scoped(Effect.provide(Effect.void, SqliteStateStore.layer({ directory })))
+      // The database as migration 8 left it (status indexed as a JSON expression), with responses in it.
+      const db = openRaw(directory)
+      db.exec("DELETE FROM agent_host_migrations WHERE migration_id >= 9")
+      db.exec("DROP INDEX responses_by_status")
+      db.exec("ALTER TABLE responses DROP COLUMN status")
+      db.exec(`CREATE INDEX responses_by_status
+        ON responses (CASE WHEN json_valid(response) THEN json_extract(response, '$.status') END)`)
+      const insert = db.prepare(
+        "INSERT INTO responses (id, session_key, response, input_items, created_at) VALUES (?, 'k', ?, '[]', ?)"
+      )
+      insert.run("queued", JSON.stringify({ id: "queued", status: "queued" }), 1)
+      insert.run("done", JSON.stringify({ id: "done", status: "completed" }), 2)
+      insert.run("odd", JSON.stringify({ id: "odd", status: 7 }), 3)
+      db.close()
+      yield* Effect.scoped(Effect.provide(
+        Effect.gen(function*() {
+          const store = yield* StateStore.StateStore
+          assert.deepStrictEqual((yield* store.responsesWithStatus(["queued"])).map((r) => r.id), ["queued"])
+          assert.deepStrictEqual((yield* store.responsesWithStatus(["completed"])).map((r) => r.id), ["done"])
+          const raw = openRaw(directory)
+          const rows = raw.prepare("SELECT id, status FROM responses ORDER BY created_at").all()
+          raw.close()
+          assert.deepStrictEqual(rows, [
+            { id: "queued", status: "queued" },
+            { id: "done", status: "completed" },
+            { id: "odd", status: "" }
+          ])
         }),
         SqliteStateStore.layer({ directory })
       ))

@@ -30,6 +30,13 @@ const decodeJson = Schema.decodeUnknownEither(UnknownJson)
 const decodeItems = Schema.decodeUnknownEither(ItemsJson)
 const decodeClaims = Schema.decodeUnknownEither(ClaimsJson)
 
+/** The wire `status` of a response resource ("" when it has none), stored beside it for the status index. */
+export const statusOf = (response: unknown): string => {
+  if (response === null || typeof response !== "object") return ""
+  const status = (response as { readonly status?: unknown }).status
+  return typeof status === "string" ? status : ""
+}
+
 /** JSON for values the host produced itself (wire JSON); `null` stands in for `undefined`. */
 export const toJson = (value: unknown): string => JSON.stringify(value) ?? "null"
 

@@ -14,14 +14,7 @@ import * as StateRows from "../StateRows.js"
 import { pruneSeenPeriodically, StateStore } from "../StateStore.js"
 import * as PgDb from "./PgDb.js"
 
-const { encodeIdentity, encodeMessage, toJson } = StateRows
-
-/** The wire `status` of a response resource ("" when it has none), stored beside it for the status index. */
-const statusOf = (response: unknown): string => {
-  if (response === null || typeof response !== "object") return ""
-  const status = (response as { readonly status?: unknown }).status
-  return typeof status === "string" ? status : ""
-}
+const { encodeIdentity, encodeMessage, statusOf, toJson } = StateRows
 
 export const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient

@@ -17,14 +17,14 @@ import * as StateDb from "./StateDb.js"
 import type { Step } from "./StateWriter.js"
 import { StateWriter } from "./StateWriter.js"
 
-const { encodeIdentity, encodeMessage, toJson } = StateRows
+const { encodeIdentity, encodeMessage, statusOf, toJson } = StateRows
 
 const insertHistory = "INSERT INTO chat_history (session_id, message) VALUES (?, ?)"
 // REPLACE (not UPSERT) so the row gets a fresh rowid: rowid order is activity order.
 const replaceIdentity =
   "INSERT OR REPLACE INTO identities (key, channel, native_id, identity, seen_at) VALUES (?, ?, ?, ?, ?)"
 const replaceResponse = "INSERT OR REPLACE INTO responses (id, session_key, user_key, response, input_items, " +
-  "created_at) VALUES (?, ?, ?, ?, ?, ?)"
+  "status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 const replaceEvent = "INSERT OR REPLACE INTO response_events (response_id, sequence, event) VALUES (?, ?, ?)"
 const upsertAlias = "INSERT INTO session_aliases (key, alias) VALUES (?, ?) " +
   "ON CONFLICT (key) DO UPDATE SET alias = excluded.alias"
@@ -62,6 +62,7 @@ export const make = Effect.gen(function*() {
           response.userKey ?? null,
           response.responseJson ?? toJson(response.response),
           toJson(response.inputItems),
+          statusOf(response.response),
           response.createdAt
         )
       ),
@@ -75,10 +76,9 @@ export const make = Effect.gen(function*() {
     responsesWithStatus: (statuses) =>
       statuses.length === 0 ?
         Effect.succeed([]) :
-        // The expression matches the index responses_by_status (migration 0003), so this is no table scan.
-        sql<StateRows.ResponseRow>`SELECT ${responseColumns} FROM responses
-          WHERE (CASE WHEN json_valid(response) THEN json_extract(response, '$.status') END)
-            IN ${sql.in(statuses)} ORDER BY created_at, id`.pipe(Effect.orDie, Effect.flatMap(decodeResponses)),
+        // The status column is indexed (responses_by_status, migration 0009), so this is no table scan.
+        sql<StateRows.ResponseRow>`SELECT ${responseColumns} FROM responses WHERE status IN ${sql.in(statuses)}
+          ORDER BY created_at, id`.pipe(Effect.orDie, Effect.flatMap(decodeResponses)),
     putLink: (link) =>
       sql`INSERT OR REPLACE INTO links (channel, native_id, isolation_key, subject, claims, linked_at)
           VALUES (${link.channel}, ${link.nativeId}, ${link.isolationKey}, ${link.subject}, ${toJson(link.claims)},

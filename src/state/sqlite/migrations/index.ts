@@ -12,6 +12,7 @@ import m0005 from "./0005_tasks.js"
 import m0006 from "./0006_conversations.js"
 import m0007 from "./0007_seen_keep_until.js"
 import m0008 from "./0008_task_status_indexes.js"
+import m0009 from "./0009_response_status_column.js"
 
 export const table = "agent_host_migrations"
 
@@ -23,7 +24,8 @@ const migrations = {
   "0005_tasks": m0005,
   "0006_conversations": m0006,
   "0007_seen_keep_until": m0007,
-  "0008_task_status_indexes": m0008
+  "0008_task_status_indexes": m0008,
+  "0009_response_status_column": m0009
 }
 
 export const loader = Migrator.fromRecord(migrations)
