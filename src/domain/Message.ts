@@ -86,8 +86,10 @@ const addUsage = (a: Usage | undefined, b: Usage): Usage =>
  * summed, the last structured value wins. Nothing the stream carried is dropped.
  */
 export class ResponseAccumulator {
+  // `ownText`: the last content is a text part this accumulator made (by merging), so later text may extend it in
+  // place rather than copy it again for every delta.
   private readonly messages: Array<
-    { id: string | undefined; role: Role; authorName?: string; contents: Array<Content> }
+    { id: string | undefined; role: Role; authorName?: string; contents: Array<Content>; ownText?: boolean }
   > = []
   private usage: Usage | undefined = undefined
   private responseId: string | undefined = undefined
@@ -117,13 +119,20 @@ export class ResponseAccumulator {
       }
       const last = current.contents[current.contents.length - 1]
       if (part._tag === "text" && last !== undefined && last._tag === "text" && part.annotations === undefined) {
-        current.contents[current.contents.length - 1] = { ...last, text: last.text + part.text }
+        if (current.ownText === true) {
+          ;(last as { text: string }).text += part.text
+        } else {
+          current.contents[current.contents.length - 1] = { ...last, text: last.text + part.text }
+          current.ownText = true
+        }
       } else if (
         part._tag === "reasoning" && last !== undefined && last._tag === "reasoning"
       ) {
         current.contents[current.contents.length - 1] = { _tag: "reasoning", text: last.text + part.text }
+        current.ownText = false
       } else {
         current.contents.push(part)
+        current.ownText = false
       }
     }
   }
