@@ -5,7 +5,7 @@
 import type { RunOptions, ToolDefinition } from "../../domain/ChannelRequest.js"
 import type { Content } from "../../domain/Content.js"
 import type { Message } from "../../domain/Message.js"
-import { json } from "../../http/HttpBody.js"
+import * as OpenAiErrors from "../shared/OpenAiErrors.js"
 
 type Obj = Record<string, unknown>
 
@@ -366,27 +366,5 @@ export const newMessages = (messages: ReadonlyArray<Message>): ReadonlyArray<Mes
   return messages
 }
 
-/** OpenAI's error `type` for an HTTP status. */
-const errorType = (status: number): string => {
-  if (status === 401) return "authentication_error"
-  if (status === 403) return "permission_error"
-  if (status === 404) return "not_found_error"
-  if (status === 409) return "conflict_error"
-  if (status === 429) return "rate_limit_error"
-  if (status >= 500) return "server_error"
-  return "invalid_request_error"
-}
-
-/** OpenAI's error envelope: `{ "error": { "message", "type", "param", "code" } }`. */
-export const errorResponse = (
-  status: number,
-  code: string,
-  message: string,
-  param: string | null = null,
-  headers?: Record<string, string>
-) => json({ error: { message, type: errorType(status), param, code } }, status, headers)
-
-/** The same envelope as a JSON value (an SSE error frame). */
-export const errorBody = (status: number, code: string, message: string, param: string | null = null) => ({
-  error: { message, type: errorType(status), param, code }
-})
+/** OpenAI's error envelope; a 503 has the type `server_error` here (`rate_limit_error` in Responses). */
+export const { errorBody, errorResponse } = OpenAiErrors.make({ unavailable: "server_error" })

@@ -4,7 +4,7 @@
  * each problem can name its exact `param` (`input[2].content[0].image_url`).
  */
 import { Either, ParseResult, Schema } from "effect"
-import { json } from "../../http/HttpBody.js"
+import * as OpenAiErrors from "../shared/OpenAiErrors.js"
 
 const nullable = <S extends Schema.Schema.Any>(schema: S) => Schema.optional(Schema.NullOr(schema))
 
@@ -188,25 +188,8 @@ export const decodeCreateBody = (raw: unknown): { readonly body: CreateResponseB
   return { body: body as CreateResponseBody }
 }
 
-/** OpenAI's error `type` for an HTTP status. */
-export const errorType = (status: number): string => {
-  if (status === 401) return "authentication_error"
-  if (status === 403) return "permission_error"
-  if (status === 404) return "not_found_error"
-  if (status === 409) return "conflict_error"
-  if (status === 429 || status === 503) return "rate_limit_error"
-  if (status >= 500) return "server_error"
-  return "invalid_request_error"
-}
-
-/** OpenAI's error envelope: `{ "error": { "message", "type", "param", "code" } }`. */
-export const errorResponse = (
-  status: number,
-  code: string,
-  message: string,
-  param: string | null = null,
-  headers?: Record<string, string>
-) => json({ error: { message, type: errorType(status), param, code } }, status, headers)
+/** OpenAI's error envelope; a 503 has the type `rate_limit_error` here (`server_error` in Chat Completions). */
+export const { errorResponse, errorType } = OpenAiErrors.make({ unavailable: "rate_limit_error" })
 
 /** OpenAI's list parameters (`limit` 1–100, default 20; `order` asc|desc, default desc; `after`). */
 export interface ListQuery {
