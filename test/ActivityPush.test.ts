@@ -6,29 +6,21 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Context, Effect, Layer } from "effect"
-import * as Net from "node:net"
 import * as Agent from "../src/core/Agent.js"
 import { AgentHost } from "../src/core/AgentHost.js"
 import type { Turn } from "../src/core/Target.js"
 import * as Server from "../src/Server.js"
 import * as Fake from "./fake/FakeBotFramework.js"
 import { echoAgent } from "./fake/TelegramHarness.js"
+import * as ServerProcess from "./utils/ServerProcess.js"
 import * as TempDir from "./utils/TempDir.js"
 
 const PUSH_KEY = "activity-push-key"
 
 // PORT must be a real port number: ask the OS for a free one.
-const freePort = Effect.async<number>((resume) => {
-  const server = Net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as Net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
-
 const startHost = (fake: Fake.FakeBotFramework, dir: string, turns: Array<Turn>) =>
   Effect.gen(function*() {
-    const port = yield* freePort
+    const port = yield* ServerProcess.freePort
     const env = new Map([
       ["MICROSOFT_APP_ID", Fake.APP_ID],
       ["MICROSOFT_APP_PASSWORD", Fake.APP_PASSWORD],

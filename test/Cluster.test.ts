@@ -9,7 +9,7 @@ import * as Sharding from "@effect/cluster/Sharding"
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Context, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Schedule, Scope, Stream } from "effect"
 import * as Http from "node:http"
-import * as Net from "node:net"
+import type * as Net from "node:net"
 import * as Cluster from "../src/cluster/Cluster.js"
 import * as AgentHost from "../src/core/AgentHost.js"
 import * as HostConfig from "../src/core/HostConfig.js"
@@ -22,16 +22,10 @@ import type { IsolationKey } from "../src/domain/Ids.js"
 import type { AgentResponse } from "../src/domain/Message.js"
 import { assistantMessage, responseText, userMessage } from "../src/domain/Message.js"
 import * as PgStateStore from "../src/state/postgres/PgStateStore.js"
+import * as ClusterOptions from "./utils/ClusterOptions.js"
 import * as Postgres from "./utils/Postgres.js"
 import * as PushChannels from "./utils/PushChannels.js"
-
-const freePort = Effect.async<number>((resume) => {
-  const server = Net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as Net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
+import * as ServerProcess from "./utils/ServerProcess.js"
 
 const inputText = (turn: Turn) =>
   turn.input.map((m) => m.contents.map((c) => c._tag === "text" ? c.text : "").join("")).join("")
@@ -73,16 +67,8 @@ const labelled = (label: string) =>
 const deliveries: Array<PushChannels.Delivery> = []
 
 const runner = (label: string, url: string, runnerPort: number, shutdownGrace = Duration.seconds(10)) => {
-  const options: Cluster.Options = {
-    databaseUrl: Redacted.make(url),
-    runnerHost: "127.0.0.1",
-    runnerPort,
-    shards: 30,
-    lockExpiration: Duration.seconds(4),
-    refreshInterval: Duration.millis(500),
-    // Local turns pass the wire schemas too, so what a remote runner would refuse fails here.
-    simulateRemoteSerialization: true
-  }
+  // Local turns pass the wire schemas too, so what a remote runner would refuse fails here.
+  const options = ClusterOptions.make(url, runnerPort, { simulateRemoteSerialization: true })
   return AgentHost.layer({
     channels: [PushChannels.make("alpha", deliveries), PushChannels.make("beta", deliveries)]
   }).pipe(
@@ -147,9 +133,9 @@ const embedded = (handler: AgentHost.AgentHost["Type"]["handler"]) =>
 const receivingHost = (grace: Duration.Duration) =>
   Effect.gen(function*() {
     const url = yield* Postgres.database
-    yield* Layer.build(runner("A", url, yield* freePort))
+    yield* Layer.build(runner("A", url, yield* ServerProcess.freePort))
     const scopeB = yield* Scope.make()
-    const b = yield* Layer.buildWithScope(runner("B", url, yield* freePort, grace), scopeB)
+    const b = yield* Layer.buildWithScope(runner("B", url, yield* ServerProcess.freePort, grace), scopeB)
     yield* Effect.addFinalizer(() => Scope.close(scopeB, Exit.void))
     yield* Effect.sleep(Duration.seconds(3))
     const sessions: Array<string> = []
@@ -171,8 +157,8 @@ const awaitBegun = (count: number) =>
 
 const twoRunners = Effect.gen(function*() {
   const url = yield* Postgres.database
-  const portA = yield* freePort
-  const portB = yield* freePort
+  const portA = yield* ServerProcess.freePort
+  const portB = yield* ServerProcess.freePort
   const a = yield* Layer.build(runner("A", url, portA))
   const b = yield* Layer.build(runner("B", url, portB))
   // Let both runners see each other and settle the shard assignment (a few refreshes of 500 ms).

@@ -5,8 +5,7 @@
  * replay a dead letter once as a new message with a derived idempotency key, and cancel a pending one.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Duration, Effect, Layer, Redacted, Schedule } from "effect"
-import * as Net from "node:net"
+import { Context, Deferred, Duration, Effect, Layer, Schedule } from "effect"
 import * as Cluster from "../src/cluster/Cluster.js"
 import { replayKey } from "../src/cluster/PushAdmin.js"
 import * as AgentHost from "../src/core/AgentHost.js"
@@ -15,28 +14,15 @@ import * as DefaultAgent from "../src/core/DefaultAgent.js"
 import * as HostConfig from "../src/core/HostConfig.js"
 import * as AdminRoutes from "../src/delivery/AdminRoutes.js"
 import * as Persistence from "../src/state/Persistence.js"
+import * as ClusterOptions from "./utils/ClusterOptions.js"
 import * as Postgres from "./utils/Postgres.js"
 import * as PushChannels from "./utils/PushChannels.js"
-
-const freePort = Effect.async<number>((resume) => {
-  const server = Net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as Net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
+import * as ServerProcess from "./utils/ServerProcess.js"
 
 const key = "admin-key"
 
 const runner = (url: string, runnerPort: number, beta: PushChannels.Options, log: Array<PushChannels.Delivery>) => {
-  const options: Cluster.Options = {
-    databaseUrl: Redacted.make(url),
-    runnerHost: "127.0.0.1",
-    runnerPort,
-    shards: 30,
-    lockExpiration: Duration.seconds(4),
-    refreshInterval: Duration.millis(500)
-  }
+  const options = ClusterOptions.make(url, runnerPort)
   const host = AgentHost.layer({
     channels: [AdminRoutes.make(), PushChannels.make("alpha", log), PushChannels.make("beta", log, beta)]
   })
@@ -83,8 +69,8 @@ describe("cluster admin routes over push messages", () => {
               undefined,
           before: (d) => d.nativeId === "carol" ? Deferred.await(stalled) : Effect.void
         }
-        const a = yield* Layer.build(runner(url, yield* freePort, beta, log))
-        const b = yield* Layer.build(runner(url, yield* freePort, beta, log))
+        const a = yield* Layer.build(runner(url, yield* ServerProcess.freePort, beta, log))
+        const b = yield* Layer.build(runner(url, yield* ServerProcess.freePort, beta, log))
         yield* Effect.sleep(Duration.seconds(3))
         const urlA = Context.get(a, AgentHost.AgentHost).url
         const urlB = Context.get(b, AgentHost.AgentHost).url

@@ -7,7 +7,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Activity } from "@effect/workflow"
 import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Redacted, Schedule, Schema, Scope } from "effect"
-import * as Net from "node:net"
 import * as Cluster from "../src/cluster/Cluster.js"
 import * as AgentHost from "../src/core/AgentHost.js"
 import * as HostConfig from "../src/core/HostConfig.js"
@@ -20,31 +19,19 @@ import * as PgDb from "../src/state/postgres/PgDb.js"
 import * as PgStateStore from "../src/state/postgres/PgStateStore.js"
 import * as WorkflowOutput from "../src/workflow/WorkflowOutput.js"
 import * as WorkflowTarget from "../src/workflow/WorkflowTarget.js"
+import * as ClusterOptions from "./utils/ClusterOptions.js"
 import * as Postgres from "./utils/Postgres.js"
-
-const freePort = Effect.async<number>((resume) => {
-  const server = Net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as Net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
+import * as ServerProcess from "./utils/ServerProcess.js"
 
 const Flow = WorkflowTarget.makeWorkflow({ name: "ClusterFlow", success: Schema.String })
 
 /** `first` records where it ran; `second` records each attempt, then waits for the gate; the result names the runner. */
 const runner = (label: string, url: string, log: Array<string>, gate: Deferred.Deferred<void>) =>
   Effect.gen(function*() {
-    const options: Cluster.Options = {
-      databaseUrl: Redacted.make(url),
-      runnerHost: "127.0.0.1",
-      runnerPort: yield* freePort,
-      shards: 30,
-      lockExpiration: Duration.seconds(4),
-      refreshInterval: Duration.millis(500),
+    const options = ClusterOptions.make(url, yield* ServerProcess.freePort, {
       messagePollInterval: Duration.millis(500),
       simulateRemoteSerialization: true
-    }
+    })
     const target = WorkflowTarget.layer(Flow, (payload) =>
       Effect.gen(function*() {
         yield* Activity.make({

@@ -1,12 +1,13 @@
 import { HttpServerResponse } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
-import type { Scope } from "effect"
-import { Deferred, Effect, Fiber, FiberRef, Logger, Stream, Tracer } from "effect"
+import type { Scope, Tracer } from "effect"
+import { Deferred, Effect, Fiber, FiberRef, Logger, Stream } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { currentClientShield } from "../src/http/ClientShield.js"
 import { json } from "../src/http/HttpBody.js"
 import * as NodeHandler from "../src/http/NodeHandler.js"
+import * as CollectingTracer from "./utils/CollectingTracer.js"
 
 interface Logged {
   readonly level: string
@@ -252,16 +253,7 @@ describe("NodeHandler", () => {
 
   it.scoped("with tracing, a routed request runs in a server span named after its method and route", () =>
     Effect.gen(function*() {
-      const spans: Array<Tracer.Span> = []
-      const native = yield* Effect.tracer
-      const tracer = Tracer.make({
-        span: (...args) => {
-          const span = native.span(...args)
-          spans.push(span)
-          return span
-        },
-        context: (f, fiber) => native.context(f, fiber)
-      })
+      const { spans, tracer } = yield* CollectingTracer.make
       const route = (request: { readonly url: string }) =>
         request.url === "/missing" ? json({}, 404) : handle(Effect.succeed(json({ ok: true }, 201)), "/items/:id")
       const on = yield* serve(route, { tracing: true, tracer })

@@ -1,36 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
-import * as Telegram from "../src/channels/Telegram/Telegram.js"
 import * as WebChat from "../src/channels/WebChat/WebChat.js"
-import { ResponseTargets } from "../src/domain/Identity.js"
 import * as StateStoreModule from "../src/state/StateStore.js"
 import * as FakeIdp from "./fake/FakeIdp.js"
 import * as FakeTelegram from "./fake/FakeTelegram.js"
 import * as LinkHarness from "./fake/LinkHarness.js"
-import { message, post, SECRET, sentTexts, updateId } from "./fake/TelegramHarness.js"
-
-const telegramWith = (fake: FakeTelegram.FakeTelegram, options: Partial<Telegram.Options> = {}) =>
-  Telegram.make({
-    token: fake.token,
-    apiBase: fake.url,
-    stream: false,
-    webhookUrl: "https://bot.example.test/telegram/webhook",
-    secretToken: SECRET,
-    ...options
-  })
-
-/** The URL of the last sign-in button sent to `chatId`. */
-const buttonUrl = (fake: FakeTelegram.FakeTelegram, chatId: number): string | undefined => {
-  const calls = fake.callsOf("sendMessage").filter((c) => Number(c.params.chat_id) === chatId)
-  for (const call of [...calls].reverse()) {
-    const markup = call.params.reply_markup as
-      | { inline_keyboard: ReadonlyArray<ReadonlyArray<{ url?: string }>> }
-      | undefined
-    const url = markup?.inline_keyboard[0]?.[0]?.url
-    if (url !== undefined) return url
-  }
-  return undefined
-}
+import { message, post, SECRET, sentTexts, signInButtonUrl, updateId, webhookChannel } from "./fake/TelegramHarness.js"
 
 const group = (chatId: number, fromId: number, text: string) =>
   message(fromId, text, { chat: { id: chatId, type: "group", title: "team" } }, updateId())
@@ -42,7 +17,7 @@ describe("Telegram account linking", () => {
       const fake = yield* FakeTelegram.make()
       const h = yield* LinkHarness.start({
         idp,
-        channels: [telegramWith(fake)],
+        channels: [webhookChannel(fake)],
         authorization: { requireLink: true },
         store: StateStoreModule.layerMemory,
         port: yield* LinkHarness.freePort
@@ -53,12 +28,12 @@ describe("Telegram account linking", () => {
 
       // require_link: the first message gets the challenge, not the agent.
       yield* post(webhook, message(42, "hi", {}, updateId()), SECRET)
-      yield* fake.waitUntil(() => buttonUrl(fake, 42) !== undefined)
+      yield* fake.waitUntil(() => signInButtonUrl(fake, 42) !== undefined)
       assert.strictEqual(h.turns.length, 0)
 
       yield* post(webhook, message(42, "/link", {}, updateId()), SECRET)
       yield* fake.waitFor("sendMessage", 2)
-      const url = buttonUrl(fake, 42)!
+      const url = signInButtonUrl(fake, 42)!
       // The link opens a page naming who is being linked; its button goes on to the provider.
       const confirmation = yield* Effect.promise(() => fetch(url).then((r) => r.text()))
       assert.include(confirmation, "Link telegram user @ada (42) to your account?")
@@ -83,14 +58,14 @@ describe("Telegram account linking", () => {
       const fake = yield* FakeTelegram.make()
       const h = yield* LinkHarness.start({
         idp,
-        channels: [telegramWith(fake)],
+        channels: [webhookChannel(fake)],
         authorization: { requireLink: true },
         store: StateStoreModule.layerMemory,
         port: yield* LinkHarness.freePort
       })
       const webhook = `${h.host.url}/telegram/webhook`
       yield* post(webhook, group(-100, 43, `@${fake.username} hi team`), SECRET)
-      yield* fake.waitUntil(() => buttonUrl(fake, 43) !== undefined && sentTexts(fake, -100).length > 0)
+      yield* fake.waitUntil(() => signInButtonUrl(fake, 43) !== undefined && sentTexts(fake, -100).length > 0)
       assert.deepStrictEqual(sentTexts(fake, -100), [
         "Please sign in first: I sent you a private message with the link."
       ])
@@ -103,9 +78,9 @@ describe("Telegram account linking", () => {
         assert.isUndefined(call.params.reply_markup)
       }
       // The page names the person (the sender), not the group.
-      const confirmation = yield* Effect.promise(() => fetch(buttonUrl(fake, 43)!).then((r) => r.text()))
+      const confirmation = yield* Effect.promise(() => fetch(signInButtonUrl(fake, 43)!).then((r) => r.text()))
       assert.include(confirmation, "Link telegram user @ada (43) to your account?")
-      const done = yield* FakeIdp.signIn(buttonUrl(fake, 43)!)
+      const done = yield* FakeIdp.signIn(signInButtonUrl(fake, 43)!)
       assert.strictEqual(done.status, 200, done.body)
       // The person is linked, not the group; the group keeps its own conversation.
       assert.isTrue(Option.isSome(yield* h.store.getLink("telegram", "43")))
@@ -132,8 +107,8 @@ describe("Telegram account linking", () => {
       const h = yield* LinkHarness.start({
         idp,
         channels: [
-          telegramWith(fake, {
-            hooks: { run: (request) => Effect.succeed({ ...request, responseTarget: ResponseTargets.allLinked }) }
+          webhookChannel(fake, {
+            hooks: LinkHarness.allLinked
           }),
           WebChat.make()
         ],

@@ -1,27 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Tracer } from "effect"
+import type { Tracer } from "effect"
+import { Effect, Layer } from "effect"
 import * as Invocations from "../src/channels/Invocations.js"
 import { AgentHost } from "../src/core/AgentHost.js"
+import * as CollectingTracer from "./utils/CollectingTracer.js"
 import * as TestHost from "./utils/TestHost.js"
-
-/** The native tracer, remembering every span it starts. */
-const collecting = Effect.map(Effect.tracer, (native) => {
-  const spans: Array<Tracer.Span> = []
-  const tracer = Tracer.make({
-    span: (...args) => {
-      const span = native.span(...args)
-      spans.push(span)
-      return span
-    },
-    context: (f, fiber) => native.context(f, fiber)
-  })
-  return { spans, tracer }
-})
 
 /** Runs a blocking and a streaming Invocations turn on a host with `tracing`; the spans it started. */
 const spansOf = (tracing: boolean) =>
   Effect.gen(function*() {
-    const { spans, tracer } = yield* collecting
+    const { spans, tracer } = yield* CollectingTracer.make
     yield* Effect.gen(function*() {
       const host = (yield* Layer.build(TestHost.layer({ channels: [Invocations.make()], settings: { tracing } })))
         .unsafeMap.get(AgentHost.key) as AgentHost["Type"]

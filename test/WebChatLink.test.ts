@@ -11,20 +11,16 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import type { Page } from "playwright-core"
 import { chromium } from "playwright-core"
-import * as Telegram from "../src/channels/Telegram/Telegram.js"
 import * as WebChat from "../src/channels/WebChat/WebChat.js"
 import { AgentHost } from "../src/core/AgentHost.js"
-import { ResponseTargets } from "../src/domain/Identity.js"
 import * as StateStoreModule from "../src/state/StateStore.js"
 import * as FakeIdp from "./fake/FakeIdp.js"
 import * as FakeTelegram from "./fake/FakeTelegram.js"
 import * as LinkHarness from "./fake/LinkHarness.js"
-import { message, post, SECRET, sentTexts, updateId } from "./fake/TelegramHarness.js"
+import { message, post, SECRET, sentTexts, signInButtonUrl, updateId, webhookChannel } from "./fake/TelegramHarness.js"
 import * as TestHost from "./utils/TestHost.js"
 
 const p = <A>(f: () => Promise<A>) => Effect.promise(f)
-
-const allLinked = { run: (request: any) => Effect.succeed({ ...request, responseTarget: ResponseTargets.allLinked }) }
 
 /** A Chromium for the test's scope. */
 const browser = Effect.acquireRelease(
@@ -45,17 +41,6 @@ const browser = Effect.acquireRelease(
     })
 ).pipe(Effect.map(({ context }) => context))
 
-/** The URL of the last sign-in button sent to `chatId`. */
-const buttonUrl = (fake: FakeTelegram.FakeTelegram, chatId: number): string | undefined => {
-  for (const call of [...fake.callsOf("sendMessage")].reverse()) {
-    if (Number(call.params.chat_id) !== chatId) continue
-    const markup = call.params.reply_markup as { inline_keyboard: ReadonlyArray<ReadonlyArray<{ url?: string }>> }
-    const url = markup?.inline_keyboard[0]?.[0]?.url
-    if (url !== undefined) return url
-  }
-  return undefined
-}
-
 const logTexts = (page: Page) =>
   p(() => page.locator("#log > li .body").evaluateAll((nodes) => nodes.map((n) => (n.textContent ?? "").trim())))
 
@@ -75,15 +60,8 @@ describe("WebChat account linking", () => {
       const h = yield* LinkHarness.start({
         idp,
         channels: [
-          Telegram.make({
-            token: fake.token,
-            apiBase: fake.url,
-            stream: false,
-            webhookUrl: "https://bot.example.test/telegram/webhook",
-            secretToken: SECRET,
-            hooks: allLinked
-          }),
-          WebChat.make({ hooks: allLinked })
+          webhookChannel(fake, { hooks: LinkHarness.allLinked }),
+          WebChat.make({ hooks: LinkHarness.allLinked })
         ],
         authorization: {},
         store: StateStoreModule.layerMemory,
@@ -94,8 +72,8 @@ describe("WebChat account linking", () => {
 
       // Telegram: link, then start the conversation.
       yield* post(webhook, message(42, "/link", {}, updateId()), SECRET)
-      yield* fake.waitUntil(() => buttonUrl(fake, 42) !== undefined)
-      assert.strictEqual((yield* FakeIdp.signIn(buttonUrl(fake, 42)!)).status, 200)
+      yield* fake.waitUntil(() => signInButtonUrl(fake, 42) !== undefined)
+      assert.strictEqual((yield* FakeIdp.signIn(signInButtonUrl(fake, 42)!)).status, 200)
       yield* post(webhook, message(42, "my colour is blue", {}, updateId()), SECRET)
       yield* fake.waitUntil(() => sentTexts(fake, 42).includes("echo: my colour is blue"))
       const shared = Option.getOrThrow(yield* h.store.getLink("telegram", "42")).isolationKey

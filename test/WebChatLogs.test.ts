@@ -5,63 +5,33 @@
  * logs, span names and attributes and metric labels are searched for the raw id.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Logger, LogLevel, Metric, Tracer } from "effect"
-import * as Telegram from "../src/channels/Telegram/Telegram.js"
+import { Effect, Logger, LogLevel, Metric } from "effect"
 import * as WebChat from "../src/channels/WebChat/WebChat.js"
-import { ResponseTargets } from "../src/domain/Identity.js"
 import * as Redact from "../src/domain/Redact.js"
 import * as LogLine from "../src/internal/LogLine.js"
 import * as StateStoreModule from "../src/state/StateStore.js"
 import * as FakeIdp from "./fake/FakeIdp.js"
 import * as FakeTelegram from "./fake/FakeTelegram.js"
 import * as LinkHarness from "./fake/LinkHarness.js"
-import { message, post, SECRET, sentTexts, updateId } from "./fake/TelegramHarness.js"
+import { message, post, SECRET, sentTexts, signInButtonUrl, updateId, webhookChannel } from "./fake/TelegramHarness.js"
+import * as CollectingTracer from "./utils/CollectingTracer.js"
 
 const browserId = "browser-7f3a9c2e41d84b6a"
-
-const allLinked = { run: (request: any) => Effect.succeed({ ...request, responseTarget: ResponseTargets.allLinked }) }
-
-/** The URL of the last sign-in button sent to `chatId`. */
-const buttonUrl = (fake: FakeTelegram.FakeTelegram, chatId: number): string | undefined => {
-  for (const call of [...fake.callsOf("sendMessage")].reverse()) {
-    if (Number(call.params.chat_id) !== chatId) continue
-    const markup = call.params.reply_markup as { inline_keyboard: ReadonlyArray<ReadonlyArray<{ url?: string }>> }
-    const url = markup?.inline_keyboard[0]?.[0]?.url
-    if (url !== undefined) return url
-  }
-  return undefined
-}
 
 describe("web chat bearer ids in logs", () => {
   it.scopedLive("a linking session logs, traces and counts the browser by a short tag, never by its id", () =>
     Effect.gen(function*() {
       const lines: Array<string> = []
       const capture = Logger.make((options) => void lines.push(LogLine.formatJson(options)))
-      const native = yield* Effect.tracer
-      const spans: Array<Tracer.Span> = []
-      const tracer = Tracer.make({
-        span: (...args) => {
-          const span = native.span(...args)
-          spans.push(span)
-          return span
-        },
-        context: (f, fiber) => native.context(f, fiber)
-      })
+      const { spans, tracer } = yield* CollectingTracer.make
       yield* Effect.gen(function*() {
         const idp = yield* FakeIdp.make()
         const fake = yield* FakeTelegram.make()
         const h = yield* LinkHarness.start({
           idp,
           channels: [
-            Telegram.make({
-              token: fake.token,
-              apiBase: fake.url,
-              stream: false,
-              webhookUrl: "https://bot.example.test/telegram/webhook",
-              secretToken: SECRET,
-              hooks: allLinked
-            }),
-            WebChat.make({ hooks: allLinked })
+            webhookChannel(fake, { hooks: LinkHarness.allLinked }),
+            WebChat.make({ hooks: LinkHarness.allLinked })
           ],
           authorization: {},
           store: StateStoreModule.layerMemory,
@@ -98,8 +68,8 @@ describe("web chat bearer ids in logs", () => {
         // one here to Telegram.
         const webhook = `${h.host.url}/telegram/webhook`
         yield* post(webhook, message(42, "/link", {}, updateId()), SECRET)
-        yield* fake.waitUntil(() => buttonUrl(fake, 42) !== undefined)
-        assert.strictEqual((yield* FakeIdp.signIn(buttonUrl(fake, 42)!)).status, 200)
+        yield* fake.waitUntil(() => signInButtonUrl(fake, 42) !== undefined)
+        assert.strictEqual((yield* FakeIdp.signIn(signInButtonUrl(fake, 42)!)).status, 200)
         yield* post(webhook, message(42, "from telegram", {}, updateId()), SECRET)
         yield* fake.waitUntil(() => sentTexts(fake, 42).includes("echo: from telegram"))
         const again = yield* say("and from here")

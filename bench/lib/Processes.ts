@@ -224,3 +224,32 @@ export const cpuSeconds = (pid: number | undefined): number | undefined => {
     return undefined
   }
 }
+
+/** CPU seconds of a private Postgres in `dir` (test/utils/PostgresServer.ts): the postmaster and its backends. */
+export const postgresCpuSeconds = (dir: string): number => {
+  const postmaster = Number(Fs.readFileSync(Path.join(dir, "data", "postmaster.pid"), "utf8").split("\n")[0])
+  let total = cpuSeconds(postmaster) ?? NaN
+  for (const entry of Fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = Fs.readFileSync(`/proc/${entry}/stat`, "utf8")
+      // ppid is the second field after the command.
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === postmaster) {
+        total += cpuSeconds(Number(entry)) ?? 0
+      }
+    } catch {
+      // The process ended meanwhile.
+    }
+  }
+  return total
+}
+
+/** Creates the database `name` on the Postgres at `base` (a `postgres://` URL), with its `createdb` in `binDir`. */
+export const createDatabase = (binDir: string, base: string, name: string) => {
+  const server = new URL(base)
+  return run(
+    Path.join(binDir, "createdb"),
+    ["-h", server.hostname, "-p", server.port, "-U", "postgres", name],
+    30_000
+  )
+}

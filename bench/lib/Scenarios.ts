@@ -13,7 +13,20 @@ import type { BenchArgs } from "./Args.js"
 import type { Loader, LoadResult } from "./Load.js"
 import { load } from "./Load.js"
 import type { Server } from "./Processes.js"
-import { awaitReady, cpuSeconds, lastJsonLine, pinned, pinning, root, run, spawnServer, tempDir } from "./Processes.js"
+import {
+  awaitReady,
+  cpuSeconds,
+  createDatabase,
+  freePort,
+  lastJsonLine,
+  pinned,
+  pinning,
+  postgresCpuSeconds,
+  root,
+  run,
+  spawnServer,
+  tempDir
+} from "./Processes.js"
 import type { SseResult } from "./SseClient.js"
 import { median } from "./Stats.js"
 
@@ -576,25 +589,6 @@ const coldStart: Scenario["round"] = async (ctx) => {
  * the runners (one loader per runner, connections/n each); every request is a new session, so turns spread over
  * the shards and most are forwarded to another runner once there are several.
  */
-/** CPU seconds of the bench's Postgres: the postmaster (`<dir>/data/postmaster.pid`) and its backends. */
-const postgresCpuSeconds = (dir: string): number => {
-  const postmaster = Number(Fs.readFileSync(Path.join(dir, "data", "postmaster.pid"), "utf8").split("\n")[0])
-  let total = cpuSeconds(postmaster) ?? NaN
-  for (const entry of Fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = Fs.readFileSync(`/proc/${entry}/stat`, "utf8")
-      // ppid is the second field after the command.
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === postmaster) {
-        total += cpuSeconds(Number(entry)) ?? 0
-      }
-    } catch {
-      // The process ended meanwhile.
-    }
-  }
-  return total
-}
-
 const clusterRound: Scenario["round"] = async (ctx) => {
   const PostgresServer = await import("../../test/utils/PostgresServer.js")
   if (PostgresServer.binDir() === undefined) {
@@ -607,20 +601,10 @@ const clusterRound: Scenario["round"] = async (ctx) => {
     const rates: Array<number> = []
     for (const size of [1, 2, 3]) {
       const name = `bench_${size}_${Date.now()}`
-      const server = new URL(base)
-      await run(Path.join(PostgresServer.binDir()!, "createdb"), [
-        "-h",
-        server.hostname,
-        "-p",
-        server.port,
-        "-U",
-        "postgres",
-        name
-      ], 30_000)
+      await createDatabase(PostgresServer.binDir()!, base, name)
       const hosts: Array<Host> = []
       try {
         for (let i = 0; i < size; i++) {
-          const { freePort } = await import("./Processes.js")
           hosts.push(
             await startHost(ctx, {
               AGENT_HOST_CLUSTER: "postgres",

@@ -5,19 +5,9 @@
  * same capacity, the store as its lookup), rounds interleaved; CPU per operation from `process.cpuUsage()` and
  * Effect steps per operation counted by a supervisor (steps do not move with the load on the machine).
  */
-import type { Fiber } from "effect"
-import { Cache, Console, Duration, Effect, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
+import { Cache, Console, Duration, Effect, RuntimeFlags, RuntimeFlagsPatch } from "effect"
 import { BoundedCache } from "../../src/internal/BoundedCache.js"
-
-class StepCounter extends Supervisor.AbstractSupervisor<number> {
-  steps = 0
-  get value() {
-    return Effect.sync(() => this.steps)
-  }
-  override onEffect<A, E>(_fiber: Fiber.RuntimeFiber<A, E>, _effect: Effect.Effect<unknown, unknown, unknown>) {
-    this.steps++
-  }
-}
+import { StepCounter } from "../lib/StepCounter.js"
 
 const operations = Number(process.argv[2] ?? 200_000)
 const sessions = 1_000

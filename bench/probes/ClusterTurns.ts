@@ -5,9 +5,6 @@
  *   npx tsx bench/probes/ClusterTurns.ts [runners=1] [turns=2000] [concurrency=8] [keys=fresh|<n>] [mode=cluster|single]
  */
 import { Context, Duration, Effect, Layer, Redacted } from "effect"
-import * as Fs from "node:fs"
-import * as Net from "node:net"
-import * as Path from "node:path"
 import * as Cluster from "../../src/cluster/Cluster.js"
 import * as AgentHost from "../../src/core/AgentHost.js"
 import * as DefaultAgent from "../../src/core/DefaultAgent.js"
@@ -19,48 +16,13 @@ import type { IsolationKey } from "../../src/domain/Ids.js"
 import { userMessage } from "../../src/domain/Message.js"
 import * as PgStateStore from "../../src/state/postgres/PgStateStore.js"
 import * as PostgresServer from "../../test/utils/PostgresServer.js"
-import { cpuSeconds, run, tempDir } from "../lib/Processes.js"
+import { createDatabase, freePort, postgresCpuSeconds, tempDir } from "../lib/Processes.js"
 
 const [runnersArg = "1", turnsArg = "2000", concArg = "8", keysArg = "fresh", mode = "cluster"] = process.argv.slice(2)
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = Net.createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as Net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
-
-const postgresCpu = (dir: string): number => {
-  const postmaster = Number(Fs.readFileSync(Path.join(dir, "data", "postmaster.pid"), "utf8").split("\n")[0])
-  let total = cpuSeconds(postmaster) ?? 0
-  for (const entry of Fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = Fs.readFileSync(`/proc/${entry}/stat`, "utf8")
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === postmaster) {
-        total += cpuSeconds(Number(entry)) ?? 0
-      }
-    } catch {
-      // gone
-    }
-  }
-  return total
-}
-
 const pgDir = tempDir("cluster-turns-pg")
 const base = await PostgresServer.start(pgDir)
-const server = new URL(base)
-await run(Path.join(PostgresServer.binDir()!, "createdb"), [
-  "-h",
-  server.hostname,
-  "-p",
-  server.port,
-  "-U",
-  "postgres",
-  "b"
-], 30_000)
+await createDatabase(PostgresServer.binDir()!, base, "b")
 const url = Redacted.make(`${base}/b`)
 
 const runner = (port: number) => {
@@ -103,12 +65,12 @@ const program = Effect.gen(function*() {
   }
   yield* Effect.forEach(Array.from({ length: 200 }, (_, i) => i), once, { concurrency, discard: true })
   const cpu0 = process.cpuUsage()
-  const pg0 = postgresCpu(pgDir)
+  const pg0 = postgresCpuSeconds(pgDir)
   const t0 = performance.now()
   yield* Effect.forEach(Array.from({ length: turns }, (_, i) => i + 1000), once, { concurrency, discard: true })
   const wall = (performance.now() - t0) / 1000
   const cpu = process.cpuUsage(cpu0)
-  const pg = postgresCpu(pgDir) - pg0
+  const pg = postgresCpuSeconds(pgDir) - pg0
   process.stdout.write(
     JSON.stringify({
       mode,

@@ -7,7 +7,6 @@
  * machine, unlike time; CPU per request is the whole process's (client included, and slowed by the counting), so
  * compare it only between runs of this probe.
  */
-import type { Fiber } from "effect"
 import {
   ConfigProvider,
   Console,
@@ -19,8 +18,7 @@ import {
   LogLevel,
   RuntimeFlags,
   RuntimeFlagsPatch,
-  Scope,
-  Supervisor
+  Scope
 } from "effect"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
@@ -28,16 +26,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { AgentHost } from "../../src/core/AgentHost.js"
 import * as Server from "../../src/Server.js"
-
-class StepCounter extends Supervisor.AbstractSupervisor<number> {
-  steps = 0
-  get value() {
-    return Effect.sync(() => this.steps)
-  }
-  override onEffect<A, E>(_fiber: Fiber.RuntimeFiber<A, E>, _effect: Effect.Effect<unknown, unknown, unknown>) {
-    this.steps++
-  }
-}
+import { StepCounter } from "../lib/StepCounter.js"
 
 const requests = Number(process.argv[2] ?? 2_000)
 const concurrency = Number(process.argv[3] ?? 10)

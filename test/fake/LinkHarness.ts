@@ -6,7 +6,6 @@
 import { FetchHttpClient } from "@effect/platform"
 import type { Scope } from "effect"
 import { Context, Effect, Layer, Option } from "effect"
-import * as Net from "node:net"
 import type { AuthorizationConfig } from "../../src/auth/Authorization.js"
 import * as Authorization from "../../src/auth/Authorization.js"
 import { IdentityLinker } from "../../src/auth/IdentityLinker.js"
@@ -20,7 +19,9 @@ import * as HostConfig from "../../src/core/HostConfig.js"
 import * as HostLayers from "../../src/core/HostLayers.js"
 import type { RequestContextValue } from "../../src/core/RequestContext.js"
 import { RequestContext } from "../../src/core/RequestContext.js"
+import type { ChannelRequest } from "../../src/domain/ChannelRequest.js"
 import { textOf } from "../../src/domain/Content.js"
+import { ResponseTargets } from "../../src/domain/Identity.js"
 import { assistantMessage } from "../../src/domain/Message.js"
 import type { StateStoreShape } from "../../src/state/StateStore.js"
 import { StateStore } from "../../src/state/StateStore.js"
@@ -47,13 +48,12 @@ export const recordingAgent = (turns: Array<Recorded>) =>
   })
 
 /** A free loopback port (the link callback URL must be known before the host starts). */
-export const freePort = Effect.async<number>((resume) => {
-  const server = Net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as Net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
+export { freePort } from "../utils/ServerProcess.js"
+
+/** Channel hooks that answer every identity linked to the person (`ResponseTargets.allLinked`). */
+export const allLinked = {
+  run: (request: ChannelRequest) => Effect.succeed({ ...request, responseTarget: ResponseTargets.allLinked })
+}
 
 export interface LinkHost {
   readonly host: AgentHostShape

@@ -27,6 +27,30 @@ import * as Fake from "./FakeTelegram.js"
 
 export const SECRET = "s3cret-Token_1"
 
+/** The Telegram channel on `fake`, by webhook with `SECRET`, not streaming. */
+export const webhookChannel = (fake: FakeTelegram, options: Partial<Options> = {}) =>
+  Telegram.make({
+    token: fake.token,
+    apiBase: fake.url,
+    stream: false,
+    webhookUrl: "https://bot.example.test/telegram/webhook",
+    secretToken: SECRET,
+    ...options
+  })
+
+/** The URL of the last sign-in button sent to `chatId`. */
+export const signInButtonUrl = (fake: FakeTelegram, chatId: number): string | undefined => {
+  for (const call of [...fake.callsOf("sendMessage")].reverse()) {
+    if (Number(call.params.chat_id) !== chatId) continue
+    const markup = call.params.reply_markup as
+      | { inline_keyboard: ReadonlyArray<ReadonlyArray<{ url?: string }>> }
+      | undefined
+    const url = markup?.inline_keyboard[0]?.[0]?.url
+    if (url !== undefined) return url
+  }
+  return undefined
+}
+
 export interface Harness {
   readonly fake: FakeTelegram
   readonly host: AgentHostShape
