@@ -17,8 +17,9 @@ import * as StateStoreModule from "../src/state/StateStore.js"
 import * as FakeIdp from "./fake/FakeIdp.js"
 import * as FakeTelegram from "./fake/FakeTelegram.js"
 import * as LinkHarness from "./fake/LinkHarness.js"
-import { message, post, SECRET, sentTexts, signInButtonUrl, updateId, webhookChannel } from "./fake/TelegramHarness.js"
+import { message, post, SECRET, sentTexts, signInButtonUrl, updateId } from "./fake/TelegramHarness.js"
 import * as TestHost from "./utils/TestHost.js"
+import * as WebChatTest from "./utils/WebChatTest.js"
 
 const p = <A>(f: () => Promise<A>) => Effect.promise(f)
 
@@ -57,17 +58,7 @@ describe("WebChat account linking", () => {
       const idp = yield* FakeIdp.make()
       const fake = yield* FakeTelegram.make()
       // Sign-in is not required: a person links because they want one conversation everywhere.
-      const h = yield* LinkHarness.start({
-        idp,
-        channels: [
-          webhookChannel(fake, { hooks: LinkHarness.allLinked }),
-          WebChat.make({ hooks: LinkHarness.allLinked })
-        ],
-        authorization: {},
-        store: StateStoreModule.layerMemory,
-        port: yield* LinkHarness.freePort,
-        oidc: { linkSessions: true }
-      })
+      const h = yield* WebChatTest.startTelegramAndWebChat(idp, fake)
       const webhook = `${h.host.url}/telegram/webhook`
 
       // Telegram: link, then start the conversation.

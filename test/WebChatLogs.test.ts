@@ -6,15 +6,13 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Logger, LogLevel, Metric } from "effect"
-import * as WebChat from "../src/channels/WebChat/WebChat.js"
 import * as Redact from "../src/domain/Redact.js"
 import * as LogLine from "../src/internal/LogLine.js"
-import * as StateStoreModule from "../src/state/StateStore.js"
 import * as FakeIdp from "./fake/FakeIdp.js"
 import * as FakeTelegram from "./fake/FakeTelegram.js"
-import * as LinkHarness from "./fake/LinkHarness.js"
-import { message, post, SECRET, sentTexts, signInButtonUrl, updateId, webhookChannel } from "./fake/TelegramHarness.js"
+import { message, post, SECRET, sentTexts, signInButtonUrl, updateId } from "./fake/TelegramHarness.js"
 import * as CollectingTracer from "./utils/CollectingTracer.js"
+import * as WebChatTest from "./utils/WebChatTest.js"
 
 const browserId = "browser-7f3a9c2e41d84b6a"
 
@@ -27,18 +25,7 @@ describe("web chat bearer ids in logs", () => {
       yield* Effect.gen(function*() {
         const idp = yield* FakeIdp.make()
         const fake = yield* FakeTelegram.make()
-        const h = yield* LinkHarness.start({
-          idp,
-          channels: [
-            webhookChannel(fake, { hooks: LinkHarness.allLinked }),
-            WebChat.make({ hooks: LinkHarness.allLinked })
-          ],
-          authorization: {},
-          store: StateStoreModule.layerMemory,
-          port: yield* LinkHarness.freePort,
-          oidc: { linkSessions: true },
-          settings: { tracing: true }
-        })
+        const h = yield* WebChatTest.startTelegramAndWebChat(idp, fake, { tracing: true })
         const say = (text: string) =>
           Effect.promise(() =>
             fetch(`${h.host.url}/webchat/messages`, {

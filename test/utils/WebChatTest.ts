@@ -5,6 +5,7 @@
  */
 import { Effect, Layer, Option } from "effect"
 import { layerAllowAll } from "../../src/auth/Authorizer.js"
+import * as WebChat from "../../src/channels/WebChat/WebChat.js"
 import * as AgentHost from "../../src/core/AgentHost.js"
 import type { Channel } from "../../src/core/Channel.js"
 import * as ChannelModule from "../../src/core/Channel.js"
@@ -22,6 +23,10 @@ import type { IsolationKey } from "../../src/domain/Ids.js"
 import { userMessage } from "../../src/domain/Message.js"
 import { errorJson, json, readJson } from "../../src/http/HttpBody.js"
 import * as StateStore from "../../src/state/StateStore.js"
+import type { FakeIdp } from "../fake/FakeIdp.js"
+import type { FakeTelegram } from "../fake/FakeTelegram.js"
+import * as LinkHarness from "../fake/LinkHarness.js"
+import { webhookChannel } from "../fake/TelegramHarness.js"
 
 /**
  * `POST /relay { to, message, echo? }`: runs a turn on `relay:1` and sends the reply to `webchat:<to>`. Each
@@ -215,3 +220,26 @@ export const request = (
     }
     return { status: response.status, headers: response.headers, text, body }
   })
+
+/**
+ * A person's two chats on one host: Telegram (by webhook on `fake`) and the web chat, both answering every identity
+ * linked to the person, linking through `idp` with linked sessions (one conversation everywhere), memory state.
+ */
+export const startTelegramAndWebChat = (
+  idp: FakeIdp,
+  fake: FakeTelegram,
+  settings: Partial<HostConfigShape> = {}
+) =>
+  Effect.flatMap(LinkHarness.freePort, (port) =>
+    LinkHarness.start({
+      idp,
+      channels: [
+        webhookChannel(fake, { hooks: LinkHarness.allLinked }),
+        WebChat.make({ hooks: LinkHarness.allLinked })
+      ],
+      authorization: {},
+      store: StateStore.layerMemory,
+      port,
+      oidc: { linkSessions: true },
+      settings
+    }))
