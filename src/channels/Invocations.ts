@@ -5,12 +5,13 @@
  * `"on_disconnect": "cancel"` (or the `x-agent-on-disconnect` header) cancels the turn when the caller goes away.
  * Also when the host's shutdown stops the turn: an `event: error` frame, or a 503 with `retry-after`.
  */
+import type { HttpServerResponse } from "@effect/platform"
 import { Effect, Either, Option, Schema } from "effect"
 import type { Channel, ChannelContext, ChannelHooks } from "../core/Channel.js"
 import * as ChannelModule from "../core/Channel.js"
 import type { OnDisconnect } from "../core/Sessions.js"
 import type { ChannelRequest } from "../domain/ChannelRequest.js"
-import { isolationKey, issueId } from "../domain/Ids.js"
+import { isolationKey, randomId } from "../domain/Ids.js"
 import { responseText, userMessage } from "../domain/Message.js"
 import { makeChecker } from "../http/ApiKeys.js"
 import { errorJson, json } from "../http/HttpBody.js"
@@ -71,59 +72,9 @@ export const make = (options: Options = {}): Channel => {
   return ChannelModule.make(name, (ctx: ChannelContext) =>
     Effect.sync(() => {
       const authorized = makeChecker(ctx.settings.apiKeys)
-      const handle = ChannelModule.handler((input) =>
-        Effect.gen(function*() {
-          if (!authorized(input.request)) {
-            return errorJson(401, "unauthorized", "a valid API key is required: send Authorization: Bearer <key>")
-          }
-          const read = yield* Effect.either(readJsonObject(input.request, ctx.settings))
-          if (Either.isLeft(read)) {
-            const problem = read.left
-            // Valid JSON of the wrong shape is this wire's 422, like any other shape problem.
-            return errorJson(problem.reason === "NotAnObject" ? 422 : problem.status, problem.type, problem.message)
-          }
-          const raw = read.right
-          const problem = bodyProblem(raw)
-          if (problem !== undefined) return errorJson(422, "invalid_request", problem)
-          const body = raw as InvocationBody
-          const onDisconnect = onDisconnectOf(input.request, body.on_disconnect, options.onDisconnect ?? "continue")
-          if (typeof onDisconnect !== "string") return errorJson(422, "invalid_request", onDisconnect.message)
-          // A session id is a bearer handle on the conversation: it comes from the CSPRNG.
-          const sessionId = body.session_id ??
-            (input.isolation.chat === undefined ? yield* issueId("inv_") : undefined)
-          // A session id is a name the caller picks: with a trusted user key, each user has their own session of
-          // that name (another user's session_id starts a separate session, never theirs).
-          const key = isolationKey(
-            sessionId === undefined ?
-              input.isolation.chat! :
-              userScopedKey(input.isolation.user, `${name}:${sessionId}`)
-          )
-          if (Either.isLeft(key)) return turnErrorJson(key.left)
-          const request: ChannelRequest = {
-            channel: name,
-            operation: "invoke",
-            input: [userMessage(body.message)],
-            // A session id minted here names a session nothing is stored under yet.
-            session: body.session_id === undefined && sessionId !== undefined ?
-              { isolationKey: key.right, fresh: true } :
-              { isolationKey: key.right },
-            attributes: sessionId === undefined ? {} : { session_id: sessionId },
-            stream: body.stream === true,
-            onDisconnect
-          }
-          const sessionOut = sessionId ?? null
-          if (!request.stream) {
-            return yield* ctx.run(request, body).pipe(
-              Effect.map(({ originating }) =>
-                json({
-                  response: Option.isSome(originating) ? responseText(originating.value.response) : "",
-                  session_id: sessionOut
-                })
-              ),
-              Effect.catchAll((error) => Effect.succeed(turnErrorJson(error)))
-            )
-          }
-          const started = yield* ctx.runStream(request, body).pipe(Effect.either)
+      // The stream's response: the turn's text as `data:` frames, then `[DONE]` (or an `error` frame).
+      const streamed = (request: ChannelRequest, body: InvocationBody, sessionId: string | undefined) =>
+        Effect.map(Effect.either(ctx.runStream(request, body)), (started) => {
           if (started._tag === "Left") return turnErrorJson(started.left)
           const turn = started.right
           // Written as the turn runs: the text of each chunk of updates as `data:` frames, then `[DONE]` once the
@@ -147,7 +98,66 @@ export const make = (options: Options = {}): Channel => {
           )
           return Sse.response(frames, sessionId === undefined ? undefined : { "x-session-id": sessionId })
         })
-      )
+
+      // Plain functions and one `matchEffect` per wait (no generator): this runs for every request.
+      const invoke = (
+        input: ChannelModule.RouteInput,
+        raw: Record<string, unknown>
+      ): Effect.Effect<HttpServerResponse.HttpServerResponse> => {
+        const problem = bodyProblem(raw)
+        if (problem !== undefined) return Effect.succeed(errorJson(422, "invalid_request", problem))
+        const body = raw as InvocationBody
+        const onDisconnect = onDisconnectOf(input.request, body.on_disconnect, options.onDisconnect ?? "continue")
+        if (typeof onDisconnect !== "string") return Effect.succeed(errorJson(422, "invalid_request", onDisconnect.message))
+        // A session id is a bearer handle on the conversation: it comes from the CSPRNG.
+        const sessionId = body.session_id ?? (input.isolation.chat === undefined ? `inv_${randomId()}` : undefined)
+        // A session id is a name the caller picks: with a trusted user key, each user has their own session of
+        // that name (another user's session_id starts a separate session, never theirs).
+        const key = isolationKey(
+          sessionId === undefined ?
+            input.isolation.chat! :
+            userScopedKey(input.isolation.user, `${name}:${sessionId}`)
+        )
+        if (Either.isLeft(key)) return Effect.succeed(turnErrorJson(key.left))
+        const request: ChannelRequest = {
+          channel: name,
+          operation: "invoke",
+          input: [userMessage(body.message)],
+          // A session id minted here names a session nothing is stored under yet.
+          session: body.session_id === undefined && sessionId !== undefined ?
+            { isolationKey: key.right, fresh: true } :
+            { isolationKey: key.right },
+          attributes: sessionId === undefined ? {} : { session_id: sessionId },
+          stream: body.stream === true,
+          onDisconnect
+        }
+        if (request.stream) return streamed(request, body, sessionId)
+        const sessionOut = sessionId ?? null
+        return Effect.matchEffect(ctx.run(request, body), {
+          onFailure: (error) => Effect.succeed(turnErrorJson(error)),
+          onSuccess: ({ originating }) =>
+            Effect.succeed(json({
+              response: Option.isSome(originating) ? responseText(originating.value.response) : "",
+              session_id: sessionOut
+            }))
+        })
+      }
+
+      const handle = ChannelModule.handler((input) => {
+        if (!authorized(input.request)) {
+          return Effect.succeed(
+            errorJson(401, "unauthorized", "a valid API key is required: send Authorization: Bearer <key>")
+          )
+        }
+        return Effect.matchEffect(readJsonObject(input.request, ctx.settings), {
+          // Valid JSON of the wrong shape is this wire's 422, like any other shape problem.
+          onFailure: (problem) =>
+            Effect.succeed(
+              errorJson(problem.reason === "NotAnObject" ? 422 : problem.status, problem.type, problem.message)
+            ),
+          onSuccess: (raw) => invoke(input, raw)
+        })
+      })
       return {
         kind: "programmatic",
         path: options.path ?? "/invocations",

@@ -5,6 +5,7 @@ import { Effect, Layer, Stream } from "effect"
 import type { AgentError } from "../domain/Errors.js"
 import type { AgentResponse, AgentResponseUpdate } from "../domain/Message.js"
 import { ResponseAccumulator } from "../domain/Message.js"
+import * as Now from "../internal/Now.js"
 import type { TargetSkill, Turn } from "./Target.js"
 import { Target } from "./Target.js"
 
@@ -103,7 +104,7 @@ export const toTarget = (agent: Agent): Target["Type"] => ({
   name: agent.name,
   ...(agent.description === undefined ? {} : { description: agent.description }),
   ...(agent.skills === undefined ? {} : { skills: agent.skills }),
-  run: (turn) => Effect.map(agent.run(turn), (response) => ({ response, result: response })),
+  run: (turn) => Now.map(agent.run(turn), (response) => ({ response, result: response })),
   stream: agent.stream,
   ...(agent.updates === undefined ? {} : { updates: agent.updates })
 })

@@ -307,7 +307,14 @@ const stream = (turn: Turn): ReadonlyArray<AgentResponseUpdate> => {
 
 export const agent: Agent.Agent = Agent.make({
   name,
-  run: (turn) => Effect.sync(() => run(turn)),
+  // Computed when asked for (it is pure and quick): the turn continues from a ready value, no fiber step.
+  run: (turn) => {
+    try {
+      return Effect.succeed(run(turn))
+    } catch (defect) {
+      return Effect.die(defect)
+    }
+  },
   stream: (turn) => Stream.suspend(() => Stream.fromIterable(stream(turn))),
   updates: (turn) => Effect.sync(() => stream(turn))
 })

@@ -81,10 +81,29 @@ export interface SessionsShape {
     Effect.Effect<A, E | TurnCancelled>,
     SessionBusy | SessionCapacityExceeded | MailboxFull
   >
+  /**
+   * The synchronous start of an inline turn (see `SubmitOptions.inline`) for a caller that runs the turn's frame
+   * itself: when the key's actor is idle (and the policy is not `interrupt`, and taking the actor evicts nothing),
+   * the actor is busy from now on with `fiber` as its running job (shutdown and the `interrupt` policy interrupt
+   * that fiber), and the entry is returned; otherwise undefined, and the turn goes through `submit`. Exactly one
+   * `leave` must follow, however the turn ends; the caller makes the turn interruptible only in its own region.
+   */
+  readonly enterInline: (
+    key: string,
+    policy: BusyPolicy,
+    fiber: Fiber.RuntimeFiber<unknown, unknown>
+  ) => InlineEntry | undefined
+  /** Ends an inline turn: the actor starts its next queued turn, or goes idle. */
+  readonly leave: (entry: InlineEntry) => Effect.Effect<void>
   /** Releases every idle actor whose last turn ended at least the idle time ago. */
   readonly sweep: Effect.Effect<number>
   readonly stats: Effect.Effect<SessionStats>
   readonly isLive: (key: string) => Effect.Effect<boolean>
+}
+
+/** An inline turn's hold on its actor (`enterInline`), handed back to `leave`. */
+export interface InlineEntry {
+  readonly key: string
 }
 
 export class Sessions extends Context.Tag("effect-agent-host/Sessions")<Sessions, SessionsShape>() {}
@@ -184,37 +203,37 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
       return actor
     }
 
-    // Runs the actor's next job in a fiber of its own, chaining to the one after when it ends.
-    const startNext = (actor: Actor): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        const job = actor.queue.shift()
-        actor.running = job
-        if (job === undefined) {
-          actor.lastActive = clock.unsafeCurrentTimeMillis()
-          return trimIdle()
+    // Runs the actor's next job in a fiber of its own, chaining to the one after when it ends. Called when the
+    // effect runs: the actor's state is read and changed at once (the common case, no job waiting, is `Effect.void`).
+    const startNextNow = (actor: Actor): Effect.Effect<void> => {
+      const job = actor.queue.shift()
+      actor.running = job
+      if (job === undefined) {
+        actor.lastActive = clock.unsafeCurrentTimeMillis()
+        return trimIdle()
+      }
+      const body = Effect.suspend(() => job.cancelRequested ? job.cancel : job.run)
+      return Effect.map(
+        Effect.forkDaemon(Effect.interruptible(body).pipe(Effect.ensuring(startNext(actor)))),
+        (fiber) => {
+          job.fiber = fiber
         }
-        const body = Effect.suspend(() => job.cancelRequested ? job.cancel : job.run)
-        return Effect.map(
-          Effect.forkDaemon(Effect.interruptible(body).pipe(Effect.ensuring(startNext(actor)))),
-          (fiber) => {
-            job.fiber = fiber
-          }
-        )
-      })
+      )
+    }
+    const startNext = (actor: Actor): Effect.Effect<void> => Effect.suspend(() => startNextNow(actor))
 
     // Above `maxIdle` live actors, releases the least recently used idle ones (map order), looking at a bounded
-    // number of actors; the sweeper still releases the rest when they time out.
-    const trimIdle = (): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        if (actors.size <= maxIdle) return Effect.void
-        const victims: Array<Actor> = []
-        let looked = 0
-        for (const actor of actors.values()) {
-          if (actors.size - victims.length <= maxIdle || looked++ >= trimScan) break
-          if (isIdle(actor)) victims.push(actor)
-        }
-        return victims.length === 0 ? Effect.void : Effect.forEach(victims, release, { discard: true })
-      })
+    // number of actors; the sweeper still releases the rest when they time out. Called when the effect runs.
+    const trimIdle = (): Effect.Effect<void> => {
+      if (actors.size <= maxIdle) return Effect.void
+      const victims: Array<Actor> = []
+      let looked = 0
+      for (const actor of actors.values()) {
+        if (actors.size - victims.length <= maxIdle || looked++ >= trimScan) break
+        if (isIdle(actor)) victims.push(actor)
+      }
+      return victims.length === 0 ? Effect.void : Effect.forEach(victims, release, { discard: true })
+    }
 
     const acquire = (key: string, now: number, evicted: Array<Actor>): Actor | SessionCapacityExceeded => {
       const existing = actors.get(key)
@@ -283,6 +302,30 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
         })
       }))
     }
+
+    const enterInline = (
+      key: string,
+      policy: BusyPolicy,
+      fiber: Fiber.RuntimeFiber<unknown, unknown>
+    ): InlineEntry | undefined => {
+      if (policy === "interrupt") return undefined
+      let actor = actors.get(key)
+      if (actor === undefined) {
+        // A new actor that would evict another (or find no room) goes through `submit`, which handles both.
+        if (actors.size >= maxActors) return undefined
+        actor = newActor(key)
+        actor.lastActive = clock.unsafeCurrentTimeMillis()
+      } else {
+        if (actor.running !== undefined || actor.queue.length > 0) return undefined
+        // Re-insert so map order is least-recently-used first.
+        actors.delete(key)
+      }
+      actors.set(key, actor)
+      actor.running = { run: Effect.void, cancel: Effect.void, fiber: fiber as Fiber.RuntimeFiber<void>, cancelRequested: false }
+      return actor
+    }
+
+    const leave = (entry: InlineEntry): Effect.Effect<void> => startNextNow(entry as Actor)
 
     const submit = <A, E>(
       key: string,
@@ -379,6 +422,8 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
 
     return Sessions.of({
       submit,
+      enterInline,
+      leave,
       sweep,
       stats: Effect.sync(() => {
         let running = 0

@@ -27,6 +27,7 @@ import {
   MetricBoundaries,
   MetricKey,
   Option,
+  RuntimeFlags,
   Stream
 } from "effect"
 import type { MetricHook } from "effect"
@@ -47,6 +48,7 @@ import { wallClockSleep } from "../domain/Time.js"
 import type { ClientShield } from "../http/ClientShield.js"
 import { currentClientShield } from "../http/ClientShield.js"
 import { BoundedCache } from "../internal/BoundedCache.js"
+import * as Now from "../internal/Now.js"
 import * as ConversationStoreModule from "../state/ConversationStore.js"
 import { ConversationStore } from "../state/ConversationStore.js"
 import { StateStore } from "../state/StateStore.js"
@@ -387,59 +389,70 @@ export const make = Effect.gen(function*() {
   }
 
   // At debug only: at info it would be a line per turn on the hot path; `agent_host_turns_total` counts them.
-  // The annotations (a SHA-256 of the key) are built only when the line is logged.
-  const logRequest = (request: ChannelRequest) =>
-    Effect.whenLogLevel(
-      Effect.suspend(() =>
-        Effect.logDebug("channel request").pipe(
-          Effect.annotateLogs({
-            channel: request.channel,
-            operation: request.operation,
-            stream: request.stream,
-            // A digest, as on the turn's span: a key can hold a bearer (a web chat browser id).
-            session_sha256: request.session === undefined ? "none" : isolationKeyDigest(request.session.isolationKey)
-          })
-        )
-      ),
-      LogLevel.Debug
-    )
+  // Undefined (nothing built, no digest hashed) when the fiber does not log at debug.
+  const logRequest = (request: ChannelRequest, fiber: Fiber.RuntimeFiber<unknown, unknown>) =>
+    LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Debug) ?
+      undefined :
+      Effect.logDebug("channel request").pipe(
+        Effect.annotateLogs({
+          channel: request.channel,
+          operation: request.operation,
+          stream: request.stream,
+          // A digest, as on the turn's span: a key can hold a bearer (a web chat browser id).
+          session_sha256: request.session === undefined ? "none" : isolationKeyDigest(request.session.isolationKey)
+        })
+      )
 
-  const prepare = (
+  /**
+   * Run hook, checks, admission, authorization, the response target's check: then `next` with the prepared turn,
+   * in the caller's fiber (read for its isolation headers and whether the turn may run inline). Steps that have
+   * already succeeded (no hook, an open or API-key channel, nothing to push) are continued at once.
+   */
+  const prepareThen = <A>(
     info: ChannelInfo,
     request: ChannelRequest,
-    raw: unknown
-  ): Effect.Effect<Prepared, TurnError> => {
-    const afterHook = (hooked: ChannelRequest): Effect.Effect<Prepared, TurnError> => {
+    raw: unknown,
+    next: (
+      prepared: Prepared,
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      flags: RuntimeFlags.RuntimeFlags
+    ) => Effect.Effect<A, TurnError>
+  ): Effect.Effect<A, TurnError> => {
+    const afterHook = (hooked: ChannelRequest): Effect.Effect<A, TurnError> => {
       const invalid = check(hooked)
       if (invalid !== undefined) return Effect.fail(invalid)
       // Verified claims come from authorization alone.
       const unverified = hooked.verified === undefined ? hooked : { ...hooked, verified: undefined }
-      return delivery.admit(hooked).pipe(
-        Effect.zipRight(authorizer.authorize(unverified)),
-        Effect.flatMap((prepared) => {
-          const finish = Effect.zipWith(
-            Effect.withFiberRuntime<Prepared>((fiber) => {
-              const context = fiber.currentContext
-              return Effect.succeed({
-                request: prepared,
-                isolation: Option.getOrElse(Context.getOption(context, CurrentIsolation), () => noIsolationKeys),
-                // An HTTP request's fiber (a disconnect can be shielded from it), or a caller that says it is safe.
-                inline: fiber.getFiberRef(currentClientShield) === "interrupts" ||
-                  Option.isSome(Context.getOption(context, InlineTurns))
-              })
-            }),
-            logRequest(prepared),
-            (prepared): Prepared => {
-              info.turns.update(1)
-              return prepared
+      return Now.andThen(
+        Now.zipRight(delivery.admit(hooked), authorizer.authorize(unverified)),
+        (authorized) => {
+          const finish = Effect.withFiberRuntime<A, TurnError>((fiber, status) => {
+            const context = fiber.currentContext
+            const prepared: Prepared = {
+              request: authorized,
+              isolation: Option.getOrElse(Context.getOption(context, CurrentIsolation), () => noIsolationKeys),
+              // An HTTP request's fiber (a disconnect can be shielded from it), or a caller that says it is safe.
+              inline: fiber.getFiberRef(currentClientShield) === "interrupts" ||
+                Option.isSome(Context.getOption(context, InlineTurns))
             }
-          )
-          return request.responseTarget === undefined ? finish : Effect.zipRight(checkTarget(request, prepared), finish)
-        })
+            info.turns.update(1)
+            const log = logRequest(authorized, fiber)
+            const flags = status.runtimeFlags
+            return log === undefined ?
+              next(prepared, fiber, flags) :
+              Effect.zipRight(log, Effect.suspend(() => next(prepared, fiber, flags)))
+          })
+          return request.responseTarget === undefined ?
+            finish :
+            Effect.zipRight(checkTarget(request, authorized), finish)
+        }
       )
     }
     return info.run === undefined ? afterHook(request) : Effect.flatMap(info.run(request, raw), afterHook)
   }
+
+  const prepare = (info: ChannelInfo, request: ChannelRequest, raw: unknown): Effect.Effect<Prepared, TurnError> =>
+    prepareThen(info, request, raw, (prepared) => Effect.succeed(prepared))
 
   const noHistory: ReadonlyArray<Message> = []
 
@@ -497,7 +510,7 @@ export const make = Effect.gen(function*() {
     result: unknown,
     withReply?: (outcome: TurnOutcome) => Effect.Effect<void>
   ): Effect.Effect<TurnOutcome> =>
-    Effect.flatMap(delivery.resolve(request), (plan) => {
+    Now.andThen(delivery.resolve(request), (plan) => {
       const annotated = annotate(response, request, plan)
       const hosted: HostedRunResult = {
         result: result === response ? annotated : result,
@@ -505,7 +518,7 @@ export const make = Effect.gen(function*() {
         session: request.session,
         sessionId: turn.sessionId
       }
-      const deliver = Effect.map(
+      const deliver = Now.map(
         delivery.deliver(request, hosted, plan),
         (originating): TurnOutcome => ({ result: hosted, originating })
       )
@@ -519,7 +532,12 @@ export const make = Effect.gen(function*() {
           cached :
           recent([...turn.history, ...turn.input])
       extendHistory(sessionId, base, annotated.messages)
-      if (withReply === undefined) return Effect.zipRight(store.appendHistory(sessionId, annotated.messages), deliver)
+      if (withReply === undefined) {
+        const appended = store.appendHistory(sessionId, annotated.messages)
+        // Nothing left to run after the commit (the common case): the outcome is ready now.
+        const ready = Now.succeeded(deliver)
+        return ready === undefined ? Effect.zipRight(appended, deliver) : Effect.as(appended, ready.value)
+      }
       // The append is queued, not waited for: the caller's write is committed with it or after it (writes commit
       // in order), and the turn completes only once that write has.
       return Effect.zipRight(
@@ -541,6 +559,77 @@ export const make = Effect.gen(function*() {
       )
       return yield* finishTurn(request, turn, out.response, out.result, withReply)
     })
+
+  /**
+   * The blocking turn of an idle session run in the caller's fiber as one frame: what `Sessions.submit`'s inline
+   * run, `tracked`, `shielded`, `explain` and `runTurn` do, with the fiber's refs set and restored directly rather
+   * than through an acquire/release each. The actor is busy from `enterInline` to `leave` (later turns queue
+   * behind it); the turn is interruptible only in its own region, by shutdown or the `interrupt` policy, which
+   * find this fiber as the actor's job and in `running`; the client shield is `shielded` for the whole turn; the
+   * target runs with its `RequestContext`. Anything else (a busy actor, an interruptible caller) takes `runPrepared`.
+   */
+  const runInlineTurn = (
+    info: ChannelInfo,
+    prepared: Prepared,
+    key: string,
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    flags: RuntimeFlags.RuntimeFlags
+  ): Effect.Effect<TurnOutcome, TurnError> => {
+    if (stopped) return Effect.fail(shutdownError(key))
+    // The frame's set-up and restore below must not be cut short by an interruption.
+    if (RuntimeFlags.interruption(flags)) return runPrepared(info, prepared)
+    const entry = sessions.enterInline(key, info.busyPolicy, fiber)
+    if (entry === undefined) return runPrepared(info, prepared)
+    const request = prepared.request
+    const shield = fiber.getFiberRef(currentClientShield)
+    const context = fiber.getFiberRef(FiberRef.currentContext)
+    Now.setFiberRef(fiber, currentClientShield, "shielded")
+    running.add(fiber)
+    const started = performance.now()
+    // Set while the target runs: a defect there is the agent's (`agent_defect`), as `runTurn` reports it.
+    let inTarget = false
+    const end = () => {
+      Now.setFiberRef(fiber, currentClientShield, shield)
+      if (inTarget) Now.setFiberRef(fiber, FiberRef.currentContext, context)
+      running.delete(fiber)
+      info.duration.update((performance.now() - started) / 1000)
+    }
+    const body: Effect.Effect<TurnOutcome, TurnError> = Now.andThen(beginTurn(request, prepared.isolation), (turn) => {
+      const out = target.run(turn)
+      const ready = Now.succeeded(out)
+      if (ready !== undefined) return finishTurn(request, turn, ready.value.response, ready.value.result, prepared.withReply)
+      inTarget = true
+      Now.setFiberRef(fiber, FiberRef.currentContext, Context.add(context, RequestContext, turn.context))
+      return Effect.flatMap(out, (done) => {
+        inTarget = false
+        Now.setFiberRef(fiber, FiberRef.currentContext, context)
+        return finishTurn(request, turn, done.response, done.result, prepared.withReply)
+      })
+    })
+    return Effect.matchCauseEffect(Effect.interruptible(body), {
+      onFailure: (cause) => {
+        const defect = inTarget ? Cause.dieOption(cause) : Option.none()
+        end()
+        let failure: Cause.Cause<TurnError> = cause
+        if (Option.isSome(defect)) failure = Cause.fail(agentDefect(defect.value))
+        else if (Cause.isInterruptedOnly(cause)) {
+          failure = Cause.fail(
+            stopped ?
+              shutdownError(key) :
+              new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
+          )
+        } else if (stopped) {
+          const error = Cause.failureOption(cause)
+          if (Option.isSome(error) && error.value._tag === "TurnCancelled") failure = Cause.fail(shutdownError(key))
+        }
+        return Now.zipRight(sessions.leave(entry), Effect.failCause(failure))
+      },
+      onSuccess: (outcome) => {
+        end()
+        return Now.as(sessions.leave(entry), outcome)
+      }
+    })
+  }
 
   // A turn's work as it runs (in the actor, or detached): refused once shutdown has stopped turns, tracked while
   // it runs so shutdown can wait for it and, after the grace, interrupt it; timed into `turnDuration`.
@@ -695,11 +784,10 @@ export const make = Effect.gen(function*() {
   }
 
   const runPrepared = (
-    channel: string,
+    info: ChannelInfo,
     prepared: Prepared,
     guard?: Effect.Effect<void, TurnError>
   ): Effect.Effect<TurnOutcome, TurnError> => {
-    const info = infoOf(channel)
     const request = prepared.request
     const turn = runTurn(request, prepared.isolation, prepared.withReply)
     return Effect.flatten(
@@ -833,7 +921,8 @@ export const make = Effect.gen(function*() {
     })
 
   const local: LocalTurns = {
-    run: (channel, request, isolation, guard) => runPrepared(channel, { request, isolation, inline: false }, guard),
+    run: (channel, request, isolation, guard) =>
+      runPrepared(infoOf(channel), { request, isolation, inline: false }, guard),
     runStream: (channel, request, isolation, guard) =>
       streamPrepared(channel, { request, isolation, inline: false }, guard),
     resetSession: resetLocal,
@@ -847,20 +936,18 @@ export const make = Effect.gen(function*() {
   }
 
   const contextFor = (channel: string): ChannelContext => {
-    const run = (request: ChannelRequest, raw?: unknown, extras?: RunExtras): Effect.Effect<TurnOutcome, TurnError> =>
-      Effect.flatMap(
-        prepare(infoOf(channel), request, raw),
-        (prepared) =>
-          router !== undefined && prepared.request.session !== undefined ?
-            forwarded(
-              prepared.request.session.isolationKey,
-              router.run(channel, prepared.request, prepared.isolation)
-            ) :
-            runPrepared(
-              channel,
-              extras?.withReply === undefined ? prepared : { ...prepared, withReply: extras.withReply }
-            )
-      )
+    const run = (request: ChannelRequest, raw?: unknown, extras?: RunExtras): Effect.Effect<TurnOutcome, TurnError> => {
+      const info = infoOf(channel)
+      return prepareThen(info, request, raw, (ready, fiber, flags) => {
+        const prepared = extras?.withReply === undefined ? ready : { ...ready, withReply: extras.withReply }
+        const key = prepared.request.session?.isolationKey
+        if (key === undefined) return runPrepared(info, prepared)
+        if (router !== undefined) return forwarded(key, router.run(channel, prepared.request, prepared.isolation))
+        return prepared.inline && prepared.request.onDisconnect !== "cancel" ?
+          runInlineTurn(info, prepared, key, fiber, flags) :
+          runPrepared(info, prepared)
+      })
+    }
 
     const runStream = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnStream, TurnError> =>
       Effect.flatMap(

@@ -17,6 +17,7 @@ import { issueId } from "../domain/Ids.js"
 import type { AgentResponse, Message } from "../domain/Message.js"
 import * as Redact from "../domain/Redact.js"
 import * as Time from "../domain/Time.js"
+import * as Now from "../internal/Now.js"
 import { StateStore } from "../state/StateStore.js"
 
 export interface Destination {
@@ -249,21 +250,22 @@ export const make = Effect.gen(function*() {
   const scheduler = yield* PushScheduler
   const settings = yield* HostConfig
 
-  const admit = (request: ChannelRequest): Effect.Effect<void, InvalidRequest | PushQueueFull> =>
-    Effect.suspend((): Effect.Effect<void, InvalidRequest | PushQueueFull> => {
-      const named = namedTargets(request.responseTarget)
-      if (named > settings.maxResponseTargets) {
-        return Effect.fail(
-          new InvalidRequest({
-            message: `response_target names ${named} destinations; at most ${settings.maxResponseTargets} are allowed`,
-            param: "response_target"
-          })
-        )
-      }
-      const kind = request.responseTarget?.kind
-      const mayPush = kind !== undefined && kind !== "originating" && kind !== "none"
-      return mayPush && scheduler.admit !== undefined ? scheduler.admit : Effect.void
-    })
+  // Decided when called (a turn is admitted as it is prepared): the common answer is `Effect.void`, which the turn
+  // continues from without a fiber step.
+  const admit = (request: ChannelRequest): Effect.Effect<void, InvalidRequest | PushQueueFull> => {
+    const named = namedTargets(request.responseTarget)
+    if (named > settings.maxResponseTargets) {
+      return Effect.fail(
+        new InvalidRequest({
+          message: `response_target names ${named} destinations; at most ${settings.maxResponseTargets} are allowed`,
+          param: "response_target"
+        })
+      )
+    }
+    const kind = request.responseTarget?.kind
+    const mayPush = kind !== undefined && kind !== "originating" && kind !== "none"
+    return mayPush && scheduler.admit !== undefined ? scheduler.admit : Effect.void
+  }
 
   const resolve = (request: ChannelRequest): Effect.Effect<DeliveryPlan> => {
     const target = request.responseTarget
@@ -381,7 +383,7 @@ export const make = Effect.gen(function*() {
     const request = plan.request ?? channelRequest
     const key = request.session?.isolationKey
     const shaped = plan.includesOriginating ?
-      Effect.map(
+      Now.map(
         shape(request.channel, result, {
           request,
           channel: request.channel,
@@ -389,7 +391,7 @@ export const make = Effect.gen(function*() {
           originating: true,
           isEcho: false
         }),
-        Option.some
+        (shaped): Option.Option<HostedRunResult> => Option.some(shaped)
       ) :
       Effect.succeed(Option.none())
     if (request.identity === undefined || key === undefined) return shaped
