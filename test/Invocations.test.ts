@@ -118,3 +118,69 @@ describe("Invocations turn fiber", () => {
       }))
   })
 })
+
+describe("Invocations inline turns and the session actor", () => {
+  // A slow agent that says which turn of the session it is answering, or fails as the message asks.
+  const slow = Agent.layer(Agent.make({
+    name: "slow",
+    run: (turn) => {
+      const said = turn.input.flatMap((m) => m.contents).map((c) => c._tag === "text" ? c.text : "").join("")
+      if (said === "defect") return Effect.die(new Error("boom"))
+      return Effect.as(Effect.sleep("200 millis"), {
+        messages: [{ role: "assistant", contents: [{ _tag: "text", text: `${said}@${turn.history.length}` }] }]
+      })
+    }
+  }))
+
+  layer(
+    TestHost.layer({
+      channels: [
+        Invocations.make({ name: "queued", path: "/q" }),
+        Invocations.make({ name: "stop", path: "/i", busyPolicy: "interrupt" })
+      ],
+      target: slow
+    }),
+    { excludeTestServices: true }
+  )((it) => {
+    it.effect("a turn arriving while the inline one runs queues behind it, in order, and sees its reply", () =>
+      Effect.gen(function*() {
+        const host = yield* AgentHost
+        const first = yield* Effect.fork(post(`${host.url}/q`, JSON.stringify({ message: "a", session_id: "order" })))
+        yield* Effect.sleep("50 millis")
+        const second = yield* post(`${host.url}/q`, JSON.stringify({ message: "b", session_id: "order" }))
+        const done = yield* Fiber.join(first)
+        assert.strictEqual(JSON.parse(done.body).response, "a@0")
+        // The second turn ran after the first had recorded its input and reply.
+        assert.strictEqual(JSON.parse(second.body).response, "b@2")
+      }))
+
+    it.effect("the interrupt policy stops the inline turn in its request's fiber; the new turn runs", () =>
+      Effect.gen(function*() {
+        const host = yield* AgentHost
+        const first = yield* Effect.fork(post(`${host.url}/i`, JSON.stringify({ message: "a", session_id: "cut" })))
+        yield* Effect.sleep("50 millis")
+        const second = yield* post(`${host.url}/i`, JSON.stringify({ message: "b", session_id: "cut" }))
+        const stopped = yield* Fiber.join(first)
+        assert.strictEqual(stopped.status, 409)
+        assert.strictEqual(JSON.parse(stopped.body).error.type, "TurnCancelled")
+        assert.include(JSON.parse(stopped.body).error.message, "was cancelled")
+        assert.strictEqual(second.status, 200)
+        // The stopped turn kept its input in the history; its reply was never recorded.
+        assert.strictEqual(JSON.parse(second.body).response, "b@1")
+        const third = yield* post(`${host.url}/i`, JSON.stringify({ message: "c", session_id: "cut" }))
+        assert.strictEqual(JSON.parse(third.body).response, "c@3")
+      }))
+
+    it.effect("an agent defect in an inline turn is the agent's error, and the session goes on", () =>
+      Effect.gen(function*() {
+        const host = yield* AgentHost
+        const failed = yield* post(`${host.url}/q`, JSON.stringify({ message: "defect", session_id: "defect" }))
+        assert.strictEqual(failed.status, 500)
+        assert.strictEqual(JSON.parse(failed.body).error.type, "agent_error")
+        assert.strictEqual(JSON.parse(failed.body).error.message, "the agent failed unexpectedly")
+        const next = yield* post(`${host.url}/q`, JSON.stringify({ message: "after", session_id: "defect" }))
+        assert.strictEqual(next.status, 200)
+        assert.strictEqual(JSON.parse(next.body).response, "after@1")
+      }))
+  })
+})

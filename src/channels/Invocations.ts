@@ -108,7 +108,9 @@ export const make = (options: Options = {}): Channel => {
         if (problem !== undefined) return Effect.succeed(errorJson(422, "invalid_request", problem))
         const body = raw as InvocationBody
         const onDisconnect = onDisconnectOf(input.request, body.on_disconnect, options.onDisconnect ?? "continue")
-        if (typeof onDisconnect !== "string") return Effect.succeed(errorJson(422, "invalid_request", onDisconnect.message))
+        if (typeof onDisconnect !== "string") {
+          return Effect.succeed(errorJson(422, "invalid_request", onDisconnect.message))
+        }
         // A session id is a bearer handle on the conversation: it comes from the CSPRNG.
         const sessionId = body.session_id ?? (input.isolation.chat === undefined ? `inv_${randomId()}` : undefined)
         // A session id is a name the caller picks: with a trusted user key, each user has their own session of

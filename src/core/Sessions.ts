@@ -321,7 +321,12 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
         actors.delete(key)
       }
       actors.set(key, actor)
-      actor.running = { run: Effect.void, cancel: Effect.void, fiber: fiber as Fiber.RuntimeFiber<void>, cancelRequested: false }
+      actor.running = {
+        run: Effect.void,
+        cancel: Effect.void,
+        fiber: fiber as Fiber.RuntimeFiber<void>,
+        cancelRequested: false
+      }
       return actor
     }
 

@@ -597,7 +597,9 @@ export const make = Effect.gen(function*() {
     const body: Effect.Effect<TurnOutcome, TurnError> = Now.andThen(beginTurn(request, prepared.isolation), (turn) => {
       const out = target.run(turn)
       const ready = Now.succeeded(out)
-      if (ready !== undefined) return finishTurn(request, turn, ready.value.response, ready.value.result, prepared.withReply)
+      if (ready !== undefined) {
+        return finishTurn(request, turn, ready.value.response, ready.value.result, prepared.withReply)
+      }
       inTarget = true
       Now.setFiberRef(fiber, FiberRef.currentContext, Context.add(context, RequestContext, turn.context))
       return Effect.flatMap(out, (done) => {
