@@ -243,12 +243,17 @@ interface Worker {
   handler: Handler | undefined
   /** Runs the handler interruptibly (the worker's loop is not). */
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** Set while the worker waits for a claimed task: hands it one. */
+  wake: ((exit: Exit.Exit<Entry>) => void) | undefined
   /** Records the handler's exit; made once per worker. */
   outcome: {
     readonly onSuccess: () => Effect.Effect<void>
     readonly onFailure: (cause: Cause.Cause<TaskFailure>) => Effect.Effect<void>
   }
 }
+
+const succeeded = Exit.succeed(true)
+const notRecorded = Exit.succeed(false)
 
 const identityRestore = <A, E, R>(effect: Effect.Effect<A, E, R>) => effect
 const noOutcome: Worker["outcome"] = { onSuccess: () => Effect.void, onFailure: () => Effect.void }
@@ -357,7 +362,7 @@ export const make = (options: Options = {}) =>
     const ready = new Fifo<Entry>()
     // Claimed tasks (their attempt committed) waiting for a worker, and the workers waiting for one.
     const claimed = new Fifo<Entry>()
-    const idle = new Fifo<(entry: Entry) => void>()
+    const idle = new Fifo<Worker>()
     // Workers in an attempt; tasks the claimer is committing; workers started and not retired. Workers start
     // on demand, when claimed tasks wait and fewer than `concurrency` run: a runner with no work holds none.
     let busy = 0
@@ -566,26 +571,24 @@ export const make = (options: Options = {}) =>
       return Effect.flatMap(prepared, (ready) => ready ? run(entry, handler, worker) : Effect.void)
     }
 
-    const nextClaimed: Effect.Effect<Entry> = Effect.suspend(() => {
-      const entry = claimed.shift()
-      if (entry !== undefined) return Effect.succeed(entry)
-      return Effect.async<Entry>((resume) => {
-        const waiter = (entry: Entry) => resume(Effect.succeed(entry))
-        idle.push(waiter)
-        // Interrupted (shutdown): an entry handed to it later stays `running`; the finalizer puts it back.
-        return Effect.sync(() => {
-          for (let i = idle.length; i > 0; i--) {
-            const other = idle.shift()!
-            if (other !== waiter) idle.push(other)
-          }
-        })
+    // A worker with no claimed task waits to be handed one. Without a canceller (which costs an `onInterrupt`
+    // region per wait): only shutdown interrupts a waiting worker (`cancel` interrupts workers in a handler), and
+    // `handOver` skips a worker whose fiber has ended; a task handed to one that is still ending stays `running`
+    // with no worker, which the finalizer puts back.
+    const waitForTask = (worker: Worker): Effect.Effect<Entry> =>
+      Effect.async<Entry>((resume) => {
+        worker.wake = resume
+        idle.push(worker)
       })
-    })
 
     const handOver = (entry: Entry) => {
-      const waiter = idle.shift()
-      if (waiter === undefined) claimed.push(entry)
-      else waiter(entry)
+      for (;;) {
+        const worker = idle.shift()
+        if (worker === undefined) return claimed.push(entry)
+        const wake = worker.wake
+        worker.wake = undefined
+        if (wake !== undefined && worker.fiber?.unsafePoll() === null) return wake(Exit.succeed(entry))
+      }
     }
 
     // Attempts run on up to `concurrency` worker fibers rather than a fiber each: forking one per attempt was half
@@ -598,12 +601,13 @@ export const make = (options: Options = {}) =>
       Effect.clockWith((clock) =>
         Effect.uninterruptibleMask((restore) => {
           worker.restore = restore
+          const waiting = restore(waitForTask(worker))
           // An attempt records its own failures, so only a defect reaches `onFailure`.
           const next = (): Effect.Effect<void> => {
             if (worker.retiring || closing) return Effect.void
             // A claimed task in hand: no wait, and no interruptible region to enter and leave.
             const entry = claimed.shift()
-            return entry === undefined ? Effect.flatMap(restore(nextClaimed), take) : take(entry)
+            return entry === undefined ? Effect.flatMap(waiting, take) : take(entry)
           }
           const after = {
             onSuccess: (): Effect.Effect<void> => {
@@ -649,6 +653,7 @@ export const make = (options: Options = {}) =>
         retiring: false,
         entry: undefined,
         handler: undefined,
+        wake: undefined,
         restore: identityRestore,
         outcome: noOutcome
       }
@@ -699,15 +704,21 @@ export const make = (options: Options = {}) =>
         }
         if (batch.length === 0) return
         claiming = batch.length
-        // Status, attempts and time: one statement for the batch (per distinct attempt count).
-        const recorded = yield* Effect.either(store.transition(batch.map((entry) => entry.row)))
-        claiming = 0
-        if (recorded._tag === "Left") {
+        // Status, attempts and time: one statement for the batch (per distinct attempt count). The tasks are handed
+        // over in the commit's callback, before the workers whose outcomes the same commit holds resume: they find
+        // their next task waiting instead of suspending again for it.
+        const recorded = yield* Effect.async<boolean>((resume) =>
+          store.submitTransitions(batch.map((entry) => entry.row), (exit) => {
+            claiming = 0
+            if (Exit.isSuccess(exit)) { for (const entry of batch) handOver(entry) }
+            resume(Exit.isSuccess(exit) ? succeeded : notRecorded)
+          })
+        )
+        if (!recorded) {
           // Not durable: leave them pending in memory and try later rather than run them unrecorded.
           for (const entry of batch) yield* retryLater(entry, entry.row)
           return
         }
-        for (const entry of batch) handOver(entry)
         yield* startWorkers
       })
     ).pipe(Effect.forever)

@@ -154,6 +154,11 @@ export interface TaskStoreShape extends Omit<Backend, "commit"> {
   /** `transition([row])` as a callback (see `submitInsert`): a task's outcome, on the runner's hot path. */
   readonly submitTransition: (row: TaskRecord, committed: (exit: Committed) => void) => void
   /**
+   * `transition(rows)` as a callback (see `submitInsert`): a claim. `committed` runs once every row is committed
+   * (with the first failure, if a commit failed), in the writer's fiber, before the waiters of later batches.
+   */
+  readonly submitTransitions: (rows: ReadonlyArray<TaskRecord>, committed: (exit: Committed) => void) => void
+  /**
    * Waits until everything handed over before it has been written (fails if the last batch did; an earlier batch
    * that failed was logged, and its waiters told).
    */
@@ -336,6 +341,26 @@ export const make = (backend: Backend, options: Options = {}) =>
     yield* Effect.forkScoped(writer)
     yield* Effect.addFinalizer(() => Effect.ignore(flush))
 
+    const submitTransitions = (rows: ReadonlyArray<TaskRecord>, committed: (exit: Committed) => void) => {
+      // Usually one batch; else the last one the rows went to commits after the others (batches commit in order)
+      // and answers with the first failure.
+      let first: Pending | undefined
+      let last: Pending | undefined
+      for (const row of rows) {
+        const batch = batchFor(row.id)
+        addTransition(batch, row)
+        first ??= batch
+        last = batch
+      }
+      if (last === undefined) return committed(Exit.succeed(noDuplicates))
+      if (first === last) return onCommit(last, committed)
+      let failed: Committed | undefined
+      onCommit(first!, (exit) => {
+        if (Exit.isFailure(exit)) failed = exit
+      })
+      onCommit(last, (exit) => committed(failed ?? exit))
+    }
+
     const store: TaskStoreShape = {
       insert: (row, { dedupe, shared }) =>
         Effect.async((resume) => {
@@ -370,19 +395,11 @@ export const make = (backend: Backend, options: Options = {}) =>
           return Effect.zipRight(awaitBatch(first!), awaitBatch(last))
         }),
       transition: (rows) =>
-        Effect.suspend(() => {
-          let first: Pending | undefined
-          let last: Pending | undefined
-          for (const row of rows) {
-            const batch = batchFor(row.id)
-            addTransition(batch, row)
-            first ??= batch
-            last = batch
-          }
-          if (last === undefined) return Effect.void
-          if (first === last) return awaitBatch(last)
-          return Effect.zipRight(awaitBatch(first!), awaitBatch(last))
-        }),
+        rows.length === 0 ?
+          Effect.void :
+          Effect.async((resume) =>
+            submitTransitions(rows, (exit) => resume(Exit.isSuccess(exit) ? voidExit : Exit.failCause(exit.cause)))
+          ),
       updateLater: (row) =>
         Effect.sync(() => {
           batchFor(row.id).updates.set(row.id, row)
@@ -397,6 +414,7 @@ export const make = (backend: Backend, options: Options = {}) =>
         addTransition(batch, row)
         onCommit(batch, committed)
       },
+      submitTransitions,
       flush,
       shared: backend.shared,
       unfinished: backend.unfinished,
