@@ -1,9 +1,23 @@
 /**
  * TaskRunner throughput on the host's real state database (`src/state/sqlite/StateDb.ts`: WAL, synchronous=NORMAL,
- * single-owner lock): schedules N no-op tasks and waits until all succeeded. `npx tsx bench/taskrunner.ts [N]`.
+ * single-owner lock): schedules N no-op tasks and waits until all succeeded.
+ * `npx tsx bench/taskrunner.ts [N] [loops|fork] [steps]`: `fork` is the old harness (a fiber forked per task);
+ * `steps` also counts Effect steps per task (a supervisor sees every instruction any fiber evaluates, the state
+ * writer's included), a figure that does not move with the load on the machine, unlike CPU time.
  * The pieces are exported for `bench/probes/Runner.ts` (the `runner-tasks` / `runner-resume` scenarios).
  */
-import { Deferred, Effect, FiberId, Layer, Schedule, Schema } from "effect"
+import type { Fiber } from "effect"
+import {
+  Deferred,
+  Effect,
+  FiberId,
+  Layer,
+  RuntimeFlags,
+  RuntimeFlagsPatch,
+  Schedule,
+  Schema,
+  Supervisor
+} from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -117,15 +131,34 @@ export const throughput = (n: number, harness: Harness = "loops") =>
 const isMain = process.argv[1] !== undefined && import.meta.url === Url.pathToFileURL(process.argv[1]).href &&
   /taskrunner\.[cm]?[jt]s$/.test(process.argv[1])
 
+class StepCounter extends Supervisor.AbstractSupervisor<number> {
+  steps = 0
+  get value() {
+    return Effect.sync(() => this.steps)
+  }
+  override onEffect<A, E>(_fiber: Fiber.RuntimeFiber<A, E>, _effect: Effect.Effect<unknown, unknown, unknown>) {
+    this.steps++
+  }
+}
+
 if (isMain) {
   const n = Number(process.argv[2] ?? 20_000)
   const harness: Harness = process.argv[3] === "fork" ? "fork" : "loops"
+  const counter = process.argv[4] === "steps" ? new StepCounter() : undefined
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "bench-tasks-"))
-  Effect.runPromise(throughput(n, harness).pipe(Effect.provide(sqliteRunner(dir)), Effect.scoped)).then((r) =>
+  const program = throughput(n, harness).pipe(Effect.provide(sqliteRunner(dir)), Effect.scoped)
+  Effect.runPromise(
+    counter === undefined ? program : program.pipe(
+      Effect.supervised(counter),
+      Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))
+    )
+  ).then((r) =>
     console.log(
       `tasks: ${r.tasks}; scheduled in ${r.scheduledMs.toFixed(0)} ms; all run in ${r.totalMs.toFixed(0)} ms; ${
         Math.round(r.tasksPerSecond)
-      } tasks/s; ${r.cpuMicrosPerTask.toFixed(1)} µs CPU per task (${harness})`
+      } tasks/s; ${r.cpuMicrosPerTask.toFixed(1)} µs CPU per task (${harness})${
+        counter === undefined ? "" : `; ${(counter.steps / n).toFixed(1)} Effect steps per task`
+      }`
     )
   ).finally(() => Fs.rmSync(dir, { recursive: true, force: true }))
 }
