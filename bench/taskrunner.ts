@@ -7,17 +7,7 @@
  * The pieces are exported for `bench/probes/Runner.ts` (the `runner-tasks` / `runner-resume` scenarios).
  */
 import type { Fiber } from "effect"
-import {
-  Deferred,
-  Effect,
-  FiberId,
-  Layer,
-  RuntimeFlags,
-  RuntimeFlagsPatch,
-  Schedule,
-  Schema,
-  Supervisor
-} from "effect"
+import { Deferred, Effect, FiberId, Layer, RuntimeFlags, RuntimeFlagsPatch, Schedule, Schema, Supervisor } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"

@@ -252,9 +252,6 @@ interface Worker {
   }
 }
 
-const succeeded = Exit.succeed(true)
-const notRecorded = Exit.succeed(false)
-
 const identityRestore = <A, E, R>(effect: Effect.Effect<A, E, R>) => effect
 const noOutcome: Worker["outcome"] = { onSuccess: () => Effect.void, onFailure: () => Effect.void }
 
@@ -704,21 +701,15 @@ export const make = (options: Options = {}) =>
         }
         if (batch.length === 0) return
         claiming = batch.length
-        // Status, attempts and time: one statement for the batch (per distinct attempt count). The tasks are handed
-        // over in the commit's callback, before the workers whose outcomes the same commit holds resume: they find
-        // their next task waiting instead of suspending again for it.
-        const recorded = yield* Effect.async<boolean>((resume) =>
-          store.submitTransitions(batch.map((entry) => entry.row), (exit) => {
-            claiming = 0
-            if (Exit.isSuccess(exit)) { for (const entry of batch) handOver(entry) }
-            resume(Exit.isSuccess(exit) ? succeeded : notRecorded)
-          })
-        )
-        if (!recorded) {
+        // Status, attempts and time: one statement for the batch (per distinct attempt count).
+        const recorded = yield* Effect.either(store.transition(batch.map((entry) => entry.row)))
+        claiming = 0
+        if (recorded._tag === "Left") {
           // Not durable: leave them pending in memory and try later rather than run them unrecorded.
           for (const entry of batch) yield* retryLater(entry, entry.row)
           return
         }
+        for (const entry of batch) handOver(entry)
         yield* startWorkers
       })
     ).pipe(Effect.forever)
