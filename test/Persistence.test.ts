@@ -53,7 +53,10 @@ describe("Persistence", () => {
         ...Persistence.defaults,
         mode: "memory",
         responseRetention: Duration.days(30),
-        pruneInterval: Duration.days(1)
+        pruneInterval: Duration.days(1),
+        // A 5-minute seen-id prune would run ~9,000 times over the 33 days this test moves the TestClock, each
+        // wake-up a real macrotask: that alone took 36 s (and timed out under load).
+        seenPruneInterval: Duration.days(1)
       }
       const context = yield* Layer.build(Persistence.layer(settings))
       yield* Effect.provide(

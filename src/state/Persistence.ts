@@ -52,6 +52,11 @@ export interface PersistenceSettings {
   readonly taskRetention: Duration.Duration
   /** How often the pruning fibers run. */
   readonly pruneInterval: Duration.Duration
+  /**
+   * How often expired seen ids (webhook dedupe, link states) are pruned. Shorter than `pruneInterval`: the ids
+   * arrive at message rate, and the memory store is bounded by this pruning alone.
+   */
+  readonly seenPruneInterval: Duration.Duration
 }
 
 export class Persistence extends Context.Tag("effect-agent-host/Persistence")<Persistence, PersistenceSettings>() {}
@@ -63,7 +68,8 @@ export const defaults: PersistenceSettings = {
   checkpointDir: Option.none(),
   responseRetention: Duration.days(30),
   taskRetention: Duration.days(7),
-  pruneInterval: Duration.hours(1)
+  pruneInterval: Duration.hours(1),
+  seenPruneInterval: StateStore.defaultSeenPrune.interval
 }
 
 /**
@@ -124,6 +130,9 @@ export const config: Config.Config<PersistenceSettings> = Config.all({
   ),
   taskRetention: Config.duration("AGENT_HOST_TASK_RETENTION").pipe(Config.withDefault(defaults.taskRetention)),
   pruneInterval: Config.duration("AGENT_HOST_PRUNE_INTERVAL").pipe(Config.withDefault(defaults.pruneInterval)),
+  seenPruneInterval: Config.duration("AGENT_HOST_SEEN_PRUNE_INTERVAL").pipe(
+    Config.withDefault(defaults.seenPruneInterval)
+  ),
   databaseUrl: Config.option(Config.redacted("DATABASE_URL"))
 }).pipe(
   Config.mapOrFail((settings) =>
@@ -214,13 +223,17 @@ export const layerWith = <ROut, E>(
   E | StateDb.StateDirLocked | StateDb.StateDirUnavailable | PgDb.StateDatabaseUnavailable
 > => {
   const persistence = Layer.succeed(Persistence, settings)
+  const seenPrune: StateStore.SeenPruneSettings = {
+    ...StateStore.defaultSeenPrune,
+    interval: settings.seenPruneInterval
+  }
   const checkpointsOnFiles = Option.map(settings.checkpointDir, CheckpointStore.layerFileSystem)
   if (settings.mode === "postgres") {
     const stores = Layer.unwrapEffect(
       Effect.promise(() => import("./postgres/PgPersistence.js")).pipe(
         Effect.map((Pg) =>
           Layer.mergeAll(
-            Pg.PgStateStore.layerWithoutDb,
+            Pg.PgStateStore.layerWithoutDbWith(seenPrune),
             Pg.PgConversationStore.layerWithoutDb,
             Option.getOrElse(checkpointsOnFiles, () => Pg.PgCheckpointStore.layerWithoutDb),
             extra.postgres,
@@ -237,13 +250,13 @@ export const layerWith = <ROut, E>(
   }
   const stores = settings.mode === "memory" ?
     Layer.mergeAll(
-      StateStore.layerMemory,
+      StateStore.layerMemoryWith(seenPrune),
       ConversationStore.layerMemory,
       Option.getOrElse(checkpointsOnFiles, () => CheckpointStore.layerMemory),
       extra.memory
     ).pipe(Layer.provideMerge(persistence)) :
     Layer.mergeAll(
-      SqliteStateStore.layerWithoutDb,
+      SqliteStateStore.layerWithoutDbWith(seenPrune),
       SqliteConversationStore.layerWithoutDb,
       Option.getOrElse(checkpointsOnFiles, () => SqliteCheckpointStore.layerWithoutDb),
       extra.sqlite

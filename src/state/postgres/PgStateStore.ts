@@ -11,7 +11,8 @@ import { SqlClient } from "@effect/sql"
 import { Effect, Layer } from "effect"
 import * as Time from "../../domain/Time.js"
 import * as StateRows from "../StateRows.js"
-import { pruneSeenPeriodically, StateStore } from "../StateStore.js"
+import type { SeenPruneSettings } from "../StateStore.js"
+import { defaultSeenPrune, pruneSeenPeriodically, StateStore } from "../StateStore.js"
 import * as PgDb from "./PgDb.js"
 
 const { encodeIdentity, encodeMessage, statusOf, toJson } = StateRows
@@ -83,10 +84,13 @@ export const make = Effect.gen(function*() {
 })
 
 /** The store on an already open (and migrated) database, pruning expired seen ids periodically. */
-export const layerWithoutDb: Layer.Layer<StateStore, never, SqlClient.SqlClient> = Layer.scoped(
-  StateStore,
-  Effect.tap(make, (store) => pruneSeenPeriodically(store))
-)
+export const layerWithoutDbWith = (
+  seenPrune: SeenPruneSettings = defaultSeenPrune
+): Layer.Layer<StateStore, never, SqlClient.SqlClient> =>
+  Layer.scoped(StateStore, Effect.tap(make, (store) => pruneSeenPeriodically(store, seenPrune)))
+
+/** `layerWithoutDbWith` with the default seen-id pruning. */
+export const layerWithoutDb: Layer.Layer<StateStore, never, SqlClient.SqlClient> = layerWithoutDbWith()
 
 /** The store with its own pool on `options.url` (migrations applied first). */
 export const layer = (options: PgDb.Options): Layer.Layer<StateStore, PgDb.StateDatabaseUnavailable> =>

@@ -12,7 +12,8 @@ import { SqlClient } from "@effect/sql"
 import { Effect, Layer } from "effect"
 import * as Time from "../../domain/Time.js"
 import * as StateRows from "../StateRows.js"
-import { pruneSeenPeriodically, StateStore } from "../StateStore.js"
+import type { SeenPruneSettings } from "../StateStore.js"
+import { defaultSeenPrune, pruneSeenPeriodically, StateStore } from "../StateStore.js"
 import * as StateDb from "./StateDb.js"
 import type { Step } from "./StateWriter.js"
 import { StateWriter } from "./StateWriter.js"
@@ -96,10 +97,13 @@ export const make = Effect.gen(function*() {
 })
 
 /** The store on an already open database (shared with other services), pruning expired seen ids periodically. */
-export const layerWithoutDb: Layer.Layer<StateStore, never, SqlClient.SqlClient | StateWriter> = Layer.scoped(
-  StateStore,
-  Effect.tap(make, (store) => pruneSeenPeriodically(store))
-)
+export const layerWithoutDbWith = (
+  seenPrune: SeenPruneSettings = defaultSeenPrune
+): Layer.Layer<StateStore, never, SqlClient.SqlClient | StateWriter> =>
+  Layer.scoped(StateStore, Effect.tap(make, (store) => pruneSeenPeriodically(store, seenPrune)))
+
+/** `layerWithoutDbWith` with the default seen-id pruning. */
+export const layerWithoutDb: Layer.Layer<StateStore, never, SqlClient.SqlClient | StateWriter> = layerWithoutDbWith()
 
 /** The store with its own database in `directory` (lock, WAL, migrations). */
 export const layer = (
