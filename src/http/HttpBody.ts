@@ -141,12 +141,28 @@ const readBody = <A, E>(
   limit: number,
   empty: A,
   finish: (bytes: Uint8Array) => Effect.Effect<A, E>
-): Effect.Effect<A, E | BodyTooLarge | BodyReadFailed> => {
+): Effect.Effect<A, E | BodyTooLarge | BodyReadFailed> =>
+  readBodyWith(request, limit, () => Effect.succeed(empty), finish, identity)
+
+const identity = <A>(a: A): A => a
+
+/**
+ * `readBody` with the empty body handed to `onEmpty` and the read's own failures mapped by `problem`. The listeners
+ * are removed on interruption only when the caller can be interrupted: a route handler runs uninterruptibly, and
+ * registering the canceler costs the fiber an interruptible region (four steps) per request.
+ */
+const readBodyWith = <A, E, P>(
+  request: IncomingRequest,
+  limit: number,
+  onEmpty: () => Effect.Effect<A, E>,
+  finish: (bytes: Uint8Array) => Effect.Effect<A, E>,
+  problem: (error: BodyTooLarge | BodyReadFailed) => P
+): Effect.Effect<A, E | P> => {
   const declared = Number(request.headers["content-length"])
-  if (Number.isFinite(declared) && declared > limit) return Effect.fail(new BodyTooLarge({ limit }))
+  if (Number.isFinite(declared) && declared > limit) return Effect.fail(problem(new BodyTooLarge({ limit })))
   const source = request.source
-  if (source.readableEnded) return Effect.succeed(empty)
-  return Effect.async<A, E | BodyTooLarge | BodyReadFailed>((resume) => {
+  if (source.readableEnded) return onEmpty()
+  const register = (cancellable: boolean) => (resume: (effect: Effect.Effect<A, E | P>) => void) => {
     const chunks: Array<Buffer> = []
     let size = 0
     const onData = (chunk: Buffer) => {
@@ -154,7 +170,7 @@ const readBody = <A, E>(
       if (size > limit) {
         cleanup()
         source.resume()
-        resume(Effect.fail(new BodyTooLarge({ limit })))
+        resume(Effect.fail(problem(new BodyTooLarge({ limit }))))
         return
       }
       chunks.push(chunk)
@@ -165,7 +181,7 @@ const readBody = <A, E>(
     }
     const onError = (error: Error) => {
       cleanup()
-      resume(Effect.fail(new BodyReadFailed({ message: error.message })))
+      resume(Effect.fail(problem(new BodyReadFailed({ message: error.message }))))
     }
     const cleanup = () => {
       source.off("data", onData)
@@ -175,8 +191,9 @@ const readBody = <A, E>(
     source.on("data", onData)
     source.on("end", onEnd)
     source.on("error", onError)
-    return Effect.sync(cleanup)
-  })
+    return cancellable ? Effect.sync(cleanup) : undefined
+  }
+  return Effect.checkInterruptible((interruptible) => Effect.async(register(interruptible)))
 }
 
 /** The request body's exact bytes (for signed webhooks), failing with BodyTooLarge past `limit` bytes. */
@@ -199,23 +216,35 @@ export const readText = (
 export const parseJsonBytes = (
   bytes: Uint8Array,
   limits: number | JsonLimits
-): Effect.Effect<unknown, InvalidEncoding | InvalidJson | JsonTooComplex> =>
-  Effect.flatMap(decodeUtf8(bytes), (text) => parseJsonText(text, limits))
-
-const parseJsonText = (
-  text: string,
-  limits: number | JsonLimits
 ): Effect.Effect<unknown, InvalidEncoding | InvalidJson | JsonTooComplex> => {
+  const parsed = parseJsonSync(bytes, limits)
+  return "error" in parsed ? Effect.fail(parsed.error) : Effect.succeed(parsed.value)
+}
+
+/** `bytes` as JSON within `limits`, synchronously: the value, or why it is not acceptable. */
+const parseJsonSync = (
+  bytes: Uint8Array,
+  limits: number | JsonLimits
+): { readonly value: unknown } | { readonly error: InvalidEncoding | InvalidJson | JsonTooComplex } => {
+  let text: string
+  try {
+    text = utf8.decode(bytes)
+  } catch {
+    return { error: new InvalidEncoding({ message: "the request body is not valid UTF-8" }) }
+  }
   const { maxJsonDepth = defaultMaxJsonDepth, maxJsonItems = defaultMaxJsonItems } = typeof limits === "number" ?
     {} :
     limits
   const problem = jsonShapeProblem(text, maxJsonDepth, maxJsonItems)
-  if (problem !== undefined) return Effect.fail(problem)
-  return Effect.try({
-    try: () => JSON.parse(text) as unknown,
-    catch: (error) => new InvalidJson({ message: error instanceof Error ? error.message : String(error) })
-  })
+  if (problem !== undefined) return { error: problem }
+  try {
+    return { value: JSON.parse(text) as unknown }
+  } catch (error) {
+    return { error: new InvalidJson({ message: error instanceof Error ? error.message : String(error) }) }
+  }
 }
+
+const noBytes = new Uint8Array(0)
 
 /**
  * The request body parsed as JSON (any JSON value), within `limits` (a byte limit alone keeps the default depth
@@ -224,11 +253,30 @@ const parseJsonText = (
 export const readJson = (
   request: IncomingRequest,
   limits: number | JsonLimits
-): Effect.Effect<unknown, BodyError> =>
-  Effect.flatMap(
-    readText(request, typeof limits === "number" ? limits : limits.maxBodyBytes),
-    (text) => parseJsonText(text, limits)
+): Effect.Effect<unknown, BodyError> => readJsonWith(request, limits, Effect.succeed, identity)
+
+/**
+ * The body parsed as JSON, handed to `use` (its result is the read's), every failure mapped by `problem`: one
+ * Effect step for the parse, not one per stage (read, decode, parse, check).
+ */
+export const readJsonWith = <A, E, P>(
+  request: IncomingRequest,
+  limits: number | JsonLimits,
+  use: (value: unknown) => Effect.Effect<A, E>,
+  problem: (error: BodyError) => P
+): Effect.Effect<A, E | P> => {
+  const finish = (bytes: Uint8Array): Effect.Effect<A, E | P> => {
+    const parsed = parseJsonSync(bytes, limits)
+    return "error" in parsed ? Effect.fail(problem(parsed.error)) : use(parsed.value)
+  }
+  return readBodyWith(
+    request,
+    typeof limits === "number" ? limits : limits.maxBodyBytes,
+    () => finish(noBytes),
+    finish,
+    problem
   )
+}
 
 const jsonHeaders = { "content-type": "application/json" } as const
 

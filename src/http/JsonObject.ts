@@ -4,7 +4,7 @@
  */
 import { Effect } from "effect"
 import type { BodyError, JsonLimits } from "./HttpBody.js"
-import { describeBodyError, readJson } from "./HttpBody.js"
+import { describeBodyError, readJsonWith } from "./HttpBody.js"
 
 export interface BodyProblem {
   readonly _tag: "BodyProblem"
@@ -25,14 +25,18 @@ const notAnObject: BodyProblem = {
   message: "the request body must be a JSON object"
 }
 
+const problemOf = (error: BodyError): BodyProblem => ({
+  _tag: "BodyProblem",
+  reason: error._tag,
+  ...describeBodyError(error)
+})
+
+const asObject = (value: unknown): Effect.Effect<Record<string, unknown>, BodyProblem> =>
+  value !== null && typeof value === "object" && !Array.isArray(value) ?
+    Effect.succeed(value as Record<string, unknown>) :
+    Effect.fail(notAnObject)
+
 export const readJsonObject = (
-  request: Parameters<typeof readJson>[0],
+  request: Parameters<typeof readJsonWith>[0],
   limits: number | JsonLimits
-): Effect.Effect<Record<string, unknown>, BodyProblem> =>
-  Effect.matchEffect(readJson(request, limits), {
-    onFailure: (error) => Effect.fail({ _tag: "BodyProblem", reason: error._tag, ...describeBodyError(error) }),
-    onSuccess: (value) =>
-      value !== null && typeof value === "object" && !Array.isArray(value) ?
-        Effect.succeed(value as Record<string, unknown>) :
-        Effect.fail(notAnObject)
-  })
+): Effect.Effect<Record<string, unknown>, BodyProblem> => readJsonWith(request, limits, asObject, problemOf)
