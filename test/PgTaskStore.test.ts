@@ -55,7 +55,9 @@ describe("TaskRunner on Postgres", () => {
       const stuck = yield* one.schedule(Job, { n: 2 }, { shared })
       yield* awaitStatus(one, done.id, "succeeded")
       assert.strictEqual((yield* one.schedule(Job, { n: 9 }, { idempotencyKey: "k-1" })).id, done.id)
-      yield* Effect.sleep("100 millis")
+      // Until the stuck attempt has started (a fixed sleep was too short under load: workers start on demand).
+      for (let i = 0; i < 600 && runs.get(2) === undefined; i++) yield* Effect.sleep("10 millis")
+      assert.strictEqual(runs.get(2), 1, "the stuck attempt started")
       // Shutdown interrupts the stuck attempt: the task stays unfinished in the table.
       yield* Scope.close(first, Exit.void)
 
