@@ -176,12 +176,21 @@ const isTurnError = (error: unknown): error is TurnError =>
       "LinkRequiredError"
     ].includes(String(error._tag)) || error instanceof MailboxFull
 
-const forwardDefect = (defect: unknown) =>
-  new AgentError({
-    message: "the turn could not be forwarded to its session's host",
-    code: "cluster_forward_failed",
-    cause: defect
-  })
+// A defect while forwarding is the cluster's transport failing (a runner killed mid-call, its connection reset),
+// not the agent: the caller gets the same retryable 503 as any turn the cluster could not hand over, and the
+// defect goes to the log.
+const forwardDefect = (key: string, defect: unknown): Effect.Effect<never, TurnCancelled> =>
+  Effect.zipRight(
+    Effect.logWarning("a forwarded turn failed in the cluster's transport", Cause.die(defect)),
+    Effect.fail(
+      new TurnCancelled({
+        key,
+        reason: "shutdown",
+        message: "the cluster could not hand this turn to the host that runs its session (transport failure); " +
+          "send it again"
+      })
+    )
+  )
 
 const mapFailure = (key: string) => (error: unknown): TurnError => isTurnError(error) ? error : fromCluster(key)(error)
 
@@ -214,7 +223,7 @@ export const makeRouter = (self: string) =>
           request,
           clientFor(key).Run(payloadOf(turnId, channel, request, isolation)).pipe(
             Effect.mapError(mapFailure(key)),
-            Effect.catchAllDefect((defect) => Effect.fail(forwardDefect(defect))),
+            Effect.catchAllDefect((defect) => forwardDefect(key, defect)),
             Effect.map(Wire.outcomeFromWire)
           )
         ))
@@ -238,7 +247,7 @@ export const makeRouter = (self: string) =>
             const failure = Cause.failureOption(cause)
             if (Option.isSome(failure)) return Stream.fail(failure.value)
             if (Cause.isInterruptedOnly(cause)) return Stream.failCause(cause)
-            return Stream.fail(forwardDefect(Cause.squash(cause)))
+            return Stream.fromEffect(forwardDefect(key, Cause.squash(cause)))
           })
         )
         const reader = Stream.runForEach(events, (event) => {
