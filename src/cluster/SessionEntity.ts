@@ -155,12 +155,16 @@ const fromCluster = (key: string) => (error: unknown): TurnError => {
     })
   }
   const tag = typeof error === "object" && error !== null && "_tag" in error ? String(error._tag) : "unknown"
-  return new TurnCancelled({
+  return couldNotHand(key, tag)
+}
+
+/** The retryable answer for a turn the cluster could not hand over (`why`: the cluster error's tag, or the transport). */
+const couldNotHand = (key: string, why: string): TurnCancelled =>
+  new TurnCancelled({
     key,
     reason: "shutdown",
-    message: `the cluster could not hand this turn to the host that runs its session (${tag}); send it again`
+    message: `the cluster could not hand this turn to the host that runs its session (${why}); send it again`
   })
-}
 
 const isTurnError = (error: unknown): error is TurnError =>
   typeof error === "object" && error !== null && "_tag" in error &&
@@ -182,14 +186,7 @@ const isTurnError = (error: unknown): error is TurnError =>
 const forwardDefect = (key: string, defect: unknown): Effect.Effect<never, TurnCancelled> =>
   Effect.zipRight(
     Effect.logWarning("a forwarded turn failed in the cluster's transport", Cause.die(defect)),
-    Effect.fail(
-      new TurnCancelled({
-        key,
-        reason: "shutdown",
-        message: "the cluster could not hand this turn to the host that runs its session (transport failure); " +
-          "send it again"
-      })
-    )
+    Effect.fail(couldNotHand(key, "transport failure"))
   )
 
 const mapFailure = (key: string) => (error: unknown): TurnError => isTurnError(error) ? error : fromCluster(key)(error)
