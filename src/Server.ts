@@ -5,13 +5,15 @@
 import type { HttpClient } from "@effect/platform"
 import { FetchHttpClient } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
-import { Config, ConfigError, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
+import { Config, ConfigError, Context, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
+import type { Authorizer } from "./auth/Authorizer.js"
 import * as ChatCompletions from "./channels/ChatCompletions/index.js"
 import * as Invocations from "./channels/Invocations.js"
 import * as Responses from "./channels/Responses/index.js"
 import * as WebChat from "./channels/WebChat/WebChat.js"
 import * as AgentHost from "./core/AgentHost.js"
 import type { Channel } from "./core/Channel.js"
+import type { Channels } from "./core/Channels.js"
 import * as DefaultAgent from "./core/DefaultAgent.js"
 import * as HostConfig from "./core/HostConfig.js"
 import * as HostLayers from "./core/HostLayers.js"
@@ -19,9 +21,11 @@ import type { Sessions } from "./core/Sessions.js"
 import type { Target } from "./core/Target.js"
 import type { Turns } from "./core/Turns.js"
 import * as AdminRoutes from "./delivery/AdminRoutes.js"
+import type { Delivery, PushScheduler } from "./delivery/Delivery.js"
 import * as DurablePush from "./delivery/DurablePush.js"
 import * as MetricsRoute from "./delivery/MetricsRoute.js"
 import * as TaskRunner from "./delivery/TaskRunner.js"
+import type { ChannelStartupError, HostConfigurationError } from "./domain/Errors.js"
 import * as LogLine from "./internal/LogLine.js"
 import * as Persistence from "./state/Persistence.js"
 import * as StateWriter from "./state/sqlite/StateWriter.js"
@@ -151,6 +155,43 @@ const sqlClientOnly = Layer.effect(SqlClient.SqlClient, SqlClient.SqlClient)
 const sqlClientPassthrough = Layer.merge(sqlClientOnly, Layer.effect(StateWriter.StateWriter, StateWriter.StateWriter))
 
 /**
+ * `channels` on the core services (pushes by `push`), over `target`, the host settings and `state`, built in
+ * order in one scope: state, settings, target, core services (`HostLayers.buildCoreWith`), then the host and the
+ * task retention. What `AgentHost.layer(...).pipe(Layer.provideMerge(core), Layer.provide(target), ...)` builds,
+ * without its ~40 memoised layer builds (about a fifth of the Effect steps of a start: docs/PERFORMANCE.md, cold
+ * start). Outputs the host and the core services.
+ */
+const assemble = <TE, PO, PE, PR, SO, SE>(options: {
+  readonly channels: ReadonlyArray<Channel<never, HttpClient.HttpClient | TaskRunner.TaskRunner | Sessions | Turns>>
+  readonly target: Layer.Layer<Target, TE>
+  readonly settings: Partial<HostConfig.HostConfigShape>
+  readonly push: Layer.Layer<PushScheduler | PO, PE, PR>
+  readonly state: Layer.Layer<SO, SE>
+}) =>
+  Layer.scopedContext(Effect.gen(function*() {
+    const scope = yield* Effect.scope
+    const memoMap = yield* Layer.CurrentMemoMap
+    const build = <ROut, E, RIn>(layer: Layer.Layer<ROut, E, RIn>, context: Context.Context<any>) =>
+      Effect.provide(Layer.buildWithMemoMap(layer, memoMap, scope), context) as Effect.Effect<Context.Context<ROut>, E>
+    let context: Context.Context<any> = yield* Layer.buildWithMemoMap(options.state, memoMap, scope)
+    context = Context.add(context, HostConfig.HostConfig, yield* HostConfig.fromConfig(options.settings))
+    context = Context.merge(context, yield* build(options.target, context))
+    const core = yield* Effect.provide(HostLayers.buildCoreWith({ push: options.push }), context) as Effect.Effect<
+      Context.Context<Turns | Sessions | Channels | Authorizer | Delivery | PushScheduler | PO>,
+      ConfigError.ConfigError | PE
+    >
+    context = Context.merge(context, core)
+    // Outgoing HTTP (the Bot API) goes through the global fetch, as the OpenAI agent's does.
+    const host = yield* Effect.provide(
+      AgentHost.make({ channels: options.channels }),
+      Context.merge(context, yield* build(FetchHttpClient.layer, context))
+    ) as Effect.Effect<AgentHost.AgentHostShape, HostConfigurationError | ChannelStartupError>
+    // Finished tasks are pruned after AGENT_HOST_TASK_RETENTION, like stored Responses.
+    yield* build(TaskRunner.layerRetention, context)
+    return Context.add(core, AgentHost.AgentHost, host)
+  }))
+
+/**
  * Everything `npm start` runs: state (SQLite in AGENT_HOST_STATE_DIR, memory with AGENT_HOST_STATE=memory, or
  * Postgres at DATABASE_URL with AGENT_HOST_STATE=postgres), durable pushes on the same database (in-memory runner
  * in memory mode), the target, the channels the
@@ -161,24 +202,23 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
     Effect.gen(function*() {
       const channels = yield* channelsFromEnv
       const settings = yield* Persistence.config
-      // Finished tasks are pruned after AGENT_HOST_TASK_RETENTION, like stored Responses.
-      // Outgoing HTTP (the Bot API) goes through the global fetch, as the OpenAI agent's does.
-      const host = AgentHost.layer<never, HttpClient.HttpClient | TaskRunner.TaskRunner | Sessions | Turns>({
-        channels: [...channels, AdminRoutes.make(), MetricsRoute.make()]
-      }).pipe(
-        Layer.provide(FetchHttpClient.layer),
-        Layer.merge(TaskRunner.layerRetention)
-      )
+      const all = [...channels, AdminRoutes.make(), MetricsRoute.make()]
       // AGENT_HOST_TRACING defaults to on when traces are exported (OTEL_EXPORTER_OTLP_ENDPOINT, see Telemetry).
       const tracingSet = Option.isSome(yield* Config.option(Config.boolean("AGENT_HOST_TRACING")))
-      const config = HostConfig.layerConfig(!tracingSet && (yield* Telemetry.tracesExported) ? { tracing: true } : {})
+      const hostSettings = !tracingSet && (yield* Telemetry.tracesExported) ? { tracing: true } : {}
       // AGENT_HOST_CLUSTER=postgres: one runner of a cluster; its code is loaded only then.
       const cluster = yield* Config.literal("off", "postgres")("AGENT_HOST_CLUSTER").pipe(Config.withDefault("off"))
       if (cluster === "postgres") {
+        const host = AgentHost.layer<never, HttpClient.HttpClient | TaskRunner.TaskRunner | Sessions | Turns>({
+          channels: all
+        }).pipe(
+          Layer.provide(FetchHttpClient.layer),
+          Layer.merge(TaskRunner.layerRetention)
+        )
         const Cluster = yield* Effect.promise(() => import("./cluster/Cluster.js"))
         return Cluster.layerRunner(yield* Cluster.config, host).pipe(
           Layer.provide(target),
-          Layer.provide(config),
+          Layer.provide(HostConfig.layerConfig(hostSettings)),
           Layer.provide(Persistence.layerWith(settings, {
             postgres: Layer.empty,
             sqlite: Layer.die("a cluster's state is on Postgres") as never,
@@ -187,41 +227,42 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
         )
       }
       if (settings.mode === "memory") {
-        return host.pipe(
-          Layer.provideMerge(HostLayers.layerCoreWith({ push: DurablePush.layerMemory })),
-          Layer.provide(target),
-          Layer.provide(config),
-          Layer.provide(Persistence.layer(settings))
-        )
+        return assemble({
+          channels: all,
+          target,
+          settings: hostSettings,
+          push: DurablePush.layerMemory,
+          state: Persistence.layer(settings)
+        })
       }
       if (settings.mode === "postgres") {
         // Durable pushes on the Postgres pool; imported only here, as the stores are (Persistence.layerWith).
         const PgTaskStore = yield* Effect.promise(() => import("./delivery/PgTaskStore.js"))
-        return host.pipe(
-          Layer.provideMerge(HostLayers.layerCoreWith({ push: PgTaskStore.layerPush })),
-          Layer.provide(target),
-          Layer.provide(config),
-          Layer.provide(Persistence.layerWith(settings, {
+        return assemble({
+          channels: all,
+          target,
+          settings: hostSettings,
+          push: PgTaskStore.layerPush,
+          state: Persistence.layerWith(settings, {
             postgres: sqlClientOnly,
             // Not reached: this branch is for Postgres mode only.
             sqlite: Layer.die("sqlite mode is composed below") as never,
             memory: Layer.die("memory mode is composed above") as never
-          }))
-        )
-      }
-      return host.pipe(
-        Layer.provideMerge(HostLayers.layerCoreWith({ push: DurablePush.layerSqlite })),
-        Layer.provide(target),
-        Layer.provide(config),
-        Layer.provide(
-          Persistence.layerWith(settings, {
-            sqlite: sqlClientPassthrough,
-            // Not reached: this branch is for SQLite mode only.
-            memory: Layer.die("memory mode is composed above") as never,
-            postgres: Layer.die("postgres mode is composed above") as never
           })
-        )
-      )
+        })
+      }
+      return assemble({
+        channels: all,
+        target,
+        settings: hostSettings,
+        push: DurablePush.layerSqlite,
+        state: Persistence.layerWith(settings, {
+          sqlite: sqlClientPassthrough,
+          // Not reached: this branch is for SQLite mode only.
+          memory: Layer.die("memory mode is composed above") as never,
+          postgres: Layer.die("postgres mode is composed above") as never
+        })
+      })
     })
   )
 

@@ -122,7 +122,12 @@ export const layer = (settings: Partial<HostConfigShape> = {}): Layer.Layer<Host
   Layer.succeed(HostConfig, normalize({ ...defaults, ...settings }))
 
 /** Settings from the environment; `overrides` win. */
+export const fromConfig = (
+  overrides: Partial<HostConfigShape> = {}
+): Effect.Effect<HostConfigShape, ConfigError.ConfigError> =>
+  Effect.map(config, (settings) => normalize({ ...settings, ...overrides }))
+
+/** `fromConfig` as a layer. */
 export const layerConfig = (
   overrides: Partial<HostConfigShape> = {}
-): Layer.Layer<HostConfig, ConfigError.ConfigError> =>
-  Layer.effect(HostConfig, Effect.map(config, (settings) => normalize({ ...settings, ...overrides })))
+): Layer.Layer<HostConfig, ConfigError.ConfigError> => Layer.effect(HostConfig, fromConfig(overrides))

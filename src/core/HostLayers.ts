@@ -2,8 +2,8 @@
  * The layers that assemble a host: the core services under `AgentHost.layer` (`layerCoreWith`, `layerCore`),
  * the host with them (`layerWithCore`), and the host for tests (`layerTest`).
  */
-import type { ConfigError } from "effect"
-import { Layer } from "effect"
+import type { ConfigError, Scope } from "effect"
+import { Context, Effect, Layer } from "effect"
 import * as Authorization from "../auth/Authorization.js"
 import type { Authorizer } from "../auth/Authorizer.js"
 import * as Delivery from "../delivery/Delivery.js"
@@ -22,8 +22,41 @@ import * as Turns from "./Turns.js"
 /**
  * Core services: sessions from config, delivery, and the given authorization (`Authorization.layer(config)`,
  * default: from the environment) and push scheduler (`DurablePush.layerSqlite` / `layerMemory`, default: in
- * process). Provide `Target`, `StateStore` and `HostConfig` (and what the chosen layers need) to it.
+ * process), built in order in the caller's scope: channels, authorization, sessions, pushes, delivery, turns, each
+ * seeing the services before it (what a chain of `provideMerge`s builds, in one step instead of ~30 memoised layer
+ * builds: see docs/PERFORMANCE.md, cold start). The given layers are built on the current memo map, so a layer
+ * shared with the rest of the application is still built once. Provide `Target`, `StateStore` and `HostConfig`.
  */
+export const buildCoreWith = <AE = never, AR = never, POut = never, PE = never, PR = never>(options: {
+  readonly authorization?: Layer.Layer<Authorizer, AE, AR>
+  readonly push?: Layer.Layer<Delivery.PushScheduler | POut, PE, PR>
+}): Effect.Effect<
+  Context.Context<
+    Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery | Delivery.PushScheduler | POut
+  >,
+  ConfigError.ConfigError | AE | PE,
+  Target | StateStore | HostConfig | Scope.Scope | Exclude<AR | PR, Channels.Channels | StateStore>
+> =>
+  Effect.gen(function*() {
+    const scope = yield* Effect.scope
+    const memoMap = yield* Layer.CurrentMemoMap
+    let context: Context.Context<any> = Context.make(Channels.Channels, Channels.make())
+    const build = <ROut, E, RIn>(layer: Layer.Layer<ROut, E, RIn>) =>
+      Effect.map(Effect.provide(Layer.buildWithMemoMap(layer, memoMap, scope), context), (built) => {
+        context = Context.merge(context, built)
+      })
+    yield* build((options.authorization ?? Authorization.layerConfig) as Layer.Layer<Authorizer, AE, AR>)
+    const sessions = yield* Effect.provide(Effect.flatMap(Sessions.config, Sessions.make), context)
+    context = Context.add(context, Sessions.Sessions, sessions)
+    yield* build(
+      (options.push ?? Delivery.layerPushInProcess) as Layer.Layer<Delivery.PushScheduler | POut, PE, PR>
+    )
+    context = Context.add(context, Delivery.Delivery, yield* Effect.provide(Delivery.make, context))
+    context = Context.add(context, Turns.Turns, yield* Effect.provide(Turns.make, context))
+    return context
+  }) as never
+
+/** `buildCoreWith` as a layer. */
 export const layerCoreWith = <AE = never, AR = never, POut = never, PE = never, PR = never>(options: {
   readonly authorization?: Layer.Layer<Authorizer, AE, AR>
   readonly push?: Layer.Layer<Delivery.PushScheduler | POut, PE, PR>
@@ -31,18 +64,7 @@ export const layerCoreWith = <AE = never, AR = never, POut = never, PE = never, 
   Turns.Turns | Channels.Channels | Authorizer | Sessions.Sessions | Delivery.Delivery | Delivery.PushScheduler | POut,
   ConfigError.ConfigError | AE | PE,
   Target | StateStore | HostConfig | Exclude<AR | PR, Channels.Channels | StateStore>
-> =>
-  Turns.layer.pipe(
-    Layer.provideMerge(Delivery.layer),
-    Layer.provideMerge(
-      (options.push ?? Delivery.layerPushInProcess) as Layer.Layer<Delivery.PushScheduler | POut, PE, PR>
-    ),
-    Layer.provideMerge(Sessions.layerConfig),
-    Layer.provideMerge(
-      (options.authorization ?? Authorization.layerConfig) as Layer.Layer<Authorizer, AE, AR>
-    ),
-    Layer.provideMerge(Channels.layer)
-  ) as never
+> => Layer.scopedContext(buildCoreWith(options))
 
 /** Core services with their defaults: authorization from the environment, in-process pushes. */
 export const layerCore: Layer.Layer<

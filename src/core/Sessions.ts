@@ -445,20 +445,20 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
 
 export const layer = (options: Options = {}): Layer.Layer<Sessions> => Layer.scoped(Sessions, make(options))
 
-export const layerConfig: Layer.Layer<Sessions, ConfigError.ConfigError> = Layer.unwrapEffect(
-  Effect.map(
-    Config.all({
-      idleTimeout: Config.duration("AGENT_HOST_SESSION_IDLE_TIMEOUT").pipe(Config.withDefault(Duration.minutes(15))),
-      maxActors: Config.integer("AGENT_HOST_MAX_SESSIONS").pipe(Config.withDefault(100_000)),
-      maxIdle: Config.integer("AGENT_HOST_MAX_IDLE_SESSIONS").pipe(
-        Config.validate({ message: "must be 0 or more", validation: (n) => n >= 0 }),
-        Config.withDefault(defaultMaxIdle)
-      ),
-      maxQueued: Config.integer("AGENT_HOST_SESSION_QUEUE").pipe(
-        Config.validate({ message: "must be 0 or more", validation: (n) => n >= 0 }),
-        Config.withDefault(defaultMaxQueued)
-      )
-    }),
-    (options) => layer(options)
+/** The sessions' settings from the environment. */
+export const config = Config.all({
+  idleTimeout: Config.duration("AGENT_HOST_SESSION_IDLE_TIMEOUT").pipe(Config.withDefault(Duration.minutes(15))),
+  maxActors: Config.integer("AGENT_HOST_MAX_SESSIONS").pipe(Config.withDefault(100_000)),
+  maxIdle: Config.integer("AGENT_HOST_MAX_IDLE_SESSIONS").pipe(
+    Config.validate({ message: "must be 0 or more", validation: (n) => n >= 0 }),
+    Config.withDefault(defaultMaxIdle)
+  ),
+  maxQueued: Config.integer("AGENT_HOST_SESSION_QUEUE").pipe(
+    Config.validate({ message: "must be 0 or more", validation: (n) => n >= 0 }),
+    Config.withDefault(defaultMaxQueued)
   )
+})
+
+export const layerConfig: Layer.Layer<Sessions, ConfigError.ConfigError> = Layer.unwrapEffect(
+  Effect.map(config, (options) => layer(options))
 )
