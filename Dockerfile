@@ -24,7 +24,7 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY --from=build --chown=node:node /app/package.json ./package.json
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
-COPY --from=build --chown=node:node /app/dist/main.cjs ./dist/main.cjs
+COPY --from=build --chown=node:node /app/dist/main.cjs /app/dist/lazy.cjs ./dist/
 COPY --from=build --chown=node:node /app/src/channels/WebChat/assets ./src/channels/WebChat/assets
 RUN mkdir -p /data && chown node:node /data
 USER node

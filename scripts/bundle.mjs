@@ -7,11 +7,13 @@ import { join, relative, resolve } from "node:path"
 export const root = resolve(import.meta.dirname, "..")
 export const outDir = join(root, "dist")
 export const bundleFile = join(outDir, "main.cjs")
+/** The packages only optional features load, required by the main bundle on first use (see scripts/build.mjs). */
+export const lazyFile = join(outDir, "lazy.cjs")
 /** What the bundle was built from: its build id, then each input's size, mtime and path (see `signature`). */
 export const stampFile = join(outDir, "main.inputs")
-/** V8's code cache for one build of the bundle (written by scripts/start.mjs). */
-export const cacheFile = (buildId) => join(outDir, `main.${buildId}.v8cache`)
-export const cacheFilePattern = /^main\.\w+\.v8cache$/
+/** V8's code cache for one build of a bundle, "main" or "lazy" (written by scripts/start.mjs). */
+export const cacheFile = (buildId, name = "main") => join(outDir, `${name}.${buildId}.v8cache`)
+export const cacheFilePattern = /^(main|lazy)\.\w+\.v8cache$/
 
 /** Besides the sources the bundle holds: dependency changes (manifest, lockfile) and the build settings. */
 const alwaysInputs = ["package.json", "package-lock.json", "scripts/build.mjs", "scripts/bundle.mjs"]
@@ -53,7 +55,10 @@ export const currentBuild = () => {
   }
   const [head, ...lines] = text.trimEnd().split("\n")
   const id = /^build (\w+)$/.exec(head ?? "")?.[1]
-  if (id === undefined || statSync(bundleFile, { throwIfNoEntry: false }) === undefined) return undefined
+  if (id === undefined) return undefined
+  for (const file of [bundleFile, lazyFile]) {
+    if (statSync(file, { throwIfNoEntry: false }) === undefined) return undefined
+  }
   for (const recorded of lines) {
     const path = recorded.split(" ").slice(2).join(" ")
     if (line(path) !== recorded) return undefined

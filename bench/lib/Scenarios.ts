@@ -544,10 +544,10 @@ const sessionMemory: Scenario["round"] = async (ctx) => {
   return readings(list)
 }
 
-// V8's code cache of the bundle, written by scripts/start.mjs when a host started without one exits.
+// V8's code caches of the bundles, written by scripts/start.mjs when a host started without one exits.
 const codeCaches = () =>
   Fs.readdirSync(Path.join(root, "dist"))
-    .filter((name) => /^main\.\w+\.v8cache$/.test(name))
+    .filter((name) => /^(main|lazy)\.\w+\.v8cache$/.test(name))
     .map((name) => Path.join(root, "dist", name))
 
 const coldStart: Scenario["round"] = async (ctx) => {
