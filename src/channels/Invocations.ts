@@ -7,7 +7,7 @@
  */
 import type { HttpServerResponse } from "@effect/platform"
 import { Effect, Either, Option, Schema } from "effect"
-import type { Channel, ChannelContext, ChannelHooks } from "../core/Channel.js"
+import type { Channel, ChannelContext, ChannelHooks, StreamExtras } from "../core/Channel.js"
 import * as ChannelModule from "../core/Channel.js"
 import type { OnDisconnect } from "../core/Sessions.js"
 import type { ChannelRequest } from "../domain/ChannelRequest.js"
@@ -67,6 +67,9 @@ export interface Options {
   readonly onDisconnect?: OnDisconnect
 }
 
+/** The stream is read in the request's fiber (the live body): an idle session's turn may run there. */
+const inlineStream: StreamExtras = { inline: true }
+
 export const make = (options: Options = {}): Channel => {
   const name = options.name ?? "invocations"
   return ChannelModule.make(name, (ctx: ChannelContext) =>
@@ -74,12 +77,13 @@ export const make = (options: Options = {}): Channel => {
       const authorized = makeChecker(ctx.settings.apiKeys)
       // The stream's response: the turn's text as `data:` frames, then `[DONE]` (or an `error` frame).
       const streamed = (request: ChannelRequest, body: InvocationBody, sessionId: string | undefined) =>
-        Effect.map(Effect.either(ctx.runStream(request, body)), (started) => {
+        Effect.map(Effect.either(ctx.runStream(request, body, inlineStream)), (started) => {
           if (started._tag === "Left") return turnErrorJson(started.left)
           const turn = started.right
           // Written as the turn runs: the text of each chunk of updates as `data:` frames, then `[DONE]` once the
-          // turn is over, or an `error` frame.
-          const frames = Sse.produce((emit) =>
+          // turn is over, or an `error` frame. A chunk is in memory already: written without waiting on the reader
+          // (an inline turn runs in this fiber and must not wait on its client).
+          const frames = Sse.produce((emit, emitNow) =>
             ChannelModule.forEachUpdateChunk(turn, (chunk) => {
               let out = ""
               for (const update of chunk) {
@@ -87,7 +91,7 @@ export const make = (options: Options = {}): Channel => {
                 for (const part of update.contents) if (part._tag === "text") text += part.text
                 if (text.length > 0) out += Sse.frame(text)
               }
-              return out.length === 0 ? Effect.void : emit(out)
+              return out.length === 0 ? Effect.void : Effect.sync(() => emitNow(out))
             }).pipe(
               Effect.zipRight(turn.result),
               Effect.matchEffect({

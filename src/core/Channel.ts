@@ -183,6 +183,12 @@ export interface TurnStream {
   readonly forEachChunk?: <E>(
     f: (chunk: Chunk.Chunk<AgentResponseUpdate>) => Effect.Effect<void, E>
   ) => Effect.Effect<void, TurnError | E>
+  /**
+   * The turn runs in the reader's fiber as it is read (`StreamExtras.inline`): `f` is called inside the turn, so it
+   * should not wait on its client (write without backpressure; the updates are in memory already). A failure of
+   * `f` does not stop the turn: `forEachChunk` fails with it once the turn has ended.
+   */
+  readonly inline?: boolean
 }
 
 /** Runs `f` on each chunk of a turn's updates as they come: `turn.forEachChunk` when it has one. */
@@ -240,6 +246,23 @@ export interface RunExtras {
   readonly withReply?: (outcome: TurnOutcome) => Effect.Effect<void>
 }
 
+/** What a streaming turn may do besides its own work (`ChannelContext.runStream`). */
+export interface StreamExtras {
+  /**
+   * The caller is an HTTP request's fiber that reads the turn itself, in that fiber, before it ends
+   * (`forEachChunk`, or at least `result`): when the session is idle and the target gives its updates at once, the
+   * turn then runs in that fiber as it is read (no fork, no mailbox), shielded from the client going away
+   * (`TurnStream.inline`). Otherwise ignored.
+   */
+  readonly inline?: boolean
+  /**
+   * As `RunExtras.withReply`, for a turn that runs inline: called inside the turn once every update was handed
+   * to `forEachChunk`'s function and the reply's append is queued. Not called otherwise (the caller records
+   * after `result`, as usual).
+   */
+  readonly withReply?: (outcome: TurnOutcome) => Effect.Effect<void>
+}
+
 /** The host as a channel sees it. */
 export interface ChannelContext {
   readonly channel: string
@@ -252,7 +275,11 @@ export interface ChannelContext {
    * Starts a streaming turn. Fails at once when the turn cannot start (validation, busy, denied); the turn
    * belongs to the session, so abandoning `updates` does not cancel it (unless `onDisconnect` is `cancel`).
    */
-  readonly runStream: (request: ChannelRequest, raw?: unknown) => Effect.Effect<TurnStream, TurnError>
+  readonly runStream: (
+    request: ChannelRequest,
+    raw?: unknown,
+    extras?: StreamExtras
+  ) => Effect.Effect<TurnStream, TurnError>
   /** Starts a fresh conversation for `isolationKey` (rotates its session alias); returns the new session id. */
   readonly resetSession: (isolationKey: string) => Effect.Effect<string>
   /** Host settings a channel may read. */

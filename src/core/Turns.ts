@@ -52,7 +52,7 @@ import * as Now from "../internal/Now.js"
 import * as ConversationStoreModule from "../state/ConversationStore.js"
 import { ConversationStore } from "../state/ConversationStore.js"
 import { StateStore } from "../state/StateStore.js"
-import type { ChannelContext, ChannelHooks, RunExtras, TurnOutcome, TurnStream } from "./Channel.js"
+import type { ChannelContext, ChannelHooks, RunExtras, StreamExtras, TurnOutcome, TurnStream } from "./Channel.js"
 import { Channels } from "./Channels.js"
 import { HostConfig } from "./HostConfig.js"
 import type { IsolationKeys, RequestContextValue } from "./RequestContext.js"
@@ -208,6 +208,13 @@ const shutdownError = (key: string | undefined) =>
  */
 const detached = <A>(wait: Effect.Effect<A>): Effect.Effect<A> =>
   Effect.flatMap(Effect.forkDaemon(Effect.interruptible(wait)), Fiber.join)
+
+/**
+ * Whether `fiber` has been told to stop (an interruption it has not yet acted on, e.g. while uninterruptible). The
+ * fiber runtime's own check, which the public `RuntimeFiber` type does not show (as `Now.setFiberRef`).
+ */
+const isInterrupted = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean =>
+  (fiber as unknown as { readonly isInterrupted: () => boolean }).isInterrupted()
 
 /**
  * `Effect.locally` for the turn's hot path: one update of the ref and one set back, in about half the steps of the
@@ -450,9 +457,6 @@ export const make = Effect.gen(function*() {
     }
     return info.run === undefined ? afterHook(request) : Effect.flatMap(info.run(request, raw), afterHook)
   }
-
-  const prepare = (info: ChannelInfo, request: ChannelRequest, raw: unknown): Effect.Effect<Prepared, TurnError> =>
-    prepareThen(info, request, raw, (prepared) => Effect.succeed(prepared))
 
   const noHistory: ReadonlyArray<Message> = []
 
@@ -881,8 +885,11 @@ export const make = Effect.gen(function*() {
         if (prepared.request.onDisconnect !== "cancel") {
           // `result` only waits for the turn's outcome (a deferred, or the detached fiber's exit): it may be run any
           // number of times, by `updates`' reader and anyone else, with no memo of its own.
+          // `updates` is built when read: most readers take `forEachChunk`.
           return Effect.succeed({
-            updates: Mailbox.toStream(mailbox).pipe(Stream.ensuring(mailbox.shutdown)),
+            get updates() {
+              return Mailbox.toStream(mailbox).pipe(Stream.ensuring(mailbox.shutdown))
+            },
             forEachChunk: (f) => Effect.ensuring(loop(f), mailbox.shutdown),
             result
           })
@@ -910,6 +917,138 @@ export const make = Effect.gen(function*() {
         })
       })
     })
+
+  /**
+   * A streamed turn of an idle session, run in the caller's fiber as the caller reads it (`StreamExtras.inline`):
+   * what `runInlineTurn` does for a blocking turn, with the target's updates handed to the reader's function
+   * inside the turn (no fork, no mailbox, no wakeup). Only for a target that gives its updates at once (they are
+   * in memory: the reader writes them without waiting on its client) and a channel without a stream transform.
+   * From here until the turn has ended the caller's fiber is `shielded`: its client leaving cannot stop the turn,
+   * nor keep it from starting (the listener interrupts nothing, so the reader does run). The actor is busy from
+   * here (later turns queue behind this one); only the turn's own region is interruptible, by shutdown. Anything
+   * else (a busy actor, an interruptible caller, shutdown under way) takes `streamPrepared`.
+   */
+  const streamInline = (
+    info: ChannelInfo,
+    prepared: Prepared,
+    key: string,
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    flags: RuntimeFlags.RuntimeFlags,
+    withReply: ((outcome: TurnOutcome) => Effect.Effect<void>) | undefined
+  ): TurnStream | undefined => {
+    const whole = target.updates
+    if (whole === undefined || info.streamTransform !== undefined || stopped) return undefined
+    if (RuntimeFlags.interruption(flags) || prepared.request.onDisconnect === "cancel") return undefined
+    // A caller already interrupted (its client left while the request was read) would never read the turn.
+    if (fiber.getFiberRef(currentClientShield) !== "interrupts" || isInterrupted(fiber)) return undefined
+    const entry = sessions.enterInline(key, info.busyPolicy, fiber)
+    if (entry === undefined) return undefined
+    const request = prepared.request
+    const shield = fiber.getFiberRef(currentClientShield)
+    Now.setFiberRef(fiber, currentClientShield, "shielded")
+    // 0: not started, 1: running, 2: ended (`outcome` set).
+    let state = 0
+    let outcome: Exit.Exit<TurnOutcome, TurnError> | undefined
+    // Another fiber waiting for the outcome while the turn runs (none on the hot path).
+    let ended: Deferred.Deferred<TurnOutcome, TurnError> | undefined
+
+    // Runs in the fiber that reads first: the caller's (`current` is `fiber`), unless the caller left the turn to
+    // another fiber to await (then that one runs it, and the caller's shield no longer matters).
+    const frame = <E>(
+      f: ((chunk: Chunk.Chunk<AgentResponseUpdate>) => Effect.Effect<void, E>) | undefined,
+      current: Fiber.RuntimeFiber<unknown, unknown>
+    ): Effect.Effect<void, TurnError | E> => {
+      state = 1
+      const context = current.getFiberRef(FiberRef.currentContext)
+      running.add(current)
+      const started = performance.now()
+      let inTarget = false
+      // The first failure of `f`: the turn goes on (its reader may have gone), and it is reported after.
+      let failed: Cause.Cause<E> | undefined
+      const end = (exit: Exit.Exit<TurnOutcome, TurnError>) => {
+        if (current === fiber) Now.setFiberRef(fiber, currentClientShield, shield)
+        if (inTarget) Now.setFiberRef(current, FiberRef.currentContext, context)
+        running.delete(current)
+        info.duration.update((performance.now() - started) / 1000)
+        outcome = exit
+        state = 2
+        if (ended !== undefined) Deferred.unsafeDone(ended, exit)
+      }
+      const body: Effect.Effect<TurnOutcome, TurnError> = Now.andThen(
+        beginTurn(request, prepared.isolation),
+        (turn) => {
+          inTarget = true
+          Now.setFiberRef(current, FiberRef.currentContext, Context.add(context, RequestContext, turn.context))
+          return Effect.flatMap(whole(turn), (updates) => {
+            inTarget = false
+            Now.setFiberRef(current, FiberRef.currentContext, context)
+            const acc = new ResponseAccumulator()
+            for (const update of updates) acc.add(update)
+            const response = acc.done()
+            const finish = () => finishTurn(request, turn, response, response, withReply)
+            if (f === undefined || updates.length === 0) return finish()
+            return Effect.flatMap(
+              Effect.catchAllCause(f(Chunk.unsafeFromArray(updates)), (cause) => {
+                failed = cause
+                return Effect.void
+              }),
+              finish
+            )
+          })
+        }
+      )
+      // Readers read in interruptible regions: the frame's end must run however the turn ends.
+      return Effect.uninterruptible(Effect.matchCauseEffect(Effect.interruptible(body), {
+        onFailure: (cause) => {
+          const defect = inTarget ? Cause.dieOption(cause) : Option.none()
+          let failure: Cause.Cause<TurnError> = cause
+          if (Option.isSome(defect)) failure = Cause.fail(agentDefect(defect.value))
+          else if (Cause.isInterruptedOnly(cause)) {
+            failure = Cause.fail(
+              stopped ?
+                shutdownError(key) :
+                new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
+            )
+          } else if (stopped) {
+            const error = Cause.failureOption(cause)
+            if (Option.isSome(error) && error.value._tag === "TurnCancelled") failure = Cause.fail(shutdownError(key))
+          }
+          end(Exit.failCause(failure))
+          return Now.zipRight(sessions.leave(entry), Effect.failCause(failure))
+        },
+        onSuccess: (done) => {
+          end(Exit.succeed(done))
+          return Now.zipRight(sessions.leave(entry), failed === undefined ? Effect.void : Effect.failCause(failed))
+        }
+      }))
+    }
+
+    const result: Effect.Effect<TurnOutcome, TurnError> = Effect.withFiberRuntime((current) => {
+      if (state === 2) return outcome!
+      if (state === 0) return Effect.zipRight(Effect.catchAll(frame(undefined, current), () => Effect.void), result)
+      ended ??= Deferred.unsafeMake<TurnOutcome, TurnError>(FiberId.none)
+      return Deferred.await(ended)
+    })
+    const forEachChunk = <E>(
+      f: (chunk: Chunk.Chunk<AgentResponseUpdate>) => Effect.Effect<void, E>
+    ): Effect.Effect<void, TurnError | E> =>
+      Effect.withFiberRuntime((current) => state === 0 ? frame(f, current) : Effect.asVoid(result))
+    return {
+      get updates() {
+        // Read as a stream (no channel that asks for an inline turn does): the turn runs as it is read.
+        return Stream.unwrap(Effect.suspend(() => {
+          const chunks: Array<Chunk.Chunk<AgentResponseUpdate>> = []
+          return Effect.map(
+            forEachChunk((chunk) => Effect.sync(() => void chunks.push(chunk))),
+            () => Stream.fromChunks(...chunks)
+          )
+        }))
+      },
+      forEachChunk,
+      result,
+      inline: true
+    }
+  }
 
   const resetLocal = (channel: string, isolationKey: string) =>
     Effect.gen(function*() {
@@ -951,17 +1090,24 @@ export const make = Effect.gen(function*() {
       })
     }
 
-    const runStream = (request: ChannelRequest, raw?: unknown): Effect.Effect<TurnStream, TurnError> =>
-      Effect.flatMap(
-        prepare(infoOf(channel), request, raw),
-        (prepared) =>
-          router !== undefined && prepared.request.session !== undefined ?
-            forwardedStream(
-              prepared.request.session.isolationKey,
-              router.runStream(channel, prepared.request, prepared.isolation)
-            ) :
-            streamPrepared(channel, prepared)
-      )
+    const runStream = (
+      request: ChannelRequest,
+      raw?: unknown,
+      extras?: StreamExtras
+    ): Effect.Effect<TurnStream, TurnError> => {
+      const info = infoOf(channel)
+      return prepareThen(info, request, raw, (prepared, fiber, flags) => {
+        const key = prepared.request.session?.isolationKey
+        if (router !== undefined && key !== undefined) {
+          return forwardedStream(key, router.runStream(channel, prepared.request, prepared.isolation))
+        }
+        if (extras?.inline === true && key !== undefined) {
+          const inline = streamInline(info, prepared, key, fiber, flags, extras.withReply)
+          if (inline !== undefined) return Effect.succeed(inline)
+        }
+        return streamPrepared(channel, prepared)
+      })
+    }
 
     const resetSession = (isolationKey: string) =>
       router === undefined ? resetLocal(channel, isolationKey) : router.resetSession(channel, isolationKey)
@@ -991,7 +1137,7 @@ export const make = Effect.gen(function*() {
         (request, raw, extras) => Effect.withSpan(run(request, raw, extras), "agent_host.turn", span(request)) :
         run,
       runStream: settings.tracing ?
-        (request, raw) => Effect.withSpan(runStream(request, raw), "agent_host.turn", span(request)) :
+        (request, raw, extras) => Effect.withSpan(runStream(request, raw, extras), "agent_host.turn", span(request)) :
         runStream,
       resetSession,
       settings,

@@ -10,7 +10,10 @@ import type { Effect, Stream } from "effect"
 export interface Sink {
   /** Writes `text`; completes at once unless the connection's buffer is full (then when it drained). */
   readonly write: (text: string) => Effect.Effect<void>
-  /** Writes `text` now, ignoring backpressure (a heartbeat comment); nothing once the response is over. */
+  /**
+   * Writes `text` now, ignoring backpressure (a heartbeat comment, frames already in memory); nothing once the
+   * response is over or its client gone.
+   */
   readonly unsafeWrite: (text: string) => void
 }
 

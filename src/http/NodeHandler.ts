@@ -138,17 +138,29 @@ const writeStream = (
  * write after the client went away interrupts the run (the close listener interrupts the fiber anyway).
  */
 const writeLive = (nodeResponse: Http.ServerResponse, run: LiveBody.Run): Effect.Effect<void> => {
+  // Node corks the socket at a response's write until its next tick, which waits for every microtask: the first
+  // write (the headers and first frames: the caller's time to first byte) is sent at once; later ones go out at
+  // that tick together with whatever else was written by then (the rest of a turn's frames, the last frames with
+  // the end of the body), one socket write instead of one per chunk.
+  let first = true
+  const sent = () => {
+    if (first) {
+      first = false
+      nodeResponse.socket?.uncork()
+    }
+  }
   const sink: LiveBody.Sink = {
     write: (text) => {
       if (nodeResponse.destroyed) return Effect.interrupt
       const more = nodeResponse.write(text)
-      // Node corks the socket until its next tick, which waits for every microtask (the turn's fibers, when
-      // they run on): send now, so the caller sees each chunk of frames as it is ready.
-      nodeResponse.socket?.uncork()
+      sent()
       return more ? Effect.void : drained(nodeResponse)
     },
     unsafeWrite: (text) => {
-      if (!nodeResponse.destroyed && !nodeResponse.writableEnded) nodeResponse.write(text)
+      if (!nodeResponse.destroyed && !nodeResponse.writableEnded) {
+        nodeResponse.write(text)
+        sent()
+      }
     }
   }
   return writing(nodeResponse, run(sink))

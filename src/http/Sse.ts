@@ -57,21 +57,26 @@ export interface Heartbeat {
    * a fiber of its own feeding a bounded mailbox the reader takes from. When the reader stops early (the caller
    * went away), `body` is interrupted, and is over before the stream ends; `body` failing fails the stream.
    */
-  readonly produce: <E>(
-    body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
-  ) => Stream.Stream<string, E>
+  readonly produce: <E>(body: Body<E>) => Stream.Stream<string, E>
   /** `frames` with heartbeats; the frames of one chunk are emitted together. */
   readonly withHeartbeat: <E>(frames: Stream.Stream<string, E>) => Stream.Stream<string, E>
 }
 
 /**
+ * What writes a produced body: `emit` writes frames, waiting while the connection's buffer is full; `emitNow`
+ * writes frames at once, never waiting (for frames whose content is in memory already: waiting would only move
+ * them from one buffer to another, and the caller may be a turn that must not wait on its client).
+ */
+export type Body<E> = (
+  emit: (frames: string) => Effect.Effect<void>,
+  emitNow: (frames: string) => void
+) => Effect.Effect<void, E>
+
+/**
  * A body written by `body` through `emit` (see `Heartbeat.produce`), with heartbeats on the streams of `open`
  * (none when undefined).
  */
-const produceIn = <E>(
-  open: Set<Open> | undefined,
-  body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
-): Stream.Stream<string, E> => {
+const produceIn = <E>(open: Set<Open> | undefined, body: Body<E>): Stream.Stream<string, E> => {
   const stream = Stream.unwrap(Effect.gen(function*() {
     const mailbox = yield* Mailbox.make<string, E>({ capacity: bufferedFrames })
     // Starts as sent: the first comment follows at least a whole interval of silence.
@@ -80,11 +85,15 @@ const produceIn = <E>(
       entry.sent = true
       return Effect.asVoid(mailbox.offer(frames))
     }
+    const emitNow = (frames: string) => {
+      entry.sent = true
+      mailbox.unsafeOffer(frames)
+    }
     open?.add(entry)
     // A daemon the stream's own finalizer interrupts: cheaper than a scope per stream. Interruptible
     // explicitly, as a fork inherits its parent's flags.
     const producer = yield* Effect.forkDaemon(
-      Effect.interruptible(Effect.flatMap(Effect.exit(body(emit)), (exit) => mailbox.done(exit)))
+      Effect.interruptible(Effect.flatMap(Effect.exit(body(emit, emitNow)), (exit) => mailbox.done(exit)))
     )
     return Stream.ensuring(
       Mailbox.toStream(mailbox),
@@ -96,15 +105,21 @@ const produceIn = <E>(
   }))
   // Written live: `body` writes to the connection itself, in the writer's fiber.
   return LiveBody.attach(stream, (sink) => {
-    if (open === undefined) return body(sink.write)
+    if (open === undefined) return body(sink.write, sink.unsafeWrite)
     return Effect.suspend(() => {
       const entry: Open = { beat: () => sink.unsafeWrite(HEARTBEAT), sent: true }
       open.add(entry)
       return Effect.ensuring(
-        body((frames) => {
-          entry.sent = true
-          return sink.write(frames)
-        }),
+        body(
+          (frames) => {
+            entry.sent = true
+            return sink.write(frames)
+          },
+          (frames) => {
+            entry.sent = true
+            sink.unsafeWrite(frames)
+          }
+        ),
         Effect.sync(() => open.delete(entry))
       )
     })
@@ -116,9 +131,7 @@ const produceIn = <E>(
  * the host's listener, `body` runs in the request's fiber and `emit` writes to the connection (see
  * `Heartbeat.produce`).
  */
-export const produce = <E>(
-  body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
-): Stream.Stream<string, E> => produceIn(undefined, body)
+export const produce = <E>(body: Body<E>): Stream.Stream<string, E> => produceIn(undefined, body)
 
 export const heartbeat = (interval: Duration.DurationInput): Effect.Effect<Heartbeat, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -131,9 +144,7 @@ export const heartbeat = (interval: Duration.DurationInput): Effect.Effect<Heart
     })
     yield* Effect.forkScoped(Effect.interruptible(Effect.forever(Effect.zipRight(Effect.sleep(interval), beat))))
 
-    const produce = <E>(
-      body: (emit: (frames: string) => Effect.Effect<void>) => Effect.Effect<void, E>
-    ): Stream.Stream<string, E> => produceIn(open, body)
+    const produce = <E>(body: Body<E>): Stream.Stream<string, E> => produceIn(open, body)
 
     const withHeartbeat = <E>(frames: Stream.Stream<string, E>): Stream.Stream<string, E> =>
       produce((emit) =>

@@ -199,6 +199,23 @@ interface Prepared {
   readonly conversation?: { readonly turn: ConversationTurn; readonly items: ReadonlyArray<ConversationItem> }
 }
 
+/** How a rendering ended: the final resource and the last events (the terminal one among them). */
+interface Recorded {
+  readonly final: Obj
+  readonly out: ReadonlyArray<RenderedEvent>
+}
+
+/** Where a foreground rendering goes (`renderLive`). */
+interface Live {
+  readonly renderer: StreamRenderer
+  /** Writes events, waiting while the reader's buffer is full. */
+  readonly publish: (events: ReadonlyArray<RenderedEvent>) => Effect.Effect<void>
+  /** Writes events already in memory (the start, a chunk of updates) without waiting. */
+  readonly publishNow: (events: ReadonlyArray<RenderedEvent>) => Effect.Effect<void>
+  /** The ending the turn recorded with its reply (an inline turn), stored already; else undefined. */
+  readonly recorded: () => Recorded | undefined
+}
+
 /** A background response still rendering. */
 interface Background {
   readonly run: LiveRun.LiveRun
@@ -493,32 +510,41 @@ export const make = (options: Options = {}): Channel => {
         ending: Ending,
         out: Array<RenderedEvent>,
         whole: boolean
-      ) =>
-        Effect.map(Time.now, (completedAt): Obj => {
-          if (ending === "shutdown") return renderer.end(out, { completedAt, incomplete: SHUTDOWN_REASON })
-          if (ending === "cancelled") return renderer.end(out, { completedAt, cancelled: true })
-          if ("defect" in ending) {
-            return renderer.end(out, {
-              completedAt,
-              error: failureOf({ message: "the response could not be rendered" })
-            })
-          }
-          if (Either.isLeft(ending)) {
-            const error = ending.left
-            if (isShutdown(error)) return renderer.end(out, { completedAt, incomplete: SHUTDOWN_REASON })
-            // A stream whose caller left with `on_disconnect: cancel` is cancelled by that, not failed.
-            if (whole && error._tag === "TurnCancelled") return renderer.end(out, { completedAt, cancelled: true })
-            return renderer.end(out, { completedAt, error: failureOf(error) })
-          }
-          if (whole) return finishedResource(prepared, ending.right, completedAt)
-          const { originating: shaped, result } = ending.right
-          if (Option.isNone(shaped)) {
-            return renderer.end(out, { completedAt, usage: result.response.usage, metadata: outOfBand(prepared) })
-          }
-          if (!prepared.liveText) renderer.items(outputItems(prepared.id, shaped.value.response, "completed"), out)
-          const usage = shaped.value.response.usage ?? result.response.usage
-          return renderer.end(out, usage === undefined ? { completedAt } : { completedAt, usage })
-        })
+      ) => Effect.map(Time.now, (completedAt) => closeRendering(prepared, renderer, ending, out, whole, completedAt))
+
+      /** `endRendering` at `completedAt`. */
+      const closeRendering = (
+        prepared: Prepared,
+        renderer: StreamRenderer,
+        ending: Ending,
+        out: Array<RenderedEvent>,
+        whole: boolean,
+        completedAt: Time.EpochMillis
+      ): Obj => {
+        if (ending === "shutdown") return renderer.end(out, { completedAt, incomplete: SHUTDOWN_REASON })
+        if (ending === "cancelled") return renderer.end(out, { completedAt, cancelled: true })
+        if ("defect" in ending) {
+          return renderer.end(out, {
+            completedAt,
+            error: failureOf({ message: "the response could not be rendered" })
+          })
+        }
+        if (Either.isLeft(ending)) {
+          const error = ending.left
+          if (isShutdown(error)) return renderer.end(out, { completedAt, incomplete: SHUTDOWN_REASON })
+          // A stream whose caller left with `on_disconnect: cancel` is cancelled by that, not failed.
+          if (whole && error._tag === "TurnCancelled") return renderer.end(out, { completedAt, cancelled: true })
+          return renderer.end(out, { completedAt, error: failureOf(error) })
+        }
+        if (whole) return finishedResource(prepared, ending.right, completedAt)
+        const { originating: shaped, result } = ending.right
+        if (Option.isNone(shaped)) {
+          return renderer.end(out, { completedAt, usage: result.response.usage, metadata: outOfBand(prepared) })
+        }
+        if (!prepared.liveText) renderer.items(outputItems(prepared.id, shaped.value.response, "completed"), out)
+        const usage = shaped.value.response.usage ?? result.response.usage
+        return renderer.end(out, usage === undefined ? { completedAt } : { completedAt, usage })
+      }
 
       /** How awaiting a turn (or rendering it) ended, when interruption means `interrupted`. */
       const endingOf = (
@@ -601,29 +627,63 @@ export const make = (options: Options = {}): Channel => {
         )
 
       /**
-       * A foreground stream, rendered as the response is written, then stored, then its terminal event sent (so a
-       * stream that ended means a stored response). A caller that leaves before the end interrupts the rendering,
-       * which leaves a fiber in the channel's scope that awaits the turn and stores how it ended (leaving under
-       * `on_disconnect: cancel` cancels the turn: `cancelled`).
+       * A foreground stream (`stream: true`), rendered as the response is written, then stored, then its terminal
+       * event sent (so a stream that ended means a stored response). A caller that leaves before the end
+       * interrupts the rendering, which leaves a fiber in the channel's scope that awaits the turn and stores how
+       * it ended (leaving under `on_disconnect: cancel` cancels the turn: `cancelled`). When the turn runs inline
+       * (`StreamExtras.inline`: an idle session), it runs in the writer's fiber as the response is written, and
+       * the stored response is written with the reply (one commit, not two, before the terminal event).
        */
-      const streamForeground = (prepared: Prepared, turn: TurnStream): Stream.Stream<string> =>
-        heartbeat.produce((emit) => Effect.asVoid(renderLive(prepared, turn, (events) => emit(framesOf(events)))))
+      const startForeground = (p: Prepared) => {
+        const renderer = new StreamRenderer(p.skeleton)
+        let recorded: Recorded | undefined
+        // Called inside an inline turn once it has rendered every update (the reader reads first, in that fiber).
+        const record = (outcome: TurnOutcome) =>
+          Effect.clockWith((clock) => {
+            const out: Array<RenderedEvent> = []
+            const ending: Ending = Either.right(outcome)
+            const completedAt = Time.fromMillis(clock.unsafeCurrentTimeMillis())
+            // Not started (no reader reached the turn first): rendered whole from the outcome.
+            const final = closeRendering(p, renderer, ending, out, renderer.lastSequence === 0, completedAt)
+            return Effect.map(store(p, final, renderer.finalJson), () => {
+              recorded = { final, out }
+            })
+          })
+        return Effect.map(
+          Effect.either(
+            ctx.runStream(p.request, p.body, p.store ? { inline: true, withReply: record } : { inline: true })
+          ),
+          (started) => {
+            if (Either.isLeft(started)) return turnErrorResponse(started.left)
+            const turn = started.right
+            return Sse.response(heartbeat.produce((emit, emitNow) =>
+              Effect.asVoid(renderLive(p, turn, {
+                renderer,
+                publish: (events) => emit(framesOf(events)),
+                // The events of the start and of each chunk are in memory: written without waiting on the reader
+                // (an inline turn runs in this fiber and must not wait on its client).
+                publishNow: (events) => Effect.sync(() => emitNow(framesOf(events))),
+                recorded: () => recorded
+              }))
+            ))
+          }
+        )
+      }
 
       /**
-       * Renders a foreground turn into `publish` as it runs, stores how it ended, then publishes the terminal
+       * Renders a foreground turn into `live` as it runs, stores how it ended, then publishes the terminal
        * event; returns the final resource. Interrupted (the caller went away), it leaves a fiber in the channel's
        * scope that awaits the turn and stores how it ended, and returns none.
        */
-      const renderLive = (
-        prepared: Prepared,
-        turn: TurnStream,
-        publish: (events: ReadonlyArray<RenderedEvent>) => Effect.Effect<void>
-      ): Effect.Effect<Option.Option<Obj>> =>
+      const renderLive = (prepared: Prepared, turn: TurnStream, live: Live): Effect.Effect<Option.Option<Obj>> =>
         // Plain `flatMap`s, no generator: this runs once per streamed response.
         Effect.uninterruptibleMask((restore) => {
-          const renderer = new StreamRenderer(prepared.skeleton)
+          const renderer = live.renderer
           const rendered = Effect.zipRight(
-            Effect.zipRight(publish(renderer.start("in_progress")), render(prepared, turn, renderer, publish)),
+            Effect.zipRight(
+              live.publishNow(renderer.start("in_progress")),
+              render(prepared, turn, renderer, live.publishNow)
+            ),
             turn.result
           )
           return Effect.flatMap(Effect.exit(restore(rendered)), (exit): Effect.Effect<Option.Option<Obj>> => {
@@ -632,25 +692,41 @@ export const make = (options: Options = {}): Channel => {
               const left = Effect.uninterruptibleMask((restoreLeft) =>
                 Effect.flatMap(
                   Effect.exit(restoreLeft(turn.result)),
-                  (awaited) => settle(prepared, renderer, endingOf(awaited, () => "shutdown"), true)
+                  (awaited) => settle(prepared, renderer, endingOf(awaited, () => "shutdown"), true, live.recorded())
                 )
               )
               return Effect.as(Effect.forkIn(Effect.interruptible(left), scope), Option.none())
             }
+            // The terminal event is written even when this fiber was told to stop while its inline turn ran
+            // (shutdown): the write waits only on the client, which it stops waiting for when the client leaves.
             return Effect.flatMap(
-              settle(prepared, renderer, endingOf(exit, () => "shutdown"), false),
-              ({ final, out }) => Effect.as(restore(publish(out)), Option.some(final))
+              settle(prepared, renderer, endingOf(exit, () => "shutdown"), false, live.recorded()),
+              ({ final, out }) => Effect.as(live.publish(out), Option.some(final))
             )
           })
         })
 
-      /** Ends a rendering and stores the final resource; returns it and the last events. */
-      const settle = (prepared: Prepared, renderer: StreamRenderer, ending: Ending, whole: boolean) =>
+      /**
+       * Ends a rendering and stores the final resource; returns it and the last events. A rendering the turn has
+       * ended and stored already (`Live.recorded`) is only concluded.
+       */
+      const settle = (
+        prepared: Prepared,
+        renderer: StreamRenderer,
+        ending: Ending,
+        whole: boolean,
+        recorded?: Recorded
+      ): Effect.Effect<Recorded> =>
         Effect.suspend(() => {
+          if (recorded !== undefined) return Effect.as(conclude(prepared, recorded.final), recorded)
           const out: Array<RenderedEvent> = []
           return Effect.flatMap(
             endRendering(prepared, renderer, ending, out, whole),
-            (final) => Effect.as(Effect.zipRight(store(prepared, final), conclude(prepared, final)), { final, out })
+            (final) =>
+              Effect.as(
+                Effect.zipRight(store(prepared, final, renderer.finalJson), conclude(prepared, final)),
+                { final, out }
+              )
           )
         })
 
@@ -725,11 +801,9 @@ export const make = (options: Options = {}): Channel => {
       /** A streamed or background create: the turn starts, then the response renders as it runs. */
       const startStreamed = (p: Prepared) =>
         Effect.gen(function*() {
+          if (p.body.background !== true) return yield* startForeground(p)
           const started = yield* Effect.either(ctx.runStream(p.request, p.body))
           if (Either.isLeft(started)) return turnErrorResponse(started.left)
-          if (p.body.background !== true) {
-            return Sse.response(streamForeground(p, started.right))
-          }
           const background = yield* startBackground(p, started.right)
           return p.body.stream === true ?
             follow(background, 0) :
@@ -851,7 +925,13 @@ export const make = (options: Options = {}): Channel => {
           return Either.right<Socket.StartedTurn>({
             id: p.id,
             sessionKey: p.sessionKey,
-            run: (publish) => renderLive(p, turn, publish)
+            run: (publish) =>
+              renderLive(p, turn, {
+                renderer: new StreamRenderer(p.skeleton),
+                publish,
+                publishNow: publish,
+                recorded: () => undefined
+              })
           })
         })
 

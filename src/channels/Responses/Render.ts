@@ -500,9 +500,14 @@ export class StreamRenderer {
       status === "completed" ?
       "response.completed" :
       "response.incomplete"
-    this.push(out, type, { response: final })
+    // Serialised once: for the terminal event and for storing (`finalJson`).
+    this.finalJson = JSON.stringify(final)
+    this.pushResponse(out, type, this.finalJson)
     return final
   }
+
+  /** The JSON text of the final resource, once `end` has rendered it. */
+  finalJson: string | undefined = undefined
 }
 
 /** Event types that end a response's stream. */
