@@ -5,7 +5,19 @@
 import type { HttpClient } from "@effect/platform"
 import { FetchHttpClient } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
-import { Config, ConfigError, Context, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
+import {
+  Config,
+  ConfigError,
+  Context,
+  Effect,
+  Either,
+  FiberRef,
+  HashSet,
+  Layer,
+  Logger,
+  LogLevel,
+  Option
+} from "effect"
 import type { Authorizer } from "./auth/Authorizer.js"
 import * as ChatCompletions from "./channels/ChatCompletions/index.js"
 import * as Invocations from "./channels/Invocations.js"
@@ -67,14 +79,41 @@ const logFormat = Config.string("LOG_FORMAT").pipe(
   })
 )
 
+// Reads LOG_FORMAT then LOG_LEVEL; the effect it gives installs the logger and the level for its scope (what
+// `Logger.replace` and `Logger.minimumLogLevel` do, in one layer build instead of eight: cold start).
+const loggingFromEnv = Effect.gen(function*() {
+  const format = yield* logFormat
+  const level = yield* logLevel
+  const logger = Logger.withConsoleLog(format === "json" ? LogLine.jsonLogger : LogLine.lineLogger)
+  return Effect.zipRight(
+    Effect.locallyScopedWith(
+      FiberRef.currentLoggers,
+      (loggers) => HashSet.add(HashSet.remove(loggers, Logger.defaultLogger), logger)
+    ),
+    Effect.locallyScoped(FiberRef.currentMinimumLogLevel, level)
+  )
+})
+
 /**
  * Logging: one logfmt line per entry (timestamp, level, fiber, message, annotations), or with LOG_FORMAT=json
  * one JSON object per line (plus trace and span ids when tracing), at LOG_LEVEL (default info); every value
  * escaped so no logged value can break or forge a line (see `internal/LogLine`).
  */
-export const layerLogging = Layer.merge(
-  Layer.unwrapEffect(Effect.map(logFormat, (format) => format === "json" ? LogLine.layerJson : LogLine.layer)),
-  Layer.unwrapEffect(Effect.map(logLevel, (level) => Logger.minimumLogLevel(level)))
+export const layerLogging = Layer.scopedDiscard(Effect.flatten(loggingFromEnv))
+
+/**
+ * What the host runs under (`cli/Launch`): logging (`layerLogging`), with OpenTelemetry's export over it when an
+ * OTLP endpoint is set (`Telemetry.layerFromEnv`). Logging settings are read first, as before; a start without
+ * OTLP builds three layers here instead of ~16.
+ */
+export const layerLoggingAndTelemetry: Layer.Layer<never, ConfigError.ConfigError> = Layer.unwrapEffect(
+  Effect.gen(function*() {
+    const logging = Layer.scopedDiscard(yield* loggingFromEnv)
+    const otlp = yield* Telemetry.settingsFromEnv
+    return Option.isSome(otlp)
+      ? Layer.provideMerge(Telemetry.layer(otlp.value) as Layer.Layer<never>, logging)
+      : logging
+  })
 )
 
 /** A variable that is set and not blank (what turns a channel on; its `fromConfig` then reads the rest). */

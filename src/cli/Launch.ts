@@ -9,7 +9,6 @@ import { Cause, Effect, Layer as LayerModule, Option, Schema } from "effect"
 import type { Target } from "../core/Target.js"
 import * as StartupError from "../internal/StartupError.js"
 import * as Server from "../Server.js"
-import * as Telemetry from "../Telemetry.js"
 
 /** The host did not start (or stopped on an error); what went wrong was already printed or logged. */
 export class StartupFailed extends Schema.TaggedError<StartupFailed>()("StartupFailed", {
@@ -20,7 +19,7 @@ export class StartupFailed extends Schema.TaggedError<StartupFailed>()("StartupF
 export const launch = <E>(target: Layer.Layer<Target, E>): Effect.Effect<never, StartupFailed> =>
   LayerModule.launch(Server.layerFromEnvWith(target)).pipe(
     // Under the host: its request handler runs with the exporting tracer (when OTEL_EXPORTER_OTLP_ENDPOINT is set).
-    Effect.provide(LayerModule.provideMerge(Telemetry.layerFromEnv, Server.layerLogging)),
+    Effect.provide(Server.layerLoggingAndTelemetry),
     Effect.catchAllCause((cause) => {
       if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
       const line = StartupError.describeCause(cause)
