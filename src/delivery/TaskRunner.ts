@@ -245,6 +245,8 @@ interface Worker {
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** Set while the worker waits for a claimed task: hands it one. */
   wake: ((exit: Exit.Exit<Entry>) => void) | undefined
+  /** The task the worker claimed in the commit of its last outcome: its next attempt. */
+  next: Entry | undefined
   /** Records the handler's exit; made once per worker. */
   outcome: {
     readonly onSuccess: () => Effect.Effect<void>
@@ -360,14 +362,22 @@ export const make = (options: Options = {}) =>
     // Claimed tasks (their attempt committed) waiting for a worker, and the workers waiting for one.
     const claimed = new Fifo<Entry>()
     const idle = new Fifo<Worker>()
-    // Workers in an attempt; tasks the claimer is committing; workers started and not retired. Workers start
+    // Tasks the claimer is committing; workers started and not retired. Workers start
     // on demand, when claimed tasks wait and fewer than `concurrency` run: a runner with no work holds none.
-    let busy = 0
     let claiming = 0
     let workers = 0
+    // Tasks claimed by workers with their last outcome, not yet started.
+    let claimedAhead = 0
     // Set while the claimer waits for ready tasks or for room.
     let wakeClaimer: (() => void) | undefined
-    const poke = () => wakeClaimer?.()
+    // The claimer claims only for idle workers and workers it may start: a busy worker claims its own next task
+    // in the commit of its outcome.
+    const claimRoom = () => idle.length + concurrency - workers - claimed.length
+    const poke = () => {
+      if (wakeClaimer !== undefined && (claimRoom() > 0 || (claimed.length > 0 && workers < concurrency))) {
+        wakeClaimer()
+      }
+    }
     // The claimer, workers and retry timers.
     const fibers = yield* FiberSet.make<void, never>()
     // Task ids are handles (admin routes take them): from the CSPRNG.
@@ -428,6 +438,51 @@ export const make = (options: Options = {}) =>
         store.submitTransition(row, (exit) => {
           forget(entry)
           resume(Exit.isSuccess(exit) ? Effect.void : Effect.logError("could not record a task's outcome", exit.cause))
+        })
+      })
+
+    // The next ready task, marked running with its attempt counted (not yet committed).
+    const claimReady = (now: Time.EpochMillis): Entry | undefined => {
+      for (;;) {
+        const entry = ready.shift()
+        if (entry === undefined) return undefined
+        if (!runnable(entry)) continue
+        entry.row = { ...entry.row, status: "running", attempts: entry.row.attempts + 1, updatedAt: now }
+        return entry
+      }
+    }
+
+    // A success, and the worker's next task claimed in the same commit: the worker waits once per task, and needs
+    // neither the claimer nor a hand-over. The claim is committed before its handler runs, the outcome before
+    // the worker takes it, as with a task from the claimer.
+    const succeeded = (entry: Entry, worker: Worker, millis: number): Effect.Effect<void> =>
+      Effect.async((resume) => {
+        const now = Time.fromMillis(millis)
+        const row = { ...entry.row, status: "succeeded" as const, lastError: null, updatedAt: now }
+        entry.row = row
+        // A task the claimer claimed already waits, or the worker stops: claim nothing.
+        const next = claimed.length > 0 || worker.retiring || closing ? undefined : claimReady(now)
+        if (next === undefined) {
+          return store.submitTransition(row, (exit) => {
+            forget(entry)
+            resume(
+              Exit.isSuccess(exit) ? Effect.void : Effect.logError("could not record a task's outcome", exit.cause)
+            )
+          })
+        }
+        claimedAhead++
+        store.submitTransitions([row, next.row], (exit) => {
+          forget(entry)
+          claimedAhead--
+          if (Exit.isSuccess(exit)) {
+            worker.next = next
+            return resume(Effect.void)
+          }
+          // Not durable: leave the claimed task pending in memory and try later rather than run it unrecorded.
+          resume(Effect.zipRight(
+            Effect.logError("could not record a task's outcome", exit.cause),
+            retryLater(next, next.row)
+          ))
         })
       })
 
@@ -576,6 +631,8 @@ export const make = (options: Options = {}) =>
       Effect.async<Entry>((resume) => {
         worker.wake = resume
         idle.push(worker)
+        // Ready tasks the workers did not claim (a worker stops claiming after a failure): the claimer's.
+        if (ready.length > 0) poke()
       })
 
     const handOver = (entry: Entry) => {
@@ -601,6 +658,14 @@ export const make = (options: Options = {}) =>
           const waiting = restore(waitForTask(worker))
           // An attempt records its own failures, so only a defect reaches `onFailure`.
           const next = (): Effect.Effect<void> => {
+            const own = worker.next
+            if (own !== undefined) {
+              // Claimed with the last outcome; if the worker stops, the finalizer gives the attempt back.
+              worker.next = undefined
+              if (!(worker.retiring || closing)) return take(own)
+              poke()
+              return Effect.void
+            }
             if (worker.retiring || closing) return Effect.void
             // A claimed task in hand: no wait, and no interruptible region to enter and leave.
             const entry = claimed.shift()
@@ -608,12 +673,10 @@ export const make = (options: Options = {}) =>
           }
           const after = {
             onSuccess: (): Effect.Effect<void> => {
-              busy--
               poke()
               return next()
             },
             onFailure: (cause: Cause.Cause<never>): Effect.Effect<void> => {
-              busy--
               if (!worker.retiring) workers--
               worker.retiring = true
               poke()
@@ -621,7 +684,6 @@ export const make = (options: Options = {}) =>
             }
           }
           const take = (entry: Entry): Effect.Effect<void> => {
-            busy++
             return Effect.matchCauseEffect(attempt(entry, worker), after)
           }
           worker.outcome = {
@@ -630,7 +692,7 @@ export const make = (options: Options = {}) =>
               running--
               entry.worker = undefined
               worker.entry = undefined
-              return finishAt(entry, "succeeded", null, clock.unsafeCurrentTimeMillis())
+              return succeeded(entry, worker, clock.unsafeCurrentTimeMillis())
             },
             onFailure: (cause) => {
               const entry = worker.entry!
@@ -651,6 +713,7 @@ export const make = (options: Options = {}) =>
         entry: undefined,
         handler: undefined,
         wake: undefined,
+        next: undefined,
         restore: identityRestore,
         outcome: noOutcome
       }
@@ -688,7 +751,7 @@ export const make = (options: Options = {}) =>
       Effect.gen(function*() {
         // Replaces retired workers while claimed tasks wait.
         yield* startWorkers
-        const room = 2 * concurrency - busy - claimed.length
+        const room = claimRoom()
         if (ready.length === 0 || room <= 0 || closing) return yield* restore(claimerIdle)
         const now = yield* Time.now
         const batch: Array<Entry> = []
@@ -982,7 +1045,7 @@ export const make = (options: Options = {}) =>
           Effect.mapError((e) => new TaskRunnerError({ message: e.message }))
         ),
       stats: Effect.sync(() => ({
-        queued: ready.length + claiming + claimed.length,
+        queued: ready.length + claiming + claimed.length + claimedAhead,
         running,
         live: live.size
       })),
