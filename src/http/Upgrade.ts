@@ -56,7 +56,11 @@ const isRefusal = (
 /** Writes `response` as the HTTP answer to an upgrade request on the raw socket, then ends it. */
 const refuse = (socket: Duplex, response: HttpServerResponse.HttpServerResponse): void => {
   if (socket.destroyed) return
-  const body = response.body._tag === "Uint8Array" ? response.body.body : new Uint8Array(0)
+  const body = response.body._tag === "Uint8Array" ?
+    response.body.body :
+    response.body._tag === "Raw" && typeof response.body.body === "string" ?
+    Buffer.from(response.body.body, "utf8") :
+    new Uint8Array(0)
   let head = `HTTP/1.1 ${response.status} ${Http.STATUS_CODES[response.status] ?? ""}\r\n`
   const headers: Record<string, string> = {
     ...(response.headers as Record<string, string>),

@@ -18,9 +18,37 @@ export type Status = "queued" | "in_progress" | "completed" | "failed" | "incomp
 
 /**
  * The request-derived part of a response: everything but status, output, usage and errors. Its `created_at` is
- * already the wire's seconds; the host's own times are `EpochMillis`, converted here and nowhere else.
+ * already the wire's seconds; the host's own times are `EpochMillis`, converted here and nowhere else. Its fields
+ * are in the resource's key order (`resource` writes them in this order).
  */
-export type Skeleton = Obj & { readonly id: string; readonly created_at: number }
+export interface Skeleton {
+  readonly id: string
+  readonly created_at: number
+  readonly model: string
+  readonly previous_response_id: string | null
+  readonly instructions: unknown
+  readonly tools: ReadonlyArray<Obj>
+  readonly tool_choice: unknown
+  readonly truncation: unknown
+  readonly parallel_tool_calls: unknown
+  readonly text: Obj
+  readonly top_p: unknown
+  readonly presence_penalty: unknown
+  readonly frequency_penalty: unknown
+  readonly top_logprobs: unknown
+  readonly temperature: unknown
+  readonly reasoning: Obj | null
+  readonly max_output_tokens: unknown
+  readonly max_tool_calls: unknown
+  readonly store: unknown
+  readonly background: unknown
+  readonly service_tier: unknown
+  readonly metadata: unknown
+  readonly safety_identifier: unknown
+  readonly prompt_cache_key: unknown
+  readonly user: unknown
+  readonly conversation: { readonly id: string } | undefined
+}
 
 export const makeSkeleton = (
   id: string,
@@ -31,18 +59,12 @@ export const makeSkeleton = (
   const format = body.text?.format ?? { type: "text" }
   const text: Obj = { format: format.type === "json_schema" ? { description: null, strict: null, ...format } : format }
   if (body.text?.verbosity != null) text["verbosity"] = body.text.verbosity
-  const skeleton: Obj = {
+  return {
     id,
-    object: "response",
     created_at: toEpochSeconds(createdAt),
-    completed_at: null,
-    status: "in_progress",
-    incomplete_details: null,
     model: body.model ?? defaultModel,
     previous_response_id: body.previous_response_id ?? null,
     instructions: body.instructions ?? null,
-    output: [],
-    error: null,
     tools: (body.tools ?? []).map((tool) => ({
       type: "function",
       name: tool.name,
@@ -62,7 +84,6 @@ export const makeSkeleton = (
     reasoning: body.reasoning == null
       ? null
       : { effort: body.reasoning.effort ?? null, summary: body.reasoning.summary ?? null },
-    usage: null,
     max_output_tokens: body.max_output_tokens ?? null,
     max_tool_calls: body.max_tool_calls ?? null,
     store: body.store ?? true,
@@ -71,12 +92,11 @@ export const makeSkeleton = (
     metadata: body.metadata ?? {},
     safety_identifier: body.safety_identifier ?? null,
     prompt_cache_key: body.prompt_cache_key ?? null,
-    user: body.user ?? null
+    user: body.user ?? null,
+    conversation: body.conversation == null ?
+      undefined :
+      { id: typeof body.conversation === "string" ? body.conversation : body.conversation.id }
   }
-  if (body.conversation != null) {
-    skeleton["conversation"] = { id: typeof body.conversation === "string" ? body.conversation : body.conversation.id }
-  }
-  return skeleton as Skeleton
 }
 
 export const usageJson = (usage: Usage | undefined): Obj | null =>
@@ -98,16 +118,49 @@ export interface Outcome {
   readonly metadata?: Record<string, string>
 }
 
-export const resource = (skeleton: Skeleton, outcome: Outcome): Obj => ({
-  ...skeleton,
-  status: outcome.status,
-  completed_at: outcome.completedAt == null ? null : toEpochSeconds(outcome.completedAt),
-  incomplete_details: outcome.incompleteReason === undefined ? null : { reason: outcome.incompleteReason },
-  output: outcome.output,
-  error: outcome.error ?? null,
-  usage: outcome.usage ?? null,
-  ...(outcome.metadata === undefined ? {} : { metadata: outcome.metadata })
-})
+/**
+ * The resource: one object literal in the wire's key order (what spreading the skeleton gave, `conversation` last
+ * when there is one). A spread of the skeleton's ~30 keys, then `JSON.stringify` of the copy, cost ~2.5x as much
+ * per response (measured: ~10 µs against ~4 µs).
+ */
+export const resource = (skeleton: Skeleton, outcome: Outcome): Obj => {
+  const built: Obj = {
+    id: skeleton.id,
+    object: "response",
+    created_at: skeleton.created_at,
+    completed_at: outcome.completedAt == null ? null : toEpochSeconds(outcome.completedAt),
+    status: outcome.status,
+    incomplete_details: outcome.incompleteReason === undefined ? null : { reason: outcome.incompleteReason },
+    model: skeleton.model,
+    previous_response_id: skeleton.previous_response_id,
+    instructions: skeleton.instructions,
+    output: outcome.output,
+    error: outcome.error ?? null,
+    tools: skeleton.tools,
+    tool_choice: skeleton.tool_choice,
+    truncation: skeleton.truncation,
+    parallel_tool_calls: skeleton.parallel_tool_calls,
+    text: skeleton.text,
+    top_p: skeleton.top_p,
+    presence_penalty: skeleton.presence_penalty,
+    frequency_penalty: skeleton.frequency_penalty,
+    top_logprobs: skeleton.top_logprobs,
+    temperature: skeleton.temperature,
+    reasoning: skeleton.reasoning,
+    usage: outcome.usage ?? null,
+    max_output_tokens: skeleton.max_output_tokens,
+    max_tool_calls: skeleton.max_tool_calls,
+    store: skeleton.store,
+    background: skeleton.background,
+    service_tier: skeleton.service_tier,
+    metadata: outcome.metadata === undefined ? skeleton.metadata : outcome.metadata,
+    safety_identifier: skeleton.safety_identifier,
+    prompt_cache_key: skeleton.prompt_cache_key,
+    user: skeleton.user
+  }
+  if (skeleton.conversation !== undefined) built["conversation"] = skeleton.conversation
+  return built
+}
 
 /** The status a finish reason gives a response, and the incomplete reason if any. */
 export const statusOf = (finish: FinishReason | undefined): { status: Status; incompleteReason?: string } => {
