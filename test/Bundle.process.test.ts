@@ -1,7 +1,7 @@
 /**
  * `npm start` runs the bundle: `node scripts/start.mjs` → dist/main.cjs, rebuilt first when src/ changed (so
  * this test builds it when needed). Whatever resolves files at runtime (the web chat's assets, markdown-it,
- * better-sqlite3) must work from dist/ as it does from src/ under tsx.
+ * better-sqlite3, the WAL checkpoint worker's code) must work from dist/ as it does from src/ under tsx.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -70,6 +70,13 @@ describe("npm start runs the bundle", () => {
         assert.strictEqual(responses.body.status, "completed")
         const turn1 = yield* post(`${first.url}/invocations`, { message: "hi", session_id: "bundle" })
         assert.include(String(turn1.body.response), "turn 1")
+        // WAL checkpoints run in a worker thread, whose code the one-file bundle carries (started 1 s after open)
+        yield* Effect.sleep("100 millis").pipe(
+          Effect.repeat({ until: () => first.output().includes("WAL checkpoints run in a worker thread") }),
+          Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error(first.output()) }),
+          Effect.orDie
+        )
+        assert.notInclude(first.output(), "checkpoint worker died")
         assert.strictEqual(yield* first.kill("SIGTERM"), 0)
 
         // The same state directory: the session's history is in SQLite. The bundle is current: no rebuild.

@@ -107,6 +107,10 @@ export interface Options {
   /** Writes per transaction at most, so one flush never holds the event loop long (default 1 000). */
   readonly maxBatch?: number
   readonly busyTimeout?: Duration.DurationInput
+  /** The connection's `wal_autocheckpoint` in pages (default SQLite's, 1 000; raised while `Checkpointer` runs). */
+  readonly autocheckpointPages?: number
+  /** The connection's `journal_size_limit` in bytes (default none). */
+  readonly walSizeLimitBytes?: number
 }
 
 interface Entry {
@@ -139,6 +143,12 @@ export const make = (options: Options): Effect.Effect<StateWriterShape, StateWri
           try {
             db.pragma("journal_mode = WAL")
             db.pragma("synchronous = NORMAL")
+            if (options.autocheckpointPages !== undefined) {
+              db.pragma(`wal_autocheckpoint = ${options.autocheckpointPages}`)
+            }
+            if (options.walSizeLimitBytes !== undefined) {
+              db.pragma(`journal_size_limit = ${options.walSizeLimitBytes}`)
+            }
             return db
           } catch (error) {
             db.close()
