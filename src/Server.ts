@@ -81,9 +81,7 @@ const logFormat = Config.string("LOG_FORMAT").pipe(
 
 // Reads LOG_FORMAT then LOG_LEVEL; the effect it gives installs the logger and the level for its scope (what
 // `Logger.replace` and `Logger.minimumLogLevel` do, in one layer build instead of eight: cold start).
-const loggingFromEnv = Effect.gen(function*() {
-  const format = yield* logFormat
-  const level = yield* logLevel
+const loggingFromEnv = Effect.map(Effect.all([logFormat, logLevel]), ([format, level]) => {
   const logger = Logger.withConsoleLog(format === "json" ? LogLine.jsonLogger : LogLine.lineLogger)
   return Effect.zipRight(
     Effect.locallyScopedWith(
