@@ -189,7 +189,12 @@ export const targetFromEnv = Layer.unwrapEffect(
 // The state database's client (and on SQLite its writer), passed through so the durable task store shares them
 // (and on SQLite the owner lock).
 const sqlClientOnly = Layer.effect(SqlClient.SqlClient, SqlClient.SqlClient)
-const sqlClientPassthrough = Layer.merge(sqlClientOnly, Layer.effect(StateWriter.StateWriter, StateWriter.StateWriter))
+const sqlClientPassthrough = Layer.effectContext(
+  Effect.map(
+    Effect.context<SqlClient.SqlClient | StateWriter.StateWriter>(),
+    Context.pick(SqlClient.SqlClient, StateWriter.StateWriter)
+  )
+)
 
 /**
  * `channels` on the core services (pushes by `push`), over `target`, the host settings and `state`, built in

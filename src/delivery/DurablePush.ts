@@ -9,7 +9,7 @@
  */
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { ConfigError } from "effect"
-import { Duration, Effect, Layer, Option, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Option, Schema } from "effect"
 import type { ChannelPush } from "../core/Channel.js"
 import type { RegisteredChannel } from "../core/Channels.js"
 import { Channels } from "../core/Channels.js"
@@ -223,6 +223,14 @@ export const layerSqlite: Layer.Layer<
   PushScheduler | TaskRunner.TaskRunner,
   TaskRunner.TaskRunnerError,
   Channels | SqlClient | StateWriter
-> = layer.pipe(
-  Layer.provideMerge(Layer.unwrapEffect(Effect.map(runnerOptions, TaskRunner.layerSqlite)))
+> = Layer.scopedContext(
+  // The runner, then the scheduler on it, in one layer build (`layer` over `unwrapEffect(...)` was 8: cold start).
+  Effect.gen(function*() {
+    const runner = yield* Layer.buildWithMemoMap(
+      TaskRunner.layerSqlite(yield* runnerOptions),
+      yield* Layer.CurrentMemoMap,
+      yield* Effect.scope
+    )
+    return Context.add(runner, PushScheduler, yield* Effect.provide(make, runner))
+  })
 )
