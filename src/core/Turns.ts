@@ -959,6 +959,15 @@ export const make = Effect.gen(function*() {
       current: Fiber.RuntimeFiber<unknown, unknown>
     ): Effect.Effect<void, TurnError | E> => {
       state = 1
+      if (stopped) {
+        // Shutdown stopped turns before this one began: it ends as a stopped turn does, without running.
+        const failure = shutdownError(key)
+        if (current === fiber) Now.setFiberRef(fiber, currentClientShield, shield)
+        outcome = Exit.fail(failure)
+        state = 2
+        if (ended !== undefined) Deferred.unsafeDone(ended, outcome)
+        return Now.zipRight(sessions.leave(entry), Effect.fail(failure))
+      }
       const context = current.getFiberRef(FiberRef.currentContext)
       running.add(current)
       const started = performance.now()

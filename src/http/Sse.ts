@@ -77,32 +77,35 @@ export type Body<E> = (
  * (none when undefined).
  */
 const produceIn = <E>(open: Set<Open> | undefined, body: Body<E>): Stream.Stream<string, E> => {
-  const stream = Stream.unwrap(Effect.gen(function*() {
-    const mailbox = yield* Mailbox.make<string, E>({ capacity: bufferedFrames })
-    // Starts as sent: the first comment follows at least a whole interval of silence.
-    const entry: Open = { beat: () => mailbox.unsafeOffer(HEARTBEAT), sent: true }
-    const emit = (frames: string) => {
-      entry.sent = true
-      return Effect.asVoid(mailbox.offer(frames))
-    }
-    const emitNow = (frames: string) => {
-      entry.sent = true
-      mailbox.unsafeOffer(frames)
-    }
-    open?.add(entry)
-    // A daemon the stream's own finalizer interrupts: cheaper than a scope per stream. Interruptible
-    // explicitly, as a fork inherits its parent's flags.
-    const producer = yield* Effect.forkDaemon(
-      Effect.interruptible(Effect.flatMap(Effect.exit(body(emit, emitNow)), (exit) => mailbox.done(exit)))
-    )
-    return Stream.ensuring(
-      Mailbox.toStream(mailbox),
-      Effect.suspend(() => {
-        open?.delete(entry)
-        return Fiber.interrupt(producer)
-      })
-    )
-  }))
+  // Built when read as a stream (not by the host's listener, which writes the live body).
+  const stream = Stream.suspend(() =>
+    Stream.unwrap(Effect.gen(function*() {
+      const mailbox = yield* Mailbox.make<string, E>({ capacity: bufferedFrames })
+      // Starts as sent: the first comment follows at least a whole interval of silence.
+      const entry: Open = { beat: () => mailbox.unsafeOffer(HEARTBEAT), sent: true }
+      const emit = (frames: string) => {
+        entry.sent = true
+        return Effect.asVoid(mailbox.offer(frames))
+      }
+      const emitNow = (frames: string) => {
+        entry.sent = true
+        mailbox.unsafeOffer(frames)
+      }
+      open?.add(entry)
+      // A daemon the stream's own finalizer interrupts: cheaper than a scope per stream. Interruptible
+      // explicitly, as a fork inherits its parent's flags.
+      const producer = yield* Effect.forkDaemon(
+        Effect.interruptible(Effect.flatMap(Effect.exit(body(emit, emitNow)), (exit) => mailbox.done(exit)))
+      )
+      return Stream.ensuring(
+        Mailbox.toStream(mailbox),
+        Effect.suspend(() => {
+          open?.delete(entry)
+          return Fiber.interrupt(producer)
+        })
+      )
+    }))
+  )
   // Written live: `body` writes to the connection itself, in the writer's fiber.
   return LiveBody.attach(stream, (sink) => {
     if (open === undefined) return body(sink.write, sink.unsafeWrite)
@@ -180,11 +183,14 @@ export const response = <E>(
 ): HttpServerResponse.HttpServerResponse =>
   HttpServerResponse.stream(
     LiveBody.attach(
-      Stream.mapChunks(frames, (chunk) => {
-        let text = ""
-        for (const f of chunk) text += f
-        return text.length === 0 ? Chunk.empty<Uint8Array>() : Chunk.of(encoder.encode(text))
-      }),
+      // Built when read as a stream (not by the host's listener, which writes the live body).
+      Stream.suspend(() =>
+        Stream.mapChunks(frames, (chunk) => {
+          let text = ""
+          for (const f of chunk) text += f
+          return text.length === 0 ? Chunk.empty<Uint8Array>() : Chunk.of(encoder.encode(text))
+        })
+      ),
       LiveBody.runOf(frames) ?? writeFrames(frames)
     ),
     {
