@@ -247,6 +247,11 @@ interface Worker {
   wake: ((exit: Exit.Exit<Entry>) => void) | undefined
   /** The task the worker claimed in the commit of its last outcome: its next attempt. */
   next: Entry | undefined
+  /**
+   * What the worker does once an attempt is recorded (its next task, or the wait for one), made once per worker.
+   * An attempt ends with it rather than returning to a frame of the loop: one frame and step fewer per task.
+   */
+  continue: Effect.Effect<void>
   /** Records the handler's exit; made once per worker. */
   outcome: {
     readonly onSuccess: () => Effect.Effect<void>
@@ -347,6 +352,7 @@ const compile = (definition: TaskDefinition<any, any>) => {
 export const make = (options: Options = {}) =>
   Effect.gen(function*() {
     const store = yield* TaskStore.TaskStore
+    const clock = yield* Effect.clock
     const concurrency = Math.max(1, options.concurrency ?? defaults.concurrency)
     const grace = Duration.decode(options.shutdownGrace ?? defaults.shutdownGrace)
     const fallbackRetry = options.defaultRetry ?? defaultRetry
@@ -466,7 +472,9 @@ export const make = (options: Options = {}) =>
           return store.submitTransition(row, (exit) => {
             forget(entry)
             resume(
-              Exit.isSuccess(exit) ? Effect.void : Effect.logError("could not record a task's outcome", exit.cause)
+              Exit.isSuccess(exit) ?
+                worker.continue :
+                Effect.zipRight(Effect.logError("could not record a task's outcome", exit.cause), worker.continue)
             )
           })
         }
@@ -476,12 +484,15 @@ export const make = (options: Options = {}) =>
           claimedAhead--
           if (Exit.isSuccess(exit)) {
             worker.next = next
-            return resume(Effect.void)
+            return resume(worker.continue)
           }
           // Not durable: leave the claimed task pending in memory and try later rather than run it unrecorded.
           resume(Effect.zipRight(
-            Effect.logError("could not record a task's outcome", exit.cause),
-            retryLater(next, next.row)
+            Effect.zipRight(
+              Effect.logError("could not record a task's outcome", exit.cause),
+              retryLater(next, next.row)
+            ),
+            worker.continue
           ))
         })
       })
@@ -590,7 +601,7 @@ export const make = (options: Options = {}) =>
     // steps as it can: this is the path every task takes.
     const run = (entry: Entry, handler: Handler, worker: Worker): Effect.Effect<void> => {
       // Cancelled while its shared payload was read (already finished).
-      if (entry.cancelled) return Effect.void
+      if (entry.cancelled) return worker.continue
       const row = entry.row
       const context: TaskContext = {
         id: row.id,
@@ -613,14 +624,16 @@ export const make = (options: Options = {}) =>
     const attempt = (entry: Entry, worker: Worker): Effect.Effect<void> => {
       // Cancelled while claimed (then already finished), or shutting down (put back by the finalizer).
       if (entry.cancelled || entry.row.status !== "running" || closing || live.get(entry.row.id) !== entry) {
-        return Effect.void
+        return worker.continue
       }
       const handler = handlers.get(entry.row.name)
-      if (handler === undefined) return finish(entry, "failed", `no handler named "${entry.row.name}"`)
+      if (handler === undefined) {
+        return Effect.zipRight(finish(entry, "failed", `no handler named "${entry.row.name}"`), worker.continue)
+      }
       const prepared = prepare(entry, handler)
       if (prepared === undefined) return run(entry, handler, worker)
       // Not ready (already recorded), or ready after reading its shared payload.
-      return Effect.flatMap(prepared, (ready) => ready ? run(entry, handler, worker) : Effect.void)
+      return Effect.flatMap(prepared, (ready) => ready ? run(entry, handler, worker) : worker.continue)
     }
 
     // A worker with no claimed task waits to be handed one. Without a canceller (which costs an `onInterrupt`
@@ -649,61 +662,60 @@ export const make = (options: Options = {}) =>
     // the cost of running a task. To cancel a running task, its worker is interrupted (see `cancel`): it is marked
     // retiring first, so it stops after that attempt and never carries the interruption into another task's
     // handler; the claimer starts another in its place when tasks wait. The loop is uninterruptible but for the
-    // wait and the handler. Its continuations are made once per worker, not per attempt, and it reads the clock
-    // once: these are the steps every task takes.
+    // wait and the handler. Its continuations are made once per worker, not per attempt, and an attempt ends by
+    // going on to the next (`worker.continue`), with no frame of the loop to return to: these are the steps every
+    // task takes.
     const work = (worker: Worker): Effect.Effect<void> =>
-      Effect.clockWith((clock) =>
-        Effect.uninterruptibleMask((restore) => {
-          worker.restore = restore
-          const waiting = restore(waitForTask(worker))
-          // An attempt records its own failures, so only a defect reaches `onFailure`.
-          const next = (): Effect.Effect<void> => {
-            const own = worker.next
-            if (own !== undefined) {
-              // Claimed with the last outcome; if the worker stops, the finalizer gives the attempt back.
-              worker.next = undefined
-              if (!(worker.retiring || closing)) return take(own)
-              poke()
-              return Effect.void
-            }
-            if (worker.retiring || closing) return Effect.void
-            // A claimed task in hand: no wait, and no interruptible region to enter and leave.
-            const entry = claimed.shift()
-            return entry === undefined ? Effect.flatMap(waiting, take) : take(entry)
+      Effect.uninterruptibleMask((restore) => {
+        worker.restore = restore
+        const waiting = restore(waitForTask(worker))
+        const next = (): Effect.Effect<void> => {
+          const own = worker.next
+          if (own !== undefined) {
+            // Claimed with the last outcome; if the worker stops, the finalizer gives the attempt back.
+            worker.next = undefined
+            if (!(worker.retiring || closing)) return take(own)
+            poke()
+            return Effect.void
           }
-          const after = {
-            onSuccess: (): Effect.Effect<void> => {
-              poke()
-              return next()
-            },
-            onFailure: (cause: Cause.Cause<never>): Effect.Effect<void> => {
-              if (!worker.retiring) workers--
-              worker.retiring = true
-              poke()
-              return Effect.failCause(cause)
-            }
+          if (worker.retiring || closing) return Effect.void
+          // A claimed task in hand: no wait, and no interruptible region to enter and leave.
+          const entry = claimed.shift()
+          return entry === undefined ? Effect.flatMap(waiting, take) : take(entry)
+        }
+        worker.continue = Effect.suspend(next)
+        const take = (entry: Entry): Effect.Effect<void> => attempt(entry, worker)
+        worker.outcome = {
+          onSuccess: () => {
+            const entry = worker.entry!
+            running--
+            entry.worker = undefined
+            worker.entry = undefined
+            return succeeded(entry, worker, clock.unsafeCurrentTimeMillis())
+          },
+          onFailure: (cause) => {
+            const entry = worker.entry!
+            running--
+            entry.worker = undefined
+            worker.entry = undefined
+            return Effect.zipRight(
+              failed(entry, worker.handler!, Exit.failCause(cause) as Exit.Failure<void, TaskFailure>),
+              worker.continue
+            )
           }
-          const take = (entry: Entry): Effect.Effect<void> => {
-            return Effect.matchCauseEffect(attempt(entry, worker), after)
-          }
-          worker.outcome = {
-            onSuccess: () => {
-              const entry = worker.entry!
-              running--
-              entry.worker = undefined
-              worker.entry = undefined
-              return succeeded(entry, worker, clock.unsafeCurrentTimeMillis())
-            },
-            onFailure: (cause) => {
-              const entry = worker.entry!
-              running--
-              entry.worker = undefined
-              worker.entry = undefined
-              return failed(entry, worker.handler!, Exit.failCause(cause) as Exit.Failure<void, TaskFailure>)
-            }
-          }
-          return next()
-        })
+        }
+        return next()
+      }).pipe(
+        // An attempt records its own failures: the loop ends early only on a defect in the bookkeeping (or when
+        // interrupted waiting); the claimer then starts another worker if tasks wait.
+        Effect.onExit(() =>
+          Effect.sync(() => {
+            if (worker.retiring) return
+            workers--
+            worker.retiring = true
+            poke()
+          })
+        )
       )
 
     const startWorker = Effect.suspend(() => {
@@ -714,6 +726,7 @@ export const make = (options: Options = {}) =>
         handler: undefined,
         wake: undefined,
         next: undefined,
+        continue: Effect.void,
         restore: identityRestore,
         outcome: noOutcome
       }
@@ -830,40 +843,44 @@ export const make = (options: Options = {}) =>
       idempotencyKey: row.idempotencyKey
     })
 
+    // One `Effect.async`, resumed by the group commit with the answer: a schedule is two steps and one suspension.
+    // The clock is the one the runner was made with (read once, like the workers'), not one per call.
     const schedule: TaskRunnerShape["schedule"] = (definition, payload, scheduleOptions) =>
-      Effect.clockWith((clock) => {
+      Effect.async<TaskHandle, TaskRunnerError>((resume) => {
         if (closing) {
-          return Effect.fail(new TaskRunnerError({ message: "the task runner is shutting down; task not accepted" }))
+          return resume(
+            Effect.fail(new TaskRunnerError({ message: "the task runner is shutting down; task not accepted" }))
+          )
         }
         const handler = handlers.get(definition.name)
         if (handler === undefined) {
-          return Effect.fail(
+          return resume(Effect.fail(
             new TaskRunnerError({ message: `no task handler named "${definition.name}" is registered` })
-          )
+          ))
         }
         const key = scheduleOptions?.idempotencyKey
         const known = key === undefined ? undefined : byKey.get(key)
         if (known !== undefined) {
-          if (known.stored) return Effect.succeed(handleOf(known.row))
+          if (known.stored) return resume(Effect.succeed(handleOf(known.row)))
           // The first schedule of this key is being committed: its answer is this one's.
           known.storing ??= Deferred.unsafeMake(FiberId.none)
-          return Deferred.await(known.storing)
+          return resume(Deferred.await(known.storing))
         }
         if (live.size - running >= hardLimit) {
-          return Effect.fail(
+          return resume(Effect.fail(
             new TaskRunnerError({
               message: `the task runner already holds ${live.size - running} waiting tasks (limit ${hardLimit}, ` +
                 `twice its queue capacity ${capacity}); check \`accepting\` before scheduling more`
             })
-          )
+          ))
         }
         const encoded = handler.encode(payload)
         if (encoded._tag === "Left") {
-          return Effect.fail(
+          return resume(Effect.fail(
             new TaskRunnerError({
               message: `the payload of task "${definition.name}" does not encode: ${encoded.left.message}`
             })
-          )
+          ))
         }
         const now = Time.fromMillis(clock.unsafeCurrentTimeMillis())
         const id = newId(now)
@@ -889,9 +906,9 @@ export const make = (options: Options = {}) =>
         // one. With a key, a stored task holding it (from before a restart, or finished) is the answer instead.
         // The bookkeeping runs in the commit's callback (a due task is queued even if its caller has gone); the
         // caller waits once, for its answer.
-        const dedupe = key !== undefined
-        return Effect.async<TaskHandle, TaskRunnerError>((resume) =>
-          store.submitInsert(row, { shared, dedupe }, (exit) => resume(stored(entry, now, exit)))
+        store.submitInsert(
+          { row, shared, dedupe: key !== undefined },
+          (exit) => resume(stored(entry, now, exit))
         )
       })
 

@@ -146,11 +146,7 @@ export interface TaskStoreShape extends Omit<Backend, "commit"> {
    * the row was written when its id is not in it). The caller waits in its own `Effect.async`, so a schedule is
    * one suspension and no effect of the store's.
    */
-  readonly submitInsert: (
-    row: TaskRecord,
-    options: { readonly shared?: SharedPayload | undefined; readonly dedupe: boolean },
-    committed: (exit: Committed) => void
-  ) => void
+  readonly submitInsert: (insert: Insert, committed: (exit: Committed) => void) => void
   /** `transition([row])` as a callback (see `submitInsert`): a task's outcome, on the runner's hot path. */
   readonly submitTransition: (row: TaskRecord, committed: (exit: Committed) => void) => void
   /**
@@ -191,11 +187,13 @@ interface Group {
 interface Pending {
   readonly inserts: Array<Insert>
   readonly updates: Map<string, TaskRecord>
-  /** Transitions by what they set; `transitioned` holds their task ids. */
-  transitions: Map<string, Group> | undefined
+  /**
+   * Transitions, by what they set: a batch holds a few (claims and successes, a group per millisecond), found by
+   * comparing, and by key (`keyed`) once there are more. `transitioned` holds their task ids.
+   */
+  groups: Array<Group> | undefined
+  keyed: Map<string, Group> | undefined
   transitioned: Set<string> | undefined
-  /** The group the last transitioned row joined: the next row usually changes alike (no key to build). */
-  lastGroup: Group | undefined
   size: number
   /**
    * Resumed with the batch's outcome once it is committed (or failed). Plain callbacks registered by `Effect.async`,
@@ -207,36 +205,47 @@ interface Pending {
 const pending = (): Pending => ({
   inserts: [],
   updates: new Map(),
-  transitions: undefined,
+  groups: undefined,
+  keyed: undefined,
   transitioned: undefined,
-  lastGroup: undefined,
   size: 0,
   waiters: undefined
 })
 
-const groupKey = (row: TaskRecord) => `${row.status} ${row.attempts} ${row.updatedAt} ${row.lastError ?? ""}`
+const groupKey = (row: Pick<TaskRecord, "status" | "attempts" | "updatedAt" | "lastError">) =>
+  `${row.status} ${row.attempts} ${row.updatedAt} ${row.lastError ?? ""}`
+
+// Groups a batch finds by comparing before it keys them.
+const scannedGroups = 8
+
+const sameChange = (group: Group, row: TaskRecord) =>
+  row.status === group.status && row.attempts === group.attempts && row.updatedAt === group.updatedAt &&
+  row.lastError === group.lastError
 
 /** Adds a transitioned row to its group in `batch`. */
 const addTransition = (batch: Pending, row: TaskRecord) => {
-  const last = batch.lastGroup
-  if (
-    last !== undefined && row.status === last.status && row.attempts === last.attempts &&
-    row.updatedAt === last.updatedAt && row.lastError === last.lastError
-  ) {
-    last.rows.push(row)
-  } else {
-    const key = groupKey(row)
-    const groups = batch.transitions ??= new Map()
-    let group = groups.get(key)
-    if (group === undefined) {
-      const { attempts, lastError, status, updatedAt } = row
-      group = { status, attempts, lastError, updatedAt, rows: [row] }
-      groups.set(key, group)
-    } else {
-      group.rows.push(row)
+  const groups = batch.groups ??= []
+  let group: Group | undefined
+  // The newest first: a row usually changes like one of the last few (a worker's success and its next claim).
+  for (let i = groups.length - 1, end = Math.max(0, groups.length - scannedGroups); i >= end; i--) {
+    if (sameChange(groups[i]!, row)) {
+      group = groups[i]!
+      break
     }
-    batch.lastGroup = group
   }
+  if (group === undefined && groups.length > scannedGroups) group = batch.keyed?.get(groupKey(row))
+  if (group === undefined) {
+    const { attempts, lastError, status, updatedAt } = row
+    group = { status, attempts, lastError, updatedAt, rows: [] }
+    groups.push(group)
+    if (groups.length > scannedGroups) {
+      const keyed = batch.keyed ??= new Map()
+      // Key the groups only compared so far, then each new one.
+      if (keyed.size === 0) { for (const g of groups) keyed.set(groupKey(g), g) }
+      else keyed.set(groupKey(group), group)
+    }
+  }
+  group.rows.push(row)
   ;(batch.transitioned ??= new Set()).add(row.id)
 }
 
@@ -297,7 +306,7 @@ export const make = (backend: Backend, options: Options = {}) =>
         Effect.exit(backend.commit({
           inserts: batch.inserts,
           updates: [...batch.updates.values()],
-          transitions: batch.transitions === undefined ? undefined : [...batch.transitions.values()]
+          transitions: batch.groups
         })),
         (exit) => {
           committing = undefined
@@ -404,9 +413,9 @@ export const make = (backend: Backend, options: Options = {}) =>
         Effect.sync(() => {
           batchFor(row.id).updates.set(row.id, row)
         }),
-      submitInsert: (row, { dedupe, shared }, committed) => {
+      submitInsert: (insert, committed) => {
         const batch = batchFor()
-        batch.inserts.push({ row, shared, dedupe })
+        batch.inserts.push(insert)
         onCommit(batch, committed)
       },
       submitTransition: (row, committed) => {
