@@ -143,3 +143,13 @@ describe("Sse heartbeats", () => {
       )
     }))
 })
+
+describe("Sse frames", () => {
+  it("one data line per line of data, after the id and the event name", () => {
+    assert.strictEqual(Sse.frame(" word"), "data:  word\n\n")
+    assert.strictEqual(Sse.frame("a\nb\r\nc\rd"), "data: a\ndata: b\ndata: c\ndata: d\n\n")
+    assert.strictEqual(Sse.frame("{}", "error"), "event: error\ndata: {}\n\n")
+    assert.strictEqual(Sse.frame("x\ny", "e", "7"), "id: 7\nevent: e\ndata: x\ndata: y\n\n")
+    assert.strictEqual(Sse.frame(""), "data: \n\n")
+  })
+})

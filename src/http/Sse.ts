@@ -13,8 +13,12 @@ import * as LiveBody from "./LiveBody.js"
 
 const encoder = new TextEncoder()
 
+const lineBreak = /[\r\n]/
+
 /** One SSE frame. Multi-line data becomes several `data:` lines, as the format requires. */
 export const frame = (data: string, event?: string, id?: string): string => {
+  // The common frame (one line of data, no id or event name) without the split.
+  if (id === undefined && event === undefined && !lineBreak.test(data)) return `data: ${data}\n\n`
   let out = ""
   if (id !== undefined) out += `id: ${id}\n`
   if (event !== undefined) out += `event: ${event}\n`
