@@ -165,7 +165,8 @@ export const make = (options: Options): Effect.Effect<CheckpointerShape, never, 
     let ready: (() => void) | undefined
     let exited: ((code: number) => void) | undefined
 
-    const start = Effect.sync(() => {
+    // `new Worker` can throw (no memory for a thread): then, as when the worker dies, SQLite checkpoints.
+    const start = Effect.try(() => {
       const worker = new Worker(options.source ?? workerSource, { eval: true, workerData: data })
       // The worker never keeps the process alive: shutting down is the scope's business.
       worker.unref()
@@ -214,19 +215,27 @@ export const make = (options: Options): Effect.Effect<CheckpointerShape, never, 
         exited = undefined
       })
     })
+    const fallBack = (code: number) =>
+      Effect.zipRight(
+        Effect.logError(
+          "the WAL checkpoint worker died; SQLite checkpoints inside commits again",
+          Cause.die(failure ?? new Error(`the checkpoint worker exited with code ${code}`))
+        ).pipe(Effect.annotateLogs({ database: options.filename })),
+        options.onCrash ?? Effect.void
+      )
     const run = Effect.gen(function*() {
-      yield* Effect.acquireRelease(start, stop)
+      const started = yield* Effect.either(Effect.acquireRelease(start, stop))
+      if (started._tag === "Left") {
+        stats.stopped = true
+        failure = started.left.error
+        return yield* fallBack(-1)
+      }
       if (yield* opened) {
         yield* Effect.logInfo("WAL checkpoints run in a worker thread").pipe(
           Effect.annotateLogs({ database: options.filename })
         )
       }
-      const code = yield* died
-      yield* Effect.logError(
-        "the WAL checkpoint worker died; SQLite checkpoints inside commits again",
-        Cause.die(failure ?? new Error(`the checkpoint worker exited with code ${code}`))
-      ).pipe(Effect.annotateLogs({ database: options.filename }))
-      yield* options.onCrash ?? Effect.void
+      yield* fallBack(yield* died)
     }).pipe(Effect.scoped)
     const startAfter = Duration.decode(options.startAfter ?? defaultStartAfter)
     yield* Effect.forkScoped(Duration.isZero(startAfter) ? run : Effect.zipRight(Effect.sleep(startAfter), run))
