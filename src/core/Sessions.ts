@@ -223,16 +223,20 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
     const startNext = (actor: Actor): Effect.Effect<void> => Effect.suspend(() => startNextNow(actor))
 
     // Above `maxIdle` live actors, releases the least recently used idle ones (map order), looking at a bounded
-    // number of actors; the sweeper still releases the rest when they time out. Called when the effect runs.
+    // number of actors; the sweeper still releases the rest when they time out. Called when the effect runs: the
+    // victims leave the map at once, and only those that opened a scope cost an effect (the common one-shot
+    // session opened none, so a finished turn costs no `forEach`).
     const trimIdle = (): Effect.Effect<void> => {
       if (actors.size <= maxIdle) return Effect.void
-      const victims: Array<Actor> = []
+      let scoped: Array<Actor> | undefined
       let looked = 0
       for (const actor of actors.values()) {
-        if (actors.size - victims.length <= maxIdle || looked++ >= trimScan) break
-        if (isIdle(actor)) victims.push(actor)
+        if (actors.size <= maxIdle || looked++ >= trimScan) break
+        if (!isIdle(actor)) continue
+        actors.delete(actor.key)
+        if (actor.scope !== undefined) (scoped ??= []).push(actor)
       }
-      return victims.length === 0 ? Effect.void : Effect.forEach(victims, release, { discard: true })
+      return scoped === undefined ? Effect.void : Effect.forEach(scoped, closeScope, { discard: true })
     }
 
     const acquire = (key: string, now: number, evicted: Array<Actor>): Actor | SessionCapacityExceeded => {
