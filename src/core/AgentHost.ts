@@ -446,24 +446,11 @@ export const make = <E, R>(options: Options<E, R>) =>
 
     // Every answer counted by channel and status (`agent_host_http_requests_total`, served by `GET /metrics`).
     const countRequest = requestCounter()
+    // Routed handlers are counted by the listener as they end (`onHandled`): no Effect region per request.
     const countedRoute = (request: IncomingRequest): NodeHandler.Routed => {
       const routed = route(request)
-      if (HttpServerResponse.isServerResponse(routed)) {
-        countRequest("host", routed.status)
-        return routed
-      }
-      const channel = routed.channel
-      return {
-        route: routed.route,
-        channel,
-        handler: Effect.onExit(routed.handler, (exit) =>
-          Effect.sync(() =>
-            countRequest(
-              channel,
-              Exit.isSuccess(exit) ? exit.value.status : Cause.isInterruptedOnly(exit.cause) ? 499 : 500
-            )
-          ))
-      }
+      if (HttpServerResponse.isServerResponse(routed)) countRequest("host", routed.status)
+      return routed
     }
 
     // The same checks for a WebSocket upgrade, answered on the raw socket; isolation and grants hold for the
@@ -507,6 +494,7 @@ export const make = <E, R>(options: Options<E, R>) =>
     const handler = NodeHandler.make({
       runtime: yield* Effect.runtime<never>(),
       route: countedRoute,
+      onHandled: countRequest,
       closing: () => draining,
       tracing: settings.tracing,
       corsOrigins: settings.corsOrigins
