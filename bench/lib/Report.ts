@@ -151,6 +151,15 @@ export const defaultTargets = (sessionKeys: ReadonlyArray<number>, connections: 
       unit: "tasks/s"
     },
     { name: "cold start", figure: "cold-start/spawn → ready", kind: "value", op: "<=", threshold: 300, unit: "ms" },
+    // Issue 14 item 4 holds both bars: ≤ 300 ms on a quiet machine and ≤ 2x raw node's spawn → ready in the same run.
+    {
+      name: "cold start vs raw node",
+      figure: "cold-start/spawn → ready",
+      kind: "ratio",
+      op: "<=",
+      threshold: 2,
+      unit: "x"
+    },
     {
       name: "resume 10k pending tasks",
       figure: "runner-resume/resume 10000 pending",
