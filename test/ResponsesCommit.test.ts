@@ -10,27 +10,13 @@ import * as Responses from "../src/channels/Responses/index.js"
 import { AgentHost } from "../src/core/AgentHost.js"
 import * as NativeSqlite from "../src/state/sqlite/NativeSqlite.js"
 import * as SqliteStateStore from "../src/state/sqlite/SqliteStateStore.js"
-import * as StateStore from "../src/state/StateStore.js"
+import * as RecordingStore from "./utils/RecordingStore.js"
 import * as TempDir from "./utils/TempDir.js"
 import * as TestHost from "./utils/TestHost.js"
 
-type Write = "append" | "append (queued)" | "response"
+type Write = RecordingStore.Write
 
-/** The memory store, recording each history and response write and whether its caller waited for it. */
-const recording = (writes: Array<Write>) =>
-  Layer.effect(
-    StateStore.StateStore,
-    Effect.map(StateStore.makeMemory, (store) => ({
-      ...store,
-      appendHistory: (sessionId, messages, options) =>
-        Effect.zipRight(
-          Effect.sync(() => void writes.push(options?.wait === false ? "append (queued)" : "append")),
-          store.appendHistory(sessionId, messages, options)
-        ),
-      putResponse: (response) =>
-        Effect.zipRight(Effect.sync(() => void writes.push("response")), store.putResponse(response))
-    }))
-  )
+const recording = RecordingStore.layer
 
 const create = (url: string, body: Record<string, unknown>) =>
   Effect.promise(() =>

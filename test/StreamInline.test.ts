@@ -11,7 +11,7 @@ import * as Responses from "../src/channels/Responses/index.js"
 import * as Agent from "../src/core/Agent.js"
 import { AgentHost } from "../src/core/AgentHost.js"
 import type { AgentResponseUpdate, Message } from "../src/domain/Message.js"
-import * as StateStore from "../src/state/StateStore.js"
+import * as RecordingStore from "./utils/RecordingStore.js"
 import * as TestHost from "./utils/TestHost.js"
 
 // "wait..." turns complete `entered`, then wait for `gate`.
@@ -111,23 +111,9 @@ const until = <A>(poll: Effect.Effect<A>, done: (a: A) => boolean) =>
     return yield* Effect.die(new Error("condition not reached"))
   })
 
-type Write = "append" | "append (queued)" | "response"
+type Write = RecordingStore.Write
 
-/** The memory store, recording each history and response write and whether its caller waited for it. */
-const recording = (writes: Array<Write>) =>
-  Layer.effect(
-    StateStore.StateStore,
-    Effect.map(StateStore.makeMemory, (store) => ({
-      ...store,
-      appendHistory: (sessionId, messages, options) =>
-        Effect.zipRight(
-          Effect.sync(() => void writes.push(options?.wait === false ? "append (queued)" : "append")),
-          store.appendHistory(sessionId, messages, options)
-        ),
-      putResponse: (response) =>
-        Effect.zipRight(Effect.sync(() => void writes.push("response")), store.putResponse(response))
-    }))
-  )
+const recording = RecordingStore.layer
 
 describe("streamed turns run inline", () => {
   it.scoped("Responses: the stored response is written with the reply, and the terminal event carries it", () =>

@@ -565,6 +565,28 @@ export const make = Effect.gen(function*() {
     })
 
   /**
+   * How an inline turn (blocking or streamed) that failed reports it: a defect in the target is the agent's, an
+   * interruption is shutdown's (once turns are stopped) or a cancellation, and a cancellation after shutdown stopped
+   * turns is shutdown's.
+   */
+  const inlineFailure = (cause: Cause.Cause<TurnError>, inTarget: boolean, key: string): Cause.Cause<TurnError> => {
+    const defect = inTarget ? Cause.dieOption(cause) : Option.none()
+    if (Option.isSome(defect)) return Cause.fail(agentDefect(defect.value))
+    if (Cause.isInterruptedOnly(cause)) {
+      return Cause.fail(
+        stopped ?
+          shutdownError(key) :
+          new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
+      )
+    }
+    if (stopped) {
+      const error = Cause.failureOption(cause)
+      if (Option.isSome(error) && error.value._tag === "TurnCancelled") return Cause.fail(shutdownError(key))
+    }
+    return cause
+  }
+
+  /**
    * The blocking turn of an idle session run in the caller's fiber as one frame: what `Sessions.submit`'s inline
    * run, `tracked`, `shielded`, `explain` and `runTurn` do, with the fiber's refs set and restored directly rather
    * than through an acquire/release each. The actor is busy from `enterInline` to `leave` (later turns queue
@@ -614,21 +636,8 @@ export const make = Effect.gen(function*() {
     })
     return Effect.matchCauseEffect(Effect.interruptible(body), {
       onFailure: (cause) => {
-        const defect = inTarget ? Cause.dieOption(cause) : Option.none()
         end()
-        let failure: Cause.Cause<TurnError> = cause
-        if (Option.isSome(defect)) failure = Cause.fail(agentDefect(defect.value))
-        else if (Cause.isInterruptedOnly(cause)) {
-          failure = Cause.fail(
-            stopped ?
-              shutdownError(key) :
-              new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
-          )
-        } else if (stopped) {
-          const error = Cause.failureOption(cause)
-          if (Option.isSome(error) && error.value._tag === "TurnCancelled") failure = Cause.fail(shutdownError(key))
-        }
-        return Now.zipRight(sessions.leave(entry), Effect.failCause(failure))
+        return Now.zipRight(sessions.leave(entry), Effect.failCause(inlineFailure(cause, inTarget, key)))
       },
       onSuccess: (outcome) => {
         end()
@@ -1009,19 +1018,7 @@ export const make = Effect.gen(function*() {
       // Readers read in interruptible regions: the frame's end must run however the turn ends.
       return Effect.uninterruptible(Effect.matchCauseEffect(Effect.interruptible(body), {
         onFailure: (cause) => {
-          const defect = inTarget ? Cause.dieOption(cause) : Option.none()
-          let failure: Cause.Cause<TurnError> = cause
-          if (Option.isSome(defect)) failure = Cause.fail(agentDefect(defect.value))
-          else if (Cause.isInterruptedOnly(cause)) {
-            failure = Cause.fail(
-              stopped ?
-                shutdownError(key) :
-                new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
-            )
-          } else if (stopped) {
-            const error = Cause.failureOption(cause)
-            if (Option.isSome(error) && error.value._tag === "TurnCancelled") failure = Cause.fail(shutdownError(key))
-          }
+          const failure = inlineFailure(cause, inTarget, key)
           end(Exit.failCause(failure))
           return Now.zipRight(sessions.leave(entry), Effect.failCause(failure))
         },
