@@ -2,6 +2,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Fiber, Scope, TestClock } from "effect"
 import * as Sessions from "../src/core/Sessions.js"
 
+/** The fiber running the test (what a streamed turn's frame names in `attach`). */
+const currentFiber: Effect.Effect<Fiber.RuntimeFiber<unknown, unknown>> = Effect.withFiberRuntime((fiber) =>
+  Effect.succeed(fiber as Fiber.RuntimeFiber<unknown, unknown>)
+)
+
 describe("Sessions", () => {
   it.scoped("runs turns for one key one at a time, in arrival order", () =>
     Effect.gen(function*() {
@@ -118,6 +123,40 @@ describe("Sessions", () => {
       if (Exit.isFailure(firstExit)) assert.include(String(firstExit.cause), "TurnCancelled")
       assert.strictEqual(yield* second, "second")
       assert.isTrue(interrupted)
+    }))
+
+  it.scoped("busy policy interrupt on an inline turn entered before its fiber: cancelled at attach, the actor moves on", () =>
+    Effect.gen(function*() {
+      const sessions = yield* Sessions.make()
+      // A streamed inline turn holds the actor from `enterInline`; its frame (and fiber) only come with its body.
+      const entry = sessions.enterInline("k", "queue", undefined)
+      assert.isDefined(entry)
+      assert.deepStrictEqual(yield* sessions.stats, { live: 1, running: 1, queued: 0 })
+      // Another channel's turn on the key with the `interrupt` policy: nothing to interrupt yet, so it marks the
+      // inline turn cancelled and queues behind it.
+      const second = yield* sessions.submit("k", "interrupt", () => Effect.succeed("second"))
+      const waiting = yield* Effect.fork(second)
+      yield* Effect.yieldNow()
+      assert.isNull(waiting.unsafePoll())
+      // The frame starts: told it was cancelled, it does not run the turn and leaves; the queued turn runs.
+      const self = yield* currentFiber
+      assert.isFalse(sessions.attach(entry!, self))
+      yield* sessions.leave(entry!)
+      assert.strictEqual(yield* Fiber.join(waiting), "second")
+      // Not stuck busy: a later turn runs.
+      assert.strictEqual(yield* Effect.flatten(sessions.submit("k", "queue", () => Effect.succeed(3))), 3)
+    }))
+
+  it.scoped("an inline turn entered before its fiber and attached uncancelled runs as usual", () =>
+    Effect.gen(function*() {
+      const sessions = yield* Sessions.make()
+      const entry = sessions.enterInline("k", "queue", undefined)
+      assert.isDefined(entry)
+      const self = yield* currentFiber
+      assert.isTrue(sessions.attach(entry!, self))
+      const next = yield* sessions.submit("k", "queue", () => Effect.succeed("next"))
+      yield* sessions.leave(entry!)
+      assert.strictEqual(yield* next, "next")
     }))
 
   // Issue 13 point 16: a flood of one-shot sessions kept every actor for the idle timeout (15 minutes, up to

@@ -87,12 +87,19 @@ export interface SessionsShape {
    * the actor is busy from now on with `fiber` as its running job (shutdown and the `interrupt` policy interrupt
    * that fiber), and the entry is returned; otherwise undefined, and the turn goes through `submit`. Exactly one
    * `leave` must follow, however the turn ends; the caller makes the turn interruptible only in its own region.
+   * With no `fiber` (a streamed turn whose frame starts later, when its body is written) nothing is interrupted
+   * until `attach` names the fiber: the `interrupt` policy only marks the turn cancelled meanwhile.
    */
   readonly enterInline: (
     key: string,
     policy: BusyPolicy,
-    fiber: Fiber.RuntimeFiber<unknown, unknown>
+    fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
   ) => InlineEntry | undefined
+  /**
+   * Names the fiber that runs an inline turn entered without one; false when the turn was cancelled meanwhile
+   * (the `interrupt` policy): the caller then ends it without running it, and leaves.
+   */
+  readonly attach: (entry: InlineEntry, fiber: Fiber.RuntimeFiber<unknown, unknown>) => boolean
   /** Ends an inline turn: the actor starts its next queued turn, or goes idle. */
   readonly leave: (entry: InlineEntry) => Effect.Effect<void>
   /** Releases every idle actor whose last turn ended at least the idle time ago. */
@@ -310,7 +317,7 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
     const enterInline = (
       key: string,
       policy: BusyPolicy,
-      fiber: Fiber.RuntimeFiber<unknown, unknown>
+      fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
     ): InlineEntry | undefined => {
       if (policy === "interrupt") return undefined
       let actor = actors.get(key)
@@ -328,10 +335,17 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
       actor.running = {
         run: Effect.void,
         cancel: Effect.void,
-        fiber: fiber as Fiber.RuntimeFiber<void>,
+        fiber: fiber as Fiber.RuntimeFiber<void> | undefined,
         cancelRequested: false
       }
       return actor
+    }
+
+    const attach = (entry: InlineEntry, fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean => {
+      const job = (entry as Actor).running
+      if (job === undefined) return false
+      job.fiber = fiber as Fiber.RuntimeFiber<void>
+      return !job.cancelRequested
     }
 
     const leave = (entry: InlineEntry): Effect.Effect<void> => startNextNow(entry as Actor)
@@ -432,6 +446,7 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
     return Sessions.of({
       submit,
       enterInline,
+      attach,
       leave,
       sweep,
       stats: Effect.sync(() => {

@@ -950,7 +950,9 @@ export const make = Effect.gen(function*() {
     if (RuntimeFlags.interruption(flags) || prepared.request.onDisconnect === "cancel") return undefined
     // A caller already interrupted (its client left while the request was read) would never read the turn.
     if (fiber.getFiberRef(currentClientShield) !== "interrupts" || isInterrupted(fiber)) return undefined
-    const entry = sessions.enterInline(key, info.busyPolicy, fiber)
+    // No fiber until the frame starts: the caller writes the body interruptibly, so an `interrupt` policy's
+    // interruption landing before the frame would end it without the frame, and the actor would stay busy.
+    const entry = sessions.enterInline(key, info.busyPolicy, undefined)
     if (entry === undefined) return undefined
     const request = prepared.request
     const shield = fiber.getFiberRef(currentClientShield)
@@ -968,9 +970,13 @@ export const make = Effect.gen(function*() {
       current: Fiber.RuntimeFiber<unknown, unknown>
     ): Effect.Effect<void, TurnError | E> => {
       state = 1
-      if (stopped) {
-        // Shutdown stopped turns before this one began: it ends as a stopped turn does, without running.
-        const failure = shutdownError(key)
+      // Shutdown stopped turns, or the `interrupt` policy cancelled this one, before it began: it ends as a stopped
+      // (cancelled) turn does, without running.
+      const cancelled = !sessions.attach(entry, current)
+      if (stopped || cancelled) {
+        const failure = stopped ?
+          shutdownError(key) :
+          new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
         if (current === fiber) Now.setFiberRef(fiber, currentClientShield, shield)
         outcome = Exit.fail(failure)
         state = 2
