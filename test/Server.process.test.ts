@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schedule } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -22,9 +22,16 @@ describe("npm start (the real server as a process)", () => {
       const body = yield* Effect.promise(() => res.json())
       assert.include(body.response, "hi")
       assert.isString(body.session_id)
+      // The request's log line is written as its handler ends, after the response: it reaches the pipe a moment later.
+      const requestLine = /channel request.*channel=invocations.*operation=invoke/s
+      yield* Effect.sync(() => requestLine.test(server.output())).pipe(
+        Effect.repeat({ until: (seen) => seen, schedule: Schedule.spaced("20 millis") }),
+        Effect.timeout("5 seconds"),
+        Effect.ignore
+      )
       const output = server.output()
       assert.include(output, "agent host ready")
-      assert.match(output, /channel request.*channel=invocations.*operation=invoke/s)
+      assert.match(output, requestLine)
       const code = yield* server.kill("SIGTERM")
       assert.strictEqual(code, 0)
     }))
