@@ -24,6 +24,7 @@ import * as HostLayers from "../core/HostLayers.js"
 import * as TaskRunner from "../delivery/TaskRunner.js"
 import * as CheckpointStore from "../state/CheckpointStore.js"
 import * as Persistence from "../state/Persistence.js"
+import * as MigrationLock from "../state/postgres/MigrationLock.js"
 import * as PgStateStore from "../state/postgres/PgStateStore.js"
 import * as PushAdmin from "./PushAdmin.js"
 import * as Pushes from "./Pushes.js"
@@ -101,6 +102,14 @@ export const shardingConfig = (options: Options): Partial<ShardingConfig.Shardin
 }
 
 /**
+ * The cluster's message and runner storage on Postgres. Building them creates their tables (check, then create): one
+ * host at a time (`MigrationLock`), or runners starting together on a new database fail with "already exists".
+ */
+export const layerStorage = Layer.scopedContext(
+  MigrationLock.around(Layer.build(Layer.merge(SqlMessageStorage.layer, SqlRunnerStorage.layer)))
+)
+
+/**
  * Sharding over the runners' sockets with storage on Postgres: `@effect/platform-node`'s `NodeClusterSocket.layer`
  * composed by hand so the config is explicit (see `shardingConfig`). Its own pool: the runner storage reserves a
  * connection for the advisory shard locks, which Postgres drops when this process dies (kill -9 included).
@@ -114,8 +123,7 @@ export const layerSharding = (
       Layer.provide(layerClientProtocol)
     )),
     // Kept in the output: the workflow engine (`WorkflowTarget.layerEngineCluster`) journals in the same storage.
-    Layer.provideMerge(Layer.orDie(SqlMessageStorage.layer)),
-    Layer.provide(Layer.orDie(SqlRunnerStorage.layer)),
+    Layer.provideMerge(Layer.orDie(layerStorage)),
     Layer.provide(ShardingConfig.layer(shardingConfig(options))),
     Layer.provide(RpcSerialization.layerMsgPack),
     Layer.provide(PgClient.layer({ url: options.databaseUrl, maxConnections: 8 }))

@@ -11,6 +11,8 @@
  */
 import * as ClusterError from "@effect/cluster/ClusterError"
 import * as Entity from "@effect/cluster/Entity"
+import * as EntityId from "@effect/cluster/EntityId"
+import * as Sharding from "@effect/cluster/Sharding"
 import * as Rpc from "@effect/rpc/Rpc"
 import { Cause, Deferred, Duration, Effect, Exit, Fiber, Layer, Mailbox, Option, Schema, Stream } from "effect"
 import type { TurnOutcome, TurnStream } from "../core/Channel.js"
@@ -52,12 +54,14 @@ const interruptedElsewhere = (key: string) =>
 /**
  * How a turn is admitted once. A forwarded turn (received by another runner) is admitted through
  * `StateStore.markSeen` before it begins: if this runner dies mid-turn, the sender resends it to the key's next owner,
- * which finds it seen and refuses it. A turn this runner received itself cannot be resent by a dead runner (its
- * sender dies with it), so it costs no write on the way: only when its handler ends without a reply (the shard
- * moves, shutdown, a defect), after which the cluster may resend it here or to the next owner, is it marked seen,
- * in the store if it had begun (before the shard is released: entity termination waits for the handler's
- * finalizers) and in memory either way, so a resend to this runner, or the abandoned copy still queued in the
- * session actor, does not run it again.
+ * which finds it seen and refuses it. A turn this runner received while it owned the key's shard cannot be resent by
+ * a dead runner (its sender dies with it), so it costs no write on the way: only when its handler ends without a
+ * reply (the shard moves, shutdown, a defect), after which the cluster may resend it here or to the next owner, is
+ * it marked seen, in the store if it had begun (before the shard is released: entity termination waits for the
+ * handler's finalizers) and in memory either way, so a resend to this runner, or the abandoned copy still queued in
+ * the session actor, does not run it again. A turn sent to a shard another runner owned carries a `from` that is no
+ * runner's (`awayFrom`): if that owner dies after beginning it and the shard moves to the sender, the resend that
+ * arrives here is admitted through the store like any forwarded turn, and refused.
  */
 const admission = (
   self: string,
@@ -191,15 +195,27 @@ const forwardDefect = (key: string, defect: unknown): Effect.Effect<never, TurnC
 
 const mapFailure = (key: string) => (error: unknown): TurnError => isTurnError(error) ? error : fromCluster(key)(error)
 
-/** The router every runner's `Turns` hands keyed turns to (`self`: this runner's address, sent with each turn). */
+/** The `from` of a turn sent to a shard another runner owned when it was sent: it equals no runner's address. */
+export const awayFrom = (self: string) => `${self}#away`
+
+/**
+ * The router every runner's `Turns` hands keyed turns to (`self`: this runner's address, sent with each turn whose
+ * shard is this runner's when it is sent; `awayFrom(self)` with the others).
+ */
 export const makeRouter = (self: string) =>
   Effect.gen(function*() {
     const clientFor = yield* SessionEntity.client
+    const sharding = yield* Sharding.Sharding
     const scope = yield* Effect.scope
+    const away = awayFrom(self)
+    const local = (key: string) => {
+      const id = EntityId.make(key)
+      return sharding.hasShardId(sharding.getShardId(id, SessionEntity.getShardGroup(id)))
+    }
 
     const payloadOf = (turnId: string, channel: string, request: ChannelRequest, isolation: IsolationKeys) => ({
       turnId,
-      from: self,
+      from: local(request.session!.isolationKey) ? self : away,
       channel,
       request,
       ...Wire.isolationFields(isolation)

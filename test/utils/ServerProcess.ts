@@ -79,6 +79,22 @@ export const running = (child: ChildProcess, port: number): RunningServer => {
 }
 
 /** Waits until `GET /readiness` answers, or fails with the process output if it exits first. */
+const closed = (child: ChildProcess) =>
+  Effect.async<void>((resume) => {
+    if (child.stdout?.closed !== false && child.stderr?.closed !== false) return resume(Effect.void)
+    const done = () => {
+      clearTimeout(timer)
+      child.off("close", done)
+      resume(Effect.void)
+    }
+    const timer = setTimeout(done, 1000)
+    child.once("close", done)
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      child.off("close", done)
+    })
+  })
+
 export const awaitReady = (server: RunningServer, timeoutMs = 90_000) =>
   Effect.gen(function*() {
     const poll = Effect.tryPromise(() => fetch(`${server.url}/readiness`)).pipe(
@@ -87,8 +103,12 @@ export const awaitReady = (server: RunningServer, timeoutMs = 90_000) =>
       ) => (r.ok ? Effect.void : Effect.fail(new ServerFailed({ message: `status ${r.status}`, output: "" })))),
       Effect.catchAll((e) =>
         server.process.exitCode !== null ?
-          Effect.fail(
-            new ServerFailed({ message: `server exited with ${server.process.exitCode}`, output: server.output() })
+          // Its last output may still be in the pipes: read it once they close (bounded).
+          Effect.zipRight(
+            closed(server.process),
+            Effect.fail(
+              new ServerFailed({ message: `server exited with ${server.process.exitCode}`, output: server.output() })
+            )
           ) :
           Effect.fail(e)
       )
