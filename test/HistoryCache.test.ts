@@ -91,5 +91,23 @@ describe("history cache in the host", () => {
         const next = yield* post(`${host.url}/invocations`, { message: "and?", session_id: "huge" })
         assert.include(JSON.parse(next.body).response, "turn 2")
       }))
+
+    it.effect("a session minted for its turn is not cached; continued, it is read from the store, then cached", () =>
+      Effect.gen(function*() {
+        const host = yield* AgentHost
+        const turns = yield* Turns
+        const before = yield* turns.historyCache
+        // No session_id: Invocations mints one (fresh) and returns it.
+        const first = yield* post(`${host.url}/invocations`, { message: "one-shot" })
+        assert.strictEqual(first.status, 200)
+        const sessionId = String(JSON.parse(first.body).session_id)
+        assert.deepStrictEqual(yield* turns.historyCache, before, "nothing cached for a one-shot session")
+        const second = yield* post(`${host.url}/invocations`, { message: "and again", session_id: sessionId })
+        assert.include(JSON.parse(second.body).response, "turn 2")
+        const after = yield* turns.historyCache
+        assert.strictEqual(after.sessions, before.sessions + 1, "a continued session is cached")
+        const third = yield* post(`${host.url}/invocations`, { message: "once more", session_id: sessionId })
+        assert.include(JSON.parse(third.body).response, "turn 3")
+      }))
   })
 })

@@ -159,6 +159,31 @@ describe("Sessions", () => {
       assert.strictEqual(yield* next, "next")
     }))
 
+  it.scoped("a transient actor (a key minted for its turn) is released when the turn ends, unless another came", () =>
+    Effect.gen(function*() {
+      const sessions = yield* Sessions.make()
+      // Inline: released at leave.
+      const one = sessions.enterInline("once", "queue", undefined, true)
+      assert.isDefined(one)
+      assert.isTrue(yield* sessions.isLive("once"))
+      yield* sessions.leave(one!)
+      assert.isFalse(yield* sessions.isLive("once"))
+      // Submitted: released when its job ends.
+      yield* Effect.flatten(sessions.submit("queued-once", "queue", () => Effect.void, { transient: true }))
+      assert.isFalse(yield* sessions.isLive("queued-once"))
+      // A second turn for the key while the first runs: a conversation after all, the actor is kept.
+      const first = sessions.enterInline("continued", "queue", undefined, true)
+      assert.isDefined(first)
+      const next = yield* sessions.submit("continued", "queue", () => Effect.succeed("second"))
+      yield* sessions.leave(first!)
+      assert.strictEqual(yield* next, "second")
+      assert.isTrue(yield* sessions.isLive("continued"))
+      assert.strictEqual((yield* sessions.stats).live, 1)
+      // Without the flag an idle actor stays for reuse.
+      yield* sessions.leave(sessions.enterInline("kept", "queue", undefined)!)
+      assert.isTrue(yield* sessions.isLive("kept"))
+    }))
+
   // Issue 13 point 16: a flood of one-shot sessions kept every actor for the idle timeout (15 minutes, up to
   // 100 000 of them); above maxIdle the least recently used idle actors now go at once.
   it.scoped("keeps at most maxIdle idle actors: a flood of one-shot sessions is released at once, LRU first", () =>

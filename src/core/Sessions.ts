@@ -52,6 +52,8 @@ export interface SubmitOptions {
    * `interrupt` policy and `onDisconnect: "cancel"`, which need the turn in a fiber of its own.
    */
   readonly inline?: boolean
+  /** The key was just minted for this turn (see `enterInline`'s `transient`). */
+  readonly transient?: boolean
 }
 
 export interface ActorHandle {
@@ -89,11 +91,15 @@ export interface SessionsShape {
    * `leave` must follow, however the turn ends; the caller makes the turn interruptible only in its own region.
    * With no `fiber` (a streamed turn whose frame starts later, when its body is written) nothing is interrupted
    * until `attach` names the fiber: the `interrupt` policy only marks the turn cancelled meanwhile.
+   * `transient`: the key was just minted for this turn (a one-shot request's session): a new actor for it is
+   * released as soon as it goes idle, unless another turn for the key came meanwhile, instead of being kept for
+   * reuse (most such keys never see a second turn; a later one gets a new actor).
    */
   readonly enterInline: (
     key: string,
     policy: BusyPolicy,
-    fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
+    fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined,
+    transient?: boolean
   ) => InlineEntry | undefined
   /**
    * Names the fiber that runs an inline turn entered without one; false when the turn was cancelled meanwhile
@@ -152,6 +158,8 @@ interface Actor {
   running: Job | undefined
   lastActive: number
   scope: Scope.CloseableScope | undefined
+  /** Released as soon as it goes idle (a key minted for one turn that has seen no other). */
+  transient: boolean
   readonly handle: ActorHandle
 }
 
@@ -196,6 +204,7 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
         running: undefined,
         lastActive: 0,
         scope: undefined,
+        transient: false,
         handle: {
           key,
           scope: Effect.suspend(() => {
@@ -216,6 +225,10 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
       const job = actor.queue.shift()
       actor.running = job
       if (job === undefined) {
+        if (actor.transient) {
+          if (actors.get(actor.key) === actor) actors.delete(actor.key)
+          return actor.scope === undefined ? Effect.void : closeScope(actor)
+        }
         actor.lastActive = clock.unsafeCurrentTimeMillis()
         return trimIdle()
       }
@@ -246,12 +259,18 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
       return scoped === undefined ? Effect.void : Effect.forEach(scoped, closeScope, { discard: true })
     }
 
-    const acquire = (key: string, now: number, evicted: Array<Actor>): Actor | SessionCapacityExceeded => {
+    const acquire = (
+      key: string,
+      now: number,
+      evicted: Array<Actor>,
+      transient: boolean
+    ): Actor | SessionCapacityExceeded => {
       const existing = actors.get(key)
       if (existing !== undefined) {
         // Re-insert so map order is least-recently-used first.
         actors.delete(key)
         actors.set(key, existing)
+        existing.transient = false
         return existing
       }
       if (actors.size >= maxActors) {
@@ -273,6 +292,7 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
       }
       const actor = newActor(key)
       actor.lastActive = now
+      actor.transient = transient
       actors.set(key, actor)
       return actor
     }
@@ -317,7 +337,8 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
     const enterInline = (
       key: string,
       policy: BusyPolicy,
-      fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
+      fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined,
+      transient = false
     ): InlineEntry | undefined => {
       if (policy === "interrupt") return undefined
       let actor = actors.get(key)
@@ -326,10 +347,12 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
         if (actors.size >= maxActors) return undefined
         actor = newActor(key)
         actor.lastActive = clock.unsafeCurrentTimeMillis()
+        actor.transient = transient
       } else {
         if (actor.running !== undefined || actor.queue.length > 0) return undefined
         // Re-insert so map order is least-recently-used first.
         actors.delete(key)
+        actor.transient = false
       }
       actors.set(key, actor)
       actor.running = {
@@ -362,7 +385,7 @@ export const make = (options: Options = {}): Effect.Effect<SessionsShape, never,
       > => {
         const now = clock.unsafeCurrentTimeMillis()
         const evicted: Array<Actor> = []
-        const actor = acquire(key, now, evicted)
+        const actor = acquire(key, now, evicted, submitOptions?.transient === true)
         if (actor instanceof SessionCapacityExceeded) return Effect.fail(actor)
         const busy = actor.running !== undefined || actor.queue.length > 0
         if (busy && policy === "reject") {

@@ -480,7 +480,7 @@ export const make = Effect.gen(function*() {
     }
     const turn: Turn = { input: stamp(request), history, sessionId, options: request.options ?? {}, context }
     if (sessionId === undefined || turn.input.length === 0) return Effect.succeed(turn)
-    extendHistory(sessionId, history, turn.input)
+    if (request.session?.fresh !== true) extendHistory(sessionId, history, turn.input)
     // Not waited for: the reply's append commits after it (batches commit in order), and the reply waits for that.
     return Effect.as(store.appendHistory(sessionId, turn.input, { wait: false }), turn)
   }
@@ -528,14 +528,19 @@ export const make = Effect.gen(function*() {
       )
       const sessionId = turn.sessionId
       if (sessionId === undefined) return withReply === undefined ? deliver : Effect.tap(deliver, withReply)
-      // What startTurn cached (the history and this turn's input), unless it was evicted or dropped meanwhile.
-      const cached = histories.peek(sessionId)?.value
-      const last = turn.input[turn.input.length - 1]
-      const base =
-        cached !== undefined && (last === undefined ? cached === turn.history : cached[cached.length - 1] === last) ?
-          cached :
-          recent([...turn.history, ...turn.input])
-      extendHistory(sessionId, base, annotated.messages)
+      // A session the channel has just minted (`fresh`) is not cached: most are never continued (one-shot
+      // requests), and caching each would keep its messages alive until evicted, to be promoted and collected as
+      // old garbage. One that is continued is read from the store once, by its next turn, and cached from then on.
+      if (request.session?.fresh !== true) {
+        // What startTurn cached (the history and this turn's input), unless it was evicted or dropped meanwhile.
+        const cached = histories.peek(sessionId)?.value
+        const last = turn.input[turn.input.length - 1]
+        const base =
+          cached !== undefined && (last === undefined ? cached === turn.history : cached[cached.length - 1] === last) ?
+            cached :
+            recent([...turn.history, ...turn.input])
+        extendHistory(sessionId, base, annotated.messages)
+      }
       if (withReply === undefined) {
         const appended = store.appendHistory(sessionId, annotated.messages)
         // Nothing left to run after the commit (the common case): the outcome is ready now.
@@ -604,7 +609,7 @@ export const make = Effect.gen(function*() {
     if (stopped) return Effect.fail(shutdownError(key))
     // The frame's set-up and restore below must not be cut short by an interruption.
     if (RuntimeFlags.interruption(flags)) return runPrepared(info, prepared)
-    const entry = sessions.enterInline(key, info.busyPolicy, fiber)
+    const entry = sessions.enterInline(key, info.busyPolicy, fiber, prepared.request.session?.fresh === true)
     if (entry === undefined) return runPrepared(info, prepared)
     const request = prepared.request
     const shield = fiber.getFiberRef(currentClientShield)
@@ -703,7 +708,13 @@ export const make = Effect.gen(function*() {
           ).pipe(explain(key))
         )
       }
-      return Effect.map(sessions.submit(key, info.busyPolicy, () => shielded(work), { inline: true }), explain(key))
+      return Effect.map(
+        sessions.submit(key, info.busyPolicy, () => shielded(work), {
+          inline: true,
+          transient: request.session?.fresh === true
+        }),
+        explain(key)
+      )
     }
     if (key === undefined) {
       // Route handlers run uninterruptibly; the detached turn must stay interruptible for shutdown.
@@ -716,10 +727,14 @@ export const make = Effect.gen(function*() {
       )
     }
     const policy = info.busyPolicy
+    const transient = request.session?.fresh === true
     return Effect.map(
       cancel ?
-        Effect.map(sessions.submit(key, policy, () => work, { onDisconnect: "cancel" }), Effect.interruptible) :
-        sessions.submit(key, policy, () => work),
+        Effect.map(
+          sessions.submit(key, policy, () => work, { onDisconnect: "cancel", transient }),
+          Effect.interruptible
+        ) :
+        sessions.submit(key, policy, () => work, { transient }),
       explain(key)
     )
   }
@@ -952,7 +967,7 @@ export const make = Effect.gen(function*() {
     if (fiber.getFiberRef(currentClientShield) !== "interrupts" || isInterrupted(fiber)) return undefined
     // No fiber until the frame starts: the caller writes the body interruptibly, so an `interrupt` policy's
     // interruption landing before the frame would end it without the frame, and the actor would stay busy.
-    const entry = sessions.enterInline(key, info.busyPolicy, undefined)
+    const entry = sessions.enterInline(key, info.busyPolicy, undefined, prepared.request.session?.fresh === true)
     if (entry === undefined) return undefined
     const request = prepared.request
     const shield = fiber.getFiberRef(currentClientShield)
