@@ -96,7 +96,7 @@ describe("Invocations turn fiber", () => {
       target: Agent.layer(Agent.make({
         name: "where",
         run: () =>
-          Effect.map(FiberRef.get(currentClientShield), (shield) => ({
+          Effect.map(FiberRef.get(currentClientShield), ({ state: shield }) => ({
             messages: [{ role: "assistant", contents: [{ _tag: "text", text: shield }] }]
           }))
       }))

@@ -113,7 +113,7 @@ describe("NodeHandler", () => {
 
   it.scoped("a handler runs in a request fiber (a turn may run inline there); a fiber it forks is not one", () =>
     Effect.gen(function*() {
-      const shield = FiberRef.get(currentClientShield)
+      const shield = Effect.map(FiberRef.get(currentClientShield), (cell) => cell.state)
       const { port } = yield* serve(() =>
         handle(Effect.gen(function*() {
           const own = yield* shield

@@ -45,8 +45,7 @@ import * as Redact from "../domain/Redact.js"
 import type { Bytes } from "../domain/Size.js"
 import * as Size from "../domain/Size.js"
 import { wallClockSleep } from "../domain/Time.js"
-import type { ClientShield } from "../http/ClientShield.js"
-import { currentClientShield } from "../http/ClientShield.js"
+import * as ClientShield from "../http/ClientShield.js"
 import { BoundedCache } from "../internal/BoundedCache.js"
 import * as Now from "../internal/Now.js"
 import * as ConversationStoreModule from "../state/ConversationStore.js"
@@ -439,7 +438,7 @@ export const make = Effect.gen(function*() {
               request: authorized,
               isolation: Option.getOrElse(Context.getOption(context, CurrentIsolation), () => noIsolationKeys),
               // An HTTP request's fiber (a disconnect can be shielded from it), or a caller that says it is safe.
-              inline: fiber.getFiberRef(currentClientShield) === "interrupts" ||
+              inline: ClientShield.stateOf(fiber) === "interrupts" ||
                 Option.isSome(Context.getOption(context, InlineTurns))
             }
             info.turns.update(1)
@@ -612,15 +611,14 @@ export const make = Effect.gen(function*() {
     const entry = sessions.enterInline(key, info.busyPolicy, fiber, prepared.request.session?.fresh === true)
     if (entry === undefined) return runPrepared(info, prepared)
     const request = prepared.request
-    const shield = fiber.getFiberRef(currentClientShield)
+    const shield = ClientShield.shield(fiber)
     const context = fiber.getFiberRef(FiberRef.currentContext)
-    Now.setFiberRef(fiber, currentClientShield, "shielded")
     running.add(fiber)
     const started = performance.now()
     // Set while the target runs: a defect there is the agent's (`agent_defect`), as `runTurn` reports it.
     let inTarget = false
     const end = () => {
-      Now.setFiberRef(fiber, currentClientShield, shield)
+      ClientShield.restore(fiber, shield)
       if (inTarget) Now.setFiberRef(fiber, FiberRef.currentContext, context)
       running.delete(fiber)
       info.duration.update((performance.now() - started) / 1000)
@@ -686,7 +684,10 @@ export const make = Effect.gen(function*() {
   // a client disconnect interrupts them) and interrupting it cancels the turn; under `continue` it is not.
   // While a turn runs in an HTTP request's fiber, the client leaving does not interrupt it (ClientShield).
   const shielded = <A, E>(work: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-    setLocally(work, currentClientShield, (): ClientShield => "shielded")
+    Effect.withFiberRuntime((fiber) => {
+      const was = ClientShield.shield(fiber)
+      return Effect.ensuring(work, Effect.sync(() => ClientShield.restore(fiber, was)))
+    })
 
   const submit = <A>(
     info: ChannelInfo,
@@ -964,14 +965,13 @@ export const make = Effect.gen(function*() {
     if (whole === undefined || info.streamTransform !== undefined || stopped) return undefined
     if (RuntimeFlags.interruption(flags) || prepared.request.onDisconnect === "cancel") return undefined
     // A caller already interrupted (its client left while the request was read) would never read the turn.
-    if (fiber.getFiberRef(currentClientShield) !== "interrupts" || isInterrupted(fiber)) return undefined
+    if (ClientShield.stateOf(fiber) !== "interrupts" || isInterrupted(fiber)) return undefined
     // No fiber until the frame starts: the caller writes the body interruptibly, so an `interrupt` policy's
     // interruption landing before the frame would end it without the frame, and the actor would stay busy.
     const entry = sessions.enterInline(key, info.busyPolicy, undefined, prepared.request.session?.fresh === true)
     if (entry === undefined) return undefined
     const request = prepared.request
-    const shield = fiber.getFiberRef(currentClientShield)
-    Now.setFiberRef(fiber, currentClientShield, "shielded")
+    const shield = ClientShield.shield(fiber)
     // 0: not started, 1: running, 2: ended (`outcome` set).
     let state = 0
     let outcome: Exit.Exit<TurnOutcome, TurnError> | undefined
@@ -992,7 +992,7 @@ export const make = Effect.gen(function*() {
         const failure = stopped ?
           shutdownError(key) :
           new TurnCancelled({ key, message: `the turn in session ${key} was cancelled` })
-        if (current === fiber) Now.setFiberRef(fiber, currentClientShield, shield)
+        if (current === fiber) ClientShield.restore(fiber, shield)
         outcome = Exit.fail(failure)
         state = 2
         if (ended !== undefined) Deferred.unsafeDone(ended, outcome)
@@ -1005,7 +1005,7 @@ export const make = Effect.gen(function*() {
       // The first failure of `f`: the turn goes on (its reader may have gone), and it is reported after.
       let failed: Cause.Cause<E> | undefined
       const end = (exit: Exit.Exit<TurnOutcome, TurnError>) => {
-        if (current === fiber) Now.setFiberRef(fiber, currentClientShield, shield)
+        if (current === fiber) ClientShield.restore(fiber, shield)
         if (inTarget) Now.setFiberRef(current, FiberRef.currentContext, context)
         running.delete(current)
         info.duration.update((performance.now() - started) / 1000)

@@ -24,8 +24,7 @@ import {
   Stream
 } from "effect"
 import type * as Http from "node:http"
-import type { ClientShield } from "./ClientShield.js"
-import { currentClientShield } from "./ClientShield.js"
+import * as ClientShield from "./ClientShield.js"
 import * as Cors from "./Cors.js"
 import type { IncomingRequest } from "./IncomingRequest.js"
 import { fromNode } from "./IncomingRequest.js"
@@ -244,9 +243,9 @@ export const make = (options: Options): Listener => {
     context: options.runtime.context,
     fiberRefs: FiberRefs.updateAs(options.runtime.fiberRefs, {
       fiberId: FiberId.none,
-      fiberRef: currentClientShield,
-      // Each fiber forked from it (a request's) starts as `interrupts` (see ClientShield).
-      value: "requests" as ClientShield
+      fiberRef: ClientShield.currentClientShield,
+      // Each fiber forked from it (a request's) gets a cell of its own, `interrupts` (see ClientShield).
+      value: ClientShield.requests
     }),
     runtimeFlags: RuntimeFlags.disable(options.runtime.runtimeFlags, RuntimeFlags.Interruption)
   })
@@ -347,7 +346,7 @@ export const make = (options: Options): Listener => {
     if (!nodeResponse.writableEnded) {
       nodeResponse.on("close", () => {
         // A turn running in this fiber is shielded: its caller leaving must not stop it (see ClientShield).
-        if (!nodeResponse.writableEnded && fiber.getFiberRef(currentClientShield) !== "shielded") {
+        if (!nodeResponse.writableEnded && ClientShield.stateOf(fiber) !== "shielded") {
           fiber.unsafeInterruptAsFork(HttpServerError.clientAbortFiberId)
         }
       })
