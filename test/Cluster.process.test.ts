@@ -14,17 +14,15 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Fiber, Redacted, Ref } from "effect"
 import * as Http from "node:http"
+import * as ClusterRunners from "./utils/ClusterRunners.js"
 import * as Postgres from "./utils/Postgres.js"
-import * as ServerProcess from "./utils/ServerProcess.js"
 
 const KEYS = 24
 // Concurrent `say` turns (each pushes); also the bound on duplicate pushes.
 const CONCURRENCY = 6
 // Concurrent Responses chains.
 const CHAINS = 2
-// Shard timing of the runners: a dead runner's shards move within about LOCK + REFRESH.
-const LOCK_SECONDS = 4
-const REFRESH_MILLIS = 500
+const { LOCK_SECONDS, REFRESH_MILLIS } = ClusterRunners
 // The bound asserted for the move: the lock expiry, two refreshes, and slack for a loaded 2-core machine.
 const MOVE_BOUND_MILLIS = LOCK_SECONDS * 1000 + 2 * REFRESH_MILLIS + 8000
 
@@ -121,28 +119,12 @@ describe("cluster: a runner killed mid-load", () => {
       Effect.gen(function*() {
         const databaseUrl = yield* Postgres.database
         const fake = yield* fakeDestination
-        const runners = yield* Effect.forEach([0, 1, 2], () =>
-          Effect.gen(function*() {
-            const env = {
-              DATABASE_URL: databaseUrl,
-              FAKE_URL: fake.url,
-              AGENT_HOST_CLUSTER_RUNNER_HOST: "127.0.0.1",
-              AGENT_HOST_CLUSTER_RUNNER_PORT: String(yield* ServerProcess.freePort),
-              AGENT_HOST_CLUSTER_SHARDS: "30",
-              AGENT_HOST_CLUSTER_LOCK_EXPIRATION: `${LOCK_SECONDS} seconds`,
-              AGENT_HOST_CLUSTER_REFRESH_INTERVAL: `${REFRESH_MILLIS} millis`,
-              // The agent counts a chain's turns from the history it sees: the default window (200 messages) would
-              // cap the count at 101 on a fast run, below the acknowledged turns the test checks for.
-              AGENT_HOST_HISTORY_LIMIT: "100000",
-              LOG_LEVEL: "warning"
-            }
-            const server = yield* ServerProcess.spawnServer(env, undefined, "test/fixtures/clusterHost.ts")
-            yield* Effect.addFinalizer(() => server.kill("SIGKILL"))
-            return server
-          }))
-        yield* Effect.forEach(runners, (r) => ServerProcess.awaitReady(r, 90_000), { concurrency: "unbounded" })
-        // Every runner sees the others and the shard assignment settles.
-        yield* Effect.sleep(Duration.millis(LOCK_SECONDS * 1000))
+        const runners = yield* ClusterRunners.start(3, databaseUrl, {
+          FAKE_URL: fake.url,
+          // The agent counts a chain's turns from the history it sees: the default window (200 messages) would cap
+          // the count at 101 on a fast run, below the acknowledged turns the test checks for.
+          AGENT_HOST_HISTORY_LIMIT: "100000"
+        })
 
         const sent: Array<Sent> = []
         const alive = [true, true, true]

@@ -7,11 +7,10 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Fiber } from "effect"
+import * as ClusterRunners from "./utils/ClusterRunners.js"
 import * as Postgres from "./utils/Postgres.js"
-import * as ServerProcess from "./utils/ServerProcess.js"
+import type * as ServerProcess from "./utils/ServerProcess.js"
 
-const LOCK_SECONDS = 4
-const REFRESH_MILLIS = 500
 const BEGAN = "slow turn began"
 
 const say = (url: string, key: string, id: string) =>
@@ -36,28 +35,10 @@ describe("cluster: the owner of a forwarded turn killed mid-turn", () => {
     () =>
       Effect.gen(function*() {
         const databaseUrl = yield* Postgres.database
-        const [a, b] = yield* Effect.forEach([0, 1], () =>
-          Effect.gen(function*() {
-            const server = yield* ServerProcess.spawnServer(
-              {
-                DATABASE_URL: databaseUrl,
-                FAKE_URL: "http://127.0.0.1:9/unused",
-                AGENT_HOST_CLUSTER_RUNNER_HOST: "127.0.0.1",
-                AGENT_HOST_CLUSTER_RUNNER_PORT: String(yield* ServerProcess.freePort),
-                AGENT_HOST_CLUSTER_SHARDS: "30",
-                AGENT_HOST_CLUSTER_LOCK_EXPIRATION: `${LOCK_SECONDS} seconds`,
-                AGENT_HOST_CLUSTER_REFRESH_INTERVAL: `${REFRESH_MILLIS} millis`,
-                SLOW_TURN_MILLIS: "4000",
-                LOG_LEVEL: "warning"
-              },
-              undefined,
-              "test/fixtures/clusterHost.ts"
-            )
-            yield* Effect.addFinalizer(() => server.kill("SIGKILL"))
-            return server
-          }))
-        yield* Effect.forEach([a!, b!], (r) => ServerProcess.awaitReady(r, 90_000), { concurrency: "unbounded" })
-        yield* Effect.sleep(Duration.millis(LOCK_SECONDS * 1000))
+        const [a, b] = yield* ClusterRunners.start(2, databaseUrl, {
+          FAKE_URL: "http://127.0.0.1:9/unused",
+          SLOW_TURN_MILLIS: "4000"
+        })
 
         // A slow turn received by A on a key B owns: B logs its beginning. A key A owns runs on A; try the next.
         let inFlight: Fiber.RuntimeFiber<{ status: number; body: string }> | undefined

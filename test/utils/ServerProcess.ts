@@ -78,7 +78,7 @@ export const running = (child: ChildProcess, port: number): RunningServer => {
   }
 }
 
-/** Waits until `GET /readiness` answers, or fails with the process output if it exits first. */
+/** Waits (at most a second) for an exited child's pipes to close: its last output may still be in them. */
 const closed = (child: ChildProcess) =>
   Effect.async<void>((resume) => {
     if (child.stdout?.closed !== false && child.stderr?.closed !== false) return resume(Effect.void)
@@ -95,6 +95,7 @@ const closed = (child: ChildProcess) =>
     })
   })
 
+/** Waits until `GET /readiness` answers, or fails with the process output if it exits first. */
 export const awaitReady = (server: RunningServer, timeoutMs = 90_000) =>
   Effect.gen(function*() {
     const poll = Effect.tryPromise(() => fetch(`${server.url}/readiness`)).pipe(
@@ -103,11 +104,13 @@ export const awaitReady = (server: RunningServer, timeoutMs = 90_000) =>
       ) => (r.ok ? Effect.void : Effect.fail(new ServerFailed({ message: `status ${r.status}`, output: "" })))),
       Effect.catchAll((e) =>
         server.process.exitCode !== null ?
-          // Its last output may still be in the pipes: read it once they close (bounded).
+          // The output is read once the pipes have closed, not when the failure is built.
           Effect.zipRight(
             closed(server.process),
-            Effect.fail(
-              new ServerFailed({ message: `server exited with ${server.process.exitCode}`, output: server.output() })
+            Effect.suspend(() =>
+              Effect.fail(
+                new ServerFailed({ message: `server exited with ${server.process.exitCode}`, output: server.output() })
+              )
             )
           ) :
           Effect.fail(e)

@@ -7,30 +7,29 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Scope } from "effect"
 
 // The two-key form: its key space does not overlap the single-key locks `@effect/cluster` takes for shards.
 const lock = "1634166888, 1"
 
-/** Runs `setup` holding the database's set-up lock (waiting for another host's set-up to finish first). */
+/** Holds the lock on a reserved connection until the scope closes (unlocked, then the connection released). */
+const held = (sql: SqlClient.SqlClient) =>
+  Effect.gen(function*() {
+    const holder = yield* sql.reserve
+    yield* Effect.addFinalizer(() => Effect.ignore(holder.executeRaw(`SELECT pg_advisory_unlock(${lock})`, [])))
+    yield* holder.executeRaw(`SELECT pg_advisory_lock(${lock})`, [])
+  })
+
+/**
+ * Runs `setup` holding the database's set-up lock (waiting for another host's set-up to finish first). The lock has
+ * a scope of its own: `setup` may build resources in the caller's scope (a layer) that outlive the lock.
+ */
 export const around = <A, E, R>(
   setup: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | SqlError, R | SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.acquireUseRelease(
-      Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const holder = yield* Effect.onError(Scope.extend(sql.reserve, scope), () => Scope.close(scope, Exit.void))
-        yield* Effect.onError(
-          holder.executeRaw(`SELECT pg_advisory_lock(${lock})`, []),
-          () => Scope.close(scope, Exit.void)
-        )
-        return { holder, scope }
-      }),
-      () => setup,
-      ({ holder, scope }) =>
-        Effect.zipRight(
-          Effect.ignore(holder.executeRaw(`SELECT pg_advisory_unlock(${lock})`, [])),
-          Scope.close(scope, Exit.void)
-        )
+      Scope.make(),
+      (scope) => Effect.zipRight(Scope.extend(held(sql), scope), setup),
+      (scope, exit) => Scope.close(scope, exit)
     ))
