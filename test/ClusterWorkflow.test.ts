@@ -4,6 +4,8 @@
  * turn received by either host runs once, and an execution whose runner stops mid-way is resumed by the other from
  * its journal, without running a finished activity again.
  */
+import * as ShardId from "@effect/cluster/ShardId"
+import * as Sharding from "@effect/cluster/Sharding"
 import { assert, describe, it } from "@effect/vitest"
 import { Activity } from "@effect/workflow"
 import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Redacted, Schedule, Schema, Scope } from "effect"
@@ -89,8 +91,19 @@ const twoRunners = (log: Array<string>, gate: Deferred.Deferred<void>) =>
       })
     const a = yield* start("A")
     const b = yield* start("B")
-    // Let both runners see each other and settle the shard assignment (a few refreshes of 500 ms).
+    // Let both runners see each other and settle the shard assignment (a few refreshes of 500 ms), and on a loaded
+    // machine wait (bounded) until each holds shards: the test spreads executions over both.
     yield* Effect.sleep(Duration.seconds(3))
+    const holdsShards = (context: Context.Context<Turns>) => {
+      const sharding = Context.get(context as unknown as Context.Context<Sharding.Sharding>, Sharding.Sharding)
+      return Array.from({ length: 31 }, (_, i) => ShardId.make("default", i)).some((id) => sharding.hasShardId(id))
+    }
+    yield* Effect.suspend(() =>
+      holdsShards(a.context) && holdsShards(b.context) ? Effect.void : Effect.fail("shards not yet assigned")
+    ).pipe(
+      Effect.retry(Schedule.spaced(Duration.millis(200)).pipe(Schedule.upTo(Duration.seconds(20)))),
+      Effect.orDie
+    )
     return { A: a, B: b }
   })
 
