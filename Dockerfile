@@ -32,5 +32,5 @@ VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8000) + '/readiness').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-# The bundle directly: scripts/start.mjs would check src/ for changes and rebuild, which an image never needs.
+# The bundle directly: scripts/start.cjs would check src/ for changes and rebuild, which an image never needs.
 CMD ["node", "dist/main.cjs"]

@@ -1,20 +1,53 @@
 // Builds dist/main.cjs: src/main.ts bundled by esbuild into one file for `npm start` (loading ~80 modules
-// through tsx took seconds), and dist/lazy.cjs beside it with the packages only optional features load. Run by `npm install` (`prepare`) and by scripts/start.mjs when the bundle is
+// through tsx took seconds), and dist/lazy.cjs beside it with the packages only optional features load. Run by `npm install` (`prepare`) and by scripts/start.cjs when the bundle is
 // missing or stale; `node scripts/build.mjs` builds by hand.
 //
-// CommonJS, not ESM: scripts/start.mjs compiles it with a V8 code cache (`vm.Script` `cachedData`), which
+// CommonJS, not ESM: scripts/start.cjs compiles it with a V8 code cache (`vm.Script` `cachedData`), which
 // halves its compile and warm-up time; Node 20 has no code cache for ES modules.
 import { build as esbuild } from "esbuild"
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
 import { dirname, join } from "node:path"
-import { bundleFile, cacheFilePattern, lazyFile, outDir, root, snapshot, stamp, stampFile } from "./bundle.mjs"
+import { bundleFile, cacheFilePattern, lazyFile, outDir, root, snapshot, stamp, stampFile } from "./bundle.cjs"
 
 /**
- * Not bundled: native addons (better-sqlite3, loaded with `require` at runtime) and the optional native
- * speed-ups `ws` tries to `require` inside a try/catch (bufferutil, utf-8-validate); they resolve from
- * node_modules as usual.
+ * Not bundled: the optional native speed-ups `ws` tries to `require` inside a try/catch (bufferutil,
+ * utf-8-validate); they resolve from node_modules as usual. better-sqlite3's JavaScript is bundled (read from the
+ * code cache, not through Node's loader) and its addon loaded as `nativeAddon` says.
  */
-const external = ["better-sqlite3", "bufferutil", "utf-8-validate"]
+const external = ["bufferutil", "utf-8-validate", "better-sqlite3/package.json"]
+
+/**
+ * better-sqlite3 finds its addon with the `bindings` package, which builds a stack trace and tries a dozen paths
+ * (~4 ms of every start). In the bundle, `bindings` is this: the addon where better-sqlite3's install builds it,
+ * `bindings` itself (from better-sqlite3's own directory) only when it is not there.
+ */
+const nativeAddon = () => ({
+  name: "native-addon",
+  setup(build) {
+    build.onResolve(
+      { filter: /^bindings$/ },
+      (args) =>
+        args.importer.includes(join("node_modules", "better-sqlite3")) ?
+          { path: "bindings", namespace: "native-addon" } :
+          undefined
+    )
+    build.onLoad({ filter: /.*/, namespace: "native-addon" }, () => ({
+      contents: [
+        "const path = require(\"node:path\")",
+        "module.exports = (name) => {",
+        "  const root = path.dirname(require.resolve(\"better-sqlite3/package.json\"))",
+        "  try {",
+        "    return require(path.join(root, \"build\", \"Release\", name))",
+        "  } catch (error) {",
+        "    if (error?.code !== \"MODULE_NOT_FOUND\") throw error",
+        "  }",
+        "  return require(require.resolve(\"bindings\", { paths: [root] }))({ bindings: name, module_root: root })",
+        "}"
+      ].join("\n"),
+      loader: "js"
+    }))
+  }
+})
 
 /**
  * Packages that only optional features load (OpenTelemetry's SDK and exporters, the MCP and A2A SDKs with zod and
@@ -139,7 +172,7 @@ export const build = async () => {
     ...common,
     entryPoints: [join(root, "src/main.ts")],
     outfile: bundleFile,
-    plugins: [deepImports(), lazyImports(used)]
+    plugins: [deepImports(), lazyImports(used), nativeAddon()]
   })
   const lazy = await esbuild({
     ...common,

@@ -1,5 +1,5 @@
 /**
- * `npm start` runs the bundle: `node scripts/start.mjs` → dist/main.cjs, rebuilt first when src/ changed (so
+ * `npm start` runs the bundle: `node scripts/start.cjs` → dist/main.cjs, rebuilt first when src/ changed (so
  * this test builds it when needed). Whatever resolves files at runtime (the web chat's assets, markdown-it,
  * better-sqlite3, the WAL checkpoint worker's code) must work from dist/ as it does from src/ under tsx.
  */
@@ -13,12 +13,12 @@ import * as ServerProcess from "./utils/ServerProcess.js"
 
 const root = Path.resolve(import.meta.dirname, "..")
 
-/** `node scripts/start.mjs` (what `npm start` runs) on a free port, killed when the scope closes. */
+/** `node scripts/start.cjs` (what `npm start` runs) on a free port, killed when the scope closes. */
 const startBundle = (stateDir: string) =>
   Effect.acquireRelease(
     Effect.gen(function*() {
       const port = yield* ServerProcess.freePort
-      const child = spawn(process.execPath, [Path.join(root, "scripts/start.mjs")], {
+      const child = spawn(process.execPath, [Path.join(root, "scripts/start.cjs")], {
         cwd: stateDir,
         env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", AGENT_HOST_STATE_DIR: stateDir },
         stdio: ["ignore", "pipe", "pipe"]

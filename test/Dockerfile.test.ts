@@ -139,7 +139,7 @@ describe("Dockerfile", () => {
       }
     }
     // What the runtime stage runs is what `npm run build` produces, and the web chat's files it reads at startup.
-    const build = read("scripts/bundle.mjs")
+    const build = read("scripts/bundle.cjs")
     assert.include(build, `join(outDir, "main.cjs")`)
     const cmd = instructions.filter((i) => i.keyword === "CMD").at(-1)
     assert.include(cmd?.args ?? "", "dist/main.cjs")

@@ -1,7 +1,7 @@
 /**
  * The scenarios. Each runs once per round and returns readings (or, in its first round, why it is skipped).
  * Baselines (raw-*) run against the raw node:http server started in the same run; host scenarios start what
- * `npm start` starts (scripts/start.mjs → the bundle dist/main.cjs of src/main.ts → Server.layerFromEnv,
+ * `npm start` starts (scripts/start.cjs → the bundle dist/main.cjs of src/main.ts → Server.layerFromEnv,
  * default agent; rebuilt first if src/ changed) as a pinned child process with its state in a temp dir, and
  * probe their route first so a missing feature is skipped, not failed.
  */
@@ -71,7 +71,7 @@ const skip = (reason: string): RoundOutcome => ({ _tag: "Skip", reason })
 
 const tsxLoader = import.meta.resolve("tsx")
 /** What `npm start` runs: the launcher of the prebuilt bundle. */
-const launcher = Path.join(root, "scripts/start.mjs")
+const launcher = Path.join(root, "scripts/start.cjs")
 
 // Host -------------------------------------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ export interface Host {
 }
 
 /**
- * Starts the host as `npm start` does (`node scripts/start.mjs`) pinned to the server core, cwd and state in a
+ * Starts the host as `npm start` does (`node scripts/start.cjs`) pinned to the server core, cwd and state in a
  * fresh temp dir (or `options.dir`, kept on stop), logs to a file there; readiness polled every `options.pollMs`.
  */
 export const startHost = async (
@@ -548,7 +548,7 @@ const sessionMemory: Scenario["round"] = async (ctx) => {
   return readings(list)
 }
 
-// V8's code caches of the bundles, written by scripts/start.mjs when a host started without one exits.
+// V8's code caches of the bundles, written by scripts/start.cjs when a host started without one exits.
 const codeCaches = () =>
   Fs.readdirSync(Path.join(root, "dist"))
     .filter((name) => /^(main|lazy)\.\w+\.v8cache$/.test(name))
@@ -763,7 +763,7 @@ export const scenarios: ReadonlyArray<Scenario> = [
   {
     name: "cold-start",
     title: "Cold start",
-    measures: "spawn `node scripts/start.mjs` (npm start: the prebuilt bundle, V8 code cache warm) → first 200 " +
+    measures: "spawn `node scripts/start.cjs` (npm start: the prebuilt bundle, V8 code cache warm) → first 200 " +
       "on GET /readiness; first: the same right after a build (no code cache); raw: spawn raw.mjs → first 200",
     needs: [],
     round: coldStart

@@ -2,7 +2,7 @@
  * Direct access to better-sqlite3 (the driver under `@effect/sql-sqlite-node`), typed with the few members the
  * host uses: the package ships no type declarations and none are installed.
  */
-import { createRequire } from "node:module"
+import Sqlite from "better-sqlite3"
 
 export interface Statement {
   readonly run: (...params: ReadonlyArray<unknown>) => { readonly changes: number }
@@ -35,7 +35,4 @@ export interface Options {
 
 type Constructor = new(filename: string, options?: Options) => Database
 
-export const open: (filename: string, options?: Options) => Database = (() => {
-  const Sqlite = createRequire(import.meta.url)("better-sqlite3") as Constructor
-  return (filename, options) => new Sqlite(filename, options)
-})()
+export const open = (filename: string, options?: Options): Database => new (Sqlite as Constructor)(filename, options)
