@@ -1,7 +1,8 @@
 /**
  * The state database's migrations on real SQLite files (temp dirs): a new database gets every migration, one
  * migrated by an older host gets the rest, and a current one gets none (answered by one query, without the
- * migrator: every start after the first).
+ * migrator: every start after the first). A new state database is given the latest schema in one transaction
+ * (`migrations/latest.ts`): exactly what the migrations build, with every migration recorded.
  */
 import { Migrator, SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
@@ -12,6 +13,9 @@ import m0001 from "../src/state/sqlite/migrations/0001_state.js"
 import m0002 from "../src/state/sqlite/migrations/0002_checkpoints.js"
 import m0003 from "../src/state/sqlite/migrations/0003_epoch_millis.js"
 import * as Migrations from "../src/state/sqlite/migrations/index.js"
+import * as LatestSchema from "../src/state/sqlite/migrations/latest.js"
+import * as NativeSqlite from "../src/state/sqlite/NativeSqlite.js"
+import * as StateDb from "../src/state/sqlite/StateDb.js"
 import * as TempDir from "./utils/TempDir.js"
 
 const recorded = Effect.flatMap(SqlClient.SqlClient, (sql) =>
@@ -37,6 +41,52 @@ const logged = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     )
     return { result, messages }
   })
+
+interface SchemaRow {
+  readonly type: string
+  readonly name: string
+  readonly tbl_name: string
+  readonly sql: string | null
+}
+
+/** What SQLite records of a database's schema, and the migrations recorded as applied. */
+const schemaOf = (filename: string) => {
+  const db = NativeSqlite.open(filename, { readonly: true })
+  try {
+    return {
+      objects: db.prepare("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").all() as Array<
+        SchemaRow
+      >,
+      migrations: db.prepare(`SELECT migration_id, name FROM "${Migrations.table}" ORDER BY migration_id`).all()
+    }
+  } finally {
+    db.close()
+  }
+}
+
+/** The database the migrator alone builds in `dir`: every migration, one by one. */
+const migratedByMigrator = (dir: string) =>
+  Effect.gen(function*() {
+    const filename = Path.join(dir, "migrated.db")
+    yield* Migrator.make({})({ loader: Migrations.loader, table: Migrations.table }).pipe(
+      Effect.provide(SqliteClient.layer({ filename })),
+      Effect.orDie
+    )
+    return filename
+  })
+
+/** `LatestSchema.statements` as it should read for the database at `filename`: what to paste when it differs. */
+const statementsOf = (filename: string) => {
+  const db = NativeSqlite.open(filename, { readonly: true })
+  try {
+    const rows = db.prepare(
+      "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name <> 'sqlite_sequence' ORDER BY rowid"
+    ).all() as Array<{ readonly sql: string }>
+    return rows.map((row) => `  \`${row.sql.replace(/[`\\]/g, "\\$&").replace(/\$\{/g, "\\${")}\``).join(",\n")
+  } finally {
+    db.close()
+  }
+}
 
 const all = Array.from({ length: Migrations.latestId }, (_, i) => i + 1)
 
@@ -71,4 +121,44 @@ describe("state database migrations", () => {
       const tables = yield* sql<{ readonly name: string }>`SELECT name FROM sqlite_master WHERE type = 'table'`
       assert.includeMembers(tables.map((t) => t.name), ["agent_host_tasks", "conversations"])
     })))
+
+  it.scoped("the latest schema is exactly what the migrations build, and records every migration", () =>
+    Effect.gen(function*() {
+      const dir = yield* TempDir.make()
+      const migrated = yield* migratedByMigrator(dir)
+      const created = Path.join(dir, "created.db")
+      assert.isTrue(LatestSchema.create(created))
+      const expected = schemaOf(migrated)
+      assert.deepStrictEqual(
+        schemaOf(created),
+        expected,
+        `migrations/latest.ts is not what the migrations build: its statements should read\n${statementsOf(migrated)}`
+      )
+      assert.deepStrictEqual(
+        expected.migrations.map((row) => (row as { readonly migration_id: number }).migration_id),
+        all
+      )
+    }))
+
+  it.scoped("the latest schema leaves a database that has tables to the migrator", () =>
+    Effect.gen(function*() {
+      const migrated = yield* migratedByMigrator(yield* TempDir.make())
+      const before = schemaOf(migrated)
+      assert.isFalse(LatestSchema.create(migrated))
+      assert.deepStrictEqual(schemaOf(migrated), before)
+    }))
+
+  it.scoped("a new state dir gets the latest schema without the migrator; a reopened one is current", () =>
+    Effect.gen(function*() {
+      const dir = yield* TempDir.make()
+      const migrated = yield* migratedByMigrator(yield* TempDir.make())
+      const first = yield* logged(Effect.scoped(StateDb.make({ directory: dir, checkpointer: false })))
+      assert.notInclude(first.messages, "Migrations complete")
+      const database = Path.join(dir, StateDb.databaseFile)
+      assert.deepStrictEqual(schemaOf(database), schemaOf(migrated))
+      // Reopened: nothing to apply (no migrator either), same schema.
+      const again = yield* logged(Effect.scoped(StateDb.make({ directory: dir, checkpointer: false })))
+      assert.notInclude(again.messages, "Migrations complete")
+      assert.deepStrictEqual(schemaOf(database), schemaOf(migrated))
+    }))
 })

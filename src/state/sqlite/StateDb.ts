@@ -11,9 +11,11 @@ import { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import type { Scope } from "effect"
 import { Context, Duration, Effect, Layer } from "effect"
+import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Checkpointer from "./Checkpointer.js"
 import * as Migrations from "./migrations/index.js"
+import * as LatestSchema from "./migrations/latest.js"
 import * as OwnerLock from "./OwnerLock.js"
 import * as StateWriter from "./StateWriter.js"
 
@@ -58,6 +60,9 @@ export const make = (
       Checkpointer.defaultAutocheckpointPages :
       Checkpointer.autocheckpointPages
     const walSizeLimitBytes = checkpointer === false ? -1 : Checkpointer.walSizeLimitBytes
+    // No file yet: a new database, given the latest schema at once (see `LatestSchema`) rather than migrated; the
+    // migrator then finds it current.
+    const fresh = !Fs.existsSync(filename)
     const client = yield* SqliteClient.make({ filename }).pipe(
       Effect.provide(Reactivity.layer)
     )
@@ -68,6 +73,12 @@ export const make = (
       client.unsafe(`PRAGMA wal_autocheckpoint = ${autocheckpointPages}`),
       client.unsafe(`PRAGMA journal_size_limit = ${walSizeLimitBytes}`)
     ]).pipe(Effect.mapError(unavailable("cannot configure the database")))
+    if (fresh) {
+      yield* Effect.try({
+        try: () => void LatestSchema.create(filename),
+        catch: unavailable("cannot create the database's tables")
+      })
+    }
     yield* Migrations.run.pipe(
       Effect.provideService(SqlClient.SqlClient, client),
       Effect.mapError(unavailable("cannot migrate the database"))

@@ -30,8 +30,14 @@ const migrations = {
 
 export const loader = Migrator.fromRecord(migrations)
 
+/** Each migration's id and name as the migrator records them (`0001_state` is 1, "state"). */
+export const applied: ReadonlyArray<readonly [id: number, name: string]> = Object.keys(migrations).map((key) => {
+  const separator = key.indexOf("_")
+  return [Number.parseInt(key.slice(0, separator), 10), key.slice(separator + 1)] as const
+})
+
 /** The newest migration's id (the number its name starts with, as `Migrator.fromRecord` reads it). */
-export const latestId = Math.max(...Object.keys(migrations).map((name) => Number.parseInt(name, 10)))
+export const latestId = Math.max(...applied.map(([id]) => id))
 
 const migrate = Migrator.make({})({ loader, table })
 
