@@ -141,9 +141,15 @@ export const config: Config.Config<PersistenceSettings> = Config.all({
 )
 
 /**
- * Every `interval` (the first run at once), deletes what is older than `maxAge` with `prune(cutoff)`, which
- * returns how many records went; `cutoff` is `now - maxAge`, an `EpochMillis` like every stored time, so the
- * records' timestamps must be `EpochMillis` too. Runs until the scope closes; a failed run is logged and the next
+ * How long after it starts `pruneEvery` first prunes: off the startup path (a prune is a write, and a process's
+ * first write costs a WAL header and its sync: ~4 ms of a start), yet soon, so a short-lived process prunes too.
+ */
+export const firstPruneAfter = Duration.seconds(1)
+
+/**
+ * Every `interval` (the first run `firstPruneAfter` the start), deletes what is older than `maxAge` with
+ * `prune(cutoff)`, which returns how many records went; `cutoff` is `now - maxAge`, an `EpochMillis` like every
+ * stored time, so the records' timestamps must be `EpochMillis` too. Runs until the scope closes; a failed run is logged and the next
  * one still runs.
  */
 export const pruneEvery = <E, R>(options: {
@@ -162,7 +168,11 @@ export const pruneEvery = <E, R>(options: {
     ),
     Effect.annotateLogs({ retention: options.name })
   )
-  return Effect.asVoid(Effect.forkScoped(Effect.repeat(once, Schedule.spaced(options.interval))))
+  return Effect.asVoid(
+    Effect.forkScoped(
+      Effect.zipRight(Effect.sleep(firstPruneAfter), Effect.repeat(once, Schedule.spaced(options.interval)))
+    )
+  )
 }
 
 /** Prunes stored Responses past `responseRetention`. */
