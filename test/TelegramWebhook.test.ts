@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect } from "effect"
+import { Deferred, Effect, Queue, TestClock } from "effect"
 import * as Agent from "../src/core/Agent.js"
 import { textOf } from "../src/domain/Content.js"
 import { AccessDenied, AgentError, LinkRequiredError } from "../src/domain/Errors.js"
@@ -94,13 +94,60 @@ describe("Telegram webhook", () => {
       const ack = yield* h.post(message(9, "take your time", {}, updateId()))
       assert.strictEqual(ack.status, 200)
       yield* Deferred.await(started)
-      // The typing indicator shows while the agent works.
+      // The typing indicator shows once the agent has worked for `typingDelay` (500 ms by default), not before.
+      assert.strictEqual(h.fake.callsOf("sendChatAction").length, 0)
+      yield* TestClock.adjust("499 millis")
+      assert.strictEqual(h.fake.callsOf("sendChatAction").length, 0)
+      yield* TestClock.adjust("1 millis")
       const typing = yield* h.fake.waitFor("sendChatAction")
       assert.deepStrictEqual(typing[0]!.params, { chat_id: 9, action: "typing" })
       assert.strictEqual(h.fake.callsOf("sendMessage").length, 0)
       yield* Deferred.succeed(gate, undefined)
       yield* h.fake.waitFor("sendMessage")
       assert.deepStrictEqual(sentTexts(h.fake, 9), ["done at last"])
+    }))
+
+  it.scoped("a turn answered within the typing delay sends no typing indicator; a zero delay sends it at once", () =>
+    Effect.gen(function*() {
+      // An agent that takes 200 ms (of the test clock): under the 500 ms default.
+      const began = yield* Queue.unbounded<void>()
+      const quick = yield* Harness.start({
+        agent: () =>
+          Agent.make({
+            name: "quick",
+            run: () =>
+              Effect.zipRight(
+                Queue.offer(began, undefined),
+                Effect.as(Effect.sleep("200 millis"), { messages: [assistantMessage("quick enough")] })
+              )
+          })
+      })
+      yield* quick.post(message(11, "quick", {}, updateId()))
+      yield* Queue.take(began)
+      yield* TestClock.adjust("200 millis")
+      yield* quick.fake.waitFor("sendMessage")
+      // The indicator's fiber ended with the turn: past the delay, still none.
+      yield* TestClock.adjust("1 second")
+      yield* quick.post(message(11, "again", {}, updateId()))
+      yield* Queue.take(began)
+      yield* TestClock.adjust("200 millis")
+      yield* quick.fake.waitFor("sendMessage", 2)
+      assert.strictEqual(quick.fake.callsOf("sendChatAction").length, 0)
+
+      const gate = yield* Deferred.make<void>()
+      const eager = yield* Harness.start({
+        options: { typingDelay: 0 },
+        agent: () =>
+          Agent.make({
+            name: "slow",
+            run: () => Effect.as(Deferred.await(gate), { messages: [assistantMessage("done")] })
+          })
+      })
+      yield* eager.post(message(12, "now", {}, updateId()))
+      const typing = yield* eager.fake.waitFor("sendChatAction")
+      assert.deepStrictEqual(typing[0]!.params, { chat_id: 12, action: "typing" })
+      yield* Deferred.succeed(gate, undefined)
+      yield* eager.fake.waitFor("sendMessage")
     }))
 
   it.scoped("keeps each chat in order while chats run in parallel", () =>

@@ -2,8 +2,7 @@
  * Answering a chat: text (split under Telegram's limit, sent again as plain text when Telegram refuses the
  * formatting), images, the typing indicator, and a turn's reply, streamed by editing one message or sent whole.
  */
-import type { Duration } from "effect"
-import { Effect, Fiber, Option, Queue, Schedule, Schema, Stream } from "effect"
+import { Duration, Effect, Fiber, Option, Queue, Schedule, Schema, Stream } from "effect"
 import type { ChannelContext } from "../../core/Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { DataContent, UriContent } from "../../domain/Content.js"
@@ -34,6 +33,8 @@ export interface Options {
   readonly editInterval: Duration.Duration
   /** How often the typing indicator is renewed while the agent works. */
   readonly typingInterval: Duration.Duration
+  /** How long a turn runs before the typing indicator is first sent (zero: at once). */
+  readonly typingDelay: Duration.Duration
   readonly sendTypingAction: boolean
   /** Shows a sign-in challenge (by private message in groups); default: the error text in the chat. */
   readonly linkChallenge?: (
@@ -155,8 +156,8 @@ export const make = (api: BotApi.BotApi, ctx: ChannelContext, options: Options):
       Effect.catchAll(logSendFailure)
     )
 
-  const typingLoop = (target: ChatTarget) =>
-    api.call(
+  const typingLoop = (target: ChatTarget) => {
+    const loop = api.call(
       "sendChatAction",
       {
         chat_id: target.chatId,
@@ -166,6 +167,10 @@ export const make = (api: BotApi.BotApi, ctx: ChannelContext, options: Options):
       Schema.Unknown,
       { timeout: "10 seconds" }
     ).pipe(Effect.ignore, Effect.repeat(Schedule.spaced(options.typingInterval)))
+    // A turn answered within the delay sends no indicator: one Bot API request per quick turn saved (Telegram asks
+    // for it only "when a response from the bot will take a noticeable amount of time to arrive").
+    return Duration.isZero(options.typingDelay) ? loop : Effect.delay(loop, options.typingDelay)
+  }
 
   const withTyping = (target: ChatTarget) => <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
     !options.sendTypingAction ?

@@ -61,6 +61,11 @@ export interface Options {
   readonly streamEditInterval?: Duration.DurationInput
   /** How often the typing indicator is renewed while the agent works (default 4 s; Telegram shows it 5 s). */
   readonly typingInterval?: Duration.DurationInput
+  /**
+   * How long a turn runs before the typing indicator is first sent (default 500 ms; zero sends it as the turn
+   * starts). A turn answered sooner sends none.
+   */
+  readonly typingDelay?: Duration.DurationInput
   readonly sendTypingAction?: boolean
   /** Long-poll timeout in seconds (default 30). */
   readonly pollingTimeoutSeconds?: number
@@ -108,6 +113,7 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
         parseMode: options.parseMode,
         editInterval: Duration.decode(options.streamEditInterval ?? "400 millis"),
         typingInterval: Duration.decode(options.typingInterval ?? "4 seconds"),
+        typingDelay: Duration.decode(options.typingDelay ?? "500 millis"),
         sendTypingAction: options.sendTypingAction !== false
       })
       // /link, /unlink, /whoami when the host links identities; the channel's own commands may override them.
