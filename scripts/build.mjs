@@ -51,9 +51,9 @@ const nativeAddon = () => ({
 
 /**
  * Packages that only optional features load (OpenTelemetry's SDK and exporters, the MCP and A2A SDKs with zod and
- * ajv, Postgres, msgpackr for the cluster, jose for Bot Framework, the OpenAI tokenizer, ws): bundled apart into
- * dist/lazy.cjs, which the main bundle requires on first use (`require("./lazy.cjs")(name)`) and the launcher
- * compiles with a code cache of its own. A default start then reads and compiles 2.9 MB instead of 7.2 MB (~19 ms
+ * ajv, Postgres, msgpackr for the cluster, jose for Bot Framework, the OpenAI tokenizer, undici for the channels'
+ * outgoing calls, ws): bundled apart into dist/lazy.cjs, which the main bundle requires on first use
+ * (`require("./lazy.cjs")(name)`) and the launcher compiles with a code cache of its own. A default start then reads and compiles 2.9 MB instead of 7.2 MB (~19 ms
  * CPU less; docs/PERFORMANCE.md, cold start). None of them imports effect or a module of the main bundle (the
  * build checks that no module is in both), so nothing is loaded twice.
  */
@@ -67,6 +67,7 @@ const lazyPackages = [
   "jose",
   "msgpackr",
   "pg",
+  "undici",
   "ws",
   "zod"
 ]

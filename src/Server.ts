@@ -3,7 +3,6 @@
  * channels the environment enables. Tests and benchmarks start exactly this.
  */
 import type { HttpClient } from "@effect/platform"
-import { FetchHttpClient } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import {
   Config,
@@ -38,6 +37,7 @@ import * as DurablePush from "./delivery/DurablePush.js"
 import * as MetricsRoute from "./delivery/MetricsRoute.js"
 import * as TaskRunner from "./delivery/TaskRunner.js"
 import type { ChannelStartupError, HostConfigurationError } from "./domain/Errors.js"
+import * as UndiciClient from "./http/UndiciClient.js"
 import * as LogLine from "./internal/LogLine.js"
 import * as Persistence from "./state/Persistence.js"
 import * as StateWriter from "./state/sqlite/StateWriter.js"
@@ -223,10 +223,10 @@ const assemble = <TE, PO, PE, PR, SO, SE>(options: {
       ConfigError.ConfigError | PE
     >
     context = Context.merge(context, core)
-    // Outgoing HTTP (the Bot API) goes through the global fetch, as the OpenAI agent's does.
+    // Outgoing HTTP (the Bot API, Bot Framework, Discord) on undici, loaded on the first call.
     const host = yield* Effect.provide(
       AgentHost.make({ channels: options.channels }),
-      Context.merge(context, yield* build(FetchHttpClient.layer, context))
+      Context.merge(context, yield* build(UndiciClient.layer, context))
     ) as Effect.Effect<AgentHost.AgentHostShape, HostConfigurationError | ChannelStartupError>
     // Finished tasks are pruned after AGENT_HOST_TASK_RETENTION, like stored Responses.
     yield* build(TaskRunner.layerRetention, context)
@@ -254,7 +254,7 @@ export const layerFromEnvWith = <TE>(target: Layer.Layer<Target, TE>) =>
         const host = AgentHost.layer<never, HttpClient.HttpClient | TaskRunner.TaskRunner | Sessions | Turns>({
           channels: all
         }).pipe(
-          Layer.provide(FetchHttpClient.layer),
+          Layer.provide(UndiciClient.layer),
           Layer.merge(TaskRunner.layerRetention)
         )
         const Cluster = yield* Effect.promise(() => import("./cluster/Cluster.js"))
