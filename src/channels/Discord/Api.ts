@@ -123,7 +123,7 @@ const header = (headers: Readonly<Record<string, string | undefined>>, name: str
 // Discord asks bots to identify themselves this way.
 const userAgent = "DiscordBot (https://github.com/effect-agent-host, 0.1)"
 
-/** Builds a client on the given `HttpClient` (production: `FetchHttpClient.layer`). */
+/** Builds a client on the given `HttpClient` (production: `http/UndiciClient.layer`). */
 export const make = (options: Options): Effect.Effect<Api, never, HttpClient.HttpClient> =>
   Effect.gen(function*() {
     const httpClient = yield* HttpClient.HttpClient

@@ -56,7 +56,7 @@ export interface Options {
 const defaultHelp = "Use /ask with a prompt to talk to the agent; each channel (and each DM) is one conversation. " +
   "/reset starts a new one."
 
-/** The channel. It calls Discord through the `HttpClient` its composition provides (`FetchHttpClient.layer`). */
+/** The channel. It calls Discord through the `HttpClient` its composition provides (`http/UndiciClient.layer`). */
 export const make = (options: Options): Channel<never, HttpClient.HttpClient> => {
   const name = options.name ?? "discord"
   const botToken = typeof options.botToken === "string" ?

@@ -113,7 +113,7 @@ const parseJson = (body: string): unknown => {
   }
 }
 
-/** Builds a client for one bot on the given `HttpClient` (production: `FetchHttpClient.layer`). */
+/** Builds a client for one bot on the given `HttpClient` (production: `http/UndiciClient.layer`). */
 export const make = (options: Options): Effect.Effect<BotApi, never, HttpClient.HttpClient> =>
   Effect.gen(function*() {
     const httpClient = yield* HttpClient.HttpClient

@@ -84,7 +84,7 @@ export interface Options {
 }
 
 /**
- * The channel. It calls the Bot API through the `HttpClient` its composition provides (`FetchHttpClient.layer`
+ * The channel. It calls the Bot API through the `HttpClient` its composition provides (`http/UndiciClient.layer`
  * in `Server.ts`).
  */
 export const make = (options: Options): Channel<never, HttpClient.HttpClient> => {
