@@ -24,7 +24,8 @@ const UnknownJson = Schema.parseJson()
 const ItemsJson = Schema.parseJson(Schema.Array(Schema.Unknown))
 const ClaimsJson = Schema.parseJson(Schema.Record({ key: Schema.String, value: Schema.Unknown }))
 
-const decodeMessage = Schema.decodeUnknownEither(MessageJson)
+/** A stored history row's message, or why it no longer decodes. */
+export const decodeMessage = Schema.decodeUnknownEither(MessageJson)
 const decodeIdentity = Schema.decodeUnknownEither(IdentityJson)
 const decodeJson = Schema.decodeUnknownEither(UnknownJson)
 const decodeItems = Schema.decodeUnknownEither(ItemsJson)

@@ -4,12 +4,15 @@
  *
  * Writes on a turn's path (history, identities, responses and their events, aliases, cursors, seen ids) go through
  * `StateWriter`, group-committed with other turns' writes; each completes once committed, so a read after it (on
- * either connection) sees it. Rare writes (deletes, quarantine, links) stay on the @effect/sql client.
+ * either connection) sees it. Rare writes (deletes, quarantine, links) stay on the @effect/sql client. The reads a
+ * turn may make (its session's alias and history, the key an identity was seen under) run on the writer's
+ * connection at once (`StateWriter.read`), without the client's ~100 Effect steps a statement.
  *
  * SQL failures are infrastructure failures the caller cannot act on: they become defects here.
  */
 import { SqlClient } from "@effect/sql"
-import { Effect, Layer } from "effect"
+import { Effect, Either, Layer, Option } from "effect"
+import type { Message } from "../../domain/Message.js"
 import * as Time from "../../domain/Time.js"
 import * as StateRows from "../StateRows.js"
 import type { SeenPruneSettings } from "../StateStore.js"
@@ -18,7 +21,7 @@ import * as StateDb from "./StateDb.js"
 import type { Step } from "./StateWriter.js"
 import { StateWriter } from "./StateWriter.js"
 
-const { encodeIdentity, encodeMessage, statusOf, toJson } = StateRows
+const { decodeMessage, encodeIdentity, encodeMessage, statusOf, toJson } = StateRows
 
 const insertHistory = "INSERT INTO chat_history (session_id, message) VALUES (?, ?)"
 // REPLACE (not UPSERT) so the row gets a fresh rowid: rowid order is activity order.
@@ -31,6 +34,11 @@ const upsertAlias = "INSERT INTO session_aliases (key, alias) VALUES (?, ?) " +
   "ON CONFLICT (key) DO UPDATE SET alias = excluded.alias"
 const upsertCursor = "INSERT INTO cursors (name, value) VALUES (?, ?) " +
   "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+const selectAlias = "SELECT alias FROM session_aliases WHERE key = ?"
+const selectKeyByIdentity = "SELECT key FROM identities WHERE channel = ? AND native_id = ? ORDER BY rowid DESC LIMIT 1"
+const selectHistory = "SELECT message FROM chat_history WHERE session_id = ? ORDER BY id"
+// The most recent `limit` rows (the index is (session_id, id)), newest first.
+const selectRecentHistory = "SELECT message FROM chat_history WHERE session_id = ? ORDER BY id DESC LIMIT ?"
 // A row whose window has passed (not yet pruned) is taken over: the id counts as new.
 const insertSeen = "INSERT INTO seen_ids (namespace, id, keep_until) VALUES (?, ?, ?) " +
   "ON CONFLICT (namespace, id) DO UPDATE SET keep_until = excluded.keep_until WHERE seen_ids.keep_until < ?"
@@ -42,6 +50,36 @@ export const make = Effect.gen(function*() {
 
   return StateStore.of({
     ...reads,
+    getAlias: (key) =>
+      Effect.map(
+        writer.read((statement) => statement(selectAlias).get(key) as { readonly alias: string } | undefined),
+        (row) => Option.fromNullable(row?.alias)
+      ),
+    findKeyByIdentity: (channel, nativeId) =>
+      Effect.map(
+        writer.read((statement) =>
+          statement(selectKeyByIdentity).get(channel, nativeId) as { readonly key: string } | undefined
+        ),
+        (row) => Option.fromNullable(row?.key)
+      ),
+    loadHistory: (sessionId, limit) =>
+      Effect.flatMap(
+        writer.read((statement) =>
+          limit === undefined ?
+            statement(selectHistory).all(sessionId) as Array<{ readonly message: string }> :
+            (statement(selectRecentHistory).all(sessionId, limit) as Array<{ readonly message: string }>).reverse()
+        ),
+        (rows) => {
+          const messages: Array<Message> = []
+          for (const row of rows) {
+            const decoded = decodeMessage(row.message)
+            // A row that no longer decodes: the shared read quarantines it (and reads the rest again).
+            if (Either.isLeft(decoded)) return reads.loadHistory(sessionId, limit)
+            messages.push(decoded.right)
+          }
+          return Effect.succeed(messages)
+        }
+      ),
     setAlias: (key, alias) => writer.write((statement) => void statement(upsertAlias).run(key, alias)),
     recordIdentity: (key, identity, at) =>
       writer.write((statement) =>

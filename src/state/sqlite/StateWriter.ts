@@ -92,6 +92,12 @@ export interface StateWriterShape {
    * does not wait for, still committed before any later write. A failure is logged.
    */
   readonly writeNoWait: (step: Step<unknown>) => Effect.Effect<void>
+  /**
+   * Runs `step` on this connection at once, between batches: a read of what is committed (not of writes still
+   * queued, as on any other connection), without the SQL client's Effect machinery (~100 steps a statement) or its
+   * lock. For the reads on a turn's path.
+   */
+  readonly read: <A>(step: Step<A>) => Effect.Effect<A>
   readonly stats: Effect.Effect<Stats>
 }
 
@@ -359,9 +365,17 @@ export const make = (options: Options): Effect.Effect<StateWriterShape, StateWri
         return submit(entry, () => resume(Effect.void))
       })
 
+    // A batch runs from its BEGIN to its COMMIT in one synchronous call, so a read never lands inside one.
+    const read = <A>(step: Step<A>): Effect.Effect<A> =>
+      Effect.sync(() => {
+        if (closed) throw closedError
+        return step(statement)
+      })
+
     return StateWriter.of({
       write,
       writeNoWait,
+      read,
       stats: Effect.sync((): Stats => ({ ...stats, pending: pending.length + waitingForRoom.length }))
     })
   })
