@@ -48,6 +48,7 @@ import { wallClockSleep } from "../domain/Time.js"
 import * as ClientShield from "../http/ClientShield.js"
 import { BoundedCache } from "../internal/BoundedCache.js"
 import * as Now from "../internal/Now.js"
+import { SlotSet } from "../internal/SlotSet.js"
 import * as ConversationStoreModule from "../state/ConversationStore.js"
 import { ConversationStore } from "../state/ConversationStore.js"
 import { StateStore } from "../state/StateStore.js"
@@ -268,7 +269,7 @@ export const make = Effect.gen(function*() {
   // the fibers of turns whose work is under way, so the grace can end early and the rest can be interrupted.
   const draining = yield* Deferred.make<void>()
   let stopped = false
-  const running = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+  const running = new SlotSet<Fiber.RuntimeFiber<unknown, unknown>>()
   // Turns this host handed to another runner (cluster mode) and still waits for: shutdown waits for them too, in
   // the same grace, so their callers get their replies; `stopping` ends the waits of those left after it.
   let forwarding = 0
@@ -613,14 +614,14 @@ export const make = Effect.gen(function*() {
     const request = prepared.request
     const shield = ClientShield.shield(fiber)
     const context = fiber.getFiberRef(FiberRef.currentContext)
-    running.add(fiber)
+    const slot = running.add(fiber)
     const started = performance.now()
     // Set while the target runs: a defect there is the agent's (`agent_defect`), as `runTurn` reports it.
     let inTarget = false
     const end = () => {
       ClientShield.restore(fiber, shield)
       if (inTarget) Now.setFiberRef(fiber, FiberRef.currentContext, context)
-      running.delete(fiber)
+      running.remove(slot, fiber)
       info.duration.update((performance.now() - started) / 1000)
     }
     const body: Effect.Effect<TurnOutcome, TurnError> = Now.andThen(beginTurn(request, prepared.isolation), (turn) => {
@@ -658,12 +659,12 @@ export const make = Effect.gen(function*() {
   ): Effect.Effect<A, TurnError> =>
     Effect.withFiberRuntime<A, TurnError>((fiber) => {
       if (stopped) return Effect.fail(shutdownError(key))
-      running.add(fiber)
+      const slot = running.add(fiber)
       const started = performance.now()
       return Effect.ensuring(
         work,
         Effect.sync(() => {
-          running.delete(fiber)
+          running.remove(slot, fiber)
           info.duration.update((performance.now() - started) / 1000)
         })
       )
@@ -794,7 +795,7 @@ export const make = Effect.gen(function*() {
     ))
     stopped = true
     yield* Deferred.succeed(stopping, undefined)
-    const left = [...running]
+    const left = running.values()
     if (inTime || left.length === 0) return
     yield* Effect.logWarning(
       `shutdown grace of ${Duration.format(grace)} elapsed; stopping ${left.length} running turn(s)`
@@ -999,7 +1000,7 @@ export const make = Effect.gen(function*() {
         return Now.zipRight(sessions.leave(entry), Effect.fail(failure))
       }
       const context = current.getFiberRef(FiberRef.currentContext)
-      running.add(current)
+      const slot = running.add(current)
       const started = performance.now()
       let inTarget = false
       // The first failure of `f`: the turn goes on (its reader may have gone), and it is reported after.
@@ -1007,7 +1008,7 @@ export const make = Effect.gen(function*() {
       const end = (exit: Exit.Exit<TurnOutcome, TurnError>) => {
         if (current === fiber) ClientShield.restore(fiber, shield)
         if (inTarget) Now.setFiberRef(current, FiberRef.currentContext, context)
-        running.delete(current)
+        running.remove(slot, current)
         info.duration.update((performance.now() - started) / 1000)
         outcome = exit
         state = 2

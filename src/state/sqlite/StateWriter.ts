@@ -120,9 +120,10 @@ export interface Options {
 }
 
 interface Entry {
-  readonly step: Step<unknown>
+  /** Cleared (with `resume` and `result`) once the write is complete: see `complete`. */
+  step: Step<unknown> | undefined
   /** Undefined for a no-wait write. */
-  readonly resume: ((result: Effect.Effect<unknown>) => void) | undefined
+  resume: ((result: Effect.Effect<unknown>) => void) | undefined
   result: unknown
   failed: boolean
   error: unknown
@@ -248,7 +249,7 @@ export const make = (options: Options): Effect.Effect<StateWriterShape, StateWri
         for (const entry of batch) {
           if (entry.failed) continue
           try {
-            entry.result = entry.step(statement)
+            entry.result = entry.step === undefined ? undefined : entry.step(statement)
           } catch (error) {
             entry.failed = true
             entry.error = error
@@ -276,17 +277,23 @@ export const make = (options: Options): Effect.Effect<StateWriterShape, StateWri
     const runHoldingSqlConnection = (batch: ReadonlyArray<Entry>) =>
       Effect.orDie(Effect.scoped(Effect.zipRight(sql.reserve, Effect.sync(() => runBatch(batch)))))
 
-    /** Resumes the writers of a finished batch; returns the failures nobody waits for. */
+    /**
+     * Resumes the writers of a finished batch; returns the failures nobody waits for. Each entry lets go of its
+     * step, result and writer as it is done: measured under load, entries still holding them kept the writers'
+     * fibers (and their turns) alive past the next scavenges, to be promoted and left to a major GC.
+     */
     const complete = (batch: ReadonlyArray<Entry>): Array<unknown> => {
       const unobserved: Array<unknown> = []
       for (const entry of batch) {
         if (entry.failed) stats.failed++
         else stats.writes++
-        if (entry.resume === undefined) {
-          if (entry.failed) unobserved.push(entry.error)
-        } else {
-          entry.resume(entry.failed ? Effect.die(entry.error) : Effect.succeed(entry.result))
-        }
+        const resume = entry.resume
+        const outcome: Effect.Effect<unknown> = entry.failed ? Effect.die(entry.error) : Effect.succeed(entry.result)
+        entry.step = undefined
+        entry.resume = undefined
+        entry.result = undefined
+        if (resume !== undefined) resume(outcome)
+        else if (entry.failed) unobserved.push(entry.error)
       }
       return unobserved
     }
