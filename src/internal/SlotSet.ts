@@ -2,7 +2,7 @@
  * A set of objects kept in array slots: adding takes a free slot (and says which), removing clears it at once.
  * For short-lived members of a long-lived set on a hot path: measured on the turn path, a `Set` there kept each
  * turn's objects (through the fiber it held) alive past the next scavenges, so they were promoted and left to the
- * major GC; slots cleared on removal do not (docs/PERFORMANCE.md, "the GC share of a JSON turn").
+ * major GC; slots cleared on removal do not (docs/PERFORMANCE.md, "The GC share of a JSON turn").
  */
 export class SlotSet<A extends object> {
   private readonly slots: Array<A | undefined> = []
