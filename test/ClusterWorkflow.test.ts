@@ -4,12 +4,14 @@
  * turn received by either host runs once, and an execution whose runner stops mid-way is resumed by the other from
  * its journal, without running a finished activity again.
  */
+import * as EntityId from "@effect/cluster/EntityId"
 import * as ShardId from "@effect/cluster/ShardId"
 import * as Sharding from "@effect/cluster/Sharding"
 import { assert, describe, it } from "@effect/vitest"
 import { Activity } from "@effect/workflow"
 import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Redacted, Schedule, Schema, Scope } from "effect"
 import * as Cluster from "../src/cluster/Cluster.js"
+import { SessionEntity } from "../src/cluster/SessionEntity.js"
 import * as AgentHost from "../src/core/AgentHost.js"
 import * as HostConfig from "../src/core/HostConfig.js"
 import * as HostLayers from "../src/core/HostLayers.js"
@@ -114,10 +116,28 @@ describe("ClusterWorkflow (two runners in one process)", () => {
       const gate = yield* Deferred.make<void>()
       yield* Deferred.succeed(gate, undefined)
       const { A, B } = yield* twoRunners(log, gate)
+      // Keys whose sessions each runner owns now, three each (the first found among w0, w1, ...): six keys hashed
+      // at random could all land on one runner while the shards are still unevenly assigned.
+      const owns = (context: Context.Context<Turns>, key: string) => {
+        const sharding = Context.get(context as unknown as Context.Context<Sharding.Sharding>, Sharding.Sharding)
+        const id = EntityId.make(key)
+        return sharding.hasShardId(sharding.getShardId(id, SessionEntity.getShardGroup(id)))
+      }
+      const keys: Array<string> = []
+      const ofA: Array<string> = []
+      const ofB: Array<string> = []
+      for (let k = 0; k < 1_000 && (ofA.length < 3 || ofB.length < 3); k++) {
+        const key = `w${k}`
+        if (ofA.length < 3 && owns(A.context, key)) ofA.push(key)
+        else if (ofB.length < 3 && owns(B.context, key)) ofB.push(key)
+      }
+      assert.strictEqual(ofA.length, 3, "keys owned by A")
+      assert.strictEqual(ofB.length, 3, "keys owned by B")
+      for (let i = 0; i < 3; i++) keys.push(ofA[i]!, ofB[i]!)
       const runners = new Set<string>()
-      for (let k = 0; k < 6; k++) {
+      for (let k = 0; k < keys.length; k++) {
         const via = k % 2 === 0 ? A : B
-        const outcome = yield* run(via.context, `w${k}`, `m${k}`)
+        const outcome = yield* run(via.context, keys[k]!, `m${k}`)
         const by = String(outcome.result.result).split(":")[1]!
         runners.add(by)
         assert.strictEqual(outcome.result.result, `m${k}:${by}`)

@@ -109,7 +109,11 @@ export const awaitReady = (server: RunningServer, timeoutMs = 90_000) =>
             closed(server.process),
             Effect.suspend(() =>
               Effect.fail(
-                new ServerFailed({ message: `server exited with ${server.process.exitCode}`, output: server.output() })
+                new ServerFailed({
+                  // The output's end in the message too: a test runner's summary shows the message only.
+                  message: `server exited with ${server.process.exitCode}: ${server.output().slice(-1_500)}`,
+                  output: server.output()
+                })
               )
             )
           ) :
