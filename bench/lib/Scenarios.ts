@@ -294,6 +294,34 @@ const hostSse = (path: string, body: string): Scenario["round"] => (ctx) =>
     return sseReadings(ctx, host.server, url, body, "raw-sse")
   })
 
+// Floor --------------------------------------------------------------------------------------------------------
+
+/**
+ * The same load against bench/servers/floor.cjs: node:http and better-sqlite3 doing a stored turn's durable
+ * work by hand, no framework. Its ratio to raw is the most any server can reach with SQLite-durable turns on
+ * this machine; the host's figures read against both.
+ */
+const floorRound = (body: string, kind: "json" | "sse"): Scenario["round"] => async (ctx) => {
+  const dir = tempDir("bench-floor")
+  const server = await spawnServer({
+    name: "floor",
+    nodeArgs: [Path.join(root, "bench/servers/floor.cjs")],
+    cwd: dir,
+    logFile: Path.join(dir, "floor.log"),
+    env: { STATE_DIR: dir }
+  })
+  try {
+    await awaitReady(server, 30_000, 5)
+    const url = `${server.url}/v1/responses`
+    return kind === "json"
+      ? jsonReadings(await jsonLoad(ctx, server, url, body), "raw-json")
+      : await sseReadings(ctx, server, url, body, "raw-sse")
+  } finally {
+    await server.stop()
+    Fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 // Telegram -----------------------------------------------------------------------------------------------------
 
 const telegramToken = "123456:bench-token"
@@ -735,6 +763,20 @@ export const scenarios: ReadonlyArray<Scenario> = [
     measures: "POST /v1/responses {stream:true}: ~50 events per stream; events/s and TTFB, unloaded and loaded",
     needs: ["raw-sse"],
     round: hostSse("/v1/responses", JSON.stringify({ model: "x", input: responsesSseInput, stream: true }))
+  },
+  {
+    name: "floor-json",
+    title: "Floor: stored turn by hand, JSON",
+    measures: "reference: POST /v1/responses to bench/servers/floor.cjs (node:http + better-sqlite3, no framework)",
+    needs: ["raw-json"],
+    round: floorRound(JSON.stringify({ model: "x", input: "hi" }), "json")
+  },
+  {
+    name: "floor-sse",
+    title: "Floor: stored turn by hand, SSE",
+    measures: "reference: the Responses SSE body to bench/servers/floor.cjs: the host's 50 events, stored",
+    needs: ["raw-sse"],
+    round: floorRound(JSON.stringify({ model: "x", input: responsesSseInput, stream: true }), "sse")
   },
   {
     name: "telegram-webhook",
