@@ -301,26 +301,27 @@ const hostSse = (path: string, body: string): Scenario["round"] => (ctx) =>
  * work by hand, no framework. Its ratio to raw is the most any server can reach with SQLite-durable turns on
  * this machine; the host's figures read against both.
  */
-const floorRound = (body: string, kind: "json" | "sse"): Scenario["round"] => async (ctx) => {
-  const dir = tempDir("bench-floor")
-  const server = await spawnServer({
-    name: "floor",
-    nodeArgs: [Path.join(root, "bench/servers/floor.cjs")],
-    cwd: dir,
-    logFile: Path.join(dir, "floor.log"),
-    env: { STATE_DIR: dir }
-  })
-  try {
-    await awaitReady(server, 30_000, 5)
-    const url = `${server.url}/v1/responses`
-    return kind === "json"
-      ? jsonReadings(await jsonLoad(ctx, server, url, body), "raw-json")
-      : await sseReadings(ctx, server, url, body, "raw-sse")
-  } finally {
-    await server.stop()
-    Fs.rmSync(dir, { recursive: true, force: true })
+const floorRound =
+  (body: string, kind: "json" | "sse", env: Record<string, string> = {}): Scenario["round"] => async (ctx) => {
+    const dir = tempDir("bench-floor")
+    const server = await spawnServer({
+      name: "floor",
+      nodeArgs: [Path.join(root, "bench/servers/floor.cjs")],
+      cwd: dir,
+      logFile: Path.join(dir, "floor.log"),
+      env: { STATE_DIR: dir, ...env }
+    })
+    try {
+      await awaitReady(server, 30_000, 5)
+      const url = `${server.url}/v1/responses`
+      return kind === "json"
+        ? jsonReadings(await jsonLoad(ctx, server, url, body), "raw-json")
+        : await sseReadings(ctx, server, url, body, "raw-sse")
+    } finally {
+      await server.stop()
+      Fs.rmSync(dir, { recursive: true, force: true })
+    }
   }
-}
 
 // Telegram -----------------------------------------------------------------------------------------------------
 
@@ -770,6 +771,13 @@ export const scenarios: ReadonlyArray<Scenario> = [
     measures: "reference: POST /v1/responses to bench/servers/floor.cjs (node:http + better-sqlite3, no framework)",
     needs: ["raw-json"],
     round: floorRound(JSON.stringify({ model: "x", input: "hi" }), "json")
+  },
+  {
+    name: "floor-effect-json",
+    title: "Floor in one Effect fiber per request, JSON",
+    measures: "reference: floor-json with each request run as one Effect fiber (body read, parse, commit wait)",
+    needs: ["raw-json"],
+    round: floorRound(JSON.stringify({ model: "x", input: "hi" }), "json", { FLOOR_EFFECT: "1" })
   },
   {
     name: "floor-sse",

@@ -8,6 +8,10 @@
 // It is a reference, not a server: no sessions, agent, authorization, hooks, limits or error shapes. If this
 // server is below a bar, the bar is below what SQLite-durable turns cost on the machine, whatever the framework.
 // Plain CommonJS, like raw.mjs's plain JavaScript: nothing to build, node's own start-up.
+//
+// With FLOOR_EFFECT=1 the same work runs as one Effect fiber per request, the least a turn path on Effect does:
+// the body read (`Effect.async`), the parse (`Effect.try`), the checks, and the wait for the commit
+// (`Effect.async`), forked from a prebuilt runtime as src/http/NodeHandler.ts forks a routed request.
 "use strict"
 const Crypto = require("node:crypto")
 const Http = require("node:http")
@@ -133,7 +137,8 @@ const resource = (id, model, createdAt, completedAt, status, output, usage) => (
 
 const event = (payload) => `event: ${payload.type}\ndata: ${JSON.stringify(payload)}\n\n`
 
-const turn = (response, body) => {
+/** The turn; `done` runs once its reply is sent (after the commit). */
+const turn = (response, body, done) => {
   const now = Date.now()
   const seconds = Math.floor(now / 1000)
   const id = `resp_${now.toString(16).padStart(12, "0")}${randomHex(20)}`
@@ -178,7 +183,10 @@ const turn = (response, body) => {
     answer: undefined
   }
   if (body.stream !== true) {
-    stored.answer = () => sendJson(response, 200, text)
+    stored.answer = () => {
+      sendJson(response, 200, text)
+      done()
+    }
     return store(stored)
   }
   response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" })
@@ -207,30 +215,69 @@ const turn = (response, body) => {
     event({ type: "response.content_part.done", sequence_number: ++sequence, ...at, part }) +
     event({ type: "response.output_item.done", sequence_number: ++sequence, output_index: 0, item })
   response.write(out)
-  stored.answer = () =>
+  stored.answer = () => {
     response.end(event({ type: "response.completed", sequence_number: ++sequence, response: final }))
+    done()
+  }
   store(stored)
 }
+
+const problem = (body) =>
+  typeof body !== "object" || body === null ?
+    "the body must be a JSON object" :
+    typeof body.model !== "string" ?
+    "model: a string is required" :
+    typeof body.input !== "string" ?
+    "input: a string is required" :
+    undefined
+
+const bodyText = (chunks) => chunks.length === 1 ? chunks[0].toString("utf8") : Buffer.concat(chunks).toString("utf8")
+
+const plainHandler = (request, response) => {
+  const chunks = []
+  request.on("data", (chunk) => chunks.push(chunk))
+  request.on("end", () => {
+    let body
+    try {
+      body = JSON.parse(bodyText(chunks))
+    } catch (error) {
+      return invalid(response, String(error))
+    }
+    const wrong = problem(body)
+    if (wrong !== undefined) return invalid(response, wrong)
+    turn(response, body, () => {})
+  })
+}
+
+const effectHandler = () => {
+  const { Effect, Runtime } = require("effect")
+  const runFork = Runtime.runFork(Runtime.defaultRuntime)
+  const readBody = (request) =>
+    Effect.async((resume) => {
+      const chunks = []
+      request.on("data", (chunk) => chunks.push(chunk))
+      request.on("end", () => resume(Effect.succeed(bodyText(chunks))))
+    })
+  const handle = (request, response) =>
+    Effect.gen(function*() {
+      const text = yield* readBody(request)
+      const parsed = yield* Effect.either(Effect.try({ try: () => JSON.parse(text), catch: String }))
+      if (parsed._tag === "Left") return invalid(response, parsed.left)
+      const wrong = problem(parsed.right)
+      if (wrong !== undefined) return invalid(response, wrong)
+      yield* Effect.async((resume) => turn(response, parsed.right, () => resume(Effect.void)))
+    })
+  return (request, response) => runFork(handle(request, response))
+}
+
+const handler = process.env.FLOOR_EFFECT === "1" ? effectHandler() : plainHandler
 
 const server = Http.createServer((request, response) => {
   if (request.method === "GET" && request.url === "/readiness") return sendJson(response, 200, "{\"status\":\"ok\"}")
   if (request.method !== "POST" || request.url !== "/v1/responses") {
     return sendJson(response, 404, JSON.stringify({ error: { message: "no route", type: "not_found" } }))
   }
-  const chunks = []
-  request.on("data", (chunk) => chunks.push(chunk))
-  request.on("end", () => {
-    let body
-    try {
-      body = JSON.parse(chunks.length === 1 ? chunks[0].toString("utf8") : Buffer.concat(chunks).toString("utf8"))
-    } catch (error) {
-      return invalid(response, String(error))
-    }
-    if (typeof body !== "object" || body === null) return invalid(response, "the body must be a JSON object")
-    if (typeof body.model !== "string") return invalid(response, "model: a string is required")
-    if (typeof body.input !== "string") return invalid(response, "input: a string is required")
-    turn(response, body)
-  })
+  handler(request, response)
 })
 server.keepAliveTimeout = 5_000
 server.listen(port, host)
