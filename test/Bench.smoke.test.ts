@@ -1,5 +1,5 @@
 /**
- * Keeps the benchmark suite working: runs `bench/run.ts --smoke` on three scenarios as a child process and
+ * Keeps the benchmark suite working: runs `bench/run.ts --smoke` on five scenarios as a child process and
  * checks that it printed the ratio table and wrote both results files, to a temporary directory: a smoke run
  * never touches the committed `bench/results/latest.*`. It times nothing.
  */
@@ -23,7 +23,7 @@ const runBench = (extra: ReadonlyArray<string>) =>
         Path.join(root, "bench/run.ts"),
         "--smoke",
         "--only",
-        "raw-json,invocations-json,session-memory",
+        "raw-json,invocations-json,floor-json,floor-effect-json,session-memory",
         ...extra
       ],
       { cwd: root, stdio: ["ignore", "pipe", "pipe"] }
@@ -76,6 +76,9 @@ describe("bench --smoke", () => {
         assert.include(result.stdout, "ratio to raw")
         assert.match(result.stdout, /invocations-json\s+req\/s\s.*\d\.\d\dx/)
         assert.match(result.stdout, /session-memory\s+live heap\/key @2k/)
+        // The references (bench/servers/floor.cjs, plain and in Effect) answered and were measured against raw.
+        assert.match(result.stdout, /floor-json\s+req\/s\s.*\d\.\d\dx/)
+        assert.match(result.stdout, /floor-effect-json\s+req\/s\s.*\d\.\d\dx/)
         const report = JSON.parse(Fs.readFileSync(Path.join(out, "latest.json"), "utf8"))
         const figure = report.figures.find((f: { key: string }) => f.key === "invocations-json/req/s")
         assert.isDefined(figure)
