@@ -1,10 +1,11 @@
 /**
  * The Activity channel's replies: conversation kinds (mentions, welcome, invokes, card actions), 429 retried after
- * its Retry-After, Teams 1:1 streaming (sequence, cadence, final, refusal fallback).
+ * its Retry-After, Teams 1:1 streaming (sequence, cadence, final, refusal fallback), the typing indicator's delay.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Queue, Stream, TestClock } from "effect"
+import { Deferred, Effect, Queue, Stream, TestClock } from "effect"
 import * as Agent from "../src/core/Agent.js"
+import { assistantMessage } from "../src/domain/Message.js"
 import * as Harness from "./fake/ActivityHarness.js"
 import * as Fake from "./fake/FakeBotFramework.js"
 
@@ -166,5 +167,69 @@ describe("Activity channel: replies", () => {
       const reply = messagesSent(h.fake)[0]!
       assert.strictEqual(reply.body.text, "Hello")
       assert.isUndefined(streamInfoOf(reply.body))
+    }))
+
+  it.scoped("the typing indicator starts after typingDelay; a quick turn sends none; zero sends it at once", () =>
+    Effect.gen(function*() {
+      yield* atPlausibleTime
+      const typingSent = (fake: Fake.FakeBotFramework) => fake.sent().filter((c) => c.body.type === "typing")
+      const started = yield* Queue.unbounded<void>()
+      const gate = yield* Deferred.make<void>()
+      const slowAgent = () =>
+        Agent.make({
+          name: "slow",
+          run: () =>
+            Effect.zipRight(
+              Effect.zipRight(Queue.offer(started, undefined), Deferred.await(gate)),
+              Effect.succeed({ messages: [assistantMessage("done at last")] })
+            )
+        })
+      const h = yield* Harness.start({ agent: slowAgent })
+      assert.strictEqual((yield* h.send(Fake.message(h.fake, "take your time"))).status, 202)
+      yield* Queue.take(started)
+      // Not before 500 ms (the default) of the turn; then one, to the conversation.
+      yield* TestClock.adjust("499 millis")
+      assert.strictEqual(typingSent(h.fake).length, 0)
+      yield* TestClock.adjust("1 millis")
+      yield* h.fake.waitUntil(() => typingSent(h.fake).length === 1)
+      assert.strictEqual(messagesSent(h.fake).length, 0)
+      yield* Deferred.succeed(gate, undefined)
+      yield* h.fake.waitUntil(() => messagesSent(h.fake).length === 1)
+      assert.strictEqual(messagesSent(h.fake)[0]!.body.text, "done at last")
+      assert.strictEqual(typingSent(h.fake)[0]!.conversationId, messagesSent(h.fake)[0]!.conversationId)
+
+      // A turn of 200 ms (test clock) sends its reply alone, and nothing after it.
+      const began = yield* Queue.unbounded<void>()
+      const quick = yield* Harness.start({
+        agent: () =>
+          Agent.make({
+            name: "quick",
+            run: () =>
+              Effect.zipRight(
+                Queue.offer(began, undefined),
+                Effect.as(Effect.sleep("200 millis"), { messages: [assistantMessage("quick enough")] })
+              )
+          })
+      })
+      yield* quick.send(Fake.message(quick.fake, "quick"))
+      yield* Queue.take(began)
+      yield* TestClock.adjust("200 millis")
+      yield* quick.fake.waitUntil(() => messagesSent(quick.fake).length === 1)
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual(typingSent(quick.fake).length, 0)
+
+      const eagerGate = yield* Deferred.make<void>()
+      const eager = yield* Harness.start({
+        options: { typingDelay: 0 },
+        agent: () =>
+          Agent.make({
+            name: "slow",
+            run: () => Effect.as(Deferred.await(eagerGate), { messages: [assistantMessage("done")] })
+          })
+      })
+      yield* eager.send(Fake.message(eager.fake, "now"))
+      yield* eager.fake.waitUntil(() => typingSent(eager.fake).length === 1)
+      yield* Deferred.succeed(eagerGate, undefined)
+      yield* eager.fake.waitUntil(() => messagesSent(eager.fake).length === 1)
     }))
 })

@@ -55,6 +55,11 @@ export interface Options {
   readonly streamInformative?: string
   /** How often the typing indicator is renewed while the agent works (default 3 s). */
   readonly typingInterval?: Duration.DurationInput
+  /**
+   * How long a turn runs before the typing indicator is first sent (default 500 ms; zero: as the turn starts). A
+   * reply within it is one connector call, not two.
+   */
+  readonly typingDelay?: Duration.DurationInput
   /** Sent when someone is added to a conversation with the bot (empty: nothing). */
   readonly welcomeText?: string
   /** Hosts attachments are downloaded from (default the service URLs and `*.sharepoint.com`); same forms. */
@@ -103,6 +108,7 @@ export const make = (options: Options): Channel<never, HttpClient.HttpClient> =>
       const replies = Replies.make(connector, ctx, {
         feedbackStore: feedback,
         typingInterval: Duration.decode(options.typingInterval ?? "3 seconds"),
+        typingDelay: Duration.decode(options.typingDelay ?? "500 millis"),
         stream: options.stream ?? true,
         feedback: options.feedback ?? true,
         streaming: {

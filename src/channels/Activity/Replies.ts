@@ -2,8 +2,7 @@
  * Answering a conversation through the connector: a turn's reply (whole, or streamed in Teams 1:1 chats), the
  * typing indicator while the agent works, and the short texts a conversation gets when a turn cannot run.
  */
-import type { Duration } from "effect"
-import { Effect, Option, Schedule } from "effect"
+import { Duration, Effect, Option, Schedule } from "effect"
 import type { ChannelContext } from "../../core/Channel.js"
 import type { ChannelRequest } from "../../domain/ChannelRequest.js"
 import type { LinkRequiredError, TurnError } from "../../domain/Errors.js"
@@ -28,6 +27,8 @@ export interface Target {
 
 export interface Options {
   readonly typingInterval: Duration.Duration
+  /** How long a turn runs before the typing indicator is first sent (zero: at once). */
+  readonly typingDelay: Duration.Duration
   readonly stream: boolean
   readonly feedback: boolean
   readonly streaming: Streaming.Options
@@ -100,16 +101,18 @@ export const make = (connector: Connector, ctx: ChannelContext, options: Options
       signIn(error) :
       Effect.zipRight(Effect.logInfo("turn refused or failed", error._tag), say(target, turnErrorText(error)))
 
-  // The indicator is renewed while the agent works (clients show it a few seconds); a failed one is skipped.
-  const withTyping = (target: Target) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-    Effect.raceFirst(
-      effect,
-      send(target, { type: "typing" }).pipe(
-        Effect.catchAll((error) => Effect.logDebug("typing indicator failed", error.message)),
-        Effect.repeat(Schedule.spaced(options.typingInterval)),
-        Effect.zipRight(Effect.never)
-      )
+  // The indicator is renewed while the agent works (clients show it a few seconds); a failed one is skipped. It
+  // starts after `typingDelay`: a turn answered sooner sends its reply alone.
+  const typingLoop = (target: Target) => {
+    const loop = send(target, { type: "typing" }).pipe(
+      Effect.catchAll((error) => Effect.logDebug("typing indicator failed", error.message)),
+      Effect.repeat(Schedule.spaced(options.typingInterval)),
+      Effect.zipRight(Effect.never)
     )
+    return Duration.isZero(options.typingDelay) ? loop : Effect.delay(loop, options.typingDelay)
+  }
+  const withTyping = (target: Target) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.raceFirst(effect, typingLoop(target))
 
   const runOnce = (request: ChannelRequest, raw: unknown, target: Target, signIn: SignIn) => {
     const responseId = request.attributes?.responseId
