@@ -5,13 +5,14 @@
 // on a worker thread. `stream: true` answers the same event sequence the host streams (created, in_progress,
 // item and part added, one delta per word, the done events, completed after the commit).
 //
-// It is a reference, not a server: no sessions, agent, authorization, hooks, limits or error shapes. If this
-// server is below a bar, the bar is below what SQLite-durable turns cost on the machine, whatever the framework.
+// It is a reference, not a server: no sessions, agent, authorization, hooks, limits or error shapes. A bar this
+// server misses is out of reach of any server that keeps turns durable in SQLite on the machine.
 // Plain CommonJS, like raw.mjs's plain JavaScript: nothing to build, node's own start-up.
 //
 // With FLOOR_EFFECT=1 the same work runs as one Effect fiber per request, the least a turn path on Effect does:
 // the body read (`Effect.async`), the parse (`Effect.try`), the checks, and the wait for the commit
-// (`Effect.async`), forked from a prebuilt runtime as src/http/NodeHandler.ts forks a routed request.
+// (`Effect.async`), forked from the default runtime (src/http/NodeHandler.ts forks a routed request the same
+// way, from its own prebuilt runtime).
 "use strict"
 const Crypto = require("node:crypto")
 const Http = require("node:http")
