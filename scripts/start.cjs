@@ -14,6 +14,11 @@ const { dirname } = require("node:path")
 const Vm = require("node:vm")
 const { bundleFile, cacheFile, currentBuild, lazyFile } = require("./bundle.cjs")
 
+// The V8 setting the bundle's entry applies (src/internal/V8Tuning.ts), applied here before the bundle is
+// compiled: the code cache records V8's flags, so a cache written after the entry set it would be rejected by
+// the next start's compile if the flag were set only then.
+require("node:v8").setFlagsFromString("--no-allocation-site-pretenuring")
+
 /**
  * Runs a bundle as Node's CommonJS loader runs a file (the wrapper called with a require that resolves from
  * dist/), compiled with its code cache; resolves `module.exports`. `requireFor` gives the bundle its require.

@@ -1,7 +1,8 @@
 /**
  * `npm start` runs the bundle: `node scripts/start.cjs` → dist/main.cjs, rebuilt first when src/ changed (so
  * this test builds it when needed). Whatever resolves files at runtime (the web chat's assets, markdown-it,
- * better-sqlite3, the WAL checkpoint worker's code) must work from dist/ as it does from src/ under tsx.
+ * better-sqlite3, the WAL checkpoint worker's code) must work from dist/ as it does from src/ under tsx; the code cache
+ * one start writes is used by the next.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -28,6 +29,15 @@ const startBundle = (stateDir: string) =>
     }),
     (server) => server.kill("SIGKILL")
   )
+
+/** The main bundle's code cache file (there is one per build), with what tells a rewrite apart. */
+const mainCache = () => {
+  const dist = Path.join(root, "dist")
+  const name = Fs.readdirSync(dist).find((file) => /^main\.\w+\.v8cache$/.test(file))
+  if (name === undefined) return undefined
+  const stat = Fs.statSync(Path.join(dist, name))
+  return { name, ino: stat.ino, mtimeMs: stat.mtimeMs, size: stat.size }
+}
 
 const get = (url: string) =>
   Effect.promise(async () => {
@@ -78,6 +88,9 @@ describe("npm start runs the bundle", () => {
         )
         assert.notInclude(first.output(), "checkpoint worker died")
         assert.strictEqual(yield* first.kill("SIGTERM"), 0)
+        // A start writes the V8 code cache of the bundle when it had none or the one it had was rejected.
+        const cache = mainCache()
+        assert.isDefined(cache, "no code cache after a start")
 
         // The same state directory: the session's history is in SQLite. The bundle is current: no rebuild.
         const second = yield* startBundle(dir)
@@ -85,6 +98,9 @@ describe("npm start runs the bundle", () => {
         assert.include(String(turn2.body.response), "turn 2")
         assert.notInclude(second.output(), "rebuilt")
         assert.strictEqual(yield* second.kill("SIGTERM"), 0)
+        // The second start compiled with that cache and kept it: a rejected cache (V8 flags that differ between
+        // the compile and the writing, say) would have been written again.
+        assert.deepStrictEqual(mainCache(), cache)
       }),
     { timeout: 240_000 }
   )
