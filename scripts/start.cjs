@@ -13,11 +13,7 @@ const { createRequire, Module } = require("node:module")
 const { dirname } = require("node:path")
 const Vm = require("node:vm")
 const { bundleFile, cacheFile, currentBuild, lazyFile } = require("./bundle.cjs")
-
-// The V8 setting the bundle's entry applies (src/internal/V8Tuning.ts), applied here before the bundle is
-// compiled: the code cache records V8's flags, so a cache written after the entry set it would be rejected by
-// the next start's compile if the flag were set only then.
-require("node:v8").setFlagsFromString("--no-allocation-site-pretenuring")
+const V8 = require("node:v8")
 
 /**
  * Runs a bundle as Node's CommonJS loader runs a file (the wrapper called with a require that resolves from
@@ -31,6 +27,10 @@ const run = (file, name, requireFor) => {
   } catch {
     cachedData = undefined
   }
+  // The host turns V8's allocation-site pretenuring off once it has started (src/internal/V8Tuning.ts), before
+  // the cache is written: the cache records the flags, so compile under that flag too (else every start would
+  // reject the cache), then give the start back its default until the host has turned it off.
+  V8.setFlagsFromString("--no-allocation-site-pretenuring")
   // latin1: the bundles are ASCII (scripts/build.mjs), and this is much faster than decoding UTF-8.
   const script = new Vm.Script(Module.wrap(readFileSync(file, "latin1")), {
     filename: file,
@@ -38,6 +38,10 @@ const run = (file, name, requireFor) => {
     // import() in the bundle (there is none today) behaves as in any module (Node >= 20.12).
     importModuleDynamically: Vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER
   })
+
+  if (globalThis[Symbol.for("effect-agent-host/v8-tuned")] !== true) {
+    V8.setFlagsFromString("--allocation-site-pretenuring")
+  }
 
   if (cachedData === undefined || script.cachedDataRejected === true) {
     let written = false

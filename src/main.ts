@@ -6,10 +6,8 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import * as Launch from "./cli/Launch.js"
-import { tuneForServer } from "./internal/V8Tuning.js"
 import * as Server from "./Server.js"
 
-tuneForServer()
 Launch.launch(Server.targetFromEnv).pipe(
   NodeRuntime.runMain({ disablePrettyLogger: true, disableErrorReporting: true })
 )

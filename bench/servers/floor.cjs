@@ -14,7 +14,7 @@
 // (`Effect.async`), forked from the default runtime (src/http/NodeHandler.ts forks a routed request the same
 // way, from its own prebuilt runtime).
 "use strict"
-// The V8 setting the host's entrypoints apply (src/internal/V8Tuning.ts): the floor gets it too.
+// The V8 setting the host applies once started (src/internal/V8Tuning.ts): the floor gets it too.
 require("node:v8").setFlagsFromString("--no-allocation-site-pretenuring")
 const Crypto = require("node:crypto")
 const Http = require("node:http")

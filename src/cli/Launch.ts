@@ -8,6 +8,7 @@ import type { Layer } from "effect"
 import { Cause, Effect, Layer as LayerModule, Option, Schema } from "effect"
 import type { Target } from "../core/Target.js"
 import * as StartupError from "../internal/StartupError.js"
+import { tuneForServer } from "../internal/V8Tuning.js"
 import * as Server from "../Server.js"
 
 /** The host did not start (or stopped on an error); what went wrong was already printed or logged. */
@@ -15,9 +16,17 @@ export class StartupFailed extends Schema.TaggedError<StartupFailed>()("StartupF
   message: Schema.String
 }) {}
 
-/** Runs the host with `target` until interrupted (SIGINT/SIGTERM through the runtime). */
+/**
+ * Runs the host with `target` until interrupted (SIGINT/SIGTERM through the runtime); once it has started (the
+ * layer built: listening), the server's V8 settings (`internal/V8Tuning`).
+ */
 export const launch = <E>(target: Layer.Layer<Target, E>): Effect.Effect<never, StartupFailed> =>
-  LayerModule.launch(Server.layerFromEnvWith(target)).pipe(
+  Effect.scoped(
+    Effect.zipRight(
+      LayerModule.build(Server.layerFromEnvWith(target)),
+      Effect.zipRight(Effect.sync(tuneForServer), Effect.never)
+    )
+  ).pipe(
     // Under the host: its request handler runs with the exporting tracer (when OTEL_EXPORTER_OTLP_ENDPOINT is set).
     Effect.provide(Server.layerLoggingAndTelemetry),
     Effect.catchAllCause((cause) => {

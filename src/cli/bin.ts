@@ -7,10 +7,8 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Effect, Exit } from "effect"
-import { tuneForServer } from "../internal/V8Tuning.js"
 import * as Cli from "./Cli.js"
 
-tuneForServer()
 Cli.run(process.argv).pipe(
   Effect.provide(NodeContext.layer),
   NodeRuntime.runMain({
