@@ -8,6 +8,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { spawn } from "node:child_process"
 import * as Fs from "node:fs"
+import { createRequire } from "node:module"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as ServerProcess from "./utils/ServerProcess.js"
@@ -30,13 +31,18 @@ const startBundle = (stateDir: string) =>
     (server) => server.kill("SIGKILL")
   )
 
-/** The main bundle's code cache file (there is one per build), with what tells a rewrite apart. */
+// The launcher's own names for the current build and its code cache.
+const bundle: {
+  readonly currentBuild: () => string | undefined
+  readonly cacheFile: (buildId: string, name?: string) => string
+} = createRequire(import.meta.url)("../scripts/bundle.cjs")
+
+/** The current build's main code cache file, with what tells a rewrite apart (undefined: none). */
 const mainCache = () => {
-  const dist = Path.join(root, "dist")
-  const name = Fs.readdirSync(dist).find((file) => /^main\.\w+\.v8cache$/.test(file))
-  if (name === undefined) return undefined
-  const stat = Fs.statSync(Path.join(dist, name))
-  return { name, ino: stat.ino, mtimeMs: stat.mtimeMs, size: stat.size }
+  const buildId = bundle.currentBuild()
+  if (buildId === undefined) return undefined
+  const stat = Fs.statSync(bundle.cacheFile(buildId, "main"), { throwIfNoEntry: false })
+  return stat === undefined ? undefined : { buildId, ino: stat.ino, mtimeMs: stat.mtimeMs, size: stat.size }
 }
 
 const get = (url: string) =>
